@@ -1,0 +1,3 @@
+"""LiveNexus operator: reconciles TranscriptionRoom resources into one worker per room."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,219 @@
+"""TierPolicy / TierManager on a fake clock with fake signals."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from livenexus_worker.settings import DEFAULT_TIERS, TierSpec, WorkerSettings
+from livenexus_worker.tiers import TierManager, TierOptions, TierPolicy
+
+OPTS = TierOptions(
+    levels=4, cpu_high=0.85, cpu_low=0.5, lag_high_s=1.0, lag_low_s=0.3,
+    down_window_s=5.0, up_window_s=20.0, cooldown_s=10.0,
+)
+HOT, CALM, MID = 0.95, 0.2, 0.7
+
+
+def run(policy: TierPolicy, start: float, end: float, cpu: float, lag: float = 0.0,
+        step: float = 1.0) -> list[tuple[float, int]]:
+    """Feed one sample per ``step`` seconds over [start, end); returns (time, new index) of each change."""
+    changes = []
+    t = start
+    while t < end:
+        new = policy.observe(t, cpu, lag)
+        if new is not None:
+            changes.append((t, new))
+        t += step
+    return changes
+
+
+def test_sustained_cpu_pressure_steps_down_after_the_window() -> None:
+    p = TierPolicy(OPTS)
+    assert run(p, 0, 5, HOT) == []  # samples at 0..4: only 4 s held
+    assert p.observe(5, HOT, 0.0) == 1
+    assert p.current == 1
+
+
+def test_blip_does_not_step_down() -> None:
+    p = TierPolicy(OPTS)
+    # 4 s of pressure, one normal sample, 4 s of pressure again: never 5 s in a row.
+    assert run(p, 0, 4, HOT) == []
+    assert p.observe(4, MID, 0.0) is None
+    assert run(p, 5, 9, HOT) == []
+    assert p.current == 0
+
+
+def test_lag_alone_steps_down() -> None:
+    p = TierPolicy(OPTS)
+    assert run(p, 0, 6, CALM, lag=1.5) == [(5, 1)]
+
+
+def test_cooldown_then_another_full_window() -> None:
+    p = TierPolicy(OPTS)
+    changes = run(p, 0, 40, HOT)
+    # First at 5 s; each later one needs the cooldown (10 s) and, after it, a 5 s window measured
+    # since the change; the window is shorter than the cooldown so the cooldown decides.
+    assert changes == [(5, 1), (15, 2), (25, 3)]
+
+
+def test_window_longer_than_cooldown_decides() -> None:
+    p = TierPolicy(TierOptions(levels=3, down_window_s=8.0, cooldown_s=2.0, up_window_s=20.0))
+    # After a change the window restarts at the first sample taken under the new tier (9 s).
+    assert run(p, 0, 30, HOT) == [(8, 1), (17, 2)]
+
+
+def test_bottom_clamp() -> None:
+    p = TierPolicy(OPTS, start=3)
+    assert run(p, 0, 60, HOT) == []
+    assert p.current == 3
+
+
+def test_top_clamp() -> None:
+    p = TierPolicy(OPTS)
+    assert run(p, 0, 100, CALM) == []
+    assert p.current == 0
+
+
+def test_step_up_needs_the_longer_calm() -> None:
+    p = TierPolicy(OPTS, start=2)
+    assert run(p, 0, 20, CALM) == []
+    assert p.observe(20, CALM, 0.0) == 1
+
+
+def test_step_up_interrupted_by_moderate_load() -> None:
+    p = TierPolicy(OPTS, start=2)
+    assert run(p, 0, 19, CALM) == []
+    assert p.observe(19, MID, 0.0) is None  # inside the hysteresis band: resets the calm window
+    assert run(p, 20, 40, CALM) == []
+    assert p.observe(40, CALM, 0.0) == 1
+
+
+def test_calm_cpu_with_lag_between_thresholds_does_not_step_up() -> None:
+    p = TierPolicy(OPTS, start=1)
+    assert run(p, 0, 100, CALM, lag=0.5) == []
+
+
+def test_hysteresis_band_never_changes() -> None:
+    p = TierPolicy(OPTS, start=1)
+    # Oscillating inside (low, high) forever: neither window ever runs.
+    for t in range(200):
+        assert p.observe(float(t), MID if t % 2 else 0.8, 0.6) is None
+    assert p.current == 1
+
+
+def test_oscillation_across_both_thresholds_does_not_flap() -> None:
+    p = TierPolicy(OPTS, start=1)
+    # 3 s hot, 3 s calm, repeated: shorter than both windows.
+    for t in range(120):
+        cpu = HOT if (t // 3) % 2 == 0 else CALM
+        assert p.observe(float(t), cpu, 0.0) is None
+
+
+def test_skips_unavailable_tier_down_and_up() -> None:
+    p = TierPolicy(OPTS, available=lambda i: i != 1)
+    assert run(p, 0, 6, HOT) == [(5, 2)]
+    assert p.skipped == (1,)
+    assert run(p, 6, 40, CALM) == [(26, 0)]  # cooldown ended at 15; calm since 6; window 20 → 26
+    assert p.skipped == (1,)
+
+
+def test_all_lower_tiers_unavailable_clamps() -> None:
+    p = TierPolicy(OPTS, start=1, available=lambda i: i < 2)
+    assert run(p, 0, 30, HOT) == []
+    assert p.current == 1
+
+
+def test_options_reject_inverted_thresholds() -> None:
+    with pytest.raises(ValueError):
+        TierOptions(levels=2, cpu_low=0.9, cpu_high=0.8)
+    with pytest.raises(ValueError):
+        TierOptions(levels=2, lag_low_s=2.0, lag_high_s=1.0)
+    with pytest.raises(ValueError):
+        TierOptions(levels=0)
+
+
+def test_options_from_settings() -> None:
+    s = WorkerSettings.from_env({
+        "LIVENEXUS_TIER_CPU_HIGH": "0.9", "LIVENEXUS_TIER_LAG_HIGH_MS": "1500",
+        "LIVENEXUS_TIER_DOWN_WINDOW_S": "3", "LIVENEXUS_TIER_UP_WINDOW_S": "6",
+        "LIVENEXUS_TIER_COOLDOWN_S": "2",
+    })
+    o = TierOptions.from_settings(s)
+    assert (o.levels, o.cpu_high, o.lag_high_s, o.down_window_s, o.up_window_s, o.cooldown_s) == (
+        len(s.tiers), 0.9, 1.5, 3.0, 6.0, 2.0)
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.calls: list[tuple[int, str]] = []
+
+    def set_tier(self, index: int, spec: TierSpec) -> None:
+        self.calls.append((index, spec.name))
+
+
+def test_manager_waits_for_idle_before_committing() -> None:
+    rec = Recorder()
+    m = TierManager(DEFAULT_TIERS, TierOptions(levels=len(DEFAULT_TIERS), cooldown_s=10.0), listener=rec)
+    assert rec.calls == [(0, DEFAULT_TIERS[0].name)]
+    pending = None
+    for t in range(6):
+        pending = m.request(float(t), HOT, 0.0)
+    assert pending == 1
+    assert m.commit_if_idle(in_utterance=True) is None
+    assert m.active == 0 and m.pending == 1
+    assert m.commit_if_idle(in_utterance=False) == 1
+    assert (m.active, m.pending, m.spec) == (1, None, DEFAULT_TIERS[1])
+    assert rec.calls[-1] == (1, DEFAULT_TIERS[1].name)
+    assert m.commit_if_idle(in_utterance=False) is None  # nothing left to commit
+
+
+def test_manager_pending_advances_while_speech_continues() -> None:
+    m = TierManager(DEFAULT_TIERS, TierOptions(levels=4, down_window_s=2.0, cooldown_s=3.0))
+    for t in range(12):
+        m.request(float(t), HOT, 0.0)
+        m.commit_if_idle(in_utterance=True)
+    # The policy kept deciding (2, 5, 8, 11 → clamped at 3) while the swap waited.
+    assert m.active == 0 and m.pending == 3
+    assert m.commit_if_idle(in_utterance=False) == 3
+
+
+def test_manager_drops_pending_when_policy_returns_to_active() -> None:
+    m = TierManager(DEFAULT_TIERS, TierOptions(levels=4, down_window_s=2.0, up_window_s=4.0, cooldown_s=1.0))
+    for t in range(3):
+        m.request(float(t), HOT, 0.0)
+    assert m.pending == 1
+    for t in range(3, 8):
+        m.request(float(t), CALM, 0.0)
+    assert m.policy.current == 0
+    assert m.pending is None
+    assert m.commit_if_idle(in_utterance=False) is None
+
+
+def test_manager_logs_and_skips_unavailable(caplog: pytest.LogCaptureFixture) -> None:
+    m = TierManager(DEFAULT_TIERS, TierOptions(levels=4, down_window_s=1.0), unavailable={1})
+    with caplog.at_level(logging.INFO, logger="livenexus_worker.tiers"):
+        m.request(0.0, HOT, 0.0)
+        assert m.request(1.0, HOT, 0.0) == 2
+        assert m.commit_if_idle(False) == 2
+    assert any("unavailable" in r.message and r.levelno == logging.WARNING for r in caplog.records)
+    assert any("tier down" in r.message for r in caplog.records)
+
+
+def test_manager_mark_unavailable_active_falls_back_below() -> None:
+    rec = Recorder()
+    m = TierManager(DEFAULT_TIERS, TierOptions(levels=4), listener=rec)
+    assert m.mark_unavailable(0, now=0.0) == 1
+    assert m.active == 1 and rec.calls[-1][0] == 1
+    # Calm must not bring the failed tier back.
+    for t in range(0, 200, 5):
+        m.request(float(t), CALM, 0.0)
+    assert m.pending is None and m.active == 1
+
+
+def test_manager_first_tier_unavailable_at_start() -> None:
+    m = TierManager(DEFAULT_TIERS, TierOptions(levels=4), unavailable={0, 1})
+    assert m.active == 2
+    with pytest.raises(ValueError):
+        TierManager(DEFAULT_TIERS[:1], TierOptions(levels=1), unavailable={0})

@@ -1,0 +1,44 @@
+"""LocalAgreement-2: the prefix two consecutive hypotheses agree on is stable and never changes again."""
+
+from __future__ import annotations
+
+import re
+
+_NORM = re.compile(r"[^\w']+")
+
+
+def _key(word: str) -> str:
+    # Compare words without case and punctuation, so "dog" and "dog." agree.
+    return _NORM.sub("", word.lower())
+
+
+class LocalAgreement:
+    """Tracks the committed (stable) words of one utterance across partial hypotheses."""
+
+    def __init__(self) -> None:
+        self.committed: list[str] = []
+        self._previous: list[str] = []
+
+    def update(self, text: str) -> tuple[str, str]:
+        """Feed the newest hypothesis; returns (stable, unstable) text."""
+        words = text.split()
+        n = len(self.committed)
+        # The new hypothesis must extend what is committed; if Whisper wanders, its tail is all unstable.
+        if [_key(w) for w in words[:n]] == [_key(w) for w in self.committed]:
+            tail, prev_tail = words[n:], self._previous[n:]
+            agree = 0
+            for a, b in zip(tail, prev_tail, strict=False):
+                if _key(a) != _key(b):
+                    break
+                agree += 1
+            # Commit the earlier spelling: it was shown first, and stable text must not flicker.
+            self.committed.extend(prev_tail[:agree])
+            unstable = tail[agree:]
+        else:
+            unstable = words[n:] if len(words) > n else []
+        self._previous = words
+        return " ".join(self.committed), " ".join(unstable)
+
+    def reset(self) -> None:
+        self.committed.clear()
+        self._previous = []

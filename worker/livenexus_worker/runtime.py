@@ -1,0 +1,217 @@
+"""Process-wide runtime: loaded engines, the shared inference scheduler, the tier in force, and streams."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .engine import EngineOptions, Hypothesis, WhisperEngine
+from .events import TranscriptEvent
+from .guards import GuardOptions
+from .models import ModelNotFoundError, resolve
+from .pipeline import PipelineOptions, StreamPipeline
+from .scheduler import InferenceScheduler
+from .segmenter import SegmenterOptions
+from .settings import TierSpec, WorkerSettings
+from .vad import VadOptions
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RuntimeStats:
+    """What the runtime observed; benchmarks and tests read it, metrics mirror it."""
+
+    final_latencies_ms: list[float] = field(default_factory=list)
+    """End of speech → final emitted, per final."""
+    partial_times: dict[str, list[float]] = field(default_factory=dict)
+    """Per segment id: monotonic times partials were emitted (cadence)."""
+    inference_s: float = 0.0
+    """Encoder + decoder time."""
+    audio_s: float = 0.0
+    """Audio seconds decoded (partials and finals)."""
+    frames: int = 0
+    """VAD frames seen."""
+    silent_frames: int = 0
+    """VAD frames judged silent."""
+    utterances: int = 0
+    """Utterances ended."""
+    speech_s: float = 0.0
+    """Voiced audio seconds in ended utterances."""
+
+
+@dataclass(frozen=True)
+class RuntimeOptions:
+    """Everything the runtime needs, independent of where it came from (env, CLI, tests)."""
+
+    tiers: tuple[TierSpec, ...] = (TierSpec(),)
+    """Ladder, best first."""
+    pipeline: PipelineOptions = field(default_factory=PipelineOptions)
+    """Per-stream options."""
+    engine: EngineOptions = field(default_factory=EngineOptions)
+    """Window sizing."""
+    threads: int = 0
+    """CTranslate2 threads (0: all usable cores)."""
+    model_cache: str = ""
+    """Model cache directory ('' = default)."""
+
+    @classmethod
+    def from_settings(cls, s: WorkerSettings, **overrides: Any) -> RuntimeOptions:
+        pipeline = PipelineOptions(
+            vad=VadOptions(aggressiveness=s.vad_aggressiveness, hangover_ms=s.vad_hangover_ms),
+            segmenter=SegmenterOptions(),
+            guards=GuardOptions(),
+            language=s.language,
+        )
+        base = cls(tiers=s.tiers, pipeline=pipeline, threads=s.threads, model_cache=s.model_cache)
+        return cls(**{**base.__dict__, **overrides})
+
+
+class Runtime:
+    """Owns the engines and the scheduler; opens one StreamPipeline per audio stream."""
+
+    def __init__(self, options: RuntimeOptions, observer: Any = None) -> None:
+        if not options.tiers:
+            raise ValueError("at least one tier is required")
+        self.options = options
+        self.observer = observer
+        """Optional metrics sink; duck-typed so the runtime works without prometheus (see metrics.py)."""
+        self.stats = RuntimeStats()
+        self.run_id = uuid.uuid4().hex[:8]
+        self._engines: dict[tuple[str, str], WhisperEngine] = {}
+        self._unavailable: dict[int, str] = {}
+        self._tier = 0
+        self._lock = threading.Lock()
+        self._streams: dict[str, StreamPipeline] = {}
+        self.scheduler = InferenceScheduler(between_jobs=self._between_jobs)
+        self.between_jobs: list[Callable[[], None]] = []
+        self.ready = False
+
+    @classmethod
+    def create(cls, settings: WorkerSettings | RuntimeOptions, observer: Any = None) -> Runtime:
+        opts = settings if isinstance(settings, RuntimeOptions) else RuntimeOptions.from_settings(settings)
+        rt = cls(opts, observer)
+        rt.load()
+        return rt
+
+    # ---- models and tiers ------------------------------------------------------------------------------
+    def load(self) -> None:
+        """Load the preferred tier's model (must work) and check the others (unavailable ones are skipped)."""
+        cache = Path(self.options.model_cache) if self.options.model_cache else None
+        for i, tier in enumerate(self.options.tiers):
+            key = (tier.model, tier.compute_type)
+            if key in self._engines:
+                continue
+            try:
+                path = resolve(tier.model, cache).path
+            except ModelNotFoundError as exc:
+                if i == 0:
+                    raise
+                self._unavailable[i] = str(exc).splitlines()[0]
+                log.warning("tier %d (%s) unavailable, it will be skipped: %s", i, tier.name, exc)
+                continue
+            self._engines[key] = WhisperEngine(path, tier.compute_type, self.options.threads, self.options.engine)
+            log.info("loaded %s (%s) in %.2fs", tier.model, tier.compute_type, self._engines[key].load_s)
+        self.ready = True
+        if self.observer is not None:
+            self.observer.model_loaded(True)
+            self.observer.set_tier(0, self.options.tiers[0])
+
+    def is_available(self, index: int) -> bool:
+        return 0 <= index < len(self.options.tiers) and index not in self._unavailable
+
+    def tier_index(self) -> int:
+        return self._tier
+
+    def set_tier(self, index: int) -> None:
+        """Switch the tier for utterances that start from now on (open utterances keep theirs)."""
+        if not self.is_available(index):
+            raise ValueError(f"tier {index} is not available")
+        with self._lock:
+            old, self._tier = self._tier, index
+        if old != index:
+            log.info("tier %d → %d (%s)", old, index, self.options.tiers[index].name)
+            if self.observer is not None:
+                self.observer.set_tier(index, self.options.tiers[index], previous=old)
+
+    def engine_for(self, tier_index: int) -> tuple[int, TierSpec, WhisperEngine]:
+        tier = self.options.tiers[tier_index]
+        return tier_index, tier, self._engines[(tier.model, tier.compute_type)]
+
+    # ---- streams -------------------------------------------------------------------------------------
+    def open_stream(self, stream_id: str, speaker: str, on_event: Callable[[TranscriptEvent], None],
+                    options: PipelineOptions | None = None) -> StreamPipeline:
+        if not self.ready:
+            raise RuntimeError("runtime not loaded")
+        pipe = StreamPipeline(stream_id, speaker, self, on_event, options or self.options.pipeline,
+                              segment_prefix=f"{self.run_id}-{stream_id}-")
+        with self._lock:
+            old = self._streams.pop(stream_id, None)
+            self._streams[stream_id] = pipe
+        if old is not None:
+            old.close()
+        return pipe
+
+    def close_stream(self, stream_id: str) -> None:
+        with self._lock:
+            pipe = self._streams.pop(stream_id, None)
+        if pipe is not None:
+            pipe.close()
+
+    def active_speakers(self) -> int:
+        with self._lock:
+            return sum(1 for p in self._streams.values() if p.in_utterance)
+
+    def stream_count(self) -> int:
+        with self._lock:
+            return len(self._streams)
+
+    def wait_idle(self, timeout: float) -> bool:
+        return self.scheduler.wait_idle(timeout)
+
+    def close(self) -> None:
+        with self._lock:
+            streams = list(self._streams.values())
+            self._streams.clear()
+        for p in streams:
+            p.close()
+        self.scheduler.close()
+
+    # ---- hooks called by pipelines (StreamContext) ---------------------------------------------------
+    def on_frames(self, frames: int, silent: int) -> None:
+        self.stats.frames += frames
+        self.stats.silent_frames += silent
+        if self.observer is not None:
+            self.observer.frames(frames, silent)
+
+    def on_inference(self, kind: str, hyp: Hypothesis, audio_s: float) -> None:
+        self.stats.inference_s += hyp.encode_s + hyp.decode_s
+        self.stats.audio_s += audio_s
+        if self.observer is not None:
+            self.observer.inference(kind, hyp.encode_s, hyp.decode_s, audio_s)
+
+    def on_emit(self, event: TranscriptEvent) -> None:
+        if event.is_final:
+            self.stats.final_latencies_ms.append(event.latency_ms)
+        else:
+            self.stats.partial_times.setdefault(event.segment_id, []).append(time.monotonic())
+        if self.observer is not None:
+            self.observer.emitted(event)
+
+    def on_utterance(self, speech_s: float) -> None:
+        self.stats.utterances += 1
+        self.stats.speech_s += speech_s
+        if self.observer is not None:
+            self.observer.utterance(speech_s)
+
+    def _between_jobs(self) -> None:
+        if self.observer is not None:
+            self.observer.queue(self.scheduler.depth(), self.scheduler.lag_s(), self.active_speakers())
+        for hook in self.between_jobs:
+            hook()

@@ -1,0 +1,197 @@
+"""Worker settings read from environment variables.
+
+These names are a contract: the operator's pod template sets exactly these, and the README lists them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+
+class SettingsError(ValueError):
+    """A setting is missing or malformed; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class TierSpec:
+    """One rung of the model/decoding ladder; index 0 is the preferred (most expensive) tier."""
+
+    model: str = "base"
+    """Model name or path (resolved by ``livenexus_worker.models``)."""
+    compute_type: str = "int8"
+    """CTranslate2 compute type."""
+    beam_size: int = 5
+    """Beam size for finals (partials always decode greedily)."""
+    partial_interval_ms: int = 250
+    """Time between partial hypotheses while speech continues; 0 disables partials."""
+
+    @property
+    def name(self) -> str:
+        return f"{self.model}-{self.compute_type}-b{self.beam_size}-p{self.partial_interval_ms}"
+
+    @classmethod
+    def from_mapping(cls, raw: Mapping[str, object]) -> TierSpec:
+        def num(key: str, alt: str, default: int) -> int:
+            value = raw.get(key, raw.get(alt, default))
+            if not isinstance(value, int | str) or isinstance(value, bool):
+                raise SettingsError(f"tier field {key!r} must be an integer, got {value!r}")
+            return int(value)
+
+        return cls(
+            model=str(raw.get("model", "base")),
+            compute_type=str(raw.get("computeType", raw.get("compute_type", "int8"))),
+            beam_size=num("beamSize", "beam_size", 5),
+            partial_interval_ms=num("partialIntervalMs", "partial_interval_ms", 250),
+        )
+
+
+DEFAULT_TIERS: tuple[TierSpec, ...] = (
+    TierSpec("base", "int8", 5, 250),
+    TierSpec("base", "int8", 1, 250),
+    TierSpec("base", "int8", 1, 600),
+    TierSpec("tiny", "int8", 1, 600),
+)
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    """Everything `livenexus-worker run` needs; built from the environment by :func:`from_env`."""
+
+    livekit_url: str = ""
+    """LIVEKIT_URL: ws(s):// URL of the LiveKit server."""
+    api_key: str = ""
+    """LIVEKIT_API_KEY: key used to mint the worker's own token."""
+    api_secret: str = field(default="", repr=False)
+    """LIVEKIT_API_SECRET: never logged (excluded from repr)."""
+    room: str = ""
+    """LIVENEXUS_ROOM: the one room this worker transcribes."""
+    identity: str = "livenexus-agent"
+    """LIVENEXUS_IDENTITY: the worker's participant identity."""
+    model: str = "base"
+    """LIVENEXUS_MODEL: model of the first tier when LIVENEXUS_TIERS is not set."""
+    compute_type: str = "int8"
+    """LIVENEXUS_COMPUTE_TYPE: CTranslate2 compute type of the first tier."""
+    beam_size: int = 5
+    """LIVENEXUS_BEAM_SIZE: beam size of the first tier."""
+    language: str | None = "en"
+    """LIVENEXUS_LANGUAGE: language code, or 'auto' (None) to detect per utterance."""
+    vad_aggressiveness: int = 2
+    """LIVENEXUS_VAD_AGGRESSIVENESS: webrtcvad mode 0-3."""
+    vad_hangover_ms: int = 250
+    """LIVENEXUS_VAD_HANGOVER_MS: silence that ends an utterance."""
+    tiers: tuple[TierSpec, ...] = DEFAULT_TIERS
+    """LIVENEXUS_TIERS: JSON list of tiers (model, computeType, beamSize, partialIntervalMs), best first."""
+    tier_cpu_high: float = 0.85
+    """LIVENEXUS_TIER_CPU_HIGH: CPU fraction (of the cores available to us) above which we step down."""
+    tier_cpu_low: float = 0.5
+    """LIVENEXUS_TIER_CPU_LOW: CPU fraction below which we may step up."""
+    tier_lag_high_ms: int = 1000
+    """LIVENEXUS_TIER_LAG_HIGH_MS: inference lag above which we step down."""
+    tier_lag_low_ms: int = 300
+    """LIVENEXUS_TIER_LAG_LOW_MS: inference lag below which we may step up."""
+    tier_down_window_s: float = 5.0
+    """LIVENEXUS_TIER_DOWN_WINDOW_S: pressure must persist this long before stepping down."""
+    tier_up_window_s: float = 20.0
+    """LIVENEXUS_TIER_UP_WINDOW_S: calm must persist this long before stepping up."""
+    tier_cooldown_s: float = 10.0
+    """LIVENEXUS_TIER_COOLDOWN_S: minimum time between two tier changes."""
+    metrics_port: int = 9300
+    """LIVENEXUS_METRICS_PORT: port of /metrics, /healthz and /readyz (0 disables)."""
+    metrics_host: str = "0.0.0.0"
+    """LIVENEXUS_METRICS_HOST: bind address of the metrics server (tests use 127.0.0.1)."""
+    threads: int = 0
+    """LIVENEXUS_THREADS: CTranslate2 intra-op threads (0 = number of usable cores)."""
+    model_cache: str = ""
+    """LIVENEXUS_MODEL_CACHE: directory of prepared models (default: user cache dir)."""
+
+    @property
+    def language_or_none(self) -> str | None:
+        return self.language
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> WorkerSettings:
+        e = os.environ if env is None else env
+
+        def integer(name: str, default: int, lo: int | None = None, hi: int | None = None) -> int:
+            raw = e.get(name, "").strip()
+            if not raw:
+                return default
+            try:
+                value = int(raw)
+            except ValueError as exc:
+                raise SettingsError(f"{name} must be an integer, got {raw!r}") from exc
+            if (lo is not None and value < lo) or (hi is not None and value > hi):
+                raise SettingsError(f"{name} must be in [{lo}, {hi}], got {value}")
+            return value
+
+        def number(name: str, default: float) -> float:
+            raw = e.get(name, "").strip()
+            if not raw:
+                return default
+            try:
+                return float(raw)
+            except ValueError as exc:
+                raise SettingsError(f"{name} must be a number, got {raw!r}") from exc
+
+        model = e.get("LIVENEXUS_MODEL", "base")
+        compute_type = e.get("LIVENEXUS_COMPUTE_TYPE", "int8")
+        beam = integer("LIVENEXUS_BEAM_SIZE", 5, 1, 10)
+        tiers = _parse_tiers(e.get("LIVENEXUS_TIERS", ""), TierSpec(model, compute_type, beam, 250))
+        lang = e.get("LIVENEXUS_LANGUAGE", "en").strip() or "en"
+        return cls(
+            livekit_url=e.get("LIVEKIT_URL", ""),
+            api_key=e.get("LIVEKIT_API_KEY", ""),
+            api_secret=e.get("LIVEKIT_API_SECRET", ""),
+            room=e.get("LIVENEXUS_ROOM", ""),
+            identity=e.get("LIVENEXUS_IDENTITY", "livenexus-agent"),
+            model=model,
+            compute_type=compute_type,
+            beam_size=beam,
+            language=None if lang == "auto" else lang,
+            vad_aggressiveness=integer("LIVENEXUS_VAD_AGGRESSIVENESS", 2, 0, 3),
+            vad_hangover_ms=integer("LIVENEXUS_VAD_HANGOVER_MS", 250, 30, 5000),
+            tiers=tiers,
+            tier_cpu_high=number("LIVENEXUS_TIER_CPU_HIGH", 0.85),
+            tier_cpu_low=number("LIVENEXUS_TIER_CPU_LOW", 0.5),
+            tier_lag_high_ms=integer("LIVENEXUS_TIER_LAG_HIGH_MS", 1000, 0),
+            tier_lag_low_ms=integer("LIVENEXUS_TIER_LAG_LOW_MS", 300, 0),
+            tier_down_window_s=number("LIVENEXUS_TIER_DOWN_WINDOW_S", 5.0),
+            tier_up_window_s=number("LIVENEXUS_TIER_UP_WINDOW_S", 20.0),
+            tier_cooldown_s=number("LIVENEXUS_TIER_COOLDOWN_S", 10.0),
+            metrics_port=integer("LIVENEXUS_METRICS_PORT", 9300, 0, 65535),
+            metrics_host=e.get("LIVENEXUS_METRICS_HOST", "0.0.0.0"),
+            threads=integer("LIVENEXUS_THREADS", 0, 0, 64),
+            model_cache=e.get("LIVENEXUS_MODEL_CACHE", ""),
+        )
+
+    def require_livekit(self) -> None:
+        """Fail fast, naming every missing variable, before touching the network."""
+        missing = [
+            name
+            for name, value in (
+                ("LIVEKIT_URL", self.livekit_url),
+                ("LIVEKIT_API_KEY", self.api_key),
+                ("LIVEKIT_API_SECRET", self.api_secret),
+                ("LIVENEXUS_ROOM", self.room),
+            )
+            if not value
+        ]
+        if missing:
+            raise SettingsError("missing required environment variables: " + ", ".join(missing))
+
+
+def _parse_tiers(raw: str, first: TierSpec) -> tuple[TierSpec, ...]:
+    if not raw.strip():
+        # Without an explicit ladder, the configured model leads and the defaults below it follow.
+        rest = tuple(t for t in DEFAULT_TIERS[1:] if t != first)
+        return (first, *rest)
+    try:
+        data = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise SettingsError(f"LIVENEXUS_TIERS is not valid JSON: {exc}") from exc
+    if not isinstance(data, list) or not data or not all(isinstance(x, dict) for x in data):
+        raise SettingsError("LIVENEXUS_TIERS must be a non-empty JSON list of objects")
+    return tuple(TierSpec.from_mapping(x) for x in data)

@@ -1,0 +1,230 @@
+"""When to move along the tier ladder: a pure, clock-injected policy plus the glue the runtime uses.
+
+:class:`TierPolicy` only looks at the numbers it is given (time, CPU pressure, lag) and never reads a
+clock or a file, so its tests run on a fake clock. :class:`TierManager` adds what the runtime needs:
+a pending change that is only committed between utterances, logging, and a metrics hook.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from livenexus_worker.settings import TierSpec, WorkerSettings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TierOptions:
+    """Thresholds and windows of :class:`TierPolicy`."""
+
+    levels: int
+    """Number of rungs on the ladder (index 0 is the preferred, most expensive tier)."""
+    cpu_high: float = 0.85
+    """CPU pressure above which the down window runs."""
+    cpu_low: float = 0.5
+    """CPU pressure below which (together with lag) the up window runs."""
+    lag_high_s: float = 1.0
+    """Inference lag (age of the oldest queued job) above which the down window runs."""
+    lag_low_s: float = 0.3
+    """Lag below which (together with CPU) the up window runs."""
+    down_window_s: float = 5.0
+    """Pressure must hold this long before stepping down; shorter blips are ignored."""
+    up_window_s: float = 20.0
+    """Calm must hold this long before stepping up; longer than the down window so a tier that only
+    just fits is not retried every few seconds."""
+    cooldown_s: float = 10.0
+    """No change within this long after the previous one (the new tier's effect must show first)."""
+
+    def __post_init__(self) -> None:
+        if self.levels < 1:
+            raise ValueError("a tier ladder needs at least one level")
+        # The gap between low and high is the hysteresis band; without it a load sitting at the
+        # threshold would flap.
+        if not self.cpu_low < self.cpu_high:
+            raise ValueError(f"cpu_low ({self.cpu_low}) must be below cpu_high ({self.cpu_high})")
+        if not self.lag_low_s < self.lag_high_s:
+            raise ValueError(f"lag_low_s ({self.lag_low_s}) must be below lag_high_s ({self.lag_high_s})")
+        if min(self.down_window_s, self.up_window_s, self.cooldown_s) < 0:
+            raise ValueError("windows and cooldown must not be negative")
+
+    @classmethod
+    def from_settings(cls, settings: WorkerSettings) -> TierOptions:
+        return cls(
+            levels=len(settings.tiers),
+            cpu_high=settings.tier_cpu_high,
+            cpu_low=settings.tier_cpu_low,
+            lag_high_s=settings.tier_lag_high_ms / 1000.0,
+            lag_low_s=settings.tier_lag_low_ms / 1000.0,
+            down_window_s=settings.tier_down_window_s,
+            up_window_s=settings.tier_up_window_s,
+            cooldown_s=settings.tier_cooldown_s,
+        )
+
+
+class TierPolicy:
+    """Hysteresis over (CPU, lag) samples; :meth:`observe` says when to step one rung.
+
+    ``available(i)`` lets the caller mark rungs it cannot use (a model that failed to load); they are
+    skipped in both directions and listed in :attr:`skipped` after the change that jumped them.
+    """
+
+    def __init__(
+        self,
+        options: TierOptions,
+        *,
+        start: int = 0,
+        available: Callable[[int], bool] | None = None,
+    ) -> None:
+        self.options = options
+        self._available = available if available is not None else (lambda _i: True)
+        self.current = min(max(start, 0), options.levels - 1)
+        self.skipped: tuple[int, ...] = ()
+        """Unavailable rungs jumped over by the last change."""
+        self._hot_since: float | None = None
+        self._calm_since: float | None = None
+        self._last_change: float | None = None
+
+    def _next(self, step: int) -> tuple[int | None, tuple[int, ...]]:
+        skipped: list[int] = []
+        i = self.current + step
+        while 0 <= i < self.options.levels:
+            if self._available(i):
+                return i, tuple(skipped)
+            skipped.append(i)
+            i += step
+        return None, tuple(skipped)
+
+    def observe(self, now: float, cpu: float, lag_s: float) -> int | None:
+        """Feed one sample; returns the new tier index when a change is due (and adopts it), else None."""
+        o = self.options
+        hot = cpu > o.cpu_high or lag_s > o.lag_high_s
+        calm = cpu < o.cpu_low and lag_s < o.lag_low_s
+        # A window is "held" only if every sample since it started agreed; any other sample restarts it.
+        self._hot_since = (self._hot_since if self._hot_since is not None else now) if hot else None
+        self._calm_since = (self._calm_since if self._calm_since is not None else now) if calm else None
+
+        if self._last_change is not None and now - self._last_change < o.cooldown_s:
+            return None
+        target: int | None = None
+        skipped: tuple[int, ...] = ()
+        if self._hot_since is not None and now - self._hot_since >= o.down_window_s:
+            target, skipped = self._next(+1)
+        elif self._calm_since is not None and now - self._calm_since >= o.up_window_s:
+            target, skipped = self._next(-1)
+        if target is None:
+            return None
+        self.current = target
+        self.skipped = skipped
+        self._last_change = now
+        # Samples taken under the old tier say nothing about the new one.
+        self._hot_since = self._calm_since = None
+        return target
+
+    def set_current(self, index: int, now: float | None = None) -> None:
+        """Force a tier (e.g. the preferred one failed to load); starts the cooldown if ``now`` is given."""
+        self.current = min(max(index, 0), self.options.levels - 1)
+        self._hot_since = self._calm_since = None
+        if now is not None:
+            self._last_change = now
+
+
+class TierListener(Protocol):
+    """What :class:`TierManager` tells about committed changes (``WorkerMetrics`` satisfies it)."""
+
+    def set_tier(self, index: int, spec: TierSpec) -> None: ...
+
+
+class TierManager:
+    """Runtime glue: the policy decides, the change waits until no utterance is in flight.
+
+    Call :meth:`request` on every control tick with fresh signals, then :meth:`commit_if_idle` with
+    whether any stream is inside an utterance; swapping the model mid-utterance would decode one
+    utterance's final with a different model than its partials.
+    """
+
+    def __init__(
+        self,
+        tiers: Sequence[TierSpec],
+        options: TierOptions,
+        *,
+        listener: TierListener | None = None,
+        unavailable: set[int] | None = None,
+    ) -> None:
+        if len(tiers) != options.levels:
+            raise ValueError(f"{len(tiers)} tiers but options.levels={options.levels}")
+        self.tiers = tuple(tiers)
+        self.unavailable: set[int] = set(unavailable or ())
+        if len(self.unavailable) >= len(self.tiers):
+            raise ValueError("every tier is unavailable")
+        start = next(i for i in range(len(self.tiers)) if i not in self.unavailable)
+        self.policy = TierPolicy(options, start=start, available=lambda i: i not in self.unavailable)
+        self.active = start
+        """The tier the runtime is using now."""
+        self.pending: int | None = None
+        """A decided but not yet committed change, or None."""
+        self._listener = listener
+        if listener is not None:
+            listener.set_tier(self.active, self.tiers[self.active])
+
+    @classmethod
+    def from_settings(
+        cls, settings: WorkerSettings, listener: TierListener | None = None
+    ) -> TierManager:
+        return cls(settings.tiers, TierOptions.from_settings(settings), listener=listener)
+
+    @property
+    def spec(self) -> TierSpec:
+        return self.tiers[self.active]
+
+    def request(self, now: float, cpu: float, lag_s: float) -> int | None:
+        """Feed the policy; returns the pending index (None if the active tier stays)."""
+        target = self.policy.observe(now, cpu, lag_s)
+        if target is not None:
+            for i in self.policy.skipped:
+                log.warning("tier %d (%s) is unavailable; skipping it", i, self.tiers[i].name)
+            log.info(
+                "tier change due: %d (%s) -> %d (%s); cpu=%.2f lag=%.2fs",
+                self.active, self.tiers[self.active].name, target, self.tiers[target].name, cpu, lag_s)
+        # The policy may have moved back to the active rung before we got to commit.
+        self.pending = self.policy.current if self.policy.current != self.active else None
+        return self.pending
+
+    def commit_if_idle(self, in_utterance: bool) -> int | None:
+        """Adopt the pending tier unless an utterance is in flight; returns the new index if it changed."""
+        if self.pending is None or in_utterance:
+            return None
+        old, self.active, self.pending = self.active, self.pending, None
+        log.info("tier %s: %d (%s) -> %d (%s)", "down" if self.active > old else "up",
+                 old, self.tiers[old].name, self.active, self.spec.name)
+        if self._listener is not None:
+            self._listener.set_tier(self.active, self.spec)
+        return self.active
+
+    def mark_unavailable(self, index: int, now: float | None = None) -> int:
+        """Record that a tier cannot be used (its model failed to load); returns the tier to use instead.
+
+        If it is the active (or pending) tier, the nearest usable rung below it is chosen, else the
+        nearest above; the change is applied immediately since the failed tier cannot run anyway.
+        """
+        self.unavailable.add(index)
+        if len(self.unavailable) >= len(self.tiers):
+            raise RuntimeError("every tier is unavailable")
+        log.warning("tier %d (%s) marked unavailable", index, self.tiers[index].name)
+        if self.pending == index:
+            self.pending = None
+        if self.active != index:
+            if self.policy.current == index:
+                self.policy.set_current(self.active, now)
+            return self.active
+        below = [i for i in range(index + 1, len(self.tiers)) if i not in self.unavailable]
+        above = [i for i in range(index - 1, -1, -1) if i not in self.unavailable]
+        replacement = (below or above)[0]
+        self.policy.set_current(replacement, now)
+        self.active = replacement
+        if self._listener is not None:
+            self._listener.set_tier(self.active, self.spec)
+        return self.active
