@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
+import time
 
 import pytest
 
 from livenexus_worker.settings import DEFAULT_TIERS, TierSpec, WorkerSettings
-from livenexus_worker.tiers import TierManager, TierOptions, TierPolicy
+from livenexus_worker.tiers import TierController, TierManager, TierOptions, TierPolicy
 
 OPTS = TierOptions(
     levels=4, cpu_high=0.85, cpu_low=0.5, lag_high_s=1.0, lag_low_s=0.3,
@@ -217,3 +218,43 @@ def test_manager_first_tier_unavailable_at_start() -> None:
     assert m.active == 2
     with pytest.raises(ValueError):
         TierManager(DEFAULT_TIERS[:1], TierOptions(levels=1), unavailable={0})
+
+
+def test_controller_ticks_apply_committed_changes() -> None:
+    now = [0.0]
+    signal = {"cpu": HOT, "lag": 0.0, "speaking": True}
+    applied: list[int] = []
+    m = TierManager(DEFAULT_TIERS, TierOptions(levels=4, down_window_s=2.0, up_window_s=4.0, cooldown_s=1.0))
+    ctl = TierController(m, lambda: (signal["cpu"], signal["lag"]), applied.append,
+                         in_utterance=lambda: signal["speaking"], clock=lambda: now[0])
+    for t in range(3):
+        now[0] = float(t)
+        ctl.tick()
+    assert applied == [] and m.pending == 1  # due, but someone is speaking
+    signal["speaking"] = False
+    assert ctl.tick() == 1
+    assert applied == [1]
+    signal["cpu"] = CALM
+    for t in range(3, 9):
+        now[0] = float(t)
+        ctl.tick()
+    assert applied == [1, 0]
+    assert [h[3] for h in ctl.history][-1] == 0
+
+
+def test_controller_thread_survives_a_failing_signal() -> None:
+    calls: list[float] = []
+
+    def signals() -> tuple[float, float]:
+        calls.append(0.0)
+        if len(calls) == 1:
+            raise OSError("cgroup file vanished")
+        return CALM, 0.0
+
+    m = TierManager(DEFAULT_TIERS, TierOptions(levels=4))
+    ctl = TierController(m, signals, lambda i: None, interval_s=0.01).start()
+    deadline = time.monotonic() + 5
+    while len(calls) < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    ctl.stop()
+    assert len(calls) >= 3

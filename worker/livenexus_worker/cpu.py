@@ -14,8 +14,17 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol
 
 import psutil
+
+
+class ProcessLike(Protocol):
+    """The part of :class:`psutil.Process` the sampler uses (tests pass a fake)."""
+
+    def cpu_times(self) -> Any: ...
+
+    def memory_info(self) -> Any: ...
 
 
 @dataclass(frozen=True)
@@ -45,9 +54,9 @@ class CpuSample:
     busy: float | None
     """Share of the time the cores in our affinity mask were not idle (any process); None if unknown."""
     stall: float | None
-    """CPU pressure: share of wall time at least one task waited for a CPU (PSI "some"); None if unreadable."""
+    """Share of wall time at least one of our tasks waited for a CPU (PSI "some"); None if unreadable."""
     pressure: float
-    """The signal the tier policy uses: the max of the applicable shares above (see :meth:`CpuSampler.sample`)."""
+    """The tier policy's signal: the max of the applicable shares above (see :meth:`CpuSampler.sample`)."""
 
 
 def _read(path: Path) -> str | None:
@@ -155,13 +164,13 @@ class CpuSampler:
     def __init__(
         self,
         *,
-        process: psutil.Process | None = None,
+        process: ProcessLike | None = None,
         cgroups: CgroupPaths | None = None,
         psi_paths: list[Path] | None = None,
         min_interval_s: float = 0.5,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._proc = process if process is not None else psutil.Process()
+        self._proc: ProcessLike = process if process is not None else psutil.Process()
         self._cgroups = cgroups if cgroups is not None else find_cgroup_paths()
         if psi_paths is None:
             # Our own cgroup's PSI counts only stalls of our tasks (what we care about); the

@@ -109,11 +109,12 @@ class WhisperEngine:
             else:
                 samples = np.clip(np.nan_to_num(audio.astype(np.float32)), -1.0, 1.0)
             samples = samples[: 30 * SAMPLE_RATE]
-            feats = self._wm.feature_extractor(samples, padding=160)
-            content = feats.shape[-1] - 1
-            frames = self.window_frames(content)
-            if feats.shape[-1] < frames:
-                feats = np.pad(feats, ((0, 0), (0, frames - feats.shape[-1])))
+            frames = self.window_frames(samples.shape[0] // 160)
+            # Pad with silence in the audio domain, as Whisper was trained: zero-valued mel frames are not
+            # silence after log-mel normalisation, and Whisper loops on them.
+            padded = np.zeros(frames * 160, dtype=np.float32)
+            padded[: samples.shape[0]] = samples[: padded.shape[0]]
+            feats = self._wm.feature_extractor(padded, padding=160)
             feats = np.ascontiguousarray(feats[None, :, :frames], dtype=np.float32)
 
             t0 = time.perf_counter()
@@ -147,8 +148,7 @@ class WhisperEngine:
             tokens = result.sequences_ids[0]
             # Scores are cumulative log-probs normalised by length (length_penalty=1), as in faster-whisper.
             avg_logprob = float(result.scores[0]) * len(tokens) / (len(tokens) + 1) if tokens else -10.0
+            # CTranslate2 returns the forced prefix tokens as part of the sequence.
             text = tok.decode(tokens).strip()  # type: ignore[attr-defined]
-            if prefix:
-                text = (prefix.strip() + " " + text).strip()
             return Hypothesis(text, float(result.no_speech_prob), avg_logprob, lang or "", t1 - t0, t2 - t1,
                               frames)

@@ -57,7 +57,8 @@ def collapse_repeats(text: str, max_repeats: int = 2, max_ngram: int = 8) -> str
                     w.strip(",.!?;:").lower() for w in words[i + reps * n : i + (reps + 1) * n]
                 ] == phrase:
                     reps += 1
-                keep = min(reps, max_repeats)
+                # A repeated phrase is a decoder loop; a doubled single word ("very very") can be speech.
+                keep = min(reps, max_repeats if n == 1 else 1)
                 out.extend(words[i : i + keep * n])
                 if reps > keep:
                     changed = True

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from livenexus_worker.cpu import CpuSampler
+from livenexus_worker.events import TranscriptEvent
 from livenexus_worker.settings import TierSpec
 
 KINDS = ("partial", "final")
@@ -84,6 +85,10 @@ class WorkerMetrics:
         self._tier_labels: tuple[str, str, str, str] | None = None
         self._model_loaded = False
         self._livekit_connected = False
+        self._clock = clock
+        # Last partial time per open segment, for the partial interval; bounded because a segment
+        # whose final the guards drop never sends the final that would remove it.
+        self._last_partial: OrderedDict[str, float] = OrderedDict()
 
         self.frames_received = Counter(
             "livenexus_frames_received", "Audio frames received from all streams.", registry=r)
@@ -92,7 +97,7 @@ class WorkerMetrics:
         self.speech_seconds = Counter(
             "livenexus_speech_seconds", "Seconds of audio classified as speech.", registry=r)
         self.utterances = Counter(
-            "livenexus_utterances", "Utterances (VAD speech segments) started.", registry=r)
+            "livenexus_utterances", "Utterances (VAD speech segments) that ended.", registry=r)
         self.transcripts = Counter(
             "livenexus_transcripts", "Transcript events emitted.", ["kind"], registry=r)
         self.inference_seconds = Histogram(
@@ -109,7 +114,8 @@ class WorkerMetrics:
             f"Inference seconds per speech second over the last {rtf_window_s:g} s.", registry=r)
         self.realtime_factor.set_function(self.rtf.value)
         self.queue_depth = Gauge("livenexus_queue_depth", "Inference jobs waiting.", registry=r)
-        self.lag_seconds = Gauge("livenexus_lag_seconds", "Age of the oldest waiting inference job.", registry=r)
+        self.lag_seconds = Gauge(
+            "livenexus_lag_seconds", "Age of the oldest waiting inference job.", registry=r)
         self.tier_index = Gauge("livenexus_tier_index", "Current tier (0 = preferred).", registry=r)
         self.tier_info = Gauge(
             "livenexus_tier_info", "Current tier description (value 1).",
@@ -132,8 +138,8 @@ class WorkerMetrics:
             "livenexus_livekit_connected", "1 while connected to the LiveKit room.", registry=r)
         self.livekit_reconnects = Counter(
             "livenexus_livekit_reconnects", "Reconnections to LiveKit.", registry=r)
-        self.model_loaded = Gauge("livenexus_model_loaded", "1 once the current tier's model is loaded.",
-                                  registry=r)
+        self.model_loaded_gauge = Gauge(
+            "livenexus_model_loaded", "1 once the current tier's model is loaded.", registry=r)
         self.publish_errors = Counter(
             "livenexus_publish_errors", "Transcript data messages that failed to publish.", registry=r)
         self.bad_audio = Counter(
@@ -160,9 +166,6 @@ class WorkerMetrics:
         """Count voiced audio (also the denominator of the realtime factor)."""
         self.speech_seconds.inc(seconds)
         self.rtf.add_speech(seconds)
-
-    def utterance_started(self) -> None:
-        self.utterances.inc()
 
     def bad_audio_frame(self, count: int = 1) -> None:
         self.bad_audio.inc(count)
@@ -196,8 +199,12 @@ class WorkerMetrics:
 
     # -- tiers ------------------------------------------------------------------------------------
 
-    def set_tier(self, index: int, spec: TierSpec) -> None:
-        """Switch the exported tier; counts a change (by direction) unless it is the first call."""
+    def set_tier(self, index: int, spec: TierSpec, previous: int | None = None) -> None:
+        """Switch the exported tier; counts a change (by direction) unless it is the first call.
+
+        ``previous`` is accepted for the runtime's observer call and ignored: the direction comes from
+        the last index this object exported, which is right even if a caller skipped a notification.
+        """
         labels = (spec.name, spec.model, spec.compute_type, str(spec.beam_size))
         with self._tier_lock:
             previous = self._tier_index
@@ -215,7 +222,7 @@ class WorkerMetrics:
 
     def set_model_loaded(self, loaded: bool) -> None:
         self._model_loaded = loaded
-        self.model_loaded.set(1 if loaded else 0)
+        self.model_loaded_gauge.set(1 if loaded else 0)
 
     def set_livekit_connected(self, connected: bool) -> None:
         self._livekit_connected = connected
@@ -235,6 +242,39 @@ class WorkerMetrics:
         if require_livekit and not self._livekit_connected:
             return False, "not connected to LiveKit"
         return True, "ready"
+
+    # -- Runtime observer (the duck-typed ``observer`` of livenexus_worker.runtime.Runtime) ---------
+
+    def model_loaded(self, loaded: bool) -> None:
+        self.set_model_loaded(loaded)
+
+    def frames(self, frames: int, silent: int) -> None:
+        self.add_frames(frames, silent)
+
+    def inference(self, kind: str, encode_s: float, decode_s: float, audio_s: float) -> None:
+        self.observe_inference("encode", kind, encode_s)
+        self.observe_inference("decode", kind, decode_s)
+
+    def utterance(self, speech_s: float) -> None:
+        """An utterance ended with ``speech_s`` seconds of voiced audio."""
+        self.utterances.inc()
+        self.add_speech(speech_s)
+
+    def emitted(self, event: TranscriptEvent) -> None:
+        if event.is_final:
+            self._last_partial.pop(event.segment_id, None)
+            self.observe_final(event.latency_ms / 1000.0)
+            return
+        now = self._clock()
+        previous = self._last_partial.pop(event.segment_id, None)
+        self._last_partial[event.segment_id] = now
+        while len(self._last_partial) > 256:
+            self._last_partial.popitem(last=False)
+        self.observe_partial(None if previous is None else now - previous)
+
+    def queue(self, depth: int, lag_s: float, active_speakers: int) -> None:
+        self.set_queue(depth, lag_s)
+        self.set_active_speakers(active_speakers)
 
     def exposition(self) -> bytes:
         """The text exposition of this registry (what /metrics serves)."""

@@ -45,7 +45,7 @@ class PipelineOptions:
     is thrown away if speech resumes. Hides most of the decode time inside the hangover."""
     tail_ms: int = 200
     """Silence kept after the last voiced frame in the final's audio (Whisper ends words better with it)."""
-    min_partial_audio_ms: int = 500
+    min_partial_audio_ms: int = 1000
     """No partials for utterances shorter than this: too little audio to say anything useful."""
 
 

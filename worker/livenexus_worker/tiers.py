@@ -3,11 +3,14 @@
 :class:`TierPolicy` only looks at the numbers it is given (time, CPU pressure, lag) and never reads a
 clock or a file, so its tests run on a fake clock. :class:`TierManager` adds what the runtime needs:
 a pending change that is only committed between utterances, logging, and a metrics hook.
+:class:`TierController` ticks a manager on a thread, with its signals and effect passed in.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -228,3 +231,63 @@ class TierManager:
         if self._listener is not None:
             self._listener.set_tier(self.active, self.spec)
         return self.active
+
+
+class TierController:
+    """Feeds a :class:`TierManager` from live signals every ``interval_s`` on a daemon thread.
+
+    A thread of its own rather than the inference thread's between-jobs hook: while the room is silent
+    no job runs, and the calm that allows stepping up must still be observed.
+    """
+
+    def __init__(
+        self,
+        manager: TierManager,
+        signals: Callable[[], tuple[float, float]],
+        apply: Callable[[int], None],
+        *,
+        in_utterance: Callable[[], bool] = lambda: False,
+        interval_s: float = 0.5,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.manager = manager
+        self._signals = signals
+        self._apply = apply
+        self._in_utterance = in_utterance
+        self._interval = interval_s
+        self._clock = clock
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.history: list[tuple[float, float, float, int]] = []
+        """(time, cpu, lag, active tier) per tick; bounded to the last 10 000 ticks."""
+
+    def tick(self) -> int | None:
+        """One control step; returns the tier applied, if it changed."""
+        cpu, lag = self._signals()
+        now = self._clock()
+        self.manager.request(now, cpu, lag)
+        new = self.manager.commit_if_idle(self._in_utterance())
+        if new is not None:
+            self._apply(new)
+        self.history.append((now, cpu, lag, self.manager.active))
+        del self.history[:-10_000]
+        return new
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            try:
+                self.tick()
+            except Exception:
+                log.exception("tier control tick failed")
+
+    def start(self) -> TierController:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="livenexus-tiers", daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None

@@ -1,0 +1,78 @@
+"""Operator-wide configuration, from the environment the chart sets (tests build it directly)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from livenexus_operator.scrape import MetricsUrl, service_metrics_url
+
+
+def _flag(raw: str, default: bool) -> bool:
+    raw = raw.strip().lower()
+    if not raw:
+        return default
+    return raw in ("1", "true", "yes", "on")
+
+
+@dataclass
+class OperatorConfig:
+    """How this operator instance behaves."""
+
+    namespace: str = "livenexus"
+    """Namespace the operator runs in (its ConfigMap and Lease live there)."""
+    watch_namespaces: tuple[str, ...] = ()
+    """Namespaces whose TranscriptionRooms are reconciled; empty = all namespaces."""
+    template_configmap: str = "livenexus-worker-template"
+    """ConfigMap (in :attr:`namespace`) holding the chart's worker template."""
+    template_key: str = "worker.yaml"
+    """Key of the template inside that ConfigMap."""
+    status_interval_s: float = 15.0
+    """How often each room's status is refreshed from its Deployment and metrics."""
+    retry_delay_s: float = 10.0
+    """Delay before retrying a room whose Secret is missing or whose API calls failed."""
+    scrape_timeout_s: float = 3.0
+    """Timeout of one /metrics scrape."""
+    metrics_url: MetricsUrl = field(default=service_metrics_url)
+    """Where a worker's /metrics is; tests point this at 127.0.0.1."""
+    leader_election: bool = True
+    """Hold a coordination.k8s.io Lease before reconciling anything."""
+    lease_name: str = "livenexus-operator"
+    """Name of that Lease."""
+    identity: str = ""
+    """This replica's identity in the Lease (the pod name)."""
+    metrics_port: int = 9400
+    """Port of the operator's own /metrics and /healthz (0 disables)."""
+    liveness_port: int = 9401
+    """Port of kopf's liveness endpoint (bound to 127.0.0.1, proxied by /healthz)."""
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> OperatorConfig:
+        e = os.environ if env is None else env
+        watch = tuple(n.strip() for n in e.get("LIVENEXUS_WATCH_NAMESPACES", "").split(",") if n.strip())
+        return cls(
+            namespace=e.get("LIVENEXUS_OPERATOR_NAMESPACE", "") or "livenexus",
+            watch_namespaces=watch,
+            template_configmap=e.get("LIVENEXUS_WORKER_TEMPLATE_CONFIGMAP", "") or cls.template_configmap,
+            status_interval_s=float(e.get("LIVENEXUS_STATUS_INTERVAL_S", "") or 15.0),
+            retry_delay_s=float(e.get("LIVENEXUS_RETRY_DELAY_S", "") or 10.0),
+            leader_election=_flag(e.get("LIVENEXUS_LEADER_ELECTION", ""), True),
+            lease_name=e.get("LIVENEXUS_LEASE_NAME", "") or cls.lease_name,
+            identity=e.get("POD_NAME", "") or os.uname().nodename,
+            metrics_port=int(e.get("LIVENEXUS_OPERATOR_METRICS_PORT", "") or 9400),
+            liveness_port=int(e.get("LIVENEXUS_OPERATOR_LIVENESS_PORT", "") or 9401),
+        )
+
+
+_current = OperatorConfig()
+
+
+def current() -> OperatorConfig:
+    """The configuration the handlers use (set once by ``main`` or by a test before kopf starts)."""
+    return _current
+
+
+def install(cfg: OperatorConfig) -> None:
+    global _current
+    _current = cfg

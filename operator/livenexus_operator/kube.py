@@ -1,0 +1,184 @@
+"""Kubernetes API access shared by the handlers, kopf's login and the leader election.
+
+One ``kubernetes.client.Configuration`` is the source of credentials for both the sync client (our
+own calls, run in threads) and kopf (via :func:`connection_info`), so a test that installs a
+ServiceAccount token makes *every* request of the operator run under that account's RBAC.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import kopf
+import kubernetes
+from kubernetes.client import ApiClient, Configuration
+
+FIELD_MANAGER = "livenexus-operator"
+
+_config: Configuration | None = None
+_client: ApiClient | None = None
+
+
+class NotFound(LookupError):
+    """The object does not exist (HTTP 404)."""
+
+
+def load_default_config(kubeconfig: str | None = None, context: str | None = None) -> Configuration:
+    """In-cluster credentials when running in a pod, else the kubeconfig (``$KUBECONFIG``/~/.kube/config)."""
+    cfg = Configuration()
+    try:
+        kubernetes.config.load_incluster_config(client_configuration=cfg)
+    except kubernetes.config.ConfigException:
+        kubernetes.config.load_kube_config(config_file=kubeconfig, context=context, client_configuration=cfg)
+    return cfg
+
+
+def token_config(server: str, token: str, ca_path: str | None) -> Configuration:
+    """Bearer-token credentials (a ServiceAccount token from the TokenRequest API, in tests)."""
+    cfg = Configuration()
+    cfg.host = server
+    cfg.api_key = {"authorization": f"Bearer {token}"}
+    if ca_path:
+        cfg.ssl_ca_cert = ca_path
+    else:
+        cfg.verify_ssl = False
+    return cfg
+
+
+def configure(cfg: Configuration) -> None:
+    """Install the credentials every later call uses."""
+    global _config, _client
+    _config = cfg
+    _client = ApiClient(cfg)
+
+
+def client() -> ApiClient:
+    if _client is None:
+        configure(load_default_config())
+    assert _client is not None
+    return _client
+
+
+def connection_info() -> kopf.ConnectionInfo:
+    """kopf's view of the same credentials."""
+    client()
+    cfg = _config
+    assert cfg is not None
+    refresh = getattr(cfg, "refresh_api_key_hook", None)
+    if refresh is not None:
+        refresh(cfg)  # in-cluster projected tokens rotate; re-read before handing them to kopf
+    auth = (cfg.api_key or {}).get("authorization") or (cfg.api_key or {}).get("BearerToken") or ""
+    prefix = (cfg.api_key_prefix or {}).get("authorization", "")
+    scheme, token = None, None
+    if auth:
+        full = f"{prefix} {auth}".strip() if prefix else auth
+        scheme, _, token = full.partition(" ")
+        if not token:
+            scheme, token = "Bearer", full
+    return kopf.ConnectionInfo(
+        server=cfg.host,
+        ca_path=cfg.ssl_ca_cert or None,
+        insecure=not cfg.verify_ssl,
+        scheme=scheme,
+        token=token,
+        username=cfg.username or None,
+        password=cfg.password or None,
+        certificate_path=cfg.cert_file or None,
+        private_key_path=cfg.key_file or None,
+    )
+
+
+class ApiError(RuntimeError):
+    """A non-2xx answer; ``status`` is the HTTP code and ``message`` the API server's explanation."""
+
+    def __init__(self, status: int, message: str, reason: str = "") -> None:
+        super().__init__(f"HTTP {status} {reason}: {message}".strip())
+        self.status = status
+        self.message = message
+        self.reason = reason
+
+
+class Conflict(ApiError):
+    """HTTP 409: the object changed since it was read (optimistic concurrency) or already exists."""
+
+
+def _call(
+    method: str,
+    path: str,
+    body: Any = None,
+    content_type: str | None = None,
+    query: list[tuple[str, Any]] | None = None,
+) -> dict[str, Any]:
+    api = client()
+    headers = {"Accept": "application/json"}
+    if content_type:
+        headers["Content-Type"] = content_type
+    elif body is not None:
+        headers["Content-Type"] = "application/json"
+    _, url, headers, body, _ = api.param_serialize(
+        method,
+        path,
+        query_params=query or [],
+        header_params=headers,
+        body=body,
+        auth_settings=["BearerToken"],
+    )
+    resp = api.call_api(method, url, header_params=headers, body=body, _request_timeout=30)
+    data = resp.read()
+    try:
+        payload = json.loads(data) if data else {}
+    except ValueError:
+        payload = {"message": data.decode(errors="replace")}
+    if 200 <= resp.status < 300:
+        return payload if isinstance(payload, dict) else {}
+    message = str(payload.get("message", "")) if isinstance(payload, dict) else ""
+    reason = str(payload.get("reason", "")) if isinstance(payload, dict) else ""
+    if resp.status == 404:
+        raise NotFound(f"{method} {path}: {message}")
+    if resp.status == 409:
+        raise Conflict(resp.status, message, reason)
+    raise ApiError(resp.status, message, reason)
+
+
+async def request(
+    method: str,
+    path: str,
+    body: Any = None,
+    content_type: str | None = None,
+    query: list[tuple[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """One API call in a worker thread (the client is synchronous); raises NotFound on 404."""
+    return await asyncio.to_thread(_call, method, path, body, content_type, query)
+
+
+def object_path(api_version: str, kind: str, namespace: str, name: str) -> str:
+    plural = {
+        "Deployment": "deployments",
+        "Service": "services",
+        "Secret": "secrets",
+        "ConfigMap": "configmaps",
+        "Lease": "leases",
+        "Event": "events",
+    }[kind]
+    base = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
+    return f"{base}/namespaces/{namespace}/{plural}/{name}"
+
+
+async def apply(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """Server-side apply (create or update to exactly this desired state), forcing our ownership."""
+    meta = obj["metadata"]
+    path = object_path(obj["apiVersion"], obj["kind"], meta["namespace"], meta["name"])
+    return await request(
+        "PATCH",
+        path,
+        body=dict(obj),
+        content_type="application/apply-patch+yaml",
+        query=[("fieldManager", FIELD_MANAGER), ("force", "true")],
+    )
+
+
+async def get(api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any]:
+    return await request("GET", object_path(api_version, kind, namespace, name))

@@ -1,0 +1,98 @@
+"""The operator's own Prometheus metrics and the small HTTP server that serves them with /healthz."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+from livenexus_operator.status import PHASES
+
+log = logging.getLogger(__name__)
+
+
+class OperatorMetrics:
+    """Metrics of one operator process, on a registry of its own."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.rooms = Gauge(
+            "livenexus_operator_rooms", "TranscriptionRooms by status phase.", ["phase"], registry=r
+        )
+        self.reconcile_duration = Histogram(
+            "livenexus_operator_reconcile_duration_seconds",
+            "Wall time of one reconcile.",
+            ["trigger"],
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+            registry=r,
+        )
+        self.reconcile_errors = Counter(
+            "livenexus_operator_reconcile_errors",
+            "Reconciles that ended in an error, by reason.",
+            ["reason"],
+            registry=r,
+        )
+        self.scrape_errors = Counter(
+            "livenexus_operator_worker_scrape_errors", "Failed scrapes of a worker's /metrics.", registry=r
+        )
+        self.leader = Gauge(
+            "livenexus_operator_leader", "1 while this replica holds the leader Lease.", registry=r
+        )
+        self._lock = threading.Lock()
+        self._phase_by_room: dict[str, str] = {}
+        for phase in PHASES:
+            self.rooms.labels(phase=phase).set(0)
+
+    def set_phase(self, room_uid: str, phase: str | None) -> None:
+        """Record a room's phase (None when the room is gone) and recount the gauge."""
+        with self._lock:
+            if phase is None:
+                self._phase_by_room.pop(room_uid, None)
+            else:
+                self._phase_by_room[room_uid] = phase
+            counts = dict.fromkeys(PHASES, 0)
+            for p in self._phase_by_room.values():
+                counts[p] = counts.get(p, 0) + 1
+        for p, n in counts.items():
+            self.rooms.labels(phase=p).set(n)
+
+
+METRICS = OperatorMetrics()
+"""The process-wide instance the handlers record into."""
+
+HealthCheck = Callable[[], Awaitable[tuple[bool, str]]]
+
+
+async def serve(
+    metrics: OperatorMetrics, port: int, health: HealthCheck, host: str = "0.0.0.0"
+) -> web.AppRunner:
+    """Serve ``/metrics`` and ``/healthz`` until the returned runner is cleaned up."""
+
+    async def metrics_view(_: web.Request) -> web.Response:
+        body = await asyncio.to_thread(generate_latest, metrics.registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def health_view(_: web.Request) -> web.Response:
+        ok, reason = await health()
+        return web.Response(status=200 if ok else 503, text=reason + "\n")
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics_view)
+    app.router.add_get("/healthz", health_view)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    log.info("operator metrics on %s:%d", host, port)
+    return runner

@@ -1,0 +1,344 @@
+"""Pure rendering: (TranscriptionRoom, worker template) → the worker Deployment and its metrics Service.
+
+No I/O here, so every property of the children is unit-testable and the handlers stay thin. The output
+is a complete desired state for server-side apply: fields we stop rendering are removed by the API
+server, which is what makes reconciliation level-triggered.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from livenexus_operator.spec import API_VERSION, KIND, RoomSpec, WorkerTemplate
+
+MANAGED_BY = "livenexus-operator"
+WORKER_APP = "livenexus-worker"
+CONTAINER = "worker"
+SPEC_HASH_ANNOTATION = "livenexus.io/spec-hash"
+ROOM_ANNOTATION = "livenexus.io/room"
+CREDENTIALS_ANNOTATION = "livenexus.io/credentials-version"
+ROOM_LABEL = "livenexus.io/room"
+
+# Names the operator owns in the worker's environment (the worker's settings contract); extraEnv may
+# not shadow them, and server-side apply rejects duplicate names in an env list anyway.
+RESERVED_ENV = frozenset(
+    {
+        "LIVEKIT_URL",
+        "LIVEKIT_API_KEY",
+        "LIVEKIT_API_SECRET",
+        "LIVENEXUS_ROOM",
+        "LIVENEXUS_MODEL",
+        "LIVENEXUS_COMPUTE_TYPE",
+        "LIVENEXUS_BEAM_SIZE",
+        "LIVENEXUS_LANGUAGE",
+        "LIVENEXUS_VAD_AGGRESSIVENESS",
+        "LIVENEXUS_VAD_HANGOVER_MS",
+        "LIVENEXUS_TIERS",
+        "LIVENEXUS_TIER_CPU_HIGH",
+        "LIVENEXUS_TIER_CPU_LOW",
+        "LIVENEXUS_TIER_LAG_HIGH_MS",
+        "LIVENEXUS_TIER_LAG_LOW_MS",
+        "LIVENEXUS_TIER_DOWN_WINDOW_S",
+        "LIVENEXUS_TIER_UP_WINDOW_S",
+        "LIVENEXUS_TIER_COOLDOWN_S",
+        "LIVENEXUS_METRICS_PORT",
+        "LIVENEXUS_MODEL_CACHE",
+        "HOME",
+    }
+)
+
+_DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+
+
+@dataclass(frozen=True)
+class Owner:
+    """The identity of the TranscriptionRoom that owns the children."""
+
+    name: str
+    """metadata.name."""
+    namespace: str
+    """metadata.namespace."""
+    uid: str
+    """metadata.uid (ownerReferences need it; the garbage collector matches on it)."""
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> Owner:
+        meta = body.get("metadata") or {}
+        return cls(str(meta.get("name", "")), str(meta.get("namespace", "")), str(meta.get("uid", "")))
+
+
+@dataclass(frozen=True)
+class Children:
+    """Desired state of everything one room owns."""
+
+    deployment: dict[str, Any]
+    """apps/v1 Deployment running the worker."""
+    service: dict[str, Any]
+    """v1 Service exposing the worker's metrics port."""
+    spec_hash: str
+    """Hash of the pod template (also on the pod template as an annotation)."""
+
+
+def _short_hash(text: str, n: int = 8) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:n]
+
+
+def child_name(cr_name: str) -> str:
+    """Name of the Deployment and the Service: ``<cr>-worker`` when that is a valid DNS-1035 label.
+
+    Service names must be DNS-1035 labels (≤63 chars, leading letter, no dots) while CR names are
+    DNS-1123 subdomains; anything else is squashed and suffixed with a hash so two rooms never collide.
+    """
+    plain = f"{cr_name}-worker"
+    if _DNS_LABEL.match(plain) and len(plain) <= 63:
+        return plain
+    base = re.sub(r"[^a-z0-9-]", "-", cr_name.lower()).strip("-")
+    if not base or not base[0].isalpha():
+        base = "r-" + base
+    return f"{base[:45].rstrip('-')}-worker-{_short_hash(cr_name)}"
+
+
+def label_value(text: str) -> str:
+    """``text`` when it is a valid label value, otherwise a valid, collision-resistant stand-in."""
+    if len(text) <= 63 and _LABEL_VALUE.match(text):
+        return text
+    squashed = re.sub(r"[^A-Za-z0-9_.-]", "-", text).strip("-_.")[:54].rstrip("-_.")
+    return f"{squashed}-{_short_hash(text)}" if squashed else _short_hash(text, 16)
+
+
+def selector_labels(owner: Owner) -> dict[str, str]:
+    return {"app.kubernetes.io/name": WORKER_APP, "app.kubernetes.io/instance": label_value(owner.name)}
+
+
+def standard_labels(owner: Owner, room: RoomSpec) -> dict[str, str]:
+    return {
+        **selector_labels(owner),
+        "app.kubernetes.io/component": "transcriber",
+        "app.kubernetes.io/part-of": "livenexus",
+        "app.kubernetes.io/managed-by": MANAGED_BY,
+        ROOM_LABEL: label_value(room.room),
+    }
+
+
+def owner_reference(owner: Owner) -> dict[str, Any]:
+    return {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "name": owner.name,
+        "uid": owner.uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
+def worker_env(room: RoomSpec, template: WorkerTemplate) -> list[dict[str, Any]]:
+    """The worker's environment, variable for variable as ``WorkerSettings.from_env`` reads it."""
+
+    def secret(key: str) -> dict[str, Any]:
+        return {"secretKeyRef": {"name": room.secret_name, "key": key, "optional": False}}
+
+    ladder = [t.as_worker_json() for t in room.effective_ladder]
+    env: list[dict[str, Any]] = [
+        {"name": "LIVEKIT_URL", "value": room.livekit_url},
+        {"name": "LIVEKIT_API_KEY", "valueFrom": secret(room.api_key_key)},
+        {"name": "LIVEKIT_API_SECRET", "valueFrom": secret(room.api_secret_key)},
+        {"name": "LIVENEXUS_ROOM", "value": room.room},
+        {"name": "LIVENEXUS_MODEL", "value": room.model},
+        {"name": "LIVENEXUS_COMPUTE_TYPE", "value": room.compute_type},
+        {"name": "LIVENEXUS_BEAM_SIZE", "value": str(room.beam_size)},
+        {"name": "LIVENEXUS_LANGUAGE", "value": room.language},
+        {"name": "LIVENEXUS_VAD_AGGRESSIVENESS", "value": str(room.vad_aggressiveness)},
+        {"name": "LIVENEXUS_VAD_HANGOVER_MS", "value": str(room.vad_hangover_ms)},
+        {"name": "LIVENEXUS_TIERS", "value": json.dumps(ladder, separators=(",", ":"))},
+        {"name": "LIVENEXUS_TIER_CPU_HIGH", "value": _number(room.cpu_high)},
+        {"name": "LIVENEXUS_TIER_CPU_LOW", "value": _number(room.cpu_low)},
+        {"name": "LIVENEXUS_TIER_LAG_HIGH_MS", "value": str(room.lag_high_ms)},
+        {"name": "LIVENEXUS_TIER_LAG_LOW_MS", "value": str(room.lag_low_ms)},
+        {"name": "LIVENEXUS_TIER_DOWN_WINDOW_S", "value": _number(room.down_window_s)},
+        {"name": "LIVENEXUS_TIER_UP_WINDOW_S", "value": _number(room.up_window_s)},
+        {"name": "LIVENEXUS_TIER_COOLDOWN_S", "value": _number(room.cooldown_s)},
+        {"name": "LIVENEXUS_METRICS_PORT", "value": str(template.metrics_port)},
+        {"name": "LIVENEXUS_MODEL_CACHE", "value": template.model_source.cache_path},
+        # The root filesystem is read-only; anything that insists on writing under $HOME gets the emptyDir.
+        {"name": "HOME", "value": "/tmp"},
+    ]
+    seen = {e["name"] for e in env}
+    for extra in template.extra_env:
+        name = str(extra.get("name", ""))
+        if name and name not in RESERVED_ENV and name not in seen:
+            env.append(dict(extra))
+            seen.add(name)
+    return env
+
+
+POD_SECURITY_DEFAULTS: dict[str, Any] = {
+    "runAsNonRoot": True,
+    "runAsUser": 10001,
+    "runAsGroup": 10001,
+    "fsGroup": 10001,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+
+CONTAINER_SECURITY_DEFAULTS: dict[str, Any] = {
+    "allowPrivilegeEscalation": False,
+    "readOnlyRootFilesystem": True,
+    "runAsNonRoot": True,
+    "privileged": False,
+    "capabilities": {"drop": ["ALL"]},
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+
+# Values may add to these but never loosen them: the chart promises non-root, read-only, no escalation.
+_LOCKED_CONTAINER = (
+    "allowPrivilegeEscalation",
+    "readOnlyRootFilesystem",
+    "runAsNonRoot",
+    "privileged",
+    "capabilities",
+)
+
+
+def _security_contexts(template: WorkerTemplate) -> tuple[dict[str, Any], dict[str, Any]]:
+    pod = {**POD_SECURITY_DEFAULTS, **copy.deepcopy(dict(template.pod_security_context))}
+    pod["runAsNonRoot"] = True
+    container = {**CONTAINER_SECURITY_DEFAULTS, **copy.deepcopy(dict(template.security_context))}
+    for key in _LOCKED_CONTAINER:
+        container[key] = copy.deepcopy(CONTAINER_SECURITY_DEFAULTS[key])
+    if container.get("runAsUser") == 0 or pod.get("runAsUser") == 0:
+        raise ValueError("worker securityContext may not run as uid 0")
+    return pod, container
+
+
+def _probe(path: str, period: int, failures: int, timeout: int = 3) -> dict[str, Any]:
+    return {
+        "httpGet": {"path": path, "port": "metrics", "scheme": "HTTP"},
+        "periodSeconds": period,
+        "timeoutSeconds": timeout,
+        "failureThreshold": failures,
+        "successThreshold": 1,
+    }
+
+
+def pod_template(
+    owner: Owner, room: RoomSpec, template: WorkerTemplate, credentials_version: str = ""
+) -> dict[str, Any]:
+    """The worker's pod template, with the spec-hash annotation computed over everything else in it."""
+    pod_sc, container_sc = _security_contexts(template)
+    mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": "/tmp"}]
+    volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {"sizeLimit": template.tmp_size_limit}}]
+    if template.model_source.volume is not None:
+        mounts.append({"name": "models", "mountPath": template.model_source.cache_path, "readOnly": True})
+        volumes.append({"name": "models", **copy.deepcopy(dict(template.model_source.volume))})
+    container: dict[str, Any] = {
+        "name": CONTAINER,
+        "image": template.image,
+        "imagePullPolicy": template.image_pull_policy,
+        "command": ["livenexus-worker"],
+        "args": ["run"],
+        "env": worker_env(room, template),
+        "ports": [{"name": "metrics", "containerPort": template.metrics_port, "protocol": "TCP"}],
+        # Model loading happens before /healthz exists; the startup probe gives it two minutes before
+        # liveness may kill the pod. Readiness additionally waits for the LiveKit connection.
+        "startupProbe": _probe("/healthz", 2, 60),
+        "livenessProbe": _probe("/healthz", 10, 3, 5),
+        "readinessProbe": _probe("/readyz", 5, 3),
+        "resources": copy.deepcopy(
+            dict(room.resources if room.resources is not None else template.resources)
+        ),
+        "securityContext": container_sc,
+        "volumeMounts": mounts,
+    }
+    spec: dict[str, Any] = {
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "terminationGracePeriodSeconds": template.termination_grace_period_seconds,
+        "securityContext": pod_sc,
+        "containers": [container],
+        "volumes": volumes,
+    }
+    if template.service_account_name:
+        spec["serviceAccountName"] = template.service_account_name
+    if template.priority_class_name:
+        spec["priorityClassName"] = template.priority_class_name
+    if template.image_pull_secrets:
+        spec["imagePullSecrets"] = [dict(s) for s in template.image_pull_secrets]
+    if template.node_selector:
+        spec["nodeSelector"] = dict(template.node_selector)
+    if template.tolerations:
+        spec["tolerations"] = [copy.deepcopy(dict(t)) for t in template.tolerations]
+    if template.affinity:
+        spec["affinity"] = copy.deepcopy(dict(template.affinity))
+    annotations = {**template.pod_annotations, ROOM_ANNOTATION: room.room}
+    if credentials_version:
+        # Env from a Secret is read once at container start: a new Secret version must roll the pod.
+        annotations[CREDENTIALS_ANNOTATION] = credentials_version
+    labels = {**template.pod_labels, **standard_labels(owner, room)}
+    tmpl: dict[str, Any] = {"metadata": {"labels": labels, "annotations": annotations}, "spec": spec}
+    tmpl["metadata"]["annotations"][SPEC_HASH_ANNOTATION] = spec_hash(tmpl)
+    return tmpl
+
+
+def spec_hash(pod_tmpl: Mapping[str, Any]) -> str:
+    """Stable hash of a pod template, ignoring any spec-hash annotation already on it."""
+    clean = copy.deepcopy(dict(pod_tmpl))
+    meta = dict(clean.get("metadata") or {})
+    annotations = {k: v for k, v in (meta.get("annotations") or {}).items() if k != SPEC_HASH_ANNOTATION}
+    meta["annotations"] = annotations
+    clean["metadata"] = meta
+    return hashlib.sha256(json.dumps(clean, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
+
+
+def render(body: Mapping[str, Any], template: WorkerTemplate, credentials_version: str = "") -> Children:
+    """Desired Deployment and Service for one TranscriptionRoom body."""
+    owner = Owner.from_body(body)
+    if not (owner.name and owner.namespace and owner.uid):
+        raise ValueError("body lacks metadata.name/namespace/uid")
+    room = RoomSpec.from_body(body)
+    name = child_name(owner.name)
+    labels = standard_labels(owner, room)
+    meta = {
+        "name": name,
+        "namespace": owner.namespace,
+        "labels": labels,
+        "annotations": {ROOM_ANNOTATION: room.room},
+        "ownerReferences": [owner_reference(owner)],
+    }
+    pod = pod_template(owner, room, template, credentials_version)
+    deployment: dict[str, Any] = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": copy.deepcopy(meta),
+        "spec": {
+            "replicas": 0 if room.suspend else 1,
+            # Recreate: a rolling update would briefly run two agents in the same room, and both would
+            # publish every transcript.
+            "strategy": {"type": "Recreate"},
+            "revisionHistoryLimit": 3,
+            "selector": {"matchLabels": selector_labels(owner)},
+            "template": pod,
+        },
+    }
+    service: dict[str, Any] = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": copy.deepcopy(meta),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": selector_labels(owner),
+            "ports": [
+                {"name": "metrics", "port": template.metrics_port, "targetPort": "metrics", "protocol": "TCP"}
+            ],
+        },
+    }
+    return Children(deployment, service, pod["metadata"]["annotations"][SPEC_HASH_ANNOTATION])

@@ -1,0 +1,145 @@
+"""Read a worker's ``/metrics`` into the few numbers the TranscriptionRoom status shows."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
+
+MetricsUrl = Callable[[str, str, int], str]
+"""(namespace, service name, port) → URL of the worker's /metrics."""
+
+
+def service_metrics_url(namespace: str, service: str, port: int) -> str:
+    """The in-cluster address: the Service's DNS name (the operator runs inside the cluster)."""
+    return f"http://{service}.{namespace}.svc:{port}/metrics"
+
+
+@dataclass(frozen=True)
+class WorkerStats:
+    """What one scrape says about a worker; None where the worker did not export the series."""
+
+    final_latency_p50_ms: float | None = None
+    """Median end-of-speech → final latency, from the histogram buckets."""
+    final_latency_p95_ms: float | None = None
+    """95th percentile of the same."""
+    final_count: int = 0
+    """Finals observed so far (percentiles are None while this is 0)."""
+    realtime_factor: float | None = None
+    """livenexus_realtime_factor."""
+    active_speakers: int | None = None
+    """livenexus_active_speakers."""
+    tier_index: int | None = None
+    """livenexus_tier_index (0 = preferred)."""
+    tier_name: str | None = None
+    """``tier`` label of the livenexus_tier_info series at 1."""
+    model: str | None = None
+    """``model`` label of the same."""
+    livekit_connected: bool | None = None
+    """livenexus_livekit_connected == 1."""
+    tier_changes_down: int = 0
+    """livenexus_tier_changes_total{direction="down"}."""
+    tier_changes_up: int = 0
+    """livenexus_tier_changes_total{direction="up"}."""
+
+
+def histogram_quantile(q: float, buckets: Iterable[tuple[float, float]]) -> float | None:
+    """Prometheus' ``histogram_quantile`` over cumulative (upper bound, count) pairs.
+
+    Linear interpolation inside the bucket holding the rank, lower edge 0 for the first bucket; a rank
+    in the +Inf bucket returns the highest finite bound (the same answer Prometheus gives).
+    """
+    pairs = sorted(buckets)
+    if not pairs or not math.isinf(pairs[-1][0]):
+        return None
+    total = pairs[-1][1]
+    if total <= 0:
+        return None
+    rank = q * total
+    prev_bound, prev_count = 0.0, 0.0
+    for bound, count in pairs:
+        if count >= rank:
+            if math.isinf(bound):
+                return prev_bound
+            in_bucket = count - prev_count
+            if in_bucket <= 0:
+                return bound
+            return prev_bound + (bound - prev_bound) * (rank - prev_count) / in_bucket
+        prev_bound, prev_count = bound, count
+    return prev_bound
+
+
+def parse_worker_metrics(text: str) -> WorkerStats:
+    """Parse a worker's exposition; unknown series are ignored, so newer workers stay readable."""
+    buckets: list[tuple[float, float]] = []
+    final_count = 0.0
+    values: dict[str, float] = {}
+    tier_name = model = None
+    changes = {"down": 0, "up": 0}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            name = sample.name
+            if name == "livenexus_final_latency_seconds_bucket":
+                buckets.append((float(sample.labels["le"]), float(sample.value)))
+            elif name == "livenexus_final_latency_seconds_count":
+                final_count = float(sample.value)
+            elif name in (
+                "livenexus_realtime_factor",
+                "livenexus_active_speakers",
+                "livenexus_tier_index",
+                "livenexus_livekit_connected",
+            ):
+                values[name] = float(sample.value)
+            elif name == "livenexus_tier_info" and sample.value == 1:
+                tier_name = sample.labels.get("tier")
+                model = sample.labels.get("model")
+            elif name == "livenexus_tier_changes_total":
+                direction = sample.labels.get("direction", "")
+                if direction in changes:
+                    changes[direction] = int(sample.value)
+
+    def ms(q: float) -> float | None:
+        value = histogram_quantile(q, buckets)
+        return None if value is None else round(value * 1000.0, 1)
+
+    def opt_int(key: str) -> int | None:
+        return int(values[key]) if key in values else None
+
+    return WorkerStats(
+        final_latency_p50_ms=ms(0.5),
+        final_latency_p95_ms=ms(0.95),
+        final_count=int(final_count),
+        realtime_factor=round(values["livenexus_realtime_factor"], 4)
+        if "livenexus_realtime_factor" in values
+        else None,
+        active_speakers=opt_int("livenexus_active_speakers"),
+        tier_index=opt_int("livenexus_tier_index"),
+        tier_name=tier_name,
+        model=model,
+        livekit_connected=(values["livenexus_livekit_connected"] == 1)
+        if "livenexus_livekit_connected" in values
+        else None,
+        tier_changes_down=changes["down"],
+        tier_changes_up=changes["up"],
+    )
+
+
+class ScrapeError(RuntimeError):
+    """The worker's /metrics could not be fetched or parsed."""
+
+
+async def scrape(session: aiohttp.ClientSession, url: str, timeout_s: float = 3.0) -> WorkerStats:
+    try:
+        async with session.get(url, timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
+            if resp.status != 200:
+                raise ScrapeError(f"GET {url}: HTTP {resp.status}")
+            text = await resp.text()
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        raise ScrapeError(f"GET {url}: {type(exc).__name__}: {exc}") from exc
+    try:
+        return parse_worker_metrics(text)
+    except ValueError as exc:
+        raise ScrapeError(f"GET {url}: unparsable exposition: {exc}") from exc

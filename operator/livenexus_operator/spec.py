@@ -1,0 +1,296 @@
+"""Typed views of a TranscriptionRoom spec and of the chart's worker template.
+
+The API server already applies the CRD's defaults; they are repeated here so that rendering is a total
+function of whatever body it is handed (unit tests, objects stored before a default was added).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+GROUP = "livenexus.io"
+VERSION = "v1alpha1"
+PLURAL = "transcriptionrooms"
+KIND = "TranscriptionRoom"
+API_VERSION = f"{GROUP}/{VERSION}"
+
+COMPUTE_TYPES = ("int8", "int8_float32", "float32")
+
+
+class SpecError(ValueError):
+    """The spec cannot be rendered (only reachable when the API server's validation was bypassed)."""
+
+
+def _obj(raw: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    value = raw.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise SpecError(f"{key} must be an object, got {type(value).__name__}")
+    return value
+
+
+def _int(raw: Mapping[str, Any], key: str, default: int, lo: int, hi: int) -> int:
+    value = raw.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise SpecError(f"{key} must be an integer in [{lo}, {hi}], got {value!r}")
+    return value
+
+
+def _num(raw: Mapping[str, Any], key: str, default: float, lo: float, hi: float) -> float:
+    value = raw.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not lo <= value <= hi:
+        raise SpecError(f"{key} must be a number in [{lo}, {hi}], got {value!r}")
+    return float(value)
+
+
+def _str(raw: Mapping[str, Any], key: str, default: str) -> str:
+    value = raw.get(key, default)
+    if not isinstance(value, str) or not value:
+        raise SpecError(f"{key} must be a non-empty string, got {value!r}")
+    return value
+
+
+def _compute(raw: Mapping[str, Any], key: str) -> str:
+    value = _str(raw, key, "int8")
+    if value not in COMPUTE_TYPES:
+        raise SpecError(f"{key} must be one of {', '.join(COMPUTE_TYPES)}, got {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class Tier:
+    """One rung of the ladder, in the JSON shape the worker's LIVENEXUS_TIERS expects."""
+
+    model: str
+    """Model name or path."""
+    compute_type: str = "int8"
+    """CTranslate2 compute type."""
+    beam_size: int = 1
+    """Beam size of finals."""
+    partial_interval_ms: int = 250
+    """Partial cadence; 0 disables partials."""
+
+    def as_worker_json(self) -> dict[str, object]:
+        return {
+            "model": self.model,
+            "computeType": self.compute_type,
+            "beamSize": self.beam_size,
+            "partialIntervalMs": self.partial_interval_ms,
+        }
+
+
+@dataclass(frozen=True)
+class RoomSpec:
+    """Everything the operator needs from one TranscriptionRoom's spec, defaults applied."""
+
+    room: str
+    """LiveKit room (spec.room, else metadata.name)."""
+    livekit_url: str
+    """spec.livekit.url."""
+    secret_name: str
+    """spec.livekit.credentialsSecretRef.name."""
+    api_key_key: str = "api-key"
+    """Key of the API key inside the Secret."""
+    api_secret_key: str = "api-secret"
+    """Key of the API secret inside the Secret."""
+    model: str = "base"
+    """First-tier model."""
+    compute_type: str = "int8"
+    """First-tier compute type."""
+    language: str = "en"
+    """Language code or 'auto'."""
+    beam_size: int = 5
+    """First-tier beam size."""
+    vad_aggressiveness: int = 2
+    """webrtcvad mode."""
+    vad_hangover_ms: int = 250
+    """Silence that ends an utterance."""
+    ladder: tuple[Tier, ...] = ()
+    """Explicit ladder, best first (empty: derived from the model, see :attr:`effective_ladder`)."""
+    cpu_high: float = 0.85
+    """Step down above this CPU fraction."""
+    cpu_low: float = 0.5
+    """Step up below this CPU fraction."""
+    lag_high_ms: int = 1000
+    """Step down above this inference lag."""
+    lag_low_ms: int = 300
+    """Step up below this inference lag."""
+    down_window_s: float = 5.0
+    """Pressure must last this long before stepping down."""
+    up_window_s: float = 20.0
+    """Calm must last this long before stepping up."""
+    cooldown_s: float = 10.0
+    """Minimum time between tier changes."""
+    resources: Mapping[str, Any] | None = None
+    """spec.resources (ResourceRequirements), None to use the chart's default."""
+    suspend: bool = False
+    """Scale the worker to zero."""
+
+    @property
+    def effective_ladder(self) -> tuple[Tier, ...]:
+        """The explicit ladder, or three cheaper variants of spec.model.
+
+        The worker's own default ladder ends on ``tiny``, which the image may not ship; deriving the
+        fallback from the configured model keeps every tier loadable.
+        """
+        if self.ladder:
+            return self.ladder
+        first = Tier(self.model, self.compute_type, self.beam_size, 250)
+        candidates = (
+            first,
+            Tier(self.model, self.compute_type, 1, 250),
+            Tier(self.model, self.compute_type, 1, 600),
+        )
+        out: list[Tier] = []
+        for tier in candidates:
+            if tier not in out:
+                out.append(tier)
+        return tuple(out)
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> RoomSpec:
+        meta = _obj(body, "metadata")
+        spec = _obj(body, "spec")
+        livekit = _obj(spec, "livekit")
+        ref = _obj(livekit, "credentialsSecretRef")
+        model = _obj(spec, "model")
+        vad = _obj(spec, "vad")
+        tiers = _obj(spec, "tiers")
+        raw_ladder = tiers.get("ladder") or []
+        if not isinstance(raw_ladder, list):
+            raise SpecError("tiers.ladder must be a list")
+        ladder = tuple(
+            Tier(
+                model=_str(t, "model", ""),
+                compute_type=_compute(t, "computeType"),
+                beam_size=_int(t, "beamSize", 1, 1, 10),
+                partial_interval_ms=_int(t, "partialIntervalMs", 250, 0, 10000),
+            )
+            for t in raw_ladder
+            if isinstance(t, Mapping)
+        )
+        language = _str(model, "language", "en")
+        resources = spec.get("resources")
+        out = cls(
+            room=str(spec.get("room") or meta.get("name") or ""),
+            livekit_url=_str(livekit, "url", ""),
+            secret_name=_str(ref, "name", ""),
+            api_key_key=_str(ref, "apiKeyKey", "api-key"),
+            api_secret_key=_str(ref, "apiSecretKey", "api-secret"),
+            model=_str(model, "name", "base"),
+            compute_type=_compute(model, "computeType"),
+            language=language,
+            beam_size=_int(model, "beamSize", 5, 1, 10),
+            vad_aggressiveness=_int(vad, "aggressiveness", 2, 0, 3),
+            vad_hangover_ms=_int(vad, "hangoverMs", 250, 30, 5000),
+            ladder=ladder,
+            cpu_high=_num(tiers, "cpuHigh", 0.85, 0.0, 1.0),
+            cpu_low=_num(tiers, "cpuLow", 0.5, 0.0, 1.0),
+            lag_high_ms=_int(tiers, "lagHighMs", 1000, 0, 600000),
+            lag_low_ms=_int(tiers, "lagLowMs", 300, 0, 600000),
+            down_window_s=_num(tiers, "downWindowSeconds", 5.0, 0.0, 3600.0),
+            up_window_s=_num(tiers, "upWindowSeconds", 20.0, 0.0, 3600.0),
+            cooldown_s=_num(tiers, "cooldownSeconds", 10.0, 0.0, 3600.0),
+            resources=resources if isinstance(resources, Mapping) and resources else None,
+            suspend=bool(spec.get("suspend", False)),
+        )
+        if not out.room:
+            raise SpecError("neither spec.room nor metadata.name is set")
+        if out.cpu_low >= out.cpu_high:
+            raise SpecError("tiers.cpuLow must be lower than tiers.cpuHigh")
+        if out.lag_low_ms >= out.lag_high_ms:
+            raise SpecError("tiers.lagLowMs must be lower than tiers.lagHighMs")
+        return out
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where the worker finds its prepared models."""
+
+    cache_path: str = "/opt/livenexus/models"
+    """LIVENEXUS_MODEL_CACHE inside the container (the image prepares ``base`` there at build time)."""
+    volume: Mapping[str, Any] | None = None
+    """A Volume source (e.g. ``{persistentVolumeClaim: {claimName: models}}``) mounted read-only at
+    :attr:`cache_path`; None keeps the models baked into the image."""
+
+
+@dataclass(frozen=True)
+class WorkerTemplate:
+    """Chart-wide worker pod settings (values.yaml ``worker:``), shared by every room."""
+
+    image: str = "livenexus-worker:0.1.0"
+    """Worker image reference."""
+    image_pull_policy: str = "IfNotPresent"
+    """Container imagePullPolicy."""
+    image_pull_secrets: tuple[Mapping[str, Any], ...] = ()
+    """Pod imagePullSecrets."""
+    resources: Mapping[str, Any] = field(default_factory=dict)
+    """Default container resources when a room sets none."""
+    node_selector: Mapping[str, str] = field(default_factory=dict)
+    """Pod nodeSelector."""
+    tolerations: tuple[Mapping[str, Any], ...] = ()
+    """Pod tolerations."""
+    affinity: Mapping[str, Any] = field(default_factory=dict)
+    """Pod affinity."""
+    pod_security_context: Mapping[str, Any] = field(default_factory=dict)
+    """Pod securityContext (merged over the non-root defaults)."""
+    security_context: Mapping[str, Any] = field(default_factory=dict)
+    """Container securityContext (merged over the locked-down defaults)."""
+    extra_env: tuple[Mapping[str, Any], ...] = ()
+    """Additional EnvVar entries; names the operator sets itself are skipped."""
+    pod_labels: Mapping[str, str] = field(default_factory=dict)
+    """Extra pod labels."""
+    pod_annotations: Mapping[str, str] = field(default_factory=dict)
+    """Extra pod annotations."""
+    service_account_name: str = ""
+    """Worker ServiceAccount; empty uses the namespace default with no token mounted."""
+    priority_class_name: str = ""
+    """Pod priorityClassName."""
+    termination_grace_period_seconds: int = 30
+    """Time the worker gets to leave the room cleanly."""
+    metrics_port: int = 9300
+    """LIVENEXUS_METRICS_PORT and the Service port."""
+    tmp_size_limit: str = "256Mi"
+    """sizeLimit of the /tmp emptyDir."""
+    model_source: ModelSource = field(default_factory=ModelSource)
+    """Where models come from."""
+
+    @classmethod
+    def from_values(cls, raw: Mapping[str, Any]) -> WorkerTemplate:
+        """Build from the chart's ``worker`` values (camelCase keys, as rendered into the ConfigMap)."""
+        src = _obj(raw, "modelSource")
+        volume = src.get("volume")
+        port = raw.get("metricsPort", 9300)
+        if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+            raise SpecError(f"worker.metricsPort must be a port number, got {port!r}")
+        image = raw.get("image", cls.image)
+        if isinstance(image, Mapping):
+            repo = str(image.get("repository", "livenexus-worker"))
+            tag = str(image.get("tag", "") or "latest")
+            image = f"{repo}@{tag}" if tag.startswith("sha256:") else f"{repo}:{tag}"
+        return cls(
+            image=str(image),
+            image_pull_policy=str(raw.get("imagePullPolicy", "IfNotPresent")),
+            image_pull_secrets=tuple(raw.get("imagePullSecrets") or ()),
+            resources=dict(raw.get("resources") or {}),
+            node_selector=dict(raw.get("nodeSelector") or {}),
+            tolerations=tuple(raw.get("tolerations") or ()),
+            affinity=dict(raw.get("affinity") or {}),
+            pod_security_context=dict(raw.get("podSecurityContext") or {}),
+            security_context=dict(raw.get("securityContext") or {}),
+            extra_env=tuple(raw.get("extraEnv") or ()),
+            pod_labels=dict(raw.get("podLabels") or {}),
+            pod_annotations=dict(raw.get("podAnnotations") or {}),
+            service_account_name=str(raw.get("serviceAccountName") or ""),
+            priority_class_name=str(raw.get("priorityClassName") or ""),
+            termination_grace_period_seconds=int(raw.get("terminationGracePeriodSeconds", 30)),
+            metrics_port=port,
+            tmp_size_limit=str(raw.get("tmpSizeLimit") or "256Mi"),
+            model_source=ModelSource(
+                cache_path=str(src.get("cachePath") or ModelSource.cache_path),
+                volume=dict(volume) if isinstance(volume, Mapping) and volume else None,
+            ),
+        )

@@ -1,0 +1,46 @@
+"""Shared fixtures: one model load and one set of real servers per test session (2 cores, 90 minutes)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest_plugins = ["tests.servers.fixtures"] if (Path(__file__).parent / "servers" / "fixtures.py").exists() else []  # TEMP
+
+ARTIFACTS = Path(os.environ.get("LIVENEXUS_ARTIFACTS", Path(__file__).resolve().parent.parent / "artifacts"))
+
+
+@pytest.fixture(scope="session")
+def artifacts_dir() -> Path:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    return ARTIFACTS
+
+
+@pytest.fixture(scope="session")
+def runtime() -> Iterator[object]:
+    """The real base int8 model, loaded once for every model test."""
+    from livenexus_worker.runtime import Runtime, RuntimeOptions
+    from livenexus_worker.settings import TierSpec
+
+    rt = Runtime.create(RuntimeOptions(tiers=(TierSpec("base", "int8", 5, 250), TierSpec("base", "int8", 1, 250))))
+    yield rt
+    rt.close()
+
+
+@pytest.fixture(scope="session")
+def speech_cache() -> dict[str, np.ndarray]:
+    """Synthesised speech reused across tests (espeak-ng is slow enough to matter on 2 cores)."""
+    return {}
+
+
+def speak(cache: dict[str, np.ndarray], text: str, **kwargs: object) -> np.ndarray:
+    from livenexus_worker.tts import synthesize
+
+    key = repr((text, sorted(kwargs.items())))
+    if key not in cache:
+        cache[key] = synthesize(text, **kwargs)  # type: ignore[arg-type]
+    return cache[key]

@@ -1,0 +1,160 @@
+"""cgroup discovery, quota parsing, PSI parsing and the CPU sampler."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from livenexus_worker.cpu import (
+    CgroupPaths,
+    CpuSampler,
+    affinity_cpus,
+    cgroup_quota_cores,
+    find_cgroup_paths,
+    parse_psi_some,
+    usable_cores,
+)
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def test_v2_quota_and_unlimited(tmp_path: Path) -> None:
+    d = tmp_path / "kubepods" / "pod1"
+    write(d / "cgroup.procs", "1\n")
+    proc = write(tmp_path / "proc_cgroup", "0::/kubepods/pod1\n")
+    paths = find_cgroup_paths(proc, tmp_path)
+    assert paths.v2_dir == d
+    write(d / "cpu.max", "150000 100000\n")
+    assert cgroup_quota_cores(paths) == pytest.approx(1.5)
+    write(d / "cpu.max", "max 100000\n")
+    assert cgroup_quota_cores(paths) is None
+
+
+def test_v2_namespaced_path_falls_back_to_mount_root(tmp_path: Path) -> None:
+    # A container without a cgroup namespace lists the host's path, but only its own cgroup is
+    # mounted (at the root).
+    write(tmp_path / "cgroup.procs", "1\n")
+    write(tmp_path / "cpu.max", "50000 100000\n")
+    proc = write(tmp_path / "proc_cgroup", "0::/kubepods/burstable/podX/abc\n")
+    paths = find_cgroup_paths(proc, tmp_path)
+    assert paths.v2_dir == tmp_path
+    assert cgroup_quota_cores(paths) == pytest.approx(0.5)
+
+
+def test_hybrid_v1_quota(tmp_path: Path) -> None:
+    v1 = tmp_path / "cpu,cpuacct" / "docker" / "c1"
+    write(v1 / "cpu.cfs_quota_us", "200000\n")
+    write(v1 / "cpu.cfs_period_us", "100000\n")
+    write(tmp_path / "unified" / "cgroup.procs", "")
+    proc = write(tmp_path / "proc_cgroup", "4:cpu,cpuacct:/docker/c1\n3:memory:/docker/c1\n0::/\n")
+    paths = find_cgroup_paths(proc, tmp_path)
+    assert paths.v1_cpu_dir == v1
+    assert paths.v2_dir == tmp_path / "unified"
+    assert cgroup_quota_cores(paths) == pytest.approx(2.0)
+    write(v1 / "cpu.cfs_quota_us", "-1\n")
+    assert cgroup_quota_cores(paths) is None
+
+
+def test_usable_cores_is_min_of_quota_and_affinity(tmp_path: Path) -> None:
+    write(tmp_path / "cpu.max", "10000000 100000\n")  # 100 cores of quota
+    paths = CgroupPaths(v2_dir=tmp_path, v1_cpu_dir=None)
+    assert usable_cores(paths) == float(len(affinity_cpus()))
+    write(tmp_path / "cpu.max", "25000 100000\n")
+    assert usable_cores(paths) == pytest.approx(0.25)
+
+
+def test_parse_psi() -> None:
+    text = (
+        "some avg10=12.50 avg60=3.00 avg300=1.00 total=123456\n"
+        "full avg10=0.00 avg60=0.00 avg300=0.00 total=0\n"
+    )
+    assert parse_psi_some(text) == (0.125, 123456)
+    assert parse_psi_some("full avg10=1.00 total=5\n") is None
+    assert parse_psi_some("some garbage\n") is None
+
+
+class FakeProcess:
+    def __init__(self) -> None:
+        self.cpu = 0.0
+
+    def cpu_times(self) -> SimpleNamespace:
+        return SimpleNamespace(user=self.cpu, system=0.0)
+
+    def memory_info(self) -> SimpleNamespace:
+        return SimpleNamespace(rss=123 * 1024 * 1024)
+
+
+def test_sampler_shares_from_counters(tmp_path: Path) -> None:
+    clock = [100.0]
+    proc = FakeProcess()
+    write(tmp_path / "cpu.max", "200000 100000\n")  # exactly 2 cores of quota
+    psi = write(tmp_path / "cpu.pressure", "some avg10=40.00 avg60=0 avg300=0 total=1000000\n")
+    sampler = CpuSampler(
+        process=proc, cgroups=CgroupPaths(v2_dir=tmp_path, v1_cpu_dir=None), psi_paths=[psi],
+        min_interval_s=0.5, clock=lambda: clock[0],
+    )
+    first = sampler.last
+    assert first is not None and first.interval_s == 0.0
+    assert first.stall == pytest.approx(0.40)  # only avg10 is known before a second reading
+
+    expected_cores = min(2.0, float(len(affinity_cpus())))
+    clock[0] += 2.0
+    proc.cpu += 2.0 * expected_cores * 0.6  # 60 % of the usable cores for 2 s
+    write(psi, "some avg10=99.00 avg60=0 avg300=0 total=1500000\n")  # +0.5 s stalled in 2 s
+    s = sampler.sample()
+    assert s.interval_s == pytest.approx(2.0)
+    assert s.usable_cores == expected_cores
+    assert s.process == pytest.approx(0.6)
+    assert s.stall == pytest.approx(0.25)  # from the counter, not avg10
+    assert s.pressure >= max(s.process, s.stall)
+    assert sampler.rss_bytes() == 123 * 1024 * 1024
+
+    # Within min_interval the cached reading comes back unchanged.
+    clock[0] += 0.1
+    proc.cpu += 5.0
+    assert sampler.sample() is s
+
+
+def test_sampler_quota_ignores_host_busy(tmp_path: Path) -> None:
+    clock = [0.0]
+    proc = FakeProcess()
+    write(tmp_path / "cpu.max", "10000 100000\n")  # 0.1 core: below any affinity mask
+    sampler = CpuSampler(process=proc, cgroups=CgroupPaths(v2_dir=tmp_path, v1_cpu_dir=None),
+                         psi_paths=[], clock=lambda: clock[0])
+    clock[0] += 1.0
+    proc.cpu += 0.05
+    s = sampler.sample()
+    assert s.quota_limited
+    assert s.process == pytest.approx(0.5)
+    assert s.stall is None
+    assert s.pressure == pytest.approx(0.5)  # host busy share is not part of it under a quota
+
+
+def test_real_sampler_sees_our_own_busy_thread() -> None:
+    sampler = CpuSampler(min_interval_s=0.0)
+    stop = time.monotonic() + 1.0
+
+    def spin() -> None:
+        x = 0
+        while time.monotonic() < stop:
+            x += 1
+
+    t = threading.Thread(target=spin)
+    t.start()
+    t.join()
+    s = sampler.sample()
+    cores = s.usable_cores
+    # One spinning thread is one core's worth (the GIL allows no more); allow for scheduling noise.
+    assert s.process > 0.6 / cores
+    assert s.process < 1.3 / cores
+    if s.busy is not None:
+        assert s.busy >= s.process * 0.8
+    assert s.pressure >= s.process

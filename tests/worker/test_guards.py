@@ -1,0 +1,31 @@
+from __future__ import annotations
+
+from livenexus_worker.guards import GuardOptions, check, collapse_repeats, has_words
+
+O = GuardOptions()
+
+
+def test_collapse_repetition_loops() -> None:
+    assert collapse_repeats("should be fast, fast, fast, fast, fast, fast") == "should be fast, fast,"
+    assert collapse_repeats("Good morning, everybody. Good morning, everybody.") == "Good morning, everybody."
+    assert collapse_repeats("very very good") == "very very good"
+    assert collapse_repeats("the cat sat on the mat") == "the cat sat on the mat"
+
+
+def test_punctuation_only_is_dropped() -> None:
+    assert not has_words(" ... !?")
+    assert check("...", 0.1, -0.2, 2.0, O) == (None, "no-words")
+
+
+def test_no_speech_and_low_logprob_drop() -> None:
+    assert check("Thank you.", 0.9, -0.2, 2.0, O)[0] is None
+    assert check("Thank you.", 0.7, -0.6, 2.0, O)[0] is None
+    # Confident decoding overrides a moderate no-speech probability (Whisper's own rule).
+    assert check("Thank you.", 0.7, -0.2, 2.0, O)[0] == "Thank you."
+    assert check("words words", 0.1, -1.5, 2.0, O)[0] is None
+
+
+def test_too_many_words_for_duration() -> None:
+    text = " ".join(f"w{i}" for i in range(30))
+    assert check(text, 0.1, -0.2, 1.0, O) == (None, "too-many-words")
+    assert check(text, 0.1, -0.2, 10.0, O)[0] == text

@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from livenexus_worker import models
+
+
+def test_prepares_cache_from_packages_once(tmp_path: Path) -> None:
+    res = models.resolve("base", tmp_path)
+    assert res.source == "package" and models.is_model_dir(res.path)
+    assert (res.path / "model.bin").stat().st_size == models.PACKAGED[0].size
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "staging dir left behind"
+    again = models.resolve("base", tmp_path)
+    assert again.source == "cache" and again.path == res.path
+
+
+def test_corrupt_parts_are_rejected(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    bad = tuple(dataclasses.replace(p, sha256="0" * 64) for p in models.PACKAGED)
+    monkeypatch.setattr(models, "PACKAGED", bad)
+    with pytest.raises(models.ModelNotFoundError) as err:
+        models.resolve("base", tmp_path, allow_download=False)
+    assert "sha256" in str(err.value)
+    assert not (tmp_path / "base").exists()
+
+
+def test_unknown_model_lists_every_place_searched(tmp_path: Path) -> None:
+    with pytest.raises(models.ModelNotFoundError) as err:
+        models.resolve("large-v9", tmp_path, allow_download=False)
+    msg = str(err.value)
+    for place in ("cache", "packages", "download"):
+        assert place in msg
+
+
+def test_explicit_path(tmp_path: Path) -> None:
+    with pytest.raises(models.ModelNotFoundError, match="not a CTranslate2"):
+        models.resolve(str(tmp_path))
+    prepared = models.resolve("base").path
+    assert models.resolve(str(prepared)).source == "path"
+
+
+def test_cli_models_list_and_prepare(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from livenexus_worker.cli import main
+
+    assert main(["models", "prepare", "--cache", str(tmp_path)]) == 0
+    assert main(["models", "list", "--cache", str(tmp_path)]) == 0
+    assert f"base\tcache {tmp_path / 'base'}" in capsys.readouterr().out

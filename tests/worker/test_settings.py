@@ -1,0 +1,37 @@
+from __future__ import annotations
+
+import pytest
+
+from livenexus_worker.settings import DEFAULT_TIERS, SettingsError, TierSpec, WorkerSettings
+
+
+def test_defaults_and_secret_not_in_repr() -> None:
+    s = WorkerSettings.from_env({"LIVEKIT_API_SECRET": "s" * 40})
+    assert s.tiers[0] == TierSpec("base", "int8", 5, 250)
+    assert s.tiers[1:] == DEFAULT_TIERS[1:]
+    assert "sss" not in repr(s)
+
+
+def test_env_parsing() -> None:
+    s = WorkerSettings.from_env({
+        "LIVENEXUS_LANGUAGE": "auto", "LIVENEXUS_VAD_AGGRESSIVENESS": "3",
+        "LIVENEXUS_TIERS": '[{"model": "base", "computeType": "int8", "beamSize": 2, "partialIntervalMs": 400}]',
+    })
+    assert s.language is None and s.vad_aggressiveness == 3
+    assert s.tiers == (TierSpec("base", "int8", 2, 400),)
+
+
+@pytest.mark.parametrize("env,match", [
+    ({"LIVENEXUS_VAD_AGGRESSIVENESS": "7"}, "LIVENEXUS_VAD_AGGRESSIVENESS"),
+    ({"LIVENEXUS_BEAM_SIZE": "x"}, "LIVENEXUS_BEAM_SIZE"),
+    ({"LIVENEXUS_TIERS": "{"}, "LIVENEXUS_TIERS"),
+    ({"LIVENEXUS_TIERS": "[]"}, "LIVENEXUS_TIERS"),
+])
+def test_bad_env_names_the_variable(env: dict[str, str], match: str) -> None:
+    with pytest.raises(SettingsError, match=match):
+        WorkerSettings.from_env(env)
+
+
+def test_require_livekit_lists_all_missing() -> None:
+    with pytest.raises(SettingsError, match="LIVEKIT_URL, LIVEKIT_API_KEY, LIVEKIT_API_SECRET, LIVENEXUS_ROOM"):
+        WorkerSettings.from_env({}).require_livekit()

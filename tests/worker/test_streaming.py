@@ -1,0 +1,134 @@
+"""The real model on real (synthesised) speech: accuracy, silence, noise, partial timing."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from livenexus_worker.audio import load
+from livenexus_worker.events import TranscriptEvent
+from livenexus_worker.feed import feed
+from livenexus_worker.runtime import Runtime
+from livenexus_worker.textnorm import wer
+from livenexus_worker.tts import conversation, write_wav
+
+pytestmark = pytest.mark.model
+
+SCRIPT = [
+    "The weather today is sunny with a light breeze from the west.",
+    "Please remember to submit your expense reports before the end of the month.",
+    "Our new office opens next Monday on the third floor.",
+]
+
+
+def transcribe(rt: Runtime, audio: np.ndarray, stream: str, realtime: bool = False) -> list[TranscriptEvent]:
+    events: list[TranscriptEvent] = []
+    pipe = rt.open_stream(stream, stream, events.append)
+    feed(pipe, audio, realtime=realtime)
+    assert rt.wait_idle(300)
+    rt.close_stream(stream)
+    return events
+
+
+def offline_text(rt: Runtime, audio: np.ndarray) -> str:
+    _i, tier, engine = rt.engine_for(0)
+    segments, _ = engine._wm.transcribe(audio.astype(np.float32) / 32768, beam_size=tier.beam_size,
+                                         language="en", condition_on_previous_text=False)
+    return " ".join(s.text for s in segments)
+
+
+@pytest.fixture(scope="module")
+def meeting() -> np.ndarray:
+    return conversation(SCRIPT, gap_s=1.0)
+
+
+def test_streaming_wer_close_to_offline_16k_mono(runtime: Runtime, meeting: np.ndarray) -> None:
+    events = transcribe(runtime, meeting, "mono16")
+    finals = [e for e in events if e.is_final]
+    ref = " ".join(SCRIPT)
+    stream_wer = wer(ref, " ".join(f.text for f in finals))
+    offline_wer = wer(ref, offline_text(runtime, meeting))
+    print(f"streaming WER {stream_wer:.3f} offline WER {offline_wer:.3f} finals {len(finals)}")
+    assert len(finals) == len(SCRIPT)
+    assert stream_wer <= offline_wer + 0.05
+    assert stream_wer <= 0.2
+    # Finals are ordered in time and each one is a separate utterance with a unique id.
+    assert [f.start for f in finals] == sorted(f.start for f in finals)
+    assert len({f.segment_id for f in finals}) == len(finals)
+
+
+def test_48k_stereo_file(runtime: Runtime, meeting: np.ndarray, tmp_path: Path) -> None:
+    mono = write_wav(tmp_path / "mono.wav", meeting)
+    stereo = tmp_path / "stereo48.wav"
+    subprocess.run(["sox", str(mono), "-r", "48000", "-c", "2", str(stereo)], check=True)
+    audio = load(stereo)
+    assert abs(audio.shape[0] - meeting.shape[0]) < 160
+    finals = [e for e in transcribe(runtime, audio, "stereo48") if e.is_final]
+    assert wer(" ".join(SCRIPT), " ".join(f.text for f in finals)) <= 0.2
+
+
+def test_pink_noise_gives_no_text(runtime: Runtime, tmp_path: Path) -> None:
+    f = tmp_path / "pink.wav"
+    subprocess.run(["sox", "-n", "-r", "16000", "-c", "1", "-b", "16", str(f), "synth", "8", "pinknoise",
+                    "vol", "0.3"], check=True)
+    events = transcribe(runtime, load(f), "pink")
+    assert [e.text for e in events] == []
+
+
+def test_long_silence_costs_no_inference(runtime: Runtime) -> None:
+    before = runtime.scheduler.stats.finals_run + runtime.scheduler.stats.partials_run
+    events = transcribe(runtime, np.zeros(20 * 16000, dtype=np.int16), "silence")
+    assert events == []
+    assert runtime.scheduler.stats.finals_run + runtime.scheduler.stats.partials_run == before
+
+
+def test_partials_arrive_while_speaking(runtime: Runtime, speech_cache: dict[str, np.ndarray]) -> None:
+    from tests.conftest import speak
+
+    audio = speak(speech_cache, "This is a fairly long sentence so that the streaming engine has time to "
+                                "show partial results while the speaker is still talking.")
+    lead = np.zeros(8000, dtype=np.int16)
+    events: list[tuple[float, TranscriptEvent]] = []
+    pipe = runtime.open_stream("partials", "p", lambda e: events.append((time.monotonic(), e)))
+    t0 = time.monotonic()
+    feed(pipe, np.concatenate([lead, audio]), realtime=True)
+    assert runtime.wait_idle(60)
+    runtime.close_stream("partials")
+    speech_end = t0 + (lead.shape[0] + audio.shape[0]) / 16000
+    partials = [(t, e) for t, e in events if not e.is_final]
+    finals = [e for _t, e in events if e.is_final]
+    assert len(finals) == 1
+    assert len(partials) >= 3, "expected several partials during ~6 s of speech"
+    assert partials[0][0] < speech_end - 2.0, "first partial should come while speech continues"
+    stables = [e.stable for _t, e in partials]
+    assert all(b.startswith(a) for a, b in zip(stables, stables[1:], strict=False)), "stable text changed"
+    assert all(e.segment_id == finals[0].segment_id for _t, e in partials)
+    gaps = np.diff([t for t, _e in partials])
+    print(f"partials {len(partials)} median gap {1000 * float(np.median(gaps)):.0f} ms, "
+          f"final latency {finals[0].latency_ms:.0f} ms")
+    assert wer("This is a fairly long sentence so that the streaming engine has time to show partial "
+               "results while the speaker is still talking.", finals[0].text) <= 0.2
+
+
+def test_right_sized_window_matches_padded_text(runtime: Runtime, speech_cache: dict[str, np.ndarray]) -> None:
+    from dataclasses import replace
+
+    from tests.conftest import speak
+
+    ref = "The meeting will start at nine in the morning in the main conference room."
+    audio = speak(speech_cache, ref)
+    _i, _t, engine = runtime.engine_for(0)
+    short = engine.transcribe(audio, beam_size=5)
+    saved = engine.options
+    try:
+        engine.options = replace(saved, padded_30s=True)
+        padded = engine.transcribe(audio, beam_size=5)
+    finally:
+        engine.options = saved
+    assert short.window_frames < padded.window_frames == 3000
+    assert wer(ref, short.text) <= wer(ref, padded.text) + 0.1
+    print(f"encode right-sized {1000 * short.encode_s:.0f} ms vs padded {1000 * padded.encode_s:.0f} ms")
