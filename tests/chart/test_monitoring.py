@@ -196,11 +196,13 @@ def helm() -> str:
 
 
 def render(*sets: str) -> list[dict[str, Any]]:
-    args = [helm(), "template", "t", str(CHART), "--namespace", "obs"]
+    # An explicit --kube-version: a helm built from source defaults to an old one the chart refuses.
+    args = [helm(), "template", "t", str(CHART), "--namespace", "obs", "--kube-version", "1.30.0"]
     for s in sets:
         args += ["--set", s]
-    out = subprocess.run(args, check=True, capture_output=True, text=True, timeout=120).stdout
-    return [d for d in yaml.safe_load_all(out) if d]
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return [d for d in yaml.safe_load_all(proc.stdout) if d]
 
 
 def test_helm_renders_nothing_from_monitoring_by_default() -> None:
@@ -217,8 +219,15 @@ def test_helm_renders_monitoring(dashboard: dict[str, Any], rules: dict[str, Any
                 if d["kind"] == "ServiceMonitor"}
     assert set(monitors) >= {"livenexus-worker", "livenexus-operator"}
     for name, mon in monitors.items():
-        assert mon["spec"]["selector"]["matchLabels"] == {"app.kubernetes.io/name": name}
+        assert mon["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"] == name
         assert [e["port"] for e in mon["spec"]["endpoints"]] == ["metrics"]
+    assert monitors["livenexus-worker"]["spec"]["namespaceSelector"] == {"any": True}
+    # The operator's own Service must be what the operator ServiceMonitor selects.
+    (svc,) = [d for d in docs if d["kind"] == "Service"
+              and d["metadata"]["labels"].get("app.kubernetes.io/name") == "livenexus-operator"]
+    selector = monitors["livenexus-operator"]["spec"]["selector"]["matchLabels"]
+    assert selector.items() <= svc["metadata"]["labels"].items()
+    assert "metrics" in [p["name"] for p in svc["spec"]["ports"]]
     relabel = monitors["livenexus-worker"]["spec"]["endpoints"][0]["relabelings"]
     meta = "__meta_kubernetes_pod_annotation_livenexus_io_room"
     room_from = {"sourceLabels": [meta], "targetLabel": "room"}
@@ -233,7 +242,7 @@ def test_helm_renders_monitoring(dashboard: dict[str, Any], rules: dict[str, Any
 
 def test_helm_pod_monitor_variant() -> None:
     docs = render("monitoring.serviceMonitor.enabled=true", "monitoring.serviceMonitor.workerPodMonitor=true",
-                  "monitoring.serviceMonitor.anyNamespace=false")
+                  "operator.watchNamespaces={team-a,team-b}")
     (pm,) = [d for d in docs if d["kind"] == "PodMonitor"]
     assert [e["port"] for e in pm["spec"]["podMetricsEndpoints"]] == ["metrics"]
-    assert pm["spec"]["namespaceSelector"] == {"matchNames": ["obs"]}
+    assert pm["spec"]["namespaceSelector"] == {"matchNames": ["team-a", "team-b"]}

@@ -15,7 +15,7 @@ def test_stable_never_shrinks_even_if_hypothesis_wanders() -> None:
     la.update("hello world again")
     la.update("hello world and")
     assert la.committed == ["hello", "world"]
-    stable, unstable = la.update("yellow word and more")
+    stable, _unstable = la.update("yellow word and more")
     assert stable == "hello world"
     assert la.committed == ["hello", "world"]
 

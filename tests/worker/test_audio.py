@@ -51,7 +51,7 @@ def test_empty_missing_and_garbage_files(tmp_path: Path) -> None:
         load(tmp_path / "nope.wav")
     junk = tmp_path / "junk.wav"
     junk.write_bytes(b"this is not audio at all" * 100)
-    with pytest.raises(AudioError, match="not a readable audio file|no audio"):
+    with pytest.raises(AudioError, match=r"not a readable audio file|no audio"):
         load(junk)
     with pytest.raises(AudioError, match="directory"):
         load(tmp_path)

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from livenexus_worker.guards import GuardOptions, check, collapse_repeats, has_words
 
-O = GuardOptions()
+OPTS = GuardOptions()
 
 
 def test_collapse_repetition_loops() -> None:
@@ -14,18 +14,18 @@ def test_collapse_repetition_loops() -> None:
 
 def test_punctuation_only_is_dropped() -> None:
     assert not has_words(" ... !?")
-    assert check("...", 0.1, -0.2, 2.0, O) == (None, "no-words")
+    assert check("...", 0.1, -0.2, 2.0, OPTS) == (None, "no-words")
 
 
 def test_no_speech_and_low_logprob_drop() -> None:
-    assert check("Thank you.", 0.9, -0.2, 2.0, O)[0] is None
-    assert check("Thank you.", 0.7, -0.6, 2.0, O)[0] is None
+    assert check("Thank you.", 0.9, -0.2, 2.0, OPTS)[0] is None
+    assert check("Thank you.", 0.7, -0.6, 2.0, OPTS)[0] is None
     # Confident decoding overrides a moderate no-speech probability (Whisper's own rule).
-    assert check("Thank you.", 0.7, -0.2, 2.0, O)[0] == "Thank you."
-    assert check("words words", 0.1, -1.5, 2.0, O)[0] is None
+    assert check("Thank you.", 0.7, -0.2, 2.0, OPTS)[0] == "Thank you."
+    assert check("words words", 0.1, -1.5, 2.0, OPTS)[0] is None
 
 
 def test_too_many_words_for_duration() -> None:
     text = " ".join(f"w{i}" for i in range(30))
-    assert check(text, 0.1, -0.2, 1.0, O) == (None, "too-many-words")
-    assert check(text, 0.1, -0.2, 10.0, O)[0] == text
+    assert check(text, 0.1, -0.2, 1.0, OPTS) == (None, "too-many-words")
+    assert check(text, 0.1, -0.2, 10.0, OPTS)[0] == text

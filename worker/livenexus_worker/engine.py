@@ -99,7 +99,7 @@ class WhisperEngine:
         return tok
 
     def transcribe(self, audio: np.ndarray, beam_size: int = 1, language: str | None = "en",
-                   prefix: str = "") -> Hypothesis:
+                   prefix: str = "", max_new_tokens: int | None = None) -> Hypothesis:
         """Decode int16 or float32 16 kHz mono audio of at most 30 s."""
         import ctranslate2
 
@@ -132,6 +132,8 @@ class WhisperEngine:
                 prompt.extend(tok.encode(" " + prefix.strip()))  # type: ignore[attr-defined]
             duration = len(samples) / SAMPLE_RATE
             max_new = int(duration * self.options.tokens_per_second) + 8
+            if max_new_tokens is not None:
+                max_new = min(max_new, max_new_tokens)
             result = self._wm.model.generate(
                 enc,
                 [prompt],

@@ -45,6 +45,8 @@ class PipelineOptions:
     is thrown away if speech resumes. Hides most of the decode time inside the hangover."""
     tail_ms: int = 200
     """Silence kept after the last voiced frame in the final's audio (Whisper ends words better with it)."""
+    partial_max_new_tokens: int = 24
+    """Tokens a partial may generate beyond the committed prefix."""
     min_partial_audio_ms: int = 1000
     """No partials for utterances shorter than this: too little audio to say anything useful."""
 
@@ -265,8 +267,11 @@ class StreamPipeline:
                 return
             audio = op.utt.audio().copy()
             committed = " ".join(op.agreement.committed)
-        idx, tier, engine = self._ctx.engine_for(op.tier)
-        hyp = engine.transcribe(audio, beam_size=1, language=self.o.language, prefix=committed)
+        _idx, tier, engine = self._ctx.engine_for(op.tier)
+        # Only the unstable tail is generated (the committed words are forced as a prefix), and it is short:
+        # capping it keeps a partial from delaying the next final by more than a few decoder steps.
+        hyp = engine.transcribe(audio, beam_size=1, language=self.o.language, prefix=committed,
+                                max_new_tokens=self.o.partial_max_new_tokens)
         self._ctx.on_inference("partial", hyp, audio.shape[0] / SAMPLE_RATE)
         text, _why = check(hyp.text, hyp.no_speech_prob, hyp.avg_logprob, audio.shape[0] / SAMPLE_RATE,
                            self.o.guards)
@@ -283,7 +288,7 @@ class StreamPipeline:
             self._deliver(event)
 
     def _decode_final(self, op: _Open, audio: np.ndarray, speech_end_wall: float) -> _Final | None:
-        idx, tier, engine = self._ctx.engine_for(op.tier)
+        _idx, tier, engine = self._ctx.engine_for(op.tier)
         hyp = engine.transcribe(audio, beam_size=tier.beam_size, language=self.o.language)
         dur = audio.shape[0] / SAMPLE_RATE
         self._ctx.on_inference("final", hyp, dur)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import re
 
-_ONES = ("zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
-         "sixteen seventeen eighteen nineteen").split()
-_TENS = "_ _ twenty thirty forty fifty sixty seventy eighty ninety".split()
+_ONES = [
+    "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve",
+    "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen",
+]
+_TENS = ["_", "_", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"]
 
 
 def number_words(n: int) -> str:
@@ -28,7 +30,7 @@ def number_words(n: int) -> str:
 def normalize(text: str) -> str:
     t = text.lower().replace("%", " percent ").replace("&", " and ")
     t = re.sub(r"(?<=\d),(?=\d{3})", "", t)  # 1,000 -> 1000
-    t = re.sub(r"\d+", lambda m: " " + number_words(int(m.group())) + " " if len(m.group()) < 13 else m.group(), t)
+    t = re.sub(r"\d{1,12}", lambda m: " " + number_words(int(m.group())) + " ", t)
     t = t.replace("-", " ")
     t = re.sub(r"[^\w\s']", " ", t)
     t = t.replace("'", "")
