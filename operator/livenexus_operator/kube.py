@@ -105,14 +105,16 @@ class Conflict(ApiError):
     """HTTP 409: the object changed since it was read (optimistic concurrency) or already exists."""
 
 
-def _call(
+def call(
     method: str,
     path: str,
     body: Any = None,
     content_type: str | None = None,
     query: list[tuple[str, Any]] | None = None,
+    api: ApiClient | None = None,
 ) -> dict[str, Any]:
-    api = client()
+    """One synchronous API call with the operator's credentials (or ``api``'s); raises NotFound on 404."""
+    api = api or client()
     headers = {"Accept": "application/json"}
     if content_type:
         headers["Content-Type"] = content_type
@@ -151,7 +153,7 @@ async def request(
     query: list[tuple[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """One API call in a worker thread (the client is synchronous); raises NotFound on 404."""
-    return await asyncio.to_thread(_call, method, path, body, content_type, query)
+    return await asyncio.to_thread(call, method, path, body, content_type, query)
 
 
 def object_path(api_version: str, kind: str, namespace: str, name: str) -> str:

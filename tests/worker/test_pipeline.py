@@ -1,0 +1,126 @@
+"""Pipeline logic (speculative finals, cuts, flush) with a stand-in decoder, so it runs without the model.
+
+The engine here is a test double on purpose: these tests are about which audio reaches the decoder and when,
+not about recognition; the real model is exercised in test_streaming.py.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from livenexus_worker.engine import Hypothesis
+from livenexus_worker.events import TranscriptEvent
+from livenexus_worker.feed import feed
+from livenexus_worker.pipeline import PipelineOptions, StreamPipeline
+from livenexus_worker.scheduler import InferenceScheduler
+from livenexus_worker.segmenter import SegmenterOptions
+from livenexus_worker.settings import TierSpec
+
+
+class LengthEngine:
+    """Answers with the audio length so tests can see exactly what was decoded."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[int, str]] = []
+
+    def transcribe(self, audio: np.ndarray, beam_size: int = 1, language: str | None = "en", prefix: str = "",
+                   max_new_tokens: int | None = None) -> Hypothesis:
+        self.calls.append((audio.shape[0], prefix))
+        return Hypothesis(f"{prefix} samples {audio.shape[0]}".strip(), 0.01, -0.1, "en", 0.0, 0.0, 0)
+
+
+class Ctx:
+    def __init__(self) -> None:
+        self.scheduler = InferenceScheduler()
+        self.engine = LengthEngine()
+        self.utterances: list[float] = []
+
+    def tier_index(self) -> int:
+        return 0
+
+    def engine_for(self, tier_index: int) -> tuple[int, TierSpec, LengthEngine]:
+        return 0, TierSpec("fake", "int8", 1, 250), self.engine
+
+    def on_frames(self, frames: int, silent: int) -> None:
+        pass
+
+    def on_inference(self, kind: str, hyp: Hypothesis, audio_s: float) -> None:
+        pass
+
+    def on_emit(self, event: TranscriptEvent) -> None:
+        pass
+
+    def on_utterance(self, speech_s: float) -> None:
+        self.utterances.append(speech_s)
+
+
+@pytest.fixture(scope="module")
+def word(speech_cache: dict[str, np.ndarray]) -> np.ndarray:
+    from tests.conftest import speak
+
+    audio = speak(speech_cache, "Speech for the pipeline test, spoken clearly.")
+    loud = np.nonzero(np.abs(audio) > 300)[0]
+    return audio[loud[0] : loud[-1] + 1]  # espeak pads silence at both ends; pauses below must be exact
+
+
+def run(audio: np.ndarray, options: PipelineOptions | None = None) -> tuple[Ctx, list[TranscriptEvent]]:
+    ctx = Ctx()
+    events: list[TranscriptEvent] = []
+    pipe = StreamPipeline("s", "spk", ctx, events.append, options)  # type: ignore[arg-type]
+    feed(pipe, audio)
+    assert ctx.scheduler.wait_idle(10)
+    ctx.scheduler.close()
+    return ctx, events
+
+
+def silence(ms: int) -> np.ndarray:
+    return np.zeros(16 * ms, dtype=np.int16)
+
+
+def test_one_final_per_utterance(word: np.ndarray) -> None:
+    ctx, events = run(np.concatenate([silence(500), word, silence(1000), word]))
+    finals = [e for e in events if e.is_final]
+    assert len(finals) == 2 and finals[0].segment_id != finals[1].segment_id
+    assert finals[0].start < finals[0].end <= finals[1].start
+    assert len(ctx.utterances) == 2
+
+
+def test_pause_shorter_than_hangover_keeps_one_utterance(word: np.ndarray) -> None:
+    # 150 ms pause: longer than the speculative delay (90 ms), shorter than the hangover (250 ms).
+    audio = np.concatenate([silence(500), word, silence(150), word])
+    _ctx, events = run(audio)
+    finals = [e for e in events if e.is_final]
+    assert len(finals) == 1
+    decoded = int(finals[0].text.split()[-1])
+    assert decoded >= 2 * word.shape[0], "the final must cover both halves, not the speculative first half"
+
+
+def test_long_speech_is_cut_into_capped_utterances(word: np.ndarray) -> None:
+    speech = np.concatenate([word] * 6)  # ~15 s+ of speech with short gaps inside the words only
+    opts = PipelineOptions(segmenter=SegmenterOptions(max_utterance_s=5.0, search_s=2.0))
+    _ctx, events = run(np.concatenate([silence(300), speech]), opts)
+    finals = [e for e in events if e.is_final]
+    assert len(finals) >= 3
+    assert all(int(f.text.split()[-1]) <= 5 * 16000 for f in finals)
+    assert len({f.segment_id for f in finals}) == len(finals)
+
+
+def test_flush_emits_open_utterance(word: np.ndarray) -> None:
+    ctx = Ctx()
+    events: list[TranscriptEvent] = []
+    pipe = StreamPipeline("s", "spk", ctx, events.append)  # type: ignore[arg-type]
+    pipe.push(np.concatenate([silence(300), word[: word.shape[0] // 2]]))  # cut mid-sentence
+    assert pipe.in_utterance
+    pipe.flush()
+    assert ctx.scheduler.wait_idle(10)
+    assert [e.is_final for e in events if e.is_final] == [True]
+    ctx.scheduler.close()
+
+
+def test_push_rejects_wrong_dtype() -> None:
+    ctx = Ctx()
+    pipe = StreamPipeline("s", "spk", ctx, lambda e: None)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="int16"):
+        pipe.push(np.zeros(160, dtype=np.float32))
+    ctx.scheduler.close()
