@@ -20,7 +20,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -67,7 +66,7 @@ class RunResult:
     """Mean of the CPU pressure signal the tier policy saw."""
     rss_peak_mib: float = 0.0
     """Highest RSS sampled during the run."""
-    tier_seconds: Counter[int] = field(default_factory=Counter)
+    tier_seconds: dict[int, float] = field(default_factory=dict)
     """Seconds spent on each tier index."""
     tier_end: int = 0
     """Tier in force at the end of the run."""
@@ -145,7 +144,7 @@ def run(n: int, clips: list[np.ndarray], seconds: float, settings: WorkerSetting
         time.sleep(0.5)
         rss_peak = max(rss_peak, sampler.rss_bytes())
         now = time.monotonic()
-        res.tier_seconds[tier] += now - last_tick
+        res.tier_seconds[tier] = res.tier_seconds.get(tier, 0.0) + now - last_tick
         last_tick, tier = now, manager.active
     rt.wait_idle(180)
     controller.stop()
@@ -234,9 +233,9 @@ def main() -> int:
         print(f"running {n} stream(s) for {ns.seconds:.0f} s ...", file=sys.stderr, flush=True)
         cmd = [sys.executable, __file__, "--single", str(n), "--seconds", str(ns.seconds)]
         out = subprocess.run(cmd + (["--no-tiers"] if ns.no_tiers else []), check=True, stdout=subprocess.PIPE,
-                             text=True).stdout
+                             text=True, timeout=4 * ns.seconds + 600).stdout
         data = json.loads(out.strip().splitlines()[-1])
-        data["tier_seconds"] = Counter({int(k): v for k, v in data["tier_seconds"].items()})
+        data["tier_seconds"] = {int(k): v for k, v in data["tier_seconds"].items()}
         results.append(RunResult(**data))
     cores = WorkerMetrics().sampler.usable_cores
     print(f"{cores:g} usable cores; ladder: " + ", ".join(f"{i}={t.name}" for i, t in enumerate(settings.tiers)))

@@ -164,6 +164,7 @@ def object_path(api_version: str, kind: str, namespace: str, name: str) -> str:
         "ConfigMap": "configmaps",
         "Lease": "leases",
         "Event": "events",
+        "TranscriptionRoom": "transcriptionrooms",
     }[kind]
     base = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
     return f"{base}/namespaces/{namespace}/{plural}/{name}"

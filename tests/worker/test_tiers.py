@@ -12,7 +12,7 @@ from livenexus_worker.tiers import TierController, TierManager, TierOptions, Tie
 
 OPTS = TierOptions(
     levels=4, cpu_high=0.85, cpu_low=0.5, lag_high_s=1.0, lag_low_s=0.3,
-    down_window_s=5.0, up_window_s=20.0, cooldown_s=10.0, cpu_smoothing_s=0.0,
+    down_window_s=5.0, up_window_s=20.0, cooldown_s=10.0, smoothing_s=0.0,
 )
 HOT, CALM, MID = 0.95, 0.2, 0.7
 
@@ -122,22 +122,37 @@ def test_smoothing_lets_bursty_but_moderate_load_step_up() -> None:
                 changes.append((i * 0.5, new))
         return changes
 
-    raw = TierPolicy(TierOptions(levels=3, up_window_s=6.0, cpu_smoothing_s=0.0), start=2)
+    raw = TierPolicy(TierOptions(levels=3, up_window_s=6.0, smoothing_s=0.0), start=2)
     assert bursty(raw) == []  # every other raw sample is above cpu_low: the calm never "holds"
-    smooth = TierPolicy(TierOptions(levels=3, up_window_s=6.0, cooldown_s=2.0, cpu_smoothing_s=2.0), start=2)
+    smooth = TierPolicy(TierOptions(levels=3, up_window_s=6.0, cooldown_s=2.0, smoothing_s=2.0), start=2)
     changes = bursty(smooth)
     assert [new for _, new in changes] == [1, 0]
     assert changes[0][0] >= 6.0
 
 
 def test_smoothing_delays_but_does_not_suppress_a_real_overload() -> None:
-    p = TierPolicy(TierOptions(levels=2, down_window_s=3.0, cpu_smoothing_s=2.0))
+    p = TierPolicy(TierOptions(levels=2, down_window_s=3.0, smoothing_s=2.0))
     assert p.observe(0.0, 0.3, 0.0) is None
     changes = run(p, 0.5, 20, 1.0, step=0.5)
     # The average passes 0.85 once 0.7·e^(-t/2) < 0.15, i.e. after ~3.1 s (first sample at 3.5 s),
     # then the 3 s window: the step comes at 6.5 s, not at 3.0 s as without smoothing.
     assert changes == [(6.5, 1)]
-    assert p.cpu is not None and p.cpu > 0.85
+    assert p.signals is not None and p.signals[0] > 0.85
+
+
+def test_smoothing_catches_sawtooth_lag() -> None:
+    # An overloaded queue that drains every 3 s: the oldest job's age climbs 0 → 2.5 s, then resets.
+    def sawtooth(p: TierPolicy) -> list[tuple[float, int]]:
+        changes = []
+        for i in range(60):
+            new = p.observe(i * 0.5, 0.6, (i % 6) * 0.5)
+            if new is not None:
+                changes.append((i * 0.5, new))
+        return changes
+
+    assert sawtooth(TierPolicy(TierOptions(levels=2, down_window_s=5.0, smoothing_s=0.0))) == []
+    changes = sawtooth(TierPolicy(TierOptions(levels=2, down_window_s=5.0, smoothing_s=2.0)))
+    assert [new for _, new in changes] == [1]
 
 
 def test_skips_unavailable_tier_down_and_up() -> None:
@@ -210,7 +225,7 @@ def test_manager_pending_advances_while_speech_continues() -> None:
 
 def test_manager_drops_pending_when_policy_returns_to_active() -> None:
     m = TierManager(DEFAULT_TIERS, TierOptions(levels=4, down_window_s=2.0, up_window_s=4.0, cooldown_s=1.0,
-                                               cpu_smoothing_s=0.0))
+                                               smoothing_s=0.0))
     for t in range(3):
         m.request(float(t), HOT, 0.0)
     assert m.pending == 1
@@ -254,7 +269,7 @@ def test_controller_ticks_apply_committed_changes() -> None:
     signal = {"cpu": HOT, "lag": 0.0, "speaking": True}
     applied: list[int] = []
     m = TierManager(DEFAULT_TIERS, TierOptions(levels=4, down_window_s=2.0, up_window_s=4.0, cooldown_s=1.0,
-                                               cpu_smoothing_s=0.0))
+                                               smoothing_s=0.0))
     ctl = TierController(m, lambda: (signal["cpu"], signal["lag"]), applied.append,
                          in_utterance=lambda: signal["speaking"], clock=lambda: now[0])
     for t in range(3):

@@ -42,11 +42,12 @@ class TierOptions:
     just fits is not retried every few seconds."""
     cooldown_s: float = 10.0
     """No change within this long after the previous one (the new tier's effect must show first)."""
-    cpu_smoothing_s: float = 2.0
-    """Time constant of an exponential moving average applied to CPU before the thresholds (0: off).
-    Inference is bursty (a decode saturates every core, then nothing until the next partial), so raw
-    0.5 s samples of a comfortably loaded worker swing across both thresholds and "below low for the
-    whole up window" would almost never hold. Lag is not smoothed: it already integrates backlog."""
+    smoothing_s: float = 2.0
+    """Time constant of exponential moving averages of CPU and lag taken before the thresholds (0: off).
+    Both signals are saw-toothed: a decode saturates every core and the oldest job ages while it runs,
+    then both drop to nothing when the queue drains. Raw 0.5 s samples of a comfortably loaded worker
+    cross both thresholds, so "below low for the whole up window" would almost never hold, and an
+    overloaded one whose queue drains every few seconds would never look "above high" for a window."""
 
     def __post_init__(self) -> None:
         if self.levels < 1:
@@ -57,7 +58,7 @@ class TierOptions:
             raise ValueError(f"cpu_low ({self.cpu_low}) must be below cpu_high ({self.cpu_high})")
         if not self.lag_low_s < self.lag_high_s:
             raise ValueError(f"lag_low_s ({self.lag_low_s}) must be below lag_high_s ({self.lag_high_s})")
-        if min(self.down_window_s, self.up_window_s, self.cooldown_s, self.cpu_smoothing_s) < 0:
+        if min(self.down_window_s, self.up_window_s, self.cooldown_s, self.smoothing_s) < 0:
             raise ValueError("windows and cooldown must not be negative")
 
     @classmethod
@@ -96,23 +97,24 @@ class TierPolicy:
         self._hot_since: float | None = None
         self._calm_since: float | None = None
         self._last_change: float | None = None
-        self._cpu_avg: float | None = None
-        self._cpu_at = 0.0
+        self._avg: tuple[float, float] | None = None
+        self._avg_at = 0.0
 
     @property
-    def cpu(self) -> float | None:
-        """The (smoothed) CPU value the last decision was based on."""
-        return self._cpu_avg
+    def signals(self) -> tuple[float, float] | None:
+        """The smoothed (cpu, lag) the last decision was based on."""
+        return self._avg
 
-    def _smooth(self, now: float, cpu: float) -> float:
-        tau = self.options.cpu_smoothing_s
-        if self._cpu_avg is None or tau <= 0:
-            self._cpu_avg = cpu
+    def _smooth(self, now: float, cpu: float, lag_s: float) -> tuple[float, float]:
+        tau = self.options.smoothing_s
+        if self._avg is None or tau <= 0:
+            self._avg = (cpu, lag_s)
         else:
-            alpha = 1.0 - math.exp(-max(0.0, now - self._cpu_at) / tau)
-            self._cpu_avg += alpha * (cpu - self._cpu_avg)
-        self._cpu_at = now
-        return self._cpu_avg
+            alpha = 1.0 - math.exp(-max(0.0, now - self._avg_at) / tau)
+            c, lag = self._avg
+            self._avg = (c + alpha * (cpu - c), lag + alpha * (lag_s - lag))
+        self._avg_at = now
+        return self._avg
 
     def _next(self, step: int) -> tuple[int | None, tuple[int, ...]]:
         skipped: list[int] = []
@@ -127,7 +129,7 @@ class TierPolicy:
     def observe(self, now: float, cpu: float, lag_s: float) -> int | None:
         """Feed one sample; returns the new tier index when a change is due (and adopts it), else None."""
         o = self.options
-        cpu = self._smooth(now, cpu)
+        cpu, lag_s = self._smooth(now, cpu, lag_s)
         hot = cpu > o.cpu_high or lag_s > o.lag_high_s
         calm = cpu < o.cpu_low and lag_s < o.lag_low_s
         # A window is "held" only if every sample since it started agreed; any other sample restarts it.

@@ -1,0 +1,119 @@
+"""``livenexus-console``: serve the web console and mint room-scoped LiveKit tokens for it.
+
+Credentials come from LIVEKIT_API_KEY / LIVEKIT_API_SECRET (environment only). Rooms are either a fixed
+list (``--rooms demo,other`` / LIVENEXUS_CONSOLE_ROOMS) or, with ``--kube`` (LIVENEXUS_CONSOLE_KUBE=1, the
+default in a pod when no list is given), exactly the cluster's TranscriptionRooms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+from aiohttp import web
+
+from livenexus_operator.console.app import build_app, static_dir_status
+from livenexus_operator.console.config import ConfigError, ConsoleConfig, parse_rooms
+
+log = logging.getLogger("livenexus_operator.console")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="livenexus-console", description=__doc__)
+    p.add_argument("--host", help="bind address (default 127.0.0.1; $LIVENEXUS_CONSOLE_HOST)")
+    p.add_argument("--port", type=int, help="bind port, 0 for a free one (default 8080; $LIVENEXUS_CONSOLE_PORT)")
+    p.add_argument(
+        "--livekit-url", help="LiveKit URL as browsers reach it ($LIVENEXUS_CONSOLE_LIVEKIT_URL or $LIVEKIT_URL)"
+    )
+    p.add_argument("--rooms", help="comma-separated rooms open to the console ($LIVENEXUS_CONSOLE_ROOMS)")
+    p.add_argument("--kube", action="store_true", default=None, help="allow the cluster's TranscriptionRooms")
+    p.add_argument("--namespace", help="only TranscriptionRooms of this namespace ($LIVENEXUS_CONSOLE_NAMESPACE)")
+    p.add_argument("--static-dir", type=Path, help="the built page (default: console/dist; $LIVENEXUS_CONSOLE_DIST)")
+    p.add_argument("--token-ttl", type=int, dest="token_ttl_s", help="token lifetime in seconds (default 900)")
+    p.add_argument("--rate-per-minute", type=float, help="sustained tokens per client IP per minute (default 6)")
+    p.add_argument("--burst", type=int, help="tokens a client IP may mint back to back (default 5)")
+    p.add_argument(
+        "--trust-forwarded", action="store_true", default=None, help="client IP from X-Forwarded-For (behind a proxy)"
+    )
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    return p
+
+
+def config_from_args(args: argparse.Namespace, env: dict[str, str] | None = None) -> ConsoleConfig:
+    e = dict(os.environ) if env is None else env
+    kube = args.kube
+    rooms = parse_rooms(args.rooms) if args.rooms is not None else None
+    if kube is None and rooms is None and not e.get("LIVENEXUS_CONSOLE_ROOMS") and e.get("KUBERNETES_SERVICE_HOST"):
+        kube = True  # in a pod with no explicit list: the TranscriptionRooms are the list
+    return ConsoleConfig.from_env(
+        e,
+        host=args.host,
+        port=args.port,
+        livekit_url=args.livekit_url,
+        rooms=rooms,
+        kube=kube,
+        namespace=args.namespace,
+        static_dir=args.static_dir,
+        token_ttl_s=args.token_ttl_s,
+        rate_per_minute=args.rate_per_minute,
+        burst=args.burst,
+        trust_forwarded=args.trust_forwarded,
+    )
+
+
+async def serve(config: ConsoleConfig, stop: asyncio.Event) -> None:
+    """Serve until ``stop`` is set; prints ``LiveNexus console: <url>`` (with the real port) once listening."""
+    runner = web.AppRunner(build_app(config), access_log=log if log.isEnabledFor(logging.DEBUG) else None)
+    await runner.setup()
+    site = web.TCPSite(runner, config.host, config.port)
+    await site.start()
+    try:
+        port = int(runner.addresses[0][1]) if runner.addresses else config.port
+        shown = f"[{config.host}]" if ":" in config.host else config.host
+        rooms = "TranscriptionRooms" if config.kube else ",".join(config.rooms) or "(none)"
+        print(f"LiveNexus console: http://{shown}:{port}/", flush=True)
+        log.info(
+            "LiveKit %s, rooms %s, page %s (%s)",
+            config.public_livekit_url,
+            rooms,
+            config.static_dir,
+            static_dir_status(config.static_dir),
+        )
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        config = config_from_args(args)
+    except ConfigError as exc:
+        print(f"livenexus-console: error: {exc}", file=sys.stderr)
+        return 2
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(sig, stop.set)
+        await serve(config, stop)
+
+    try:
+        asyncio.run(run())
+    except OSError as exc:
+        print(f"livenexus-console: error: cannot listen on {config.host}:{config.port}: {exc}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,104 @@
+"""Which rooms a visitor may join: a fixed list locally, the cluster's TranscriptionRooms in-cluster."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Any, Protocol
+
+from livenexus_operator.spec import GROUP, PLURAL, VERSION
+
+log = logging.getLogger("livenexus_operator.console")
+
+
+class RoomsUnavailable(RuntimeError):
+    """The room list cannot be read right now (API server unreachable and nothing cached)."""
+
+
+class RoomSource(Protocol):
+    """Anything that can say which LiveKit rooms are open to the console."""
+
+    async def rooms(self) -> tuple[str, ...]:
+        """The joinable room names, sorted; raises :class:`RoomsUnavailable`."""
+        ...
+
+
+class StaticRooms:
+    """A fixed allow-list (``--rooms demo,other``)."""
+
+    def __init__(self, names: Iterable[str]) -> None:
+        self._names = tuple(sorted(set(names)))
+
+    async def rooms(self) -> tuple[str, ...]:
+        return self._names
+
+
+def room_names(items: Iterable[Mapping[str, Any]]) -> tuple[str, ...]:
+    """LiveKit room names of TranscriptionRoom objects: ``spec.room``, else ``metadata.name``.
+
+    Suspended rooms are left out: nobody transcribes them, so the console would only show silence.
+    """
+    names: set[str] = set()
+    for item in items:
+        spec = item.get("spec") or {}
+        meta = item.get("metadata") or {}
+        if not isinstance(spec, Mapping) or not isinstance(meta, Mapping):
+            continue
+        if spec.get("suspend") is True:
+            continue
+        name = spec.get("room") or meta.get("name")
+        if isinstance(name, str) and name:
+            names.add(name)
+    return tuple(sorted(names))
+
+
+Lister = Callable[[], Awaitable[list[Mapping[str, Any]]]]
+
+
+def kube_lister(namespace: str = "") -> Lister:
+    """List TranscriptionRooms through the operator's Kubernetes client (in-cluster credentials, else kubeconfig)."""
+    from livenexus_operator import kube
+
+    path = (
+        f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}" if namespace else f"/apis/{GROUP}/{VERSION}/{PLURAL}"
+    )
+
+    async def list_rooms() -> list[Mapping[str, Any]]:
+        body = await kube.request("GET", path)
+        items = body.get("items", [])
+        return [i for i in items if isinstance(i, Mapping)] if isinstance(items, list) else []
+
+    return list_rooms
+
+
+class KubeRooms:
+    """TranscriptionRoom names, listed at most once per ``ttl_s`` (concurrent callers share one request).
+
+    When a refresh fails the previous listing is served (and the failure logged) so that a flapping API
+    server does not lock visitors out; with no previous listing :class:`RoomsUnavailable` is raised.
+    """
+
+    def __init__(self, lister: Lister, ttl_s: float = 10.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self._lister = lister
+        self._ttl_s = ttl_s
+        self._clock = clock
+        self._cached: tuple[str, ...] | None = None
+        self._stamp = 0.0
+        self._lock = asyncio.Lock()
+
+    async def rooms(self) -> tuple[str, ...]:
+        if self._cached is not None and self._clock() - self._stamp < self._ttl_s:
+            return self._cached
+        async with self._lock:
+            if self._cached is not None and self._clock() - self._stamp < self._ttl_s:
+                return self._cached
+            try:
+                self._cached = room_names(await self._lister())
+            except Exception as exc:
+                if self._cached is None:
+                    raise RoomsUnavailable(f"cannot list TranscriptionRooms: {exc}") from exc
+                log.warning("listing TranscriptionRooms failed, serving the previous list: %s", exc)
+            self._stamp = self._clock()
+            return self._cached
