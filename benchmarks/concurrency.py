@@ -64,6 +64,10 @@ class RunResult:
     """Process CPU seconds / (wall seconds × usable cores)."""
     pressure_mean: float = 0.0
     """Mean of the CPU pressure signal the tier policy saw."""
+    busy_mean: float = 0.0
+    """Mean busy share of our cores (any process), one of the inputs of pressure."""
+    stall_mean: float = 0.0
+    """Mean PSI stall share (time some task waited for a CPU), another input of pressure."""
     rss_peak_mib: float = 0.0
     """Highest RSS sampled during the run."""
     tier_seconds: dict[int, float] = field(default_factory=dict)
@@ -100,13 +104,19 @@ def run(n: int, clips: list[np.ndarray], seconds: float, settings: WorkerSetting
                           unavailable={i for i in range(count) if not rt.is_available(i)})
     sampler = metrics.sampler
     pressures: list[float] = []
+    busy: list[float] = []
+    stall: list[float] = []
     lags: list[float] = []
 
     def signals() -> tuple[float, float]:
-        p, lag = sampler.sample().pressure, rt.scheduler.lag_s()
-        pressures.append(p)
+        s, lag = sampler.sample(), rt.scheduler.lag_s()
+        pressures.append(s.pressure)
+        busy.extend([s.busy] if s.busy is not None else [])
+        stall.extend([s.stall] if s.stall is not None else [])
         lags.append(lag)
-        return p, lag
+        # Keep the gauges fresh between jobs too (the runtime updates them only after each job).
+        metrics.queue(rt.scheduler.depth(), lag, rt.active_speakers())
+        return s.pressure, lag
 
     controller = TierController(manager, signals, rt.set_tier if tiers else (lambda i: None), interval_s=0.5)
 
@@ -154,6 +164,8 @@ def run(n: int, clips: list[np.ndarray], seconds: float, settings: WorkerSetting
     res.stale_partials = rt.scheduler.stats.partials_stale
     res.rss_peak_mib = max(rss_peak, sampler.rss_bytes()) / 2**20
     res.pressure_mean = statistics.fmean(pressures) if pressures else float("nan")
+    res.busy_mean = statistics.fmean(busy) if busy else float("nan")
+    res.stall_mean = statistics.fmean(stall) if stall else float("nan")
     res.max_lag_s = max(lags, default=0.0)
     res.tier_end = manager.active
     rt.close()
@@ -166,14 +178,16 @@ def pct(values: list[float], q: float) -> float:
 
 def table(results: list[RunResult], settings: WorkerSettings) -> str:
     head = (f"{'N':>3} {'finals':>6} {'p50 ms':>7} {'p95 ms':>7} {'max ms':>7} {'RTF':>6} {'CPU %':>6} "
-            f"{'press.':>6} {'lag max s':>9} {'RSS MiB':>8} {'stale':>5}  tiers (s on each; end)")
+            f"{'press.':>6} {'busy':>5} {'stall':>5} {'lag max s':>9} {'RSS MiB':>8} {'stale':>5}  "
+            "tiers (s on each; end)")
     lines = [head, "-" * len(head)]
     for r in results:
         used = ", ".join(f"{settings.tiers[i].name}:{s:.0f}" for i, s in sorted(r.tier_seconds.items()) if s >= 1)
         lines.append(
             f"{r.streams:3d} {len(r.latencies_ms):6d} {pct(r.latencies_ms, 50):7.0f} {pct(r.latencies_ms, 95):7.0f} "
             f"{max(r.latencies_ms, default=float('nan')):7.0f} {r.rtf:6.3f} {100 * r.cpu_share:6.1f} "
-            f"{r.pressure_mean:6.2f} {r.max_lag_s:9.2f} {r.rss_peak_mib:8.0f} {r.stale_partials:5d}  "
+            f"{r.pressure_mean:6.2f} {r.busy_mean:5.2f} {r.stall_mean:5.2f} {r.max_lag_s:9.2f} "
+            f"{r.rss_peak_mib:8.0f} {r.stale_partials:5d}  "
             f"{used}; end {r.tier_end}")
     return "\n".join(lines)
 

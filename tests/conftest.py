@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytest_plugins = ["tests.servers.fixtures"] if (Path(__file__).parent / "servers" / "fixtures.py").exists() else []  # TEMP
+pytest_plugins = ["tests.servers.fixtures"]
 
 ARTIFACTS = Path(os.environ.get("LIVENEXUS_ARTIFACTS", Path(__file__).resolve().parent.parent / "artifacts"))
 

@@ -266,17 +266,18 @@ def test_manager_first_tier_unavailable_at_start() -> None:
 
 def test_controller_ticks_apply_committed_changes() -> None:
     now = [0.0]
-    signal = {"cpu": HOT, "lag": 0.0, "speaking": True}
+    signal = {"cpu": HOT, "lag": 0.0}
+    speaking = [True]
     applied: list[int] = []
     m = TierManager(DEFAULT_TIERS, TierOptions(levels=4, down_window_s=2.0, up_window_s=4.0, cooldown_s=1.0,
                                                smoothing_s=0.0))
     ctl = TierController(m, lambda: (signal["cpu"], signal["lag"]), applied.append,
-                         in_utterance=lambda: signal["speaking"], clock=lambda: now[0])
+                         in_utterance=lambda: speaking[0], clock=lambda: now[0])
     for t in range(3):
         now[0] = float(t)
         ctl.tick()
     assert applied == [] and m.pending == 1  # due, but someone is speaking
-    signal["speaking"] = False
+    speaking[0] = False
     assert ctl.tick() == 1
     assert applied == [1]
     signal["cpu"] = CALM
