@@ -44,6 +44,8 @@ class OperatorConfig:
     """This replica's identity in the Lease (the pod name)."""
     metrics_port: int = 9400
     """Port of the operator's own /metrics and /healthz (0 disables)."""
+    metrics_host: str = "0.0.0.0"
+    """Bind address of that server (tests use 127.0.0.1)."""
     liveness_port: int = 9401
     """Port of kopf's liveness endpoint (bound to 127.0.0.1, proxied by /healthz)."""
 
@@ -61,6 +63,7 @@ class OperatorConfig:
             lease_name=e.get("LIVENEXUS_LEASE_NAME", "") or cls.lease_name,
             identity=e.get("POD_NAME", "") or os.uname().nodename,
             metrics_port=int(e.get("LIVENEXUS_OPERATOR_METRICS_PORT", "") or 9400),
+            metrics_host=e.get("LIVENEXUS_OPERATOR_METRICS_HOST", "") or "0.0.0.0",
             liveness_port=int(e.get("LIVENEXUS_OPERATOR_LIVENESS_PORT", "") or 9401),
         )
 

@@ -8,7 +8,9 @@ ServiceAccount token makes *every* request of the operator run under that accoun
 from __future__ import annotations
 
 import asyncio
+import datetime
 import json
+import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -185,3 +187,34 @@ async def apply(obj: Mapping[str, Any]) -> dict[str, Any]:
 
 async def get(api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any]:
     return await request("GET", object_path(api_version, kind, namespace, name))
+
+
+async def post_event(
+    obj: Mapping[str, Any], warning: bool, reason: str, message: str, component: str = FIELD_MANAGER
+) -> None:
+    """Record a core/v1 Event on ``obj``; best effort (an Event must never fail a reconcile)."""
+    meta = obj.get("metadata") or {}
+    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    event = {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"generateName": f"{meta.get('name')}.", "namespace": meta.get("namespace")},
+        "involvedObject": {
+            "apiVersion": obj.get("apiVersion"),
+            "kind": obj.get("kind"),
+            "name": meta.get("name"),
+            "namespace": meta.get("namespace"),
+            "uid": meta.get("uid"),
+        },
+        "type": "Warning" if warning else "Normal",
+        "reason": reason,
+        "message": message[:1024],
+        "source": {"component": component},
+        "firstTimestamp": now,
+        "lastTimestamp": now,
+        "count": 1,
+    }
+    try:
+        await request("POST", f"/api/v1/namespaces/{meta.get('namespace')}/events", body=event)
+    except Exception as exc:
+        logging.getLogger(__name__).warning("could not record event %s on %s: %s", reason, meta.get("name"), exc)

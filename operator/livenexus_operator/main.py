@@ -61,7 +61,7 @@ async def run(cfg: config.OperatorConfig, stop: asyncio.Event) -> int:
             return True, "standby" if cfg.leader_election else "starting"
         return await _kopf_alive(cfg.liveness_port)
 
-    runner = await serve(METRICS, cfg.metrics_port, health) if cfg.metrics_port else None
+    runner = await serve(METRICS, cfg.metrics_port, health, cfg.metrics_host) if cfg.metrics_port else None
     elector = LeaseElector(cfg.namespace, cfg.lease_name, cfg.identity) if cfg.leader_election else None
     keeper: asyncio.Task[None] | None = None
     try:

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import importlib
 import json
-import os
 import re
-import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +21,7 @@ from prometheus_client import REGISTRY, CollectorRegistry
 
 from livenexus_worker.metrics import WorkerMetrics
 from livenexus_worker.settings import DEFAULT_TIERS
+from tests.operator.helpers import helm_binary
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "livenexus"
@@ -193,13 +192,10 @@ def test_promql_parses(dashboard: dict[str, Any], rules: dict[str, Any]) -> None
 
 
 def helm() -> str:
-    """$LIVENEXUS_HELM (hack/install-tools.sh builds it) or helm on PATH; the Helm tests skip without one."""
-    exe = os.environ.get("LIVENEXUS_HELM") or shutil.which("helm")
-    if not exe or not Path(exe).exists():
-        pytest.skip("helm is not installed")
+    """The helm the operator tests use ($LIVENEXUS_HELM, PATH, or hack/install-tools.sh's); else skip."""
     if not (CHART / "Chart.yaml").exists():
         pytest.skip("chart has no Chart.yaml yet")
-    return exe
+    return helm_binary()
 
 
 def render(*sets: str) -> list[dict[str, Any]]:

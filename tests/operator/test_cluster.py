@@ -155,6 +155,7 @@ async def test_main_waits_as_standby_then_leads(as_operator: Cluster, release: R
     cfg = config.OperatorConfig(
         namespace=release.namespace, watch_namespaces=(ns,), template_configmap=release.template_configmap,
         leader_election=True, lease_name=release.lease, identity="test-replica", metrics_port=_free_port(),
+        metrics_host="127.0.0.1",
         liveness_port=_free_port())
     config.install(cfg)
     stop = asyncio.Event()

@@ -76,6 +76,8 @@ def test_room_becomes_a_worker_deployment_and_service(as_operator: Cluster, rele
         want, got = expected.deployment, dep
         assert got["metadata"]["ownerReferences"] == want["metadata"]["ownerReferences"]
         assert got["metadata"]["ownerReferences"][0]["uid"] == live["metadata"]["uid"]
+        # No finalizer: a room must stay deletable while the operator is down or uninstalled.
+        assert not live["metadata"].get("finalizers")
         assert got["metadata"]["labels"] == want["metadata"]["labels"]
         assert got["spec"]["replicas"] == 1 and got["spec"]["strategy"] == {"type": "Recreate"}
         assert got["spec"]["selector"] == want["spec"]["selector"]
@@ -242,3 +244,29 @@ def _count(histogram: Any, trigger: str) -> float:
             if sample.name.endswith("_count") and sample.labels.get("trigger") == trigger:
                 return float(sample.value)
     return 0.0
+
+
+def test_worker_template_change_reaches_running_rooms(as_operator: Cluster, release: Release, ns: str,
+                                                      creds: dict[str, Any], board: MetricsBoard) -> None:
+    """`helm upgrade` of worker values rewrites the ConfigMap; the next refresh rolls every room's worker."""
+    cluster = as_operator
+    cm_path = f"/api/v1/namespaces/{release.namespace}/configmaps/{release.template_configmap}"
+    original = cluster.call("GET", cm_path)["data"]["worker.yaml"]
+    values = yaml.safe_load(original)
+    values["image"] = "reg.test/livenexus-worker:9.9.9"
+    try:
+        with start_operator(release, board, ns) as runner:
+            apply(cluster, room(ns, "fleet"))
+            before = wait_for(lambda: deployment(cluster, ns, "fleet"), 30, "deployment")
+            wait_for(lambda: status_of(cluster, ns, "fleet").get("phase"), 30, "status")
+            cluster.call("PATCH", cm_path, body={"data": {"worker.yaml": yaml.safe_dump(values)}},
+                         content_type="application/merge-patch+json")
+            after = wait_for(lambda: (d := deployment(cluster, ns, "fleet"))
+                             and d["spec"]["template"]["spec"]["containers"][0]["image"] == values["image"] and d,
+                             30, "new image on the running room's worker")
+            assert pod_hash(after) != pod_hash(before)
+            wait_for(lambda: "WorkerUpdated" in reasons(cluster, ns, "fleet"), 15, "WorkerUpdated event")
+        assert runner.exit_code == 0, output_of(runner)
+    finally:
+        cluster.call("PATCH", cm_path, body={"data": {"worker.yaml": original}},
+                     content_type="application/merge-patch+json")

@@ -105,8 +105,7 @@ def test_dockerfile(dockerfile: str, entrypoint: list[str], extras: set[str]) ->
         *sources, _dest = copy.args.split()
         for src in sources:
             assert not dockerignored(src), f"{src} is copied but excluded by .dockerignore"
-            if src != "README.md":  # pyproject's readme; maintained outside this component
-                assert (ROOT / src).exists(), f"{dockerfile} copies missing {src}"
+            assert (ROOT / src).exists(), f"{dockerfile} copies missing {src}"
 
 
 def test_worker_image_prepares_the_model_at_build_time() -> None:

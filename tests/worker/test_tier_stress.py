@@ -110,8 +110,15 @@ def test_tier_steps_down_under_contention_and_back_up(
         rt.set_tier(index)
 
     sampler = metrics.sampler
-    controller = TierController(manager, lambda: (sampler.sample().pressure, rt.scheduler.lag_s()), apply,
-                                interval_s=0.5)
+    others: list[tuple[float, float]] = []  # (time, CPU share used by other processes)
+
+    def signals() -> tuple[float, float]:
+        s = sampler.sample()
+        if s.busy is not None:
+            others.append((time.monotonic() - t0, max(0.0, s.busy - s.process)))
+        return s.pressure, rt.scheduler.lag_s()
+
+    controller = TierController(manager, signals, apply, interval_s=0.5)
     wait_for_quiet(CpuSampler(min_interval_s=0.0))
 
     pipe = rt.open_stream("s1", "alice", lambda e: rec.finals.append((time.monotonic() - t0, e))
@@ -166,13 +173,31 @@ def test_tier_steps_down_under_contention_and_back_up(
         return current
 
     history = [(round(w, 1), i) for w, i in rec.tiers]
+
+    def neighbours(a: float, b: float) -> float:
+        """Mean CPU share other processes used in [a, b) (stress-ng excluded by choosing the span)."""
+        shares = [x for w, x in others if a <= w < b]
+        return statistics.fmean(shares) if shares else 0.0
+
+    # This machine may be shared (other test runs, builds): their load is real contention and the
+    # policy rightly reacts to it, but then this run cannot tell quiet from load.
+    if neighbours(0, load_start) > 0.25 or neighbours(load_end + 2, end) > 0.25:
+        pytest.skip(f"other processes used the CPUs outside the load phase "
+                    f"({neighbours(0, load_start):.2f} before, {neighbours(load_end + 2, end):.2f} after)")
+
+    def signals_between(a: float, b: float) -> str:
+        """Smoothed (cpu, lag) per second of the given span, for failure messages."""
+        ticks = [h for h in controller.history if a <= h[0] - t0 < b]
+        return " ".join(f"{h[0] - t0:.0f}s:{h[3]:.2f}/{h[4]:.2f}" for h in ticks[::2])
+
     assert tier_at(load_start) == 0, f"stepped down before the load started: {history}"
     downs = [(w, i) for w, i in rec.tiers if load_start < w <= load_end and i > 0]
     assert downs, f"no step down during {LOAD_S:.0f} s of contention: {history}"
     first_down = downs[0][0] - load_start
     assert first_down < 15.0, f"first step down only {first_down:.1f} s into the load"
     deepest = max(i for _, i in downs)
-    assert tier_at(end) < deepest, f"never stepped back up after the load: {history}"
+    assert tier_at(end) < deepest, (
+        f"never stepped back up after the load: {history}; cpu/lag after: {signals_between(load_end, end)}")
 
     # Finals stayed timely under load: the step down is what keeps them so.
     during = [e.latency_ms for w, e in rec.finals if load_start + first_down + 3 < w <= load_end]

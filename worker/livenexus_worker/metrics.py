@@ -45,21 +45,29 @@ class RealtimeFactor:
         self._speech: deque[tuple[float, float]] = deque()
         self._lock = threading.Lock()
 
+    def _prune(self, now: float) -> None:
+        # Also on every add: without a scraper (CLI runs) nothing else would bound the deques.
+        horizon = now - self._window
+        for q in (self._inference, self._speech):
+            while q and q[0][0] < horizon:
+                q.popleft()
+
     def add_inference(self, seconds: float) -> None:
         with self._lock:
-            self._inference.append((self._clock(), seconds))
+            now = self._clock()
+            self._prune(now)
+            self._inference.append((now, seconds))
 
     def add_speech(self, seconds: float) -> None:
         with self._lock:
-            self._speech.append((self._clock(), seconds))
+            now = self._clock()
+            self._prune(now)
+            self._speech.append((now, seconds))
 
     def value(self) -> float:
         """0.0 when there was no speech in the window (nothing to be slow about)."""
         with self._lock:
-            horizon = self._clock() - self._window
-            for q in (self._inference, self._speech):
-                while q and q[0][0] < horizon:
-                    q.popleft()
+            self._prune(self._clock())
             speech = sum(s for _, s in self._speech)
             inference = sum(s for _, s in self._inference)
         return inference / speech if speech > 0 else 0.0

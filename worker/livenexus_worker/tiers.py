@@ -284,8 +284,8 @@ class TierController:
         self._clock = clock
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self.history: list[tuple[float, float, float, int]] = []
-        """(time, cpu, lag, active tier) per tick; bounded to the last 10 000 ticks."""
+        self.history: list[tuple[float, float, float, float, float, int]] = []
+        """(time, cpu, lag, smoothed cpu, smoothed lag, active tier) per tick; the last 10 000 ticks."""
 
     def tick(self) -> int | None:
         """One control step; returns the tier applied, if it changed."""
@@ -295,7 +295,8 @@ class TierController:
         new = self.manager.commit_if_idle(self._in_utterance())
         if new is not None:
             self._apply(new)
-        self.history.append((now, cpu, lag, self.manager.active))
+        smooth_cpu, smooth_lag = self.manager.policy.signals or (cpu, lag)
+        self.history.append((now, cpu, lag, smooth_cpu, smooth_lag, self.manager.active))
         del self.history[:-10_000]
         return new
 

@@ -1,0 +1,190 @@
+"""One idempotent reconcile of one TranscriptionRoom, independent of what triggered it.
+
+It returns what to write instead of writing the room itself, so kopf handlers (which patch through
+kopf) and the periodic refresher (which patches the status subresource directly) share every line.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import aiohttp
+import yaml
+
+from livenexus_operator import config, kube
+from livenexus_operator.metrics import METRICS
+from livenexus_operator.render import SPEC_HASH_ANNOTATION, child_name, render
+from livenexus_operator.scrape import ScrapeError, WorkerStats, scrape
+from livenexus_operator.spec import RoomSpec, SpecError, WorkerTemplate
+from livenexus_operator.status import Observation, build_status, tier_change
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Event:
+    """A Kubernetes Event to record on the room."""
+
+    warning: bool
+    """Type Warning (else Normal)."""
+    reason: str
+    """CamelCase reason."""
+    message: str
+    """Human-readable message."""
+
+
+@dataclass
+class Outcome:
+    """What one reconcile decided."""
+
+    status: dict[str, Any] = field(default_factory=dict)
+    """Status fields that differ from the room's current status (empty: nothing to write)."""
+    events: list[Event] = field(default_factory=list)
+    """Events to record."""
+    problem: str | None = None
+    """A condition that a retry may fix (missing Secret)."""
+    permanent: str | None = None
+    """A problem only a spec change can fix."""
+    phase: str = ""
+    """The phase the room is in after this reconcile."""
+
+
+async def load_template(cfg: config.OperatorConfig) -> WorkerTemplate:
+    cm = await kube.get("v1", "ConfigMap", cfg.namespace, cfg.template_configmap)
+    raw = (cm.get("data") or {}).get(cfg.template_key)
+    if raw is None:
+        raise SpecError(f"ConfigMap {cfg.namespace}/{cfg.template_configmap} has no key {cfg.template_key!r}")
+    values = yaml.safe_load(raw) or {}
+    if not isinstance(values, Mapping):
+        raise SpecError(f"{cfg.template_key} in ConfigMap {cfg.template_configmap} is not a mapping")
+    return WorkerTemplate.from_values(values)
+
+
+async def check_secret(namespace: str, room: RoomSpec) -> tuple[str | None, str]:
+    """(problem, resourceVersion). Only the presence of the keys is checked; values are not kept."""
+    try:
+        secret = await kube.get("v1", "Secret", namespace, room.secret_name)
+    except kube.NotFound:
+        return (
+            f"Secret {namespace}/{room.secret_name} not found: create it with keys {room.api_key_key!r} "
+            f"and {room.api_secret_key!r} (spec.livekit.credentialsSecretRef)"
+        ), ""
+    data = secret.get("data") or {}
+    missing = [k for k in (room.api_key_key, room.api_secret_key) if not data.get(k)]
+    if missing:
+        return (
+            f"Secret {namespace}/{room.secret_name} has no (or an empty) key "
+            f"{', '.join(repr(k) for k in missing)}; present keys: {sorted(data) or 'none'}"
+        ), ""
+    return None, str((secret.get("metadata") or {}).get("resourceVersion", ""))
+
+
+async def scrape_worker(cfg: config.OperatorConfig, namespace: str, service: str, port: int) -> WorkerStats | None:
+    url = cfg.metrics_url(namespace, service, port)
+    try:
+        async with aiohttp.ClientSession() as session:
+            return await scrape(session, url, cfg.scrape_timeout_s)
+    except ScrapeError as exc:
+        # Expected while the pod starts or is suspended; the status keeps the last known values.
+        METRICS.scrape_errors.inc()
+        log.debug("scrape failed: %s", exc)
+        return None
+
+
+async def _current_hash(namespace: str, name: str) -> str | None:
+    """The live pod template's spec hash; None when the Deployment does not exist."""
+    try:
+        dep = await kube.get("apps/v1", "Deployment", namespace, name)
+    except kube.NotFound:
+        return None
+    meta = ((dep.get("spec") or {}).get("template") or {}).get("metadata") or {}
+    return str((meta.get("annotations") or {}).get(SPEC_HASH_ANNOTATION, ""))
+
+
+def _conclude(out: Outcome, obs: Observation, previous: Mapping[str, Any]) -> Outcome:
+    status = build_status(obs, previous)
+    out.phase = status["phase"]
+    old_phase = previous.get("phase")
+    if old_phase != status["phase"]:
+        ready = next((c for c in status["conditions"] if c["type"] == "Ready"), None)
+        detail = f": {ready['message']}" if ready else ""
+        out.events.append(
+            Event(status["phase"] == "Error", "PhaseChanged", f"{old_phase or 'None'} → {status['phase']}{detail}")
+        )
+    previous_ready: Mapping[str, Any] = next(
+        (c for c in previous.get("conditions") or [] if c.get("type") == "Ready"), {}
+    )
+    if obs.secret_problem and previous_ready.get("reason") != "SecretMissing":
+        out.events.append(Event(True, "SecretMissing", obs.secret_problem))
+    # Only changed keys are written: an unchanged status then causes no write and no watch event.
+    out.status = {k: v for k, v in status.items() if previous.get(k) != v}
+    return out
+
+
+async def reconcile(body: Mapping[str, Any], trigger: str) -> Outcome:
+    """Converge one room's children and compute its status. API failures propagate (callers retry)."""
+    cfg = config.current()
+    started = time.monotonic()
+    meta = body.get("metadata") or {}
+    namespace, name = str(meta.get("namespace")), str(meta.get("name"))
+    generation = int(meta.get("generation") or 0)
+    previous: Mapping[str, Any] = body.get("status") or {}
+    worker = child_name(name)
+    out = Outcome()
+    try:
+        try:
+            room = RoomSpec.from_body(body)
+        except SpecError as exc:
+            out.permanent = f"invalid spec: {exc}"
+            METRICS.reconcile_errors.labels(reason="InvalidSpec").inc()
+            return _conclude(
+                out, Observation(generation, name, False, spec_problem=str(exc), namespace=namespace), previous
+            )
+
+        base = Observation(
+            generation, room.room, room.suspend, namespace=namespace, ladder_size=len(room.effective_ladder)
+        )
+        out.problem, secret_version = await check_secret(namespace, room)
+        if out.problem:
+            METRICS.reconcile_errors.labels(reason="SecretMissing").inc()
+            exists = await _current_hash(namespace, worker) is not None
+            obs = replace(base, secret_problem=out.problem, worker_name=worker if exists else "")
+            return _conclude(out, obs, previous)
+
+        template = await load_template(cfg)
+        children = render(body, template, secret_version)
+        old_hash = await _current_hash(namespace, worker)
+        deployment = await kube.apply(children.deployment)
+        await kube.apply(children.service)
+        if old_hash is None:
+            out.events.append(Event(False, "WorkerCreated", f"created worker {worker} for room {room.room!r}"))
+        elif old_hash != children.spec_hash:
+            out.events.append(
+                Event(False, "WorkerUpdated", f"worker {worker} template changed ({old_hash} → {children.spec_hash})")
+            )
+
+        available = int((deployment.get("status") or {}).get("availableReplicas") or 0)
+        stats = None
+        if not room.suspend:
+            stats = await scrape_worker(cfg, namespace, children.service["metadata"]["name"], template.metrics_port)
+        changed = tier_change(previous, stats)
+        if changed is not None and stats is not None:
+            old, new = changed
+            out.events.append(
+                Event(
+                    new > old,
+                    "TierChanged",
+                    f"worker moved from tier {old} to tier {new} ({stats.tier_name}, model {stats.model})",
+                )
+            )
+        obs = replace(base, worker_name=worker, available_replicas=available, stats=stats)
+        return _conclude(out, obs, previous)
+    except Exception as exc:
+        METRICS.reconcile_errors.labels(reason=type(exc).__name__).inc()
+        raise
+    finally:
+        METRICS.reconcile_duration.labels(trigger=trigger).observe(time.monotonic() - started)
