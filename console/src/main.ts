@@ -15,7 +15,7 @@ import {
 import './style.css';
 import { ApiError, type ConsoleConfig, fetchConfig, fetchToken } from './api';
 import { LevelMeter } from './meter';
-import { parseWire, type Update, TranscriptStore, toPlainText } from './transcript';
+import { hhmmss, parseWire, type Update, TranscriptStore, toPlainText } from './transcript';
 import { byId, clearError, showError, toast, TranscriptView } from './view';
 
 const TRANSCRIPTION_TOPIC = 'lk.transcription';
@@ -287,7 +287,8 @@ byId<HTMLButtonElement>('export').addEventListener('click', () => {
   const n = store.finals.length;
   if (n === 0) return toast('Nothing to export yet', 'error');
   const now = new Date();
-  const compact = now.toISOString().slice(0, 19).replace(/[-:]/g, '').replace('T', '-');
+  const two = (n: number): string => String(n).padStart(2, '0');
+  const compact = `${now.getFullYear()}${two(now.getMonth() + 1)}${two(now.getDate())}-${hhmmss(now).replace(/:/g, '')}`;
   const blob = new Blob([transcriptText()], { type: 'text/plain;charset=utf-8' });
   const href = URL.createObjectURL(blob);
   const a = document.createElement('a');

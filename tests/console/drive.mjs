@@ -2,7 +2,7 @@
 //
 // Usage: node drive.mjs '<json options>'; prints one JSON result line prefixed with "RESULT ".
 // Options: consoleUrl, room, name, mode ("transcribe" | "errors" | "denied-mic"), chromium, wav (fake mic file),
-// outDir (downloads, profile), screenshot, minFinals, settleMs, timeoutMs, expectErrors.
+// outDir (downloads), screenshot, partialScreenshot (first live line with both parts), minFinals, settleMs, timeoutMs, expectErrors.
 // The script only observes and reports; the pytest side makes the assertions.
 
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -104,6 +104,10 @@ async function transcribe(page, result) {
     const s = await snapshot(page);
     result.meterMax = Math.max(result.meterMax, s.meter);
     for (const p of s.live) {
+      if (opts.partialScreenshot && !result.partialScreenshot && p.stable && p.unstable) {
+        await page.screenshot({ path: opts.partialScreenshot, fullPage: true });
+        result.partialScreenshot = opts.partialScreenshot;
+      }
       const key = `${p.segmentId}|${p.stable}|${p.unstable}`;
       if (!seenPartial.has(key)) {
         seenPartial.add(key);

@@ -59,6 +59,29 @@ def check_export(result: dict[str, Any]) -> list[tuple[str, str, str]]:
     return parsed
 
 
+async def play_script(bot: Transcriber) -> None:
+    """Four utterances covering both paths, both arrival orders of a final, one path alone, and a late partial."""
+    me, track = await bot.wait_for_microphone()
+    await asyncio.sleep(1.0)
+    a = "seg-a"
+    await bot.data(event(track, me, a, "hello wor", False, stable="hello"))
+    await bot.stream(event(track, me, a, "hello wor", False))
+    await asyncio.sleep(1.5)
+    await bot.stream(event(track, me, a, "hello world how", False))  # no split on this path: keeps the prefix
+    await asyncio.sleep(1.5)
+    await bot.data(event(track, me, a, "hello world how are", False, stable="hello world"))
+    await asyncio.sleep(1.5)
+    await bot.stream(event(track, me, a, "hello world how are you", True))  # the stream's final first
+    await bot.data(event(track, me, a, "hello world how are you", True, latency_ms=432.1))
+    await bot.data(event(track, me, a, "hello world how are you doing", False, stable="hello"))  # late partial
+    await bot.data(event("TR_alice", "alice", "seg-b", "second segment from data first", True, latency_ms=250))
+    await bot.stream(event("TR_alice", "alice", "seg-b", "second segment from data first", True))
+    await bot.stream(event(track, me, "seg-c", "third segment only on the text stream", True))
+    await bot.data(event(track, me, "seg-d", "fourth", False, stable=""))
+    await asyncio.sleep(1.0)
+    await bot.data(event(track, me, "seg-d", "fourth segment only as data", True, latency_ms=300))
+
+
 @pytest.mark.livekit
 async def test_page_merges_both_transcript_paths(
     console_dist: Path, livekit_server: Any, artifacts_dir: Path, tmp_path: Path
@@ -77,33 +100,21 @@ async def test_page_merges_both_transcript_paths(
                     "timeoutMs": 90_000,
                     "outDir": str(tmp_path),
                     "screenshot": str(artifacts_dir / "console-protocol.png"),
+                    "partialScreenshot": str(artifacts_dir / "console-protocol-partial.png"),
                 }
             )
         )
         bot = await Transcriber.join(livekit_server.url, livekit_server.api_key, livekit_server.api_secret, room)
+        script = asyncio.create_task(play_script(bot))
         try:
-            me, track = await bot.wait_for_microphone()
-            await asyncio.sleep(1.0)  # the page subscribes to data right after publishing; give it a moment
-            a = "seg-a"
-            await bot.data(event(track, me, a, "hello wor", False, stable="hello"))
-            await bot.stream(event(track, me, a, "hello wor", False))
-            await asyncio.sleep(1.5)
-            await bot.stream(event(track, me, a, "hello world how", False))  # no split: keeps the agreed prefix
-            await asyncio.sleep(1.5)
-            await bot.data(event(track, me, a, "hello world how are", False, stable="hello world"))
-            await asyncio.sleep(1.5)
-            await bot.stream(event(track, me, a, "hello world how are you", True))  # stream final first
-            await bot.data(event(track, me, a, "hello world how are you", True, latency_ms=432.1))
-            await bot.data(event(track, me, a, "hello world how are you doing", False, stable="hello"))  # late
-            await bot.data(event("TR_alice", "alice", "seg-b", "second segment from data first", True, latency_ms=250))
-            await bot.stream(event("TR_alice", "alice", "seg-b", "second segment from data first", True))
-            await bot.stream(event(track, me, "seg-c", "third segment only on the text stream", True))
-            await bot.data(event(track, me, "seg-d", "fourth", False, stable=""))
-            await asyncio.sleep(1.0)
-            await bot.data(event(track, me, "seg-d", "fourth segment only as data", True, latency_ms=300))
+            done, _ = await asyncio.wait({driver, script}, return_when=asyncio.FIRST_COMPLETED)
+            if driver in done and not script.done():
+                pytest.fail(f"the page stopped before the script ran: {driver.result()}")
+            script.result()  # raises what went wrong on the transcriber's side
             result = await driver
         finally:
             driver.cancel()
+            script.cancel()
             await bot.close()
 
     assert "error" not in result, result.get("error")
@@ -120,7 +131,7 @@ async def test_page_merges_both_transcript_paths(
         ("seg-b", "second segment from data first", "data stream", "250 ms", "alice"),
         ("seg-c", "third segment only on the text stream", "stream", "–", "Tester (you)"),
         ("seg-d", "fourth segment only as data", "data", "300 ms", "Tester (you)"),
-    ], bot.sent
+    ], result
     assert all(HHMMSS.match(f["time"]) for f in finals)
     assert final["live"] == []
     # The live line showed the agreed prefix and the changing tail apart, from either path.
@@ -237,6 +248,7 @@ def test_speech_end_to_end(console_dist: Path, livekit_server: Any, artifacts_di
                     "timeoutMs": 150_000,
                     "outDir": str(tmp_path),
                     "screenshot": str(artifacts_dir / "console.png"),
+                    "partialScreenshot": str(artifacts_dir / "console-partial.png"),
                 },
                 timeout=400,
             )

@@ -29,3 +29,10 @@ def test_too_many_words_for_duration() -> None:
     text = " ".join(f"w{i}" for i in range(30))
     assert check(text, 0.1, -0.2, 1.0, OPTS) == (None, "too-many-words")
     assert check(text, 0.1, -0.2, 10.0, OPTS)[0] == text
+
+
+def test_collapse_terminates_on_overlapping_phrases() -> None:
+    # Used to loop forever: partial repeats with no exact n-gram run.
+    text = "We can free open. We can free open positions. We can free"
+    assert collapse_repeats(text) == "We can free open. positions. We can free"
+    assert collapse_repeats("a b a b a b c c c c") == "a b c c"

@@ -39,36 +39,35 @@ def compression_ratio(text: str) -> float:
     return len(raw) / max(1, len(zlib.compress(raw)))
 
 
+def _norm(word: str) -> str:
+    return word.strip(",.!?;:").lower()
+
+
 def collapse_repeats(text: str, max_repeats: int = 2, max_ngram: int = 8) -> str:
-    """Collapse runs of a repeated 1..max_ngram word phrase to at most ``max_repeats`` copies."""
+    """Collapse runs of a repeated 1..max_ngram word phrase (a decoder loop) to fewer copies.
+
+    A repeated phrase keeps one copy; a repeated single word keeps ``max_repeats`` ("very very" is speech).
+    Every pass strictly shortens the text, so this always terminates.
+    """
     words = text.split()
-    if len(words) < 3:
-        return text
-    changed = True
-    while changed:
-        changed = False
+    while True:
+        keys = [_norm(w) for w in words]
+        found = None
         for n in range(1, min(max_ngram, len(words) // 2) + 1):
-            i = 0
-            out: list[str] = []
-            while i < len(words):
-                phrase = [w.strip(",.!?;:").lower() for w in words[i : i + n]]
+            keep = max_repeats if n == 1 else 1
+            for i in range(len(words) - n):
                 reps = 1
-                while words[i + reps * n : i + (reps + 1) * n] and [
-                    w.strip(",.!?;:").lower() for w in words[i + reps * n : i + (reps + 1) * n]
-                ] == phrase:
+                while keys[i + reps * n : i + (reps + 1) * n] == keys[i : i + n]:
                     reps += 1
-                # A repeated phrase is a decoder loop; a doubled single word ("very very") can be speech.
-                keep = min(reps, max_repeats if n == 1 else 1)
-                out.extend(words[i : i + keep * n])
                 if reps > keep:
-                    changed = True
-                i += reps * n if reps > 1 else 1
-                if reps == 1:
-                    continue
-            if changed:
-                words = out
+                    found = (i, n, reps, keep)
+                    break
+            if found:
                 break
-    return " ".join(words)
+        if found is None:
+            return " ".join(words)
+        i, n, reps, keep = found
+        words = words[: i + keep * n] + words[i + reps * n :]
 
 
 def check(
