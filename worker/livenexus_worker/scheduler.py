@@ -78,11 +78,17 @@ class InferenceScheduler:
         with self._cv:
             return len(self._finals) + len(self._partials)
 
-    def lag_s(self) -> float:
-        """Age of the oldest queued job (0 when empty)."""
+    def lag_s(self, finals_only: bool = False) -> float:
+        """Age of the oldest queued job (0 when empty).
+
+        Partials wait up to ``max_partial_age_s`` by design, so the tier policy reads the finals-only lag:
+        a final waiting is what a listener feels.
+        """
         now = time.monotonic()
         with self._cv:
-            oldest = [j.created for j in self._finals] + [j.created for j in self._partials.values()]
+            oldest = [j.created for j in self._finals]
+            if not finals_only:
+                oldest += [j.created for j in self._partials.values()]
         return max(0.0, now - min(oldest)) if oldest else 0.0
 
     def wait_idle(self, timeout: float) -> bool:

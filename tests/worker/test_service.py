@@ -1,0 +1,37 @@
+from __future__ import annotations
+
+import urllib.request
+
+import numpy as np
+import pytest
+
+from livenexus_worker.devserver import free_port
+from livenexus_worker.feed import feed
+from livenexus_worker.service import WorkerService
+from livenexus_worker.settings import WorkerSettings
+
+
+@pytest.mark.model
+def test_service_serves_health_metrics_and_counts_speech(speech_cache: dict[str, np.ndarray]) -> None:
+    from tests.conftest import speak
+
+    port = free_port()
+    settings = WorkerSettings.from_env({"LIVENEXUS_METRICS_PORT": str(port), "LIVENEXUS_METRICS_HOST": "127.0.0.1"})
+    svc = WorkerService.start(settings, require_livekit=False)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        assert urllib.request.urlopen(base + "/healthz", timeout=5).status == 200
+        assert urllib.request.urlopen(base + "/readyz", timeout=5).status == 200
+        # The default ladder ends on 'tiny', which no package ships: it is skipped, not fatal.
+        assert not svc.runtime.is_available(len(settings.tiers) - 1)
+        events = []
+        pipe = svc.runtime.open_stream("t", "t", events.append)
+        feed(pipe, speak(speech_cache, "Metrics should count this utterance."))
+        assert svc.runtime.wait_idle(60)
+        body = urllib.request.urlopen(base + "/metrics", timeout=5).read().decode()
+        assert 'livenexus_transcripts_total{kind="final"} 1.0' in body
+        assert "livenexus_utterances_total 1.0" in body
+        assert 'livenexus_tier_info{beam_size="5",compute_type="int8",model="base"' in body
+        assert svc.tiers.manager.active == 0
+    finally:
+        svc.close()

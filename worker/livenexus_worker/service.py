@@ -1,0 +1,56 @@
+"""Composition root of a worker process: runtime + metrics + HTTP endpoints + tier control, from settings."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from .http import MetricsServer, start_from_settings
+from .metrics import WorkerMetrics
+from .runtime import Runtime, RuntimeOptions
+from .settings import WorkerSettings
+from .tiers import TierController, TierManager, TierOptions
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class WorkerService:
+    """The long-lived pieces of a worker; build with :meth:`start`, tear down with :meth:`close`."""
+
+    settings: WorkerSettings
+    """Where everything was configured from."""
+    runtime: Runtime
+    """Engines, scheduler and streams."""
+    metrics: WorkerMetrics
+    """Prometheus metrics (also the runtime's observer)."""
+    tiers: TierController
+    """Steps the tier on CPU pressure / final lag."""
+    http: MetricsServer | None
+    """/metrics, /healthz, /readyz (None when LIVENEXUS_METRICS_PORT=0)."""
+
+    @classmethod
+    def start(cls, settings: WorkerSettings, require_livekit: bool = True,
+              options: RuntimeOptions | None = None) -> WorkerService:
+        metrics = WorkerMetrics()
+        # Serve health before the model loads, so a slow load shows as "not ready" rather than "down".
+        http = start_from_settings(settings, metrics.registry,
+                                   lambda: metrics.readiness(require_livekit=require_livekit))
+        runtime = Runtime.create(options or RuntimeOptions.from_settings(settings), observer=metrics)
+        unavailable = {i for i in range(len(runtime.options.tiers)) if not runtime.is_available(i)}
+        manager = TierManager(runtime.options.tiers, TierOptions.from_settings(settings), unavailable=unavailable)
+
+        def signals() -> tuple[float, float]:
+            # Refresh queue gauges here too: between-jobs updates go stale during one long decode.
+            metrics.queue(runtime.scheduler.depth(), runtime.scheduler.lag_s(), runtime.active_speakers())
+            return metrics.sampler.sample().pressure, runtime.scheduler.lag_s(finals_only=True)
+
+        # set_tier only affects utterances that start later, so a change never lands mid-utterance.
+        controller = TierController(manager, signals, runtime.set_tier).start()
+        return cls(settings, runtime, metrics, controller, http)
+
+    def close(self) -> None:
+        self.tiers.stop()
+        self.runtime.close()
+        if self.http is not None:
+            self.http.stop()
