@@ -167,9 +167,9 @@ async function errors(page, result) {
     await page.waitForFunction(() => !document.querySelector('#error')?.hidden, null, { timeout: 30_000 });
     await page.waitForFunction(() => !document.querySelector('#connect')?.disabled, null, { timeout: 30_000 });
     result.attempts.push(await snapshot(page));
+    if (opts.screenshot) await page.screenshot({ path: opts.screenshot, fullPage: true }); // the last error shown
     await page.getByRole('button', { name: 'Dismiss' }).click();
   }
-  if (opts.screenshot) await page.screenshot({ path: opts.screenshot, fullPage: true });
 }
 
 async function deniedMic(page, result) {

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import shutil
@@ -116,19 +115,6 @@ def parse_result(stdout: str, stderr: str) -> dict[str, Any]:
 def run_driver(options: Mapping[str, Any], timeout: float = 300) -> dict[str, Any]:
     out = subprocess.run(driver_command(options), capture_output=True, text=True, timeout=timeout)
     return parse_result(out.stdout, out.stderr)
-
-
-async def run_driver_async(options: Mapping[str, Any], timeout: float = 300) -> dict[str, Any]:
-    proc = await asyncio.create_subprocess_exec(
-        *driver_command(options), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
-    )
-    try:
-        out, err = await asyncio.wait_for(proc.communicate(), timeout)
-    except (TimeoutError, asyncio.CancelledError):
-        proc.kill()
-        await proc.wait()
-        raise
-    return parse_result(out.decode(), err.decode())
 
 
 def wait_until(predicate: Any, timeout: float, what: str, interval: float = 0.2) -> None:

@@ -3,16 +3,22 @@
 It speaks exactly the worker's contract (``lk.transcription`` text streams with the ``lk.*`` attributes, and
 ``TranscriptEvent.to_wire()`` JSON on topic ``livenexus.transcript``), so the page's merging, de-duplication
 and stable/unstable rendering can be checked with known input and no model in the loop.
+
+Run as ``python -m tests.console.scripted`` with LIVEKIT_URL, LIVEKIT_API_KEY, LIVEKIT_API_SECRET and
+LIVENEXUS_ROOM set: a separate process, so the LiveKit FFI runtime's teardown never runs inside pytest.
+It prints ``SENT <json list>`` once the whole script was published.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
+import sys
+import traceback
 from dataclasses import dataclass, field
 
 from livekit import api, rtc
-
 from livenexus_worker.events import TranscriptEvent
 
 DATA_TOPIC = "livenexus.transcript"
@@ -54,9 +60,7 @@ class Transcriber:
         raise AssertionError(f"no participant {prefix}* published a microphone within {timeout}s")
 
     async def data(self, event: TranscriptEvent) -> None:
-        await self.room.local_participant.publish_data(
-            json.dumps(event.to_wire()), reliable=True, topic=DATA_TOPIC
-        )
+        await self.room.local_participant.publish_data(json.dumps(event.to_wire()), reliable=True, topic=DATA_TOPIC)
         self.sent.append({"path": "data", "segment": event.segment_id, "final": event.is_final})
 
     async def stream(self, event: TranscriptEvent) -> None:
@@ -95,3 +99,52 @@ def event(
         tier="base-int8-b5-p250",
         latency_ms=latency_ms,
     )
+
+
+async def play_script(bot: Transcriber) -> None:
+    """Four utterances covering both paths, both arrival orders of a final, one path alone, and a late partial.
+
+    tests/console/test_browser.py asserts what the page must show for exactly this script.
+    """
+    me, track = await bot.wait_for_microphone()
+    await asyncio.sleep(1.0)
+    a = "seg-a"
+    await bot.data(event(track, me, a, "hello wor", False, stable="hello"))
+    await bot.stream(event(track, me, a, "hello wor", False))
+    await asyncio.sleep(1.5)
+    await bot.stream(event(track, me, a, "hello world how", False))  # no split on this path: keeps the prefix
+    await asyncio.sleep(1.5)
+    await bot.data(event(track, me, a, "hello world how are", False, stable="hello world"))
+    await asyncio.sleep(1.5)
+    await bot.stream(event(track, me, a, "hello world how are you", True))
+    await bot.data(event(track, me, a, "hello world how are you", True, latency_ms=432.1))
+    await bot.data(event(track, me, a, "hello world how are you doing", False, stable="hello"))  # late partial
+    await bot.data(event("TR_alice", "alice", "seg-b", "second segment from data first", True, latency_ms=250))
+    await bot.stream(event("TR_alice", "alice", "seg-b", "second segment from data first", True))
+    await bot.stream(event(track, me, "seg-c", "third segment only on the text stream", True))
+    await bot.data(event(track, me, "seg-d", "fourth", False, stable=""))
+    await asyncio.sleep(1.0)
+    await bot.data(event(track, me, "seg-d", "fourth segment only as data", True, latency_ms=300))
+
+
+async def main() -> int:
+    e = os.environ
+    bot = await Transcriber.join(e["LIVEKIT_URL"], e["LIVEKIT_API_KEY"], e["LIVEKIT_API_SECRET"], e["LIVENEXUS_ROOM"])
+    try:
+        await play_script(bot)
+        await asyncio.sleep(float(e.get("SCRIPTED_LINGER_S", "8")))  # stay: the page shows the transcriber present
+    finally:
+        await bot.close()
+    print("SENT " + json.dumps(bot.sent), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        code = asyncio.run(main())
+    except Exception:
+        traceback.print_exc()
+        code = 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)  # skip interpreter teardown, where the FFI runtime has been seen to abort

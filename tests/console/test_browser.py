@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import importlib.util
 import json
 import os
@@ -22,8 +21,7 @@ from typing import Any
 
 import pytest
 
-from .helpers import console_service, run_driver, run_driver_async, wait_until
-from .scripted import Transcriber, event
+from .helpers import REPO, console_service, run_driver, wait_until
 
 pytestmark = pytest.mark.browser
 
@@ -59,37 +57,22 @@ def check_export(result: dict[str, Any]) -> list[tuple[str, str, str]]:
     return parsed
 
 
-async def play_script(bot: Transcriber) -> None:
-    """Four utterances covering both paths, both arrival orders of a final, one path alone, and a late partial."""
-    me, track = await bot.wait_for_microphone()
-    await asyncio.sleep(1.0)
-    a = "seg-a"
-    await bot.data(event(track, me, a, "hello wor", False, stable="hello"))
-    await bot.stream(event(track, me, a, "hello wor", False))
-    await asyncio.sleep(1.5)
-    await bot.stream(event(track, me, a, "hello world how", False))  # no split on this path: keeps the prefix
-    await asyncio.sleep(1.5)
-    await bot.data(event(track, me, a, "hello world how are", False, stable="hello world"))
-    await asyncio.sleep(1.5)
-    await bot.stream(event(track, me, a, "hello world how are you", True))  # the stream's final first
-    await bot.data(event(track, me, a, "hello world how are you", True, latency_ms=432.1))
-    await bot.data(event(track, me, a, "hello world how are you doing", False, stable="hello"))  # late partial
-    await bot.data(event("TR_alice", "alice", "seg-b", "second segment from data first", True, latency_ms=250))
-    await bot.stream(event("TR_alice", "alice", "seg-b", "second segment from data first", True))
-    await bot.stream(event(track, me, "seg-c", "third segment only on the text stream", True))
-    await bot.data(event(track, me, "seg-d", "fourth", False, stable=""))
-    await asyncio.sleep(1.0)
-    await bot.data(event(track, me, "seg-d", "fourth segment only as data", True, latency_ms=300))
-
-
 @pytest.mark.livekit
-async def test_page_merges_both_transcript_paths(
+def test_page_merges_both_transcript_paths(
     console_dist: Path, livekit_server: Any, artifacts_dir: Path, tmp_path: Path
 ) -> None:
     room = "console-protocol"
     with console_service(["--rooms", f"{room},other-room"], lk_env(livekit_server)) as svc:
-        driver = asyncio.create_task(
-            run_driver_async(
+        bot = subprocess.Popen(
+            [sys.executable, "-m", "tests.console.scripted"],
+            cwd=REPO,
+            env={**os.environ, **lk_env(livekit_server), "LIVENEXUS_ROOM": room},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            result = run_driver(
                 {
                     "consoleUrl": svc.url,
                     "room": room,
@@ -101,22 +84,15 @@ async def test_page_merges_both_transcript_paths(
                     "outDir": str(tmp_path),
                     "screenshot": str(artifacts_dir / "console-protocol.png"),
                     "partialScreenshot": str(artifacts_dir / "console-protocol-partial.png"),
-                }
+                },
+                timeout=240,
             )
-        )
-        bot = await Transcriber.join(livekit_server.url, livekit_server.api_key, livekit_server.api_secret, room)
-        script = asyncio.create_task(play_script(bot))
-        try:
-            done, _ = await asyncio.wait({driver, script}, return_when=asyncio.FIRST_COMPLETED)
-            if driver in done and not script.done():
-                pytest.fail(f"the page stopped before the script ran: {driver.result()}")
-            script.result()  # raises what went wrong on the transcriber's side
-            result = await driver
+            bot_out, bot_err = bot.communicate(timeout=120)
         finally:
-            driver.cancel()
-            script.cancel()
-            await bot.close()
-
+            if bot.poll() is None:
+                bot.kill()
+                bot.wait()
+    assert "SENT " in bot_out, f"the scripted transcriber failed:\n{bot_err[-3000:]}"
     assert "error" not in result, result.get("error")
     assert not no_page_errors(result), result["console"]
     assert result["afterConnect"]["stateAttr"] == "connected"
@@ -136,7 +112,11 @@ async def test_page_merges_both_transcript_paths(
     assert final["live"] == []
     # The live line showed the agreed prefix and the changing tail apart, from either path.
     partials = {(p["segmentId"], p["stable"], p["unstable"]) for p in result["partialsSeen"]}
-    assert {("seg-a", "hello", " wor"), ("seg-a", "hello", " world how"), ("seg-a", "hello world", " how are")} <= partials
+    assert {
+        ("seg-a", "hello", " wor"),
+        ("seg-a", "hello", " world how"),
+        ("seg-a", "hello world", " how are"),
+    } <= partials
     assert ("seg-a", "hello", " world how are you doing") not in partials  # the late partial was dropped
     assert all(p["speaker"] == "Tester (you)" for p in result["partialsSeen"] if p["segmentId"] == "seg-a")
     check_export(result)

@@ -36,3 +36,22 @@ def test_collapse_terminates_on_overlapping_phrases() -> None:
     text = "We can free open. We can free open positions. We can free"
     assert collapse_repeats(text) == "We can free open. positions. We can free"
     assert collapse_repeats("a b a b a b c c c c") == "a b c c"
+
+
+def test_trailing_sentence_loop_is_cut() -> None:
+    from livenexus_worker.guards import cut_trailing_loop
+
+    looped = "Our revenue grew by 12% compared to last year. Our revenue grew by 12% compared"
+    assert cut_trailing_loop(looped) == "Our revenue grew by 12% compared to last year."
+    normal = "the cat sat on the mat and the dog sat on the rug"
+    assert cut_trailing_loop(normal) == normal
+    assert check(looped, 0.1, -0.2, 5.0, OPTS)[0] == "Our revenue grew by 12% compared to last year."
+
+
+def test_restart_from_the_first_words_is_cut() -> None:
+    from livenexus_worker.guards import cut_trailing_loop
+
+    text = "The new warehouse in the north will open at the start of spring. The new warehouse"
+    assert cut_trailing_loop(text) == "The new warehouse in the north will open at the start of spring."
+    assert cut_trailing_loop("we should go and we should") == "we should go and"
+    assert cut_trailing_loop("go go") == "go go"

@@ -70,6 +70,24 @@ def collapse_repeats(text: str, max_repeats: int = 2, max_ngram: int = 8) -> str
         words = words[: i + keep * n] + words[i + reps * n :]
 
 
+def cut_trailing_loop(text: str, min_words: int = 4, min_restart_words: int = 2) -> str:
+    """Drop a tail that repeats something already said ("A B C D. A B C"): Whisper's sentence-level loop.
+
+    A tail that restarts the utterance from its first word is the common form and is cut from two words on;
+    a repeat of some other earlier passage needs ``min_words`` to count, so real speech is rarely touched.
+    """
+    words = text.split()
+    keys = [_norm(w) for w in words]
+    for j in range(min(min_words, min_restart_words), len(words)):
+        tail = keys[j:]
+        n = len(tail)
+        restart = n >= min_restart_words and keys[:n] == tail and n <= j
+        loop = n >= min_words and any(keys[k : k + n] == tail for k in range(0, j - n + 1))
+        if restart or loop:
+            return " ".join(words[:j])
+    return text
+
+
 def check(
     text: str,
     no_speech_prob: float,
@@ -86,7 +104,7 @@ def check(
         return None, "no-speech"
     if avg_logprob < options.logprob_threshold:
         return None, "low-logprob"
-    cleaned = collapse_repeats(text.strip(), options.max_repeats)
+    cleaned = cut_trailing_loop(collapse_repeats(text.strip(), options.max_repeats))
     n_words = len(cleaned.split())
     if duration_s > 0 and n_words > max(4, options.max_words_per_second * duration_s):
         return None, "too-many-words"

@@ -89,6 +89,7 @@ class Runtime:
         self._tier = 0
         self._lock = threading.Lock()
         self._streams: dict[str, StreamPipeline] = {}
+        self._opened = 0
         self.scheduler = InferenceScheduler(between_jobs=self._between_jobs)
         self.between_jobs: list[Callable[[], None]] = []
         self.ready = False
@@ -149,8 +150,11 @@ class Runtime:
                     options: PipelineOptions | None = None) -> StreamPipeline:
         if not self.ready:
             raise RuntimeError("runtime not loaded")
+        self._opened += 1
+        # The open counter keeps segment ids unique when a stream id comes back (track re-subscribed after a
+        # reconnect), so listeners never see two utterances under one id.
         pipe = StreamPipeline(stream_id, speaker, self, on_event, options or self.options.pipeline,
-                              segment_prefix=f"{self.run_id}-{stream_id}-")
+                              segment_prefix=f"{self.run_id}-{stream_id}-{self._opened}-")
         with self._lock:
             old = self._streams.pop(stream_id, None)
             self._streams[stream_id] = pipe

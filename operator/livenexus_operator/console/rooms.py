@@ -6,9 +6,12 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from livenexus_operator.spec import GROUP, PLURAL, VERSION
+
+if TYPE_CHECKING:
+    from kubernetes.client import ApiClient
 
 log = logging.getLogger("livenexus_operator.console")
 
@@ -57,16 +60,15 @@ def room_names(items: Iterable[Mapping[str, Any]]) -> tuple[str, ...]:
 Lister = Callable[[], Awaitable[list[Mapping[str, Any]]]]
 
 
-def kube_lister(namespace: str = "") -> Lister:
-    """List TranscriptionRooms through the operator's Kubernetes client (in-cluster credentials, else kubeconfig)."""
+def kube_lister(namespace: str = "", api: ApiClient | None = None) -> Lister:
+    """List TranscriptionRooms with ``api``, else the operator's client (in-cluster credentials, else kubeconfig)."""
     from livenexus_operator import kube
 
-    path = (
-        f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}" if namespace else f"/apis/{GROUP}/{VERSION}/{PLURAL}"
-    )
+    base = f"/apis/{GROUP}/{VERSION}"
+    path = f"{base}/namespaces/{namespace}/{PLURAL}" if namespace else f"{base}/{PLURAL}"
 
     async def list_rooms() -> list[Mapping[str, Any]]:
-        body = await kube.request("GET", path)
+        body = await asyncio.to_thread(kube.call, "GET", path, None, None, None, api)
         items = body.get("items", [])
         return [i for i in items if isinstance(i, Mapping)] if isinstance(items, list) else []
 

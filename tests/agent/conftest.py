@@ -1,0 +1,68 @@
+"""A worker agent running against the real livekit-server, in a thread with its own event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+
+from livenexus_worker.agent import run_agent
+from livenexus_worker.devserver import LiveKitServer, free_port
+from livenexus_worker.service import WorkerService
+from livenexus_worker.settings import WorkerSettings
+
+
+@dataclass
+class RunningAgent:
+    settings: WorkerSettings
+    service: WorkerService
+    thread: threading.Thread
+    loop: asyncio.AbstractEventLoop
+    stop: asyncio.Event
+    result: list[int]
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.settings.metrics_port}"
+
+    def shutdown(self, timeout: float = 30) -> int:
+        self.loop.call_soon_threadsafe(self.stop.set)
+        self.thread.join(timeout)
+        assert not self.thread.is_alive(), "agent did not stop"
+        return self.result[0]
+
+
+def start_agent(server: LiveKitServer, room: str, **env: str) -> RunningAgent:
+    settings = WorkerSettings.from_env({
+        "LIVEKIT_URL": server.url, "LIVEKIT_API_KEY": server.api_key, "LIVEKIT_API_SECRET": server.api_secret,
+        "LIVENEXUS_ROOM": room, "LIVENEXUS_METRICS_PORT": str(free_port()), "LIVENEXUS_METRICS_HOST": "127.0.0.1",
+        "LIVENEXUS_TIERS": '[{"model": "base", "beamSize": 5}, {"model": "base", "beamSize": 1}]', **env,
+    })
+    service = WorkerService.start(settings)
+    ready = threading.Event()
+    box: dict[str, object] = {}
+    result: list[int] = []
+
+    def main() -> None:
+        loop = asyncio.new_event_loop()
+        stop = asyncio.Event()
+        box.update(loop=loop, stop=stop)
+        ready.set()
+        result.append(loop.run_until_complete(run_agent(settings, service, stop)))
+        loop.close()
+
+    t = threading.Thread(target=main, name=f"agent-{room}", daemon=True)
+    t.start()
+    ready.wait(10)
+    return RunningAgent(settings, service, t, box["loop"], box["stop"], result)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def agent(livekit_server: LiveKitServer) -> Iterator[RunningAgent]:
+    a = start_agent(livekit_server, "agent-tests")
+    yield a
+    a.shutdown()
+    a.service.close()

@@ -1,0 +1,147 @@
+"""The worker as a LiveKit agent against a real livekit-server: attribution, publishing, reconnects, auth."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import urllib.request
+
+import numpy as np
+import pytest
+
+from livenexus_worker.agent import EXIT_AUTH, run_agent
+from livenexus_worker.demo.bots import Listener, SpeakerBot
+from livenexus_worker.devserver import LiveKitServer
+from livenexus_worker.settings import WorkerSettings
+from livenexus_worker.textnorm import wer
+
+from .conftest import RunningAgent
+
+pytestmark = [pytest.mark.livekit, pytest.mark.model]
+
+ROOM = "agent-tests"
+ALICE = "Our quarterly revenue grew by twelve percent compared to last year."
+BOB = "The new warehouse in the north will open at the start of spring."
+
+
+async def wait_ready(agent: RunningAgent, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if urllib.request.urlopen(agent.metrics_url + "/readyz", timeout=2).status == 200:
+                return
+        except OSError:
+            pass
+        await asyncio.sleep(0.2)
+    raise AssertionError("agent never became ready")
+
+
+def trim(audio: np.ndarray) -> np.ndarray:
+    loud = np.nonzero(np.abs(audio) > 300)[0]
+    return audio[loud[0] : loud[-1] + 1]
+
+
+async def test_listener_gets_text_streams_and_json(agent: RunningAgent, livekit_server: LiveKitServer,
+                                                   speech_cache: dict[str, np.ndarray]) -> None:
+    from tests.conftest import speak
+
+    await wait_ready(agent)
+    lk = livekit_server
+    listener = await Listener.join(lk.url, lk.api_key, lk.api_secret, ROOM)
+    alice = await SpeakerBot.join(lk.url, lk.api_key, lk.api_secret, ROOM, "alice")
+    try:
+        await alice.silence(1.0)  # subscription and the first frames settle
+        end_of_speech = await alice.play(trim(speak(speech_cache, ALICE)))
+        silence = asyncio.create_task(alice.silence(2.0))
+        finals = await listener.wait_finals(1, 20, via="data")
+        await listener.wait_finals(1, 10, via="stream")
+        await silence
+    finally:
+        await alice.close()
+        await listener.close()
+    assert len(finals) == 1
+    final = finals[0]
+    latency_ms = (final.at - end_of_speech) * 1000
+    print(f"publisher end of speech → listener final: {latency_ms:.0f} ms; text: {final.text!r}")
+    assert final.speaker == "alice"
+    assert wer(ALICE, final.text) <= 0.3
+    streams = [h for h in listener.heard if h.via == "stream" and h.segment_id == final.segment_id]
+    assert streams and streams[-1].final and streams[-1].text == final.text
+    attrs = streams[-1].attributes
+    assert attrs["lk.transcribed_track_id"] == alice.track_sid
+    assert attrs["lk.transcription_final"] == "true"
+    assert {h.speaker for h in streams} == {"alice"}, "text streams must be sent on behalf of the speaker"
+    partials = [h for h in listener.heard if h.via == "data" and h.segment_id == final.segment_id and not h.final]
+    assert partials, "expected partials while alice was speaking"
+    assert max(p.at for p in partials) <= final.at, "a partial arrived after its final"
+    assert final.attributes["latencyMs"] > 0
+
+
+async def test_two_speakers_at_once_are_attributed(agent: RunningAgent, livekit_server: LiveKitServer,
+                                                   speech_cache: dict[str, np.ndarray]) -> None:
+    from tests.conftest import speak
+
+    await wait_ready(agent)
+    lk = livekit_server
+    listener = await Listener.join(lk.url, lk.api_key, lk.api_secret, ROOM, "listener2")
+    alice = await SpeakerBot.join(lk.url, lk.api_key, lk.api_secret, ROOM, "alice2")
+    bob = await SpeakerBot.join(lk.url, lk.api_key, lk.api_secret, ROOM, "bob2")
+    # A participant with no audio that only sends data must not disturb anything.
+    chatty = await Listener.join(lk.url, lk.api_key, lk.api_secret, ROOM, "data-only")
+    try:
+        await chatty.room.local_participant.publish_data(b"hello", reliable=True, topic="chat")
+        await asyncio.gather(alice.silence(1.0), bob.silence(1.0))
+        await asyncio.gather(alice.play(trim(speak(speech_cache, ALICE))), bob.play(trim(speak(speech_cache, BOB))))
+        tail = asyncio.gather(alice.silence(3.0), bob.silence(3.0))
+        a = await listener.wait_finals(1, 25, speaker="alice2")
+        b = await listener.wait_finals(1, 25, speaker="bob2")
+        await tail
+    finally:
+        for p in (alice, bob, chatty, listener):
+            await p.close()
+    print(f"alice: {[f.text for f in a]}  bob: {[f.text for f in b]}")
+    assert len(a) == 1 and len(b) == 1
+    assert wer(ALICE, a[0].text) <= 0.35
+    assert wer(BOB, b[0].text) <= 0.35
+
+
+async def test_wrong_secret_fails_fast(livekit_server: LiveKitServer) -> None:
+    settings = WorkerSettings.from_env({
+        "LIVEKIT_URL": livekit_server.url, "LIVEKIT_API_KEY": livekit_server.api_key,
+        "LIVEKIT_API_SECRET": "w" * 40, "LIVENEXUS_ROOM": ROOM, "LIVENEXUS_METRICS_PORT": "0",
+    })
+
+    class NoModel:  # the auth check must not wait for (or need) a model
+        runtime = None
+        metrics = __import__("livenexus_worker.metrics", fromlist=["WorkerMetrics"]).WorkerMetrics()
+
+    t0 = time.monotonic()
+    code = await run_agent(settings, NoModel(), asyncio.Event())  # type: ignore[arg-type]
+    assert code == EXIT_AUTH
+    assert time.monotonic() - t0 < 15
+
+
+async def test_reconnects_after_server_restart(agent: RunningAgent, livekit_server: LiveKitServer,
+                                               speech_cache: dict[str, np.ndarray]) -> None:
+    from tests.conftest import speak
+
+    await wait_ready(agent)
+    connects = agent.result, agent.service.metrics
+    livekit_server.restart()  # SIGKILL + start on the same ports and keys
+    await wait_ready(agent, timeout=60)
+    lk = livekit_server
+    listener = await Listener.join(lk.url, lk.api_key, lk.api_secret, ROOM, "listener3")
+    carol = await SpeakerBot.join(lk.url, lk.api_key, lk.api_secret, ROOM, "carol")
+    try:
+        await carol.silence(1.5)
+        await carol.play(trim(speak(speech_cache, BOB)))
+        tail = asyncio.create_task(carol.silence(2.5))
+        finals = await listener.wait_finals(1, 25, speaker="carol")
+        await tail
+    finally:
+        await carol.close()
+        await listener.close()
+    assert connects
+    assert len(finals) == 1 and wer(BOB, finals[0].text) <= 0.35
+    body = urllib.request.urlopen(agent.metrics_url + "/metrics", timeout=5).read().decode()
+    assert "livenexus_livekit_reconnects_total 0.0" not in body
