@@ -21,7 +21,7 @@ async def test_livekit_server_api(livekit_server: LiveKitServer) -> None:
         assert room.name == "smoke" and "smoke" in names
         await lk.room.delete_room(api.DeleteRoomRequest(room="smoke"))
     bad = api.LiveKitAPI(livekit_server.url.replace("ws://", "http://"), livekit_server.api_key, "x" * 40)
-    with pytest.raises(Exception, match="401|unauthenticated|invalid"):
+    with pytest.raises(Exception, match=r"401|unauthenticated|invalid"):
         await bad.room.list_rooms(api.ListRoomsRequest())
     await bad.aclose()
 
