@@ -137,8 +137,13 @@ export class TranscriptStore {
 
   private splitPartial(seg: Segment, u: Update): void {
     if (u.stable !== undefined || u.unstable !== undefined) {
-      seg.stable = u.stable ?? '';
-      seg.unstable = u.unstable ?? u.text.slice(seg.stable.length);
+      // The worker joins the two with a space (text = stable + ' ' + unstable); keep whatever separator the
+      // full text has, so the two spans read as the text does.
+      const stable = u.stable ?? '';
+      const unstable = u.unstable ?? '';
+      seg.stable = stable;
+      if (u.text.startsWith(stable)) seg.unstable = u.text.slice(stable.length);
+      else seg.unstable = stable && unstable && !/\s$/.test(stable) && !/^\s/.test(unstable) ? ` ${unstable}` : unstable;
     } else if (u.text === seg.text) {
       // Same hypothesis from the text stream after the data message: keep the data path's split.
     } else if (seg.stable && u.text.startsWith(seg.stable)) {

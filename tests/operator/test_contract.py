@@ -10,7 +10,6 @@ free one) and the bind address (127.0.0.1 only, never 0.0.0.0 in tests).
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import os
 import shutil
 import signal
@@ -34,10 +33,6 @@ pytestmark = [
     pytest.mark.livekit,
     pytest.mark.model,
     pytest.mark.slow,
-    # `livenexus-worker run` imports livenexus_worker.agent; until that module exists the command cannot
-    # start at all. The guard lifts itself the moment it lands (nothing else here is conditional).
-    pytest.mark.skipif(importlib.util.find_spec("livenexus_worker.agent") is None,
-                       reason="livenexus_worker.agent (the `run` command) is not implemented yet"),
 ]
 
 SENTENCE = "the quick brown fox jumps over the lazy dog"
