@@ -19,6 +19,7 @@ import traceback
 from dataclasses import dataclass, field
 
 from livekit import api, rtc
+
 from livenexus_worker.events import TranscriptEvent
 
 DATA_TOPIC = "livenexus.transcript"

@@ -17,6 +17,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from ..devserver import LiveKitServer, free_port
@@ -33,7 +34,7 @@ SCRIPT = [
 ]
 
 
-def _printer(tty: bool) -> tuple[callable, callable]:  # type: ignore[valid-type]
+def _printer(tty: bool) -> tuple[Callable[[Heard], None], Callable[[], None]]:
     live = {"on": False}
 
     def on_heard(h: Heard) -> None:
@@ -42,7 +43,7 @@ def _printer(tty: bool) -> tuple[callable, callable]:  # type: ignore[valid-type
         if h.final:
             if live["on"] and tty:
                 sys.stdout.write("\r\033[K")
-            lat = float(h.attributes.get("latencyMs", 0.0))  # type: ignore[arg-type]
+            lat = float(h.attributes.get("latencyMs", 0.0))
             sys.stdout.write(f"[{h.speaker}] {h.text}   ({lat:.0f} ms after end of speech)\n")
             live["on"] = False
         elif tty:
@@ -121,7 +122,7 @@ async def main_async(args: argparse.Namespace) -> int:
         await wait_worker_joined(server, args.room, worker, stop)
         finals = await speak_script(server, args.room, listener)
         done()
-        lat = [float(f.attributes.get("latencyMs", 0.0)) for f in finals]  # type: ignore[arg-type]
+        lat = [float(f.attributes.get("latencyMs", 0.0)) for f in finals]
         median = statistics.median(lat) if lat else float("nan")
         score = wer(" ".join(SCRIPT), " ".join(f.text for f in finals))
         print(f"summary: {len(finals)}/{len(SCRIPT)} utterances, median final latency {median:.0f} ms, "
