@@ -72,34 +72,38 @@ class TranscriptPublisher:
             await self.publish(event, track_sid)
 
     async def publish(self, event: TranscriptEvent, track_sid: str) -> None:
-        lp = self._room.local_participant
-        ok = True
-        try:
-            writer = await lp.stream_text(topic=TEXT_STREAM_TOPIC, attributes=stream_attributes(event, track_sid),
-                                          sender_identity=event.speaker)
-            await writer.write(event.text)
-            await writer.aclose()
-        except Exception as exc:
-            ok = self._failed("text stream", exc)
-        try:
-            segment = rtc.TranscriptionSegment(
-                id=event.segment_id, text=event.text, start_time=int(event.start * 1000),
-                end_time=int(event.end * 1000), language=event.language, final=event.is_final,
-            )
-            await lp.publish_transcription(rtc.Transcription(event.speaker, track_sid, [segment]))
-        except Exception as exc:
-            ok = self._failed("transcription", exc)
-        try:
-            await lp.publish_data(json.dumps(event.to_wire()), reliable=True, topic=DATA_TOPIC)
-        except Exception as exc:
-            ok = self._failed("data message", exc)
-        if ok:
+        # The three channels go out concurrently (none waits for another's round trip); order within each
+        # channel holds because the next event is only started once this one is out.
+        results = await asyncio.gather(
+            self._text_stream(event, track_sid), self._transcription(event, track_sid), self._data(event),
+            return_exceptions=True,
+        )
+        failed = [(what, r) for what, r in zip(("text stream", "transcription", "data message"), results, strict=True)
+                  if isinstance(r, BaseException)]
+        for what, exc in failed:
+            self._failed(what, exc)
+        if not failed:
             self.published += 1
 
-    def _failed(self, what: str, exc: BaseException) -> bool:
+    async def _text_stream(self, event: TranscriptEvent, track_sid: str) -> None:
+        writer = await self._room.local_participant.stream_text(
+            topic=TEXT_STREAM_TOPIC, attributes=stream_attributes(event, track_sid), sender_identity=event.speaker)
+        await writer.write(event.text)
+        await writer.aclose()
+
+    async def _transcription(self, event: TranscriptEvent, track_sid: str) -> None:
+        segment = rtc.TranscriptionSegment(
+            id=event.segment_id, text=event.text, start_time=int(event.start * 1000),
+            end_time=int(event.end * 1000), language=event.language, final=event.is_final,
+        )
+        await self._room.local_participant.publish_transcription(rtc.Transcription(event.speaker, track_sid, [segment]))
+
+    async def _data(self, event: TranscriptEvent) -> None:
+        await self._room.local_participant.publish_data(json.dumps(event.to_wire()), reliable=True, topic=DATA_TOPIC)
+
+    def _failed(self, what: str, exc: BaseException) -> None:
         # A publish failure (room reconnecting, peer gone) must never stop transcription.
         self.failures += 1
         if self._metrics is not None:
             self._metrics.publish_failed()
         log.warning("publishing %s failed: %s", what, exc)
-        return False
