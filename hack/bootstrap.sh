@@ -23,7 +23,8 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$sum" ] || ! $PY -c "import livenexus_wor
 fi
 
 if [ -f console/package.json ]; then
-  (cd console && { [ -d node_modules ] || npm ci --no-audit --no-fund --loglevel=error; })
+  # The browser console is built here (not committed): the demo serves it and the browser test drives it.
+  (cd console && { [ -d node_modules ] || npm ci --no-audit --no-fund --loglevel=error; } && npm run build --silent >/dev/null)
 fi
 
 # Real servers built from their Go modules, cached outside the tree by version (the demo needs only livekit).
