@@ -99,7 +99,7 @@ class WhisperEngine:
         return tok
 
     def transcribe(self, audio: np.ndarray, beam_size: int = 1, language: str | None = "en",
-                   prefix: str = "", max_new_tokens: int | None = None) -> Hypothesis:
+                   prefix: str = "", max_new_tokens: int | None = None, context: str = "") -> Hypothesis:
         """Decode int16 or float32 16 kHz mono audio of at most 30 s."""
         import ctranslate2
 
@@ -126,7 +126,13 @@ class WhisperEngine:
                 token, _prob = self._wm.model.detect_language(enc)[0][0]
                 lang = token[2:-2]
             tok = self._tokenizer(lang)
-            prompt: list[int] = list(tok.sot_sequence)  # type: ignore[attr-defined]
+            prompt: list[int] = []
+            if context:
+                # Whisper's "previous text" slot: earlier finals of the same speaker, as in its own long-form
+                # decoding, bounded to the last ~100 tokens.
+                prompt.append(tok.sot_prev)  # type: ignore[attr-defined]
+                prompt.extend(tok.encode(" " + context.strip())[-100:])  # type: ignore[attr-defined]
+            prompt.extend(tok.sot_sequence)  # type: ignore[attr-defined]
             prompt.append(tok.no_timestamps)  # type: ignore[attr-defined]
             if prefix:
                 prompt.extend(tok.encode(" " + prefix.strip()))  # type: ignore[attr-defined]

@@ -45,6 +45,9 @@ class PipelineOptions:
     is thrown away if speech resumes. Hides most of the decode time inside the hangover."""
     tail_ms: int = 200
     """Silence kept after the last voiced frame in the final's audio (Whisper ends words better with it)."""
+    context_finals: int = 0
+    """How many previous finals of this stream to give the decoder as context (Whisper's previous-text
+    prompt). 0 keeps utterances independent, like condition_on_previous_text=False."""
     partial_max_new_tokens: int = 24
     """Tokens a partial may generate beyond the committed prefix."""
     min_partial_audio_ms: int = 1000
@@ -111,6 +114,7 @@ class StreamPipeline:
         self._prefix = segment_prefix or f"{stream_id}-"
         self._lock = threading.RLock()
         self._closed = False
+        self._finals: list[str] = []  # recent final texts, the decoder's optional context
 
     # ---- caller thread -------------------------------------------------------------------------------
     def push(self, pcm: np.ndarray) -> None:
@@ -289,13 +293,16 @@ class StreamPipeline:
 
     def _decode_final(self, op: _Open, audio: np.ndarray, speech_end_wall: float) -> _Final | None:
         _idx, tier, engine = self._ctx.engine_for(op.tier)
-        hyp = engine.transcribe(audio, beam_size=tier.beam_size, language=self.o.language)
+        context = " ".join(self._finals[-self.o.context_finals:]) if self.o.context_finals else ""
+        hyp = engine.transcribe(audio, beam_size=tier.beam_size, language=self.o.language, context=context)
         dur = audio.shape[0] / SAMPLE_RATE
         self._ctx.on_inference("final", hyp, dur)
         text, why = check(hyp.text, hyp.no_speech_prob, hyp.avg_logprob, dur, self.o.guards)
         if text is None:
             log.debug("stream %s dropped utterance %s: %s", self.stream_id, op.utt.segment_id, why)
             return None
+        self._finals.append(text)
+        del self._finals[:-8]
         start = op.utt.start_sample / SAMPLE_RATE
         event = TranscriptEvent(
             self.stream_id, self.speaker, op.utt.segment_id, text, True, start, start + dur, text, "",
