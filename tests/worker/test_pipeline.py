@@ -23,10 +23,12 @@ class LengthEngine:
 
     def __init__(self) -> None:
         self.calls: list[tuple[int, str]] = []
+        self.contexts: list[str] = []
 
     def transcribe(self, audio: np.ndarray, beam_size: int = 1, language: str | None = "en", prefix: str = "",
-                   max_new_tokens: int | None = None) -> Hypothesis:
+                   max_new_tokens: int | None = None, context: str = "") -> Hypothesis:
         self.calls.append((audio.shape[0], prefix))
+        self.contexts.append(context)
         return Hypothesis(f"{prefix} samples {audio.shape[0]}".strip(), 0.01, -0.1, "en", 0.0, 0.0, 0)
 
 
@@ -124,3 +126,14 @@ def test_push_rejects_wrong_dtype() -> None:
     with pytest.raises(TypeError, match="int16"):
         pipe.push(np.zeros(160, dtype=np.float32))
     ctx.scheduler.close()
+
+
+def test_context_finals_feed_previous_text(word: np.ndarray) -> None:
+    audio = np.concatenate([silence(500), word, silence(1000), word, silence(1000), word])
+    ctx, events = run(audio, PipelineOptions(context_finals=1, speculative_ms=10_000))
+    finals = [e.text for e in events if e.is_final]
+    assert len(finals) == 3
+    final_contexts = [c for c, (n, p) in zip(ctx.engine.contexts, ctx.engine.calls, strict=True) if p == ""][-3:]
+    assert final_contexts[1:] == finals[:2], "each final is decoded with the previous final as context"
+    _ctx2, plain = run(audio)
+    assert len([e for e in plain if e.is_final]) == 3
