@@ -109,7 +109,8 @@ def run(n: int, clips: list[np.ndarray], seconds: float, settings: WorkerSetting
     lags: list[float] = []
 
     def signals() -> tuple[float, float]:
-        s, lag = sampler.sample(), rt.scheduler.lag_s()
+        # The same signals as WorkerService: a queued final is what a listener waits for.
+        s, lag = sampler.sample(), rt.scheduler.lag_s(finals_only=True)
         pressures.append(s.pressure)
         busy.extend([s.busy] if s.busy is not None else [])
         stall.extend([s.stall] if s.stall is not None else [])

@@ -110,19 +110,19 @@ class RoomSpec:
     """Silence that ends an utterance."""
     ladder: tuple[Tier, ...] = ()
     """Explicit ladder, best first (empty: derived from the model, see :attr:`effective_ladder`)."""
-    cpu_high: float = 0.85
+    cpu_high: float = 0.75
     """Step down above this CPU fraction."""
-    cpu_low: float = 0.5
+    cpu_low: float = 0.45
     """Step up below this CPU fraction."""
-    lag_high_ms: int = 1000
+    lag_high_ms: int = 500
     """Step down above this inference lag."""
-    lag_low_ms: int = 300
+    lag_low_ms: int = 150
     """Step up below this inference lag."""
-    down_window_s: float = 5.0
+    down_window_s: float = 3.0
     """Pressure must last this long before stepping down."""
     up_window_s: float = 20.0
     """Calm must last this long before stepping up."""
-    cooldown_s: float = 10.0
+    cooldown_s: float = 4.0
     """Minimum time between tier changes."""
     resources: Mapping[str, Any] | None = None
     """spec.resources (ResourceRequirements), None to use the chart's default."""
@@ -131,7 +131,7 @@ class RoomSpec:
 
     @property
     def effective_ladder(self) -> tuple[Tier, ...]:
-        """The explicit ladder, or three cheaper variants of spec.model.
+        """The explicit ladder, or cheaper variants of spec.model down to finals only (no partials).
 
         The worker's own default ladder ends on ``tiny``, which the image may not ship; deriving the
         fallback from the configured model keeps every tier loadable.
@@ -143,6 +143,7 @@ class RoomSpec:
             first,
             Tier(self.model, self.compute_type, 1, 250),
             Tier(self.model, self.compute_type, 1, 600),
+            Tier(self.model, self.compute_type, 1, 0),
         )
         out: list[Tier] = []
         for tier in candidates:
@@ -187,13 +188,13 @@ class RoomSpec:
             vad_aggressiveness=_int(vad, "aggressiveness", 2, 0, 3),
             vad_hangover_ms=_int(vad, "hangoverMs", 250, 30, 5000),
             ladder=ladder,
-            cpu_high=_num(tiers, "cpuHigh", 0.85, 0.0, 1.0),
-            cpu_low=_num(tiers, "cpuLow", 0.5, 0.0, 1.0),
-            lag_high_ms=_int(tiers, "lagHighMs", 1000, 0, 600000),
-            lag_low_ms=_int(tiers, "lagLowMs", 300, 0, 600000),
-            down_window_s=_num(tiers, "downWindowSeconds", 5.0, 0.0, 3600.0),
+            cpu_high=_num(tiers, "cpuHigh", 0.75, 0.0, 1.0),
+            cpu_low=_num(tiers, "cpuLow", 0.45, 0.0, 1.0),
+            lag_high_ms=_int(tiers, "lagHighMs", 500, 0, 600000),
+            lag_low_ms=_int(tiers, "lagLowMs", 150, 0, 600000),
+            down_window_s=_num(tiers, "downWindowSeconds", 3.0, 0.0, 3600.0),
             up_window_s=_num(tiers, "upWindowSeconds", 20.0, 0.0, 3600.0),
-            cooldown_s=_num(tiers, "cooldownSeconds", 10.0, 0.0, 3600.0),
+            cooldown_s=_num(tiers, "cooldownSeconds", 4.0, 0.0, 3600.0),
             resources=resources if isinstance(resources, Mapping) and resources else None,
             suspend=bool(spec.get("suspend", False)),
         )

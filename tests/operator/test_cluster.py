@@ -84,7 +84,7 @@ def test_api_server_applies_the_defaults(cluster: Cluster, release: Release) -> 
     assert spec["vad"] == {"aggressiveness": 2, "hangoverMs": 250}
     assert spec["livekit"]["credentialsSecretRef"] == {"name": "lk", "apiKeyKey": "api-key",
                                                        "apiSecretKey": "api-secret"}
-    assert spec["tiers"]["cpuHigh"] == 0.85 and spec["tiers"]["lagLowMs"] == 300
+    assert spec["tiers"]["cpuHigh"] == 0.75 and spec["tiers"]["lagLowMs"] == 150
     assert spec["suspend"] is False
 
 

@@ -74,7 +74,7 @@ def test_defaults_derive_a_ladder_from_the_model_and_keep_the_language() -> None
     assert s.room == "r1"  # spec.room defaults to metadata.name
     assert s.language == "en"
     assert s.tiers == (TierSpec("base", "int8", 5, 250), TierSpec("base", "int8", 1, 250),
-                       TierSpec("base", "int8", 1, 600))
+                       TierSpec("base", "int8", 1, 600), TierSpec("base", "int8", 1, 0))
     # Every tier uses the configured model: a model the image lacks can never be stepped down to.
     assert {t.model for t in s.tiers} == {"base"}
 

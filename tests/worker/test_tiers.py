@@ -15,6 +15,7 @@ OPTS = TierOptions(
     down_window_s=5.0, up_window_s=20.0, cooldown_s=10.0, smoothing_s=0.0,
 )
 HOT, CALM, MID = 0.95, 0.2, 0.7
+LADDER = DEFAULT_TIERS[:4]
 
 
 def run(policy: TierPolicy, start: float, end: float, cpu: float, lag: float = 0.0,
@@ -131,7 +132,7 @@ def test_smoothing_lets_bursty_but_moderate_load_step_up() -> None:
 
 
 def test_smoothing_delays_but_does_not_suppress_a_real_overload() -> None:
-    p = TierPolicy(TierOptions(levels=2, down_window_s=3.0, smoothing_s=2.0))
+    p = TierPolicy(TierOptions(levels=2, cpu_high=0.85, down_window_s=3.0, smoothing_s=2.0))
     assert p.observe(0.0, 0.3, 0.0) is None
     changes = run(p, 0.5, 20, 1.0, step=0.5)
     # The average passes 0.85 once 0.7·e^(-t/2) < 0.15, i.e. after ~3.1 s (first sample at 3.5 s),
@@ -199,8 +200,8 @@ class Recorder:
 
 def test_manager_waits_for_idle_before_committing() -> None:
     rec = Recorder()
-    m = TierManager(DEFAULT_TIERS, TierOptions(levels=len(DEFAULT_TIERS), cooldown_s=10.0), listener=rec)
-    assert rec.calls == [(0, DEFAULT_TIERS[0].name)]
+    m = TierManager(LADDER, TierOptions(levels=len(LADDER), cooldown_s=10.0), listener=rec)
+    assert rec.calls == [(0, LADDER[0].name)]
     pending = None
     for t in range(6):
         pending = m.request(float(t), HOT, 0.0)
@@ -208,13 +209,13 @@ def test_manager_waits_for_idle_before_committing() -> None:
     assert m.commit_if_idle(in_utterance=True) is None
     assert m.active == 0 and m.pending == 1
     assert m.commit_if_idle(in_utterance=False) == 1
-    assert (m.active, m.pending, m.spec) == (1, None, DEFAULT_TIERS[1])
-    assert rec.calls[-1] == (1, DEFAULT_TIERS[1].name)
+    assert (m.active, m.pending, m.spec) == (1, None, LADDER[1])
+    assert rec.calls[-1] == (1, LADDER[1].name)
     assert m.commit_if_idle(in_utterance=False) is None  # nothing left to commit
 
 
 def test_manager_pending_advances_while_speech_continues() -> None:
-    m = TierManager(DEFAULT_TIERS, TierOptions(levels=4, down_window_s=2.0, cooldown_s=3.0))
+    m = TierManager(LADDER, TierOptions(levels=4, down_window_s=2.0, cooldown_s=3.0))
     for t in range(12):
         m.request(float(t), HOT, 0.0)
         m.commit_if_idle(in_utterance=True)
@@ -224,7 +225,7 @@ def test_manager_pending_advances_while_speech_continues() -> None:
 
 
 def test_manager_drops_pending_when_policy_returns_to_active() -> None:
-    m = TierManager(DEFAULT_TIERS, TierOptions(levels=4, down_window_s=2.0, up_window_s=4.0, cooldown_s=1.0,
+    m = TierManager(LADDER, TierOptions(levels=4, down_window_s=2.0, up_window_s=4.0, cooldown_s=1.0,
                                                smoothing_s=0.0))
     for t in range(3):
         m.request(float(t), HOT, 0.0)
@@ -237,7 +238,7 @@ def test_manager_drops_pending_when_policy_returns_to_active() -> None:
 
 
 def test_manager_logs_and_skips_unavailable(caplog: pytest.LogCaptureFixture) -> None:
-    m = TierManager(DEFAULT_TIERS, TierOptions(levels=4, down_window_s=1.0), unavailable={1})
+    m = TierManager(LADDER, TierOptions(levels=4, down_window_s=1.0), unavailable={1})
     with caplog.at_level(logging.INFO, logger="livenexus_worker.tiers"):
         m.request(0.0, HOT, 0.0)
         assert m.request(1.0, HOT, 0.0) == 2
@@ -248,7 +249,7 @@ def test_manager_logs_and_skips_unavailable(caplog: pytest.LogCaptureFixture) ->
 
 def test_manager_mark_unavailable_active_falls_back_below() -> None:
     rec = Recorder()
-    m = TierManager(DEFAULT_TIERS, TierOptions(levels=4), listener=rec)
+    m = TierManager(LADDER, TierOptions(levels=4), listener=rec)
     assert m.mark_unavailable(0, now=0.0) == 1
     assert m.active == 1 and rec.calls[-1][0] == 1
     # Calm must not bring the failed tier back.
@@ -258,10 +259,10 @@ def test_manager_mark_unavailable_active_falls_back_below() -> None:
 
 
 def test_manager_first_tier_unavailable_at_start() -> None:
-    m = TierManager(DEFAULT_TIERS, TierOptions(levels=4), unavailable={0, 1})
+    m = TierManager(LADDER, TierOptions(levels=4), unavailable={0, 1})
     assert m.active == 2
     with pytest.raises(ValueError):
-        TierManager(DEFAULT_TIERS[:1], TierOptions(levels=1), unavailable={0})
+        TierManager(LADDER[:1], TierOptions(levels=1), unavailable={0})
 
 
 def test_controller_ticks_apply_committed_changes() -> None:
@@ -269,7 +270,7 @@ def test_controller_ticks_apply_committed_changes() -> None:
     signal = {"cpu": HOT, "lag": 0.0}
     speaking = [True]
     applied: list[int] = []
-    m = TierManager(DEFAULT_TIERS, TierOptions(levels=4, down_window_s=2.0, up_window_s=4.0, cooldown_s=1.0,
+    m = TierManager(LADDER, TierOptions(levels=4, down_window_s=2.0, up_window_s=4.0, cooldown_s=1.0,
                                                smoothing_s=0.0))
     ctl = TierController(m, lambda: (signal["cpu"], signal["lag"]), applied.append,
                          in_utterance=lambda: speaking[0], clock=lambda: now[0])
@@ -297,7 +298,7 @@ def test_controller_thread_survives_a_failing_signal() -> None:
             raise OSError("cgroup file vanished")
         return CALM, 0.0
 
-    m = TierManager(DEFAULT_TIERS, TierOptions(levels=4))
+    m = TierManager(LADDER, TierOptions(levels=4))
     ctl = TierController(m, signals, lambda i: None, interval_s=0.01).start()
     deadline = time.monotonic() + 5
     while len(calls) < 3 and time.monotonic() < deadline:

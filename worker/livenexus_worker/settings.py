@@ -52,7 +52,8 @@ DEFAULT_TIERS: tuple[TierSpec, ...] = (
     TierSpec("base", "int8", 5, 250),
     TierSpec("base", "int8", 1, 250),
     TierSpec("base", "int8", 1, 600),
-    TierSpec("tiny", "int8", 1, 600),
+    TierSpec("base", "int8", 1, 0),
+    TierSpec("tiny", "int8", 1, 0),
 )
 
 
@@ -84,19 +85,19 @@ class WorkerSettings:
     """LIVENEXUS_VAD_HANGOVER_MS: silence that ends an utterance."""
     tiers: tuple[TierSpec, ...] = DEFAULT_TIERS
     """LIVENEXUS_TIERS: JSON list of tiers (model, computeType, beamSize, partialIntervalMs), best first."""
-    tier_cpu_high: float = 0.85
+    tier_cpu_high: float = 0.75
     """LIVENEXUS_TIER_CPU_HIGH: CPU fraction (of the cores available to us) above which we step down."""
-    tier_cpu_low: float = 0.5
+    tier_cpu_low: float = 0.45
     """LIVENEXUS_TIER_CPU_LOW: CPU fraction below which we may step up."""
-    tier_lag_high_ms: int = 1000
+    tier_lag_high_ms: int = 500
     """LIVENEXUS_TIER_LAG_HIGH_MS: inference lag above which we step down."""
-    tier_lag_low_ms: int = 300
+    tier_lag_low_ms: int = 150
     """LIVENEXUS_TIER_LAG_LOW_MS: inference lag below which we may step up."""
-    tier_down_window_s: float = 5.0
+    tier_down_window_s: float = 3.0
     """LIVENEXUS_TIER_DOWN_WINDOW_S: pressure must persist this long before stepping down."""
     tier_up_window_s: float = 20.0
     """LIVENEXUS_TIER_UP_WINDOW_S: calm must persist this long before stepping up."""
-    tier_cooldown_s: float = 10.0
+    tier_cooldown_s: float = 4.0
     """LIVENEXUS_TIER_COOLDOWN_S: minimum time between two tier changes."""
     metrics_port: int = 9300
     """LIVENEXUS_METRICS_PORT: port of /metrics, /healthz and /readyz (0 disables)."""
@@ -154,13 +155,13 @@ class WorkerSettings:
             vad_aggressiveness=integer("LIVENEXUS_VAD_AGGRESSIVENESS", 2, 0, 3),
             vad_hangover_ms=integer("LIVENEXUS_VAD_HANGOVER_MS", 250, 30, 5000),
             tiers=tiers,
-            tier_cpu_high=number("LIVENEXUS_TIER_CPU_HIGH", 0.85),
-            tier_cpu_low=number("LIVENEXUS_TIER_CPU_LOW", 0.5),
-            tier_lag_high_ms=integer("LIVENEXUS_TIER_LAG_HIGH_MS", 1000, 0),
-            tier_lag_low_ms=integer("LIVENEXUS_TIER_LAG_LOW_MS", 300, 0),
-            tier_down_window_s=number("LIVENEXUS_TIER_DOWN_WINDOW_S", 5.0),
+            tier_cpu_high=number("LIVENEXUS_TIER_CPU_HIGH", 0.75),
+            tier_cpu_low=number("LIVENEXUS_TIER_CPU_LOW", 0.45),
+            tier_lag_high_ms=integer("LIVENEXUS_TIER_LAG_HIGH_MS", 500, 0),
+            tier_lag_low_ms=integer("LIVENEXUS_TIER_LAG_LOW_MS", 150, 0),
+            tier_down_window_s=number("LIVENEXUS_TIER_DOWN_WINDOW_S", 3.0),
             tier_up_window_s=number("LIVENEXUS_TIER_UP_WINDOW_S", 20.0),
-            tier_cooldown_s=number("LIVENEXUS_TIER_COOLDOWN_S", 10.0),
+            tier_cooldown_s=number("LIVENEXUS_TIER_COOLDOWN_S", 4.0),
             metrics_port=integer("LIVENEXUS_METRICS_PORT", 9300, 0, 65535),
             metrics_host=e.get("LIVENEXUS_METRICS_HOST", "0.0.0.0"),
             threads=integer("LIVENEXUS_THREADS", 0, 0, 64),

@@ -27,20 +27,20 @@ class TierOptions:
 
     levels: int
     """Number of rungs on the ladder (index 0 is the preferred, most expensive tier)."""
-    cpu_high: float = 0.85
+    cpu_high: float = 0.75
     """CPU pressure above which the down window runs."""
-    cpu_low: float = 0.5
+    cpu_low: float = 0.45
     """CPU pressure below which (together with lag) the up window runs."""
     lag_high_s: float = 1.0
     """Inference lag (age of the oldest queued job) above which the down window runs."""
     lag_low_s: float = 0.3
     """Lag below which (together with CPU) the up window runs."""
-    down_window_s: float = 5.0
+    down_window_s: float = 3.0
     """Pressure must hold this long before stepping down; shorter blips are ignored."""
     up_window_s: float = 20.0
     """Calm must hold this long before stepping up; longer than the down window so a tier that only
     just fits is not retried every few seconds."""
-    cooldown_s: float = 10.0
+    cooldown_s: float = 4.0
     """No change within this long after the previous one (the new tier's effect must show first)."""
     smoothing_s: float = 2.0
     """Time constant of exponential moving averages of CPU and lag taken before the thresholds (0: off).
