@@ -16,6 +16,7 @@ from livenexus_worker.pipeline import PipelineOptions, StreamPipeline
 from livenexus_worker.scheduler import InferenceScheduler
 from livenexus_worker.segmenter import SegmenterOptions
 from livenexus_worker.settings import TierSpec
+from livenexus_worker.vad import VadOptions
 
 
 class LengthEngine:
@@ -137,3 +138,11 @@ def test_context_finals_feed_previous_text(word: np.ndarray) -> None:
     assert final_contexts[1:] == finals[:2], "each final is decoded with the previous final as context"
     _ctx2, plain = run(audio)
     assert len([e for e in plain if e.is_final]) == 3
+
+
+def test_click_shorter_than_min_speech_emits_nothing(word: np.ndarray) -> None:
+    # 150 ms of speech: long enough to start (window 240 ms at 60 %) only with aggressive options, so use a
+    # short start window; the speculative final queued during the hangover must not emit it either.
+    opts = PipelineOptions(vad=VadOptions(start_window_ms=30, start_ratio=1.0, min_speech_ms=400))
+    _ctx, events = run(np.concatenate([silence(500), word[:2400], silence(1000)]), opts)
+    assert [e for e in events if e.is_final] == []

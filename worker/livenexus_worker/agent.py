@@ -95,8 +95,9 @@ class RoomAgent:
             await _first(stop.wait(), self._disconnected.wait())
             await self._detach(publisher)
             self.service.metrics.set_livekit_connected(False)
+            with contextlib.suppress(Exception):
+                await room.disconnect()  # also after a drop: releases the old room's native handles
             if stop.is_set():
-                await room.disconnect()
                 break
             log.warning("disconnected from room %s; reconnecting", self.settings.room)
         return EXIT_OK
@@ -143,7 +144,8 @@ class RoomAgent:
         room.on("track_unpublished", on_gone)
         room.on("participant_disconnected", on_participant_left)
         room.on("track_muted", on_muted)
-        room.on("disconnected", lambda *_: self._disconnected.set())
+        disconnected = self._disconnected  # this room's event: a late callback of an old room must not end a new one
+        room.on("disconnected", lambda *_: disconnected.set())
         room.on("reconnecting", lambda: self.service.metrics.set_livekit_connected(False))
         def on_reconnected() -> None:
             self.service.metrics.set_livekit_connected(True)

@@ -219,6 +219,7 @@ class StreamPipeline:
         op.ended = True
         voiced_ms = self._sm.voiced_in_utterance * self.o.vad.frame_ms
         if reason == "vad" and voiced_ms < self.o.vad.min_speech_ms:
+            op.speculated_at = -3  # a click: a speculative final already queued for it must not emit
             return
         self._ctx.on_utterance((op.utt.last_voiced_sample - op.utt.start_sample) / SAMPLE_RATE)
         if op.speculated_at == op.utt.last_voiced_sample:
