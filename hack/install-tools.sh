@@ -45,7 +45,7 @@ install_kube() {
   for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
     ld+=" -X $p.gitVersion=$KUBE_VERSION -X $p.gitMajor=1 -X $p.gitMinor=$minor -X $p.gitTreeState=clean"
   done
-  for c in kube-apiserver kube-controller-manager kubectl; do
+  for c in kube-apiserver kube-controller-manager kubectl kube-scheduler kube-proxy kubelet; do
     ok "$d/$c" --version || build kube "$d/$c" "k8s.io/kubernetes/cmd/$c" "$ld"
   done
 }

@@ -1,6 +1,11 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import shutil
+import stat
+import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -15,6 +20,32 @@ def test_prepares_cache_from_packages_once(tmp_path: Path) -> None:
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "staging dir left behind"
     again = models.resolve("base", tmp_path)
     assert again.source == "cache" and again.path == res.path
+
+
+def test_prepared_cache_is_world_readable() -> None:
+    """An image build prepares the cache as root under a strict umask; the worker reads it as uid 10001."""
+    # Not tmp_path: pytest's base temp dir is 0700, which would hide the cache from another uid anyway.
+    base = Path(tempfile.mkdtemp(prefix="livenexus-models-"))
+    try:
+        base.chmod(0o755)
+        old = os.umask(0o077)
+        try:
+            res = models.resolve("base", base / "cache")
+        finally:
+            os.umask(old)
+        assert stat.S_IMODE(res.path.stat().st_mode) == 0o755
+        files = list(res.path.iterdir())
+        assert {"model.bin", "config.json", "tokenizer.json"} <= {f.name for f in files}
+        for f in files:
+            assert stat.S_IMODE(f.stat().st_mode) == 0o644, f
+        if os.geteuid() == 0:
+            # Read it the way the worker pod does: an unprivileged uid with no group or ownership in common.
+            for f in files:
+                out = subprocess.run(["head", "-c", "16", str(f)], user=10001, group=10001, extra_groups=[],
+                                     capture_output=True)
+                assert out.returncode == 0, (f, out.stderr)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def test_corrupt_parts_are_rejected(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
