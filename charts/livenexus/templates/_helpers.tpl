@@ -57,3 +57,58 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- printf "%s:%s" .image.repository $tag -}}
 {{- end -}}
 {{- end -}}
+
+{{/* The web console (templates/console-*.yaml). */}}
+
+{{- define "livenexus.consoleName" -}}
+{{- printf "%s-console" (include "livenexus.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "livenexus.consoleSelectorLabels" -}}
+app.kubernetes.io/name: livenexus-console
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "livenexus.consoleServiceAccountName" -}}
+{{- if .Values.console.serviceAccount.create -}}
+{{- default (include "livenexus.consoleName" .) .Values.console.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.console.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The operator image (it carries the console) unless console.image.repository names another one. */}}
+{{- define "livenexus.consoleImage" -}}
+{{- $c := .Values.console.image -}}
+{{- $op := .Values.operator.image -}}
+{{- if $c.repository -}}
+{{- include "livenexus.image" (dict "root" . "image" $c) -}}
+{{- else -}}
+{{- include "livenexus.image" (dict "root" . "image" (dict "repository" $op.repository "tag" (default $op.tag $c.tag))) -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+Where the console's rooms come from: "static" (console.rooms.static, no Kubernetes API access), "cluster"
+(TranscriptionRooms of every namespace) or "namespace" (TranscriptionRooms of consoleRoomsNamespace).
+*/}}
+{{- define "livenexus.consoleRoomsMode" -}}
+{{- $r := .Values.console.rooms -}}
+{{- if $r.static -}}
+{{- if or $r.allNamespaces $r.namespace -}}
+{{- fail "console.rooms.static is a fixed room list: leave console.rooms.namespace and console.rooms.allNamespaces unset with it" -}}
+{{- end -}}
+static
+{{- else if $r.allNamespaces -}}
+{{- if $r.namespace -}}
+{{- fail "console.rooms.allNamespaces lists every namespace: leave console.rooms.namespace unset with it" -}}
+{{- end -}}
+cluster
+{{- else -}}
+namespace
+{{- end -}}
+{{- end -}}
+
+{{- define "livenexus.consoleRoomsNamespace" -}}
+{{- default .Release.Namespace .Values.console.rooms.namespace -}}
+{{- end -}}
