@@ -39,6 +39,9 @@ function chromiumArgs() {
   if (opts.mode === 'denied-mic') args.push('--deny-permission-prompts');
   else args.push('--use-fake-ui-for-media-stream');
   if (opts.wav) args.push(`--use-file-for-fake-audio-capture=${opts.wav}%noloop`);
+  // A page reached through a cluster Service IP over plain http is not a secure context, so the browser would
+  // refuse it a microphone; real users reach it over https (Ingress) or localhost (port-forward).
+  if (opts.secureOrigin) args.push(`--unsafely-treat-insecure-origin-as-secure=${opts.secureOrigin}`);
   return args;
 }
 
