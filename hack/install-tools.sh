@@ -71,6 +71,9 @@ print_env() {
   echo "LIVENEXUS_KUBE_APISERVER=$(dir_of kube)/kube-apiserver"
   echo "LIVENEXUS_KUBE_CONTROLLER_MANAGER=$(dir_of kube)/kube-controller-manager"
   echo "LIVENEXUS_KUBECTL=$(dir_of kube)/kubectl"
+  echo "LIVENEXUS_KUBE_SCHEDULER=$(dir_of kube)/kube-scheduler"
+  echo "LIVENEXUS_KUBE_PROXY=$(dir_of kube)/kube-proxy"
+  echo "LIVENEXUS_KUBELET=$(dir_of kube)/kubelet"
   echo "LIVENEXUS_ETCD=$(dir_of etcd)/etcd"
   echo "LIVENEXUS_HELM=$(dir_of helm)/helm"
 }

@@ -1,8 +1,14 @@
-"""A real Kubernetes control plane on 127.0.0.1: etcd + kube-apiserver + kube-controller-manager, no kubelet."""
+"""A real Kubernetes control plane: etcd + kube-apiserver + kube-controller-manager, on 127.0.0.1 by default.
+
+With ``with_nodes`` it serves kubelets too (see tests/servers/node.py): the apiserver listens on ``address``,
+authorizes nodes, publishes itself as the ``kubernetes`` Service endpoint and runs every default controller."""
 
 from __future__ import annotations
 
 import base64
+import datetime as dt
+import ipaddress
+import json
 import os
 import shutil
 import signal
@@ -14,9 +20,14 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID
+
 from livenexus_worker.devserver import REPO, free_port
 
-from .pki import Pki
+from .pki import Pki, _name, _write_key
 
 
 class ControlPlaneError(RuntimeError):
@@ -44,11 +55,19 @@ class KubeControlPlane:
     """gitVersion reported by /version once started."""
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     """Running components by name."""
+    address: str = "127.0.0.1"
+    """Where the apiserver binds and what it advertises."""
+    port: int = 0
+    """Secure port; 0 picks a free one."""
+    service_cidr: str = "203.0.113.0/24"
+    with_nodes: bool = False
+    """Serve kubelets: Node authorizer, kubelet client cert, a real ``kubernetes`` endpoint, all controllers."""
 
     def __post_init__(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
         self.etcd_port, self.etcd_peer = free_port(), free_port()
-        self.port = free_port()
-        self.server = f"https://127.0.0.1:{self.port}"
+        self.port = self.port or free_port()
+        self.server = f"https://{self.address}:{self.port}"
         self.kubeconfig = self.workdir / "admin.kubeconfig"
 
     @property
@@ -94,9 +113,20 @@ class KubeControlPlane:
 
     def start(self) -> KubeControlPlane:
         self.pki = Pki(self.workdir / "pki")
-        crt, key = self.pki.issue("apiserver", "kube-apiserver", server=True)
+        crt, key = self._serving_cert()
         self.pki.issue("admin", "livenexus-admin", org="system:masters")
         pki = self.workdir / "pki"
+        if self.with_nodes:
+            kcrt, kkey = self.pki.issue("apiserver-kubelet-client", "kube-apiserver-kubelet-client",
+                                        org="system:masters")
+            # Pods reach the apiserver through the kubernetes Service (kube-proxy DNAT to ``address``).
+            mode = ["--authorization-mode=Node,RBAC", "--enable-admission-plugins=NodeRestriction",
+                    "--kubelet-preferred-address-types=InternalIP", f"--kubelet-client-certificate={kcrt}",
+                    f"--kubelet-client-key={kkey}"]
+            controllers = "*"
+        else:
+            mode = ["--authorization-mode=RBAC", "--endpoint-reconciler-type=none"]
+            controllers = "garbagecollector,namespace,deployment,replicaset,serviceaccount,serviceaccount-token"
         self._spawn("etcd", [
             self.tools["LIVENEXUS_ETCD"], "--name", "default", "--data-dir", str(self.workdir / "etcd"),
             "--listen-client-urls", f"http://127.0.0.1:{self.etcd_port}",
@@ -110,12 +140,12 @@ class KubeControlPlane:
         self._spawn("kube-apiserver", [
             self.tools["LIVENEXUS_KUBE_APISERVER"],
             f"--etcd-servers=http://127.0.0.1:{self.etcd_port}",
-            "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", f"--secure-port={self.port}",
+            f"--bind-address={self.address}", f"--advertise-address={self.address}", f"--secure-port={self.port}",
             f"--cert-dir={pki}", f"--tls-cert-file={crt}", f"--tls-private-key-file={key}",
-            f"--client-ca-file={self.pki.ca_path}", "--authorization-mode=RBAC",
+            f"--client-ca-file={self.pki.ca_path}", *mode,
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
             f"--service-account-key-file={pki / 'sa.pub'}", f"--service-account-signing-key-file={pki / 'sa.key'}",
-            "--service-cluster-ip-range=10.96.0.0/24", "--endpoint-reconciler-type=none",
+            f"--service-cluster-ip-range={self.service_cidr}",
             "--enable-priority-and-fairness=false", "--profiling=false", "--allow-privileged=false",
         ])
         self._wait("kube-apiserver", "/readyz", 120)
@@ -123,42 +153,70 @@ class KubeControlPlane:
         self._spawn("kube-controller-manager", [
             self.tools["LIVENEXUS_KUBE_CONTROLLER_MANAGER"], f"--kubeconfig={self.kubeconfig}",
             "--bind-address=127.0.0.1", "--secure-port=0", "--leader-elect=false",
-            "--controllers=garbagecollector,namespace,deployment,replicaset,serviceaccount,serviceaccount-token",
+            f"--controllers={controllers}",
             f"--service-account-private-key-file={pki / 'sa.key'}", f"--root-ca-file={self.pki.ca_path}",
             "--use-service-account-credentials=false", "--concurrent-gc-syncs=5",
+            f"--flex-volume-plugin-dir={self.workdir / 'volume-plugins'}",  # default is under /usr/libexec
         ])
         time.sleep(0.5)
         if self.procs["kube-controller-manager"].poll() is not None:
             raise ControlPlaneError(f"kube-controller-manager exited:\n{self.tail('kube-controller-manager')}")
-        import json
-
         self.version = json.loads(self.get("/version"))["gitVersion"]
         return self
 
-    def _write_kubeconfig(self) -> None:
+    def _serving_cert(self) -> tuple[Path, Path]:
+        """Like Pki.issue(server=True), plus the bind address and the kubernetes Service IP and names."""
+        if not self.with_nodes:
+            return self.pki.issue("apiserver", "kube-apiserver", server=True)
+        service_ip = ipaddress.ip_address(str(next(ipaddress.ip_network(self.service_cidr).hosts())))
+        ips = {ipaddress.ip_address("127.0.0.1"), ipaddress.ip_address(self.address), service_ip}
+        names = ["localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
+                 "kubernetes.default.svc.cluster.local"]
+        key = ec.generate_private_key(ec.SECP256R1())
+        now = self.pki._now
+        cert = (
+            x509.CertificateBuilder().subject_name(_name("kube-apiserver")).issuer_name(self.pki.ca_cert.subject)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now).not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .add_extension(x509.SubjectAlternativeName([*(x509.IPAddress(i) for i in sorted(ips)),
+                                                        *(x509.DNSName(n) for n in names)]), critical=False)
+            .sign(self.pki.ca_key, hashes.SHA256())
+        )
+        crt, keyp = self.workdir / "pki" / "apiserver.crt", self.workdir / "pki" / "apiserver.key"
+        crt.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        _write_key(keyp, key)
+        return crt, keyp
+
+    def write_kubeconfig(self, path: Path, cert: str, server: str | None = None) -> Path:
+        """A kubeconfig for the client certificate ``pki/<cert>.crt``."""
         pki = self.workdir / "pki"
 
         def b64(p: Path) -> str:
             return base64.b64encode(p.read_bytes()).decode()
 
-        self.kubeconfig.write_text(f"""apiVersion: v1
+        path.write_text(f"""apiVersion: v1
 kind: Config
 clusters:
 - name: test
   cluster:
-    server: {self.server}
+    server: {server or self.server}
     certificate-authority-data: {b64(self.pki.ca_path)}
 users:
 - name: admin
   user:
-    client-certificate-data: {b64(pki / 'admin.crt')}
-    client-key-data: {b64(pki / 'admin.key')}
+    client-certificate-data: {b64(pki / f'{cert}.crt')}
+    client-key-data: {b64(pki / f'{cert}.key')}
 contexts:
 - name: test
   context: {{cluster: test, user: admin}}
 current-context: test
 """)
-        self.kubeconfig.chmod(0o600)
+        path.chmod(0o600)
+        return path
+
+    def _write_kubeconfig(self) -> None:
+        self.write_kubeconfig(self.kubeconfig, "admin")
 
     def stop(self) -> None:
         for name in ("kube-controller-manager", "kube-apiserver", "etcd"):
