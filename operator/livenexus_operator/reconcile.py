@@ -83,8 +83,8 @@ async def check_secret(namespace: str, room: RoomSpec) -> tuple[str | None, str]
     return None, str((secret.get("metadata") or {}).get("resourceVersion", ""))
 
 
-async def scrape_worker(cfg: config.OperatorConfig, namespace: str, service: str, port: int) -> WorkerStats | None:
-    url = cfg.metrics_url(namespace, service, port)
+async def scrape_worker(cfg: config.OperatorConfig, service: Mapping[str, Any], port: int) -> WorkerStats | None:
+    url = cfg.metrics_url(service, port)
     try:
         async with aiohttp.ClientSession() as session:
             return await scrape(session, url, cfg.scrape_timeout_s)
@@ -159,7 +159,7 @@ async def reconcile(body: Mapping[str, Any], trigger: str) -> Outcome:
         children = render(body, template, secret_version)
         old_hash = await _current_hash(namespace, worker)
         deployment = await kube.apply(children.deployment)
-        await kube.apply(children.service)
+        service = await kube.apply(children.service)
         if old_hash is None:
             out.events.append(Event(False, "WorkerCreated", f"created worker {worker} for room {room.room!r}"))
         elif old_hash != children.spec_hash:
@@ -170,7 +170,7 @@ async def reconcile(body: Mapping[str, Any], trigger: str) -> Outcome:
         available = int((deployment.get("status") or {}).get("availableReplicas") or 0)
         stats = None
         if not room.suspend:
-            stats = await scrape_worker(cfg, namespace, children.service["metadata"]["name"], template.metrics_port)
+            stats = await scrape_worker(cfg, service, template.metrics_port)
         changed = tier_change(previous, stats)
         if changed is not None and stats is not None:
             old, new = changed

@@ -2,20 +2,30 @@
 
 from __future__ import annotations
 
+import ipaddress
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
-MetricsUrl = Callable[[str, str, int], str]
-"""(namespace, service name, port) → URL of the worker's /metrics."""
+MetricsUrl = Callable[[Mapping[str, Any], int], str]
+"""(the worker's live Service object, port) → URL of the worker's /metrics."""
 
 
-def service_metrics_url(namespace: str, service: str, port: int) -> str:
-    """The in-cluster address: the Service's DNS name (the operator runs inside the cluster)."""
-    return f"http://{service}.{namespace}.svc:{port}/metrics"
+def service_metrics_url(service: Mapping[str, Any], port: int) -> str:
+    """The Service's ClusterIP as the API server assigned it, else its DNS name. The IP needs no cluster DNS
+    (some clusters run without one, or with one that lags behind new Services) and costs no lookup."""
+    meta, spec = service.get("metadata") or {}, service.get("spec") or {}
+    ip = str(spec.get("clusterIP") or "")
+    try:
+        addr = ipaddress.ip_address(ip)
+    except ValueError:
+        return f"http://{meta.get('name')}.{meta.get('namespace')}.svc:{port}/metrics"
+    host = f"[{addr}]" if addr.version == 6 else str(addr)
+    return f"http://{host}:{port}/metrics"
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ import os
 import shutil
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -153,8 +153,9 @@ class MetricsBoard:
     urls: dict[tuple[str, str], str] = field(default_factory=dict)
     """(namespace, service) → URL of /metrics."""
 
-    def url(self, namespace: str, service: str, port: int) -> str:
-        return self.urls.get((namespace, service), UNREACHABLE)
+    def url(self, service: Mapping[str, Any], port: int) -> str:
+        meta = service["metadata"]
+        return self.urls.get((meta["namespace"], meta["name"]), UNREACHABLE)
 
 
 def start_operator(release: Release, board: MetricsBoard, *namespaces: str) -> KopfRunner:

@@ -115,3 +115,16 @@ def test_merge_conditions_is_stable() -> None:
     assert b[0]["lastTransitionTime"] == "t0" and b[0]["reason"] == "Y" and b[0]["observedGeneration"] == 2
     c = merge_conditions(b, [Condition("Ready", "True", "Z")], 2, now="t2")
     assert c[0]["lastTransitionTime"] == "t2"
+
+
+def test_metrics_url_uses_the_cluster_ip_and_needs_no_dns() -> None:
+    from livenexus_operator.scrape import service_metrics_url
+
+    svc = {"metadata": {"name": "room-worker", "namespace": "team"}, "spec": {"clusterIP": "203.0.113.7"}}
+    assert service_metrics_url(svc, 9300) == "http://203.0.113.7:9300/metrics"
+    svc["spec"]["clusterIP"] = "2001:db8::7"
+    assert service_metrics_url(svc, 9300) == "http://[2001:db8::7]:9300/metrics"
+    # Headless or not yet allocated: fall back to the DNS name; never put an arbitrary string in the host part.
+    for ip in ("None", "", "evil.example.com/x?", None):
+        svc["spec"]["clusterIP"] = ip
+        assert service_metrics_url(svc, 9300) == "http://room-worker.team.svc:9300/metrics"
