@@ -59,7 +59,7 @@ class KubeControlPlane:
     """Where the apiserver binds and what it advertises."""
     port: int = 0
     """Secure port; 0 picks a free one."""
-    service_cidr: str = "203.0.113.0/24"
+    service_cidr: str = "198.19.0.0/24"
     with_nodes: bool = False
     """Serve kubelets: Node authorizer, kubelet client cert, a real ``kubernetes`` endpoint, all controllers."""
 

@@ -58,9 +58,28 @@ def unavailable() -> str | None:
 
 
 def _addresses_in_use() -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    """This host's networks, plus every address /etc/hosts pins: on this machine kind the package mirrors
+    (PyPI, Debian, Go, npm) are reached through a proxy named there, and a Service range over it would send
+    image builds and installs into the node's black hole while the node is up."""
     out = nodehost.sh("ip", "-4", "-o", "addr", "show", check=False).stdout.split("\n")
-    return [ipaddress.ip_interface(line.split()[3]).network for line in out
-            if line.strip() and line.split()[1] not in (nodehost.DUMMY, nodehost.BRIDGE)]
+    nets: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = [
+        ipaddress.ip_interface(line.split()[3]).network for line in out
+        if line.strip() and line.split()[1] not in (nodehost.DUMMY, nodehost.BRIDGE)]
+    for resolver in (Path("/etc/hosts"), Path("/etc/resolv.conf")):
+        try:
+            lines = resolver.read_text().splitlines()
+        except OSError:
+            continue
+        for line in lines:
+            words = line.split("#", 1)[0].split()
+            for word in words[:2]:
+                try:
+                    addr = ipaddress.ip_address(word)
+                except ValueError:
+                    continue
+                if not addr.is_loopback:
+                    nets.append(ipaddress.ip_network(addr))
+    return nets
 
 
 @dataclass
@@ -73,7 +92,7 @@ class KubeNode:
     # range (RFC 2544), which no network routes; pods and Services use the two other documentation ranges.
     node_ip: str = "198.18.0.2"
     pod_cidr: str = "198.51.100.0/24"
-    service_cidr: str = "203.0.113.0/24"
+    service_cidr: str = "198.19.0.0/24"
     name: str = "livenexus-node"
     tools: dict[str, str] = field(default_factory=dict, repr=False)
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict, repr=False)
