@@ -1,0 +1,124 @@
+"""The chart installed once per session into the e2e target, with a livekit-server the pods can reach."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from livenexus_worker.devserver import LiveKitServer
+
+from .target import Target, existing_cluster_from_env, wait_for
+
+REPO_CHART = "charts/livenexus"
+NAMESPACE = "livenexus-e2e"
+RELEASE = "lnx"
+SECRET = "livekit-credentials"
+
+
+@dataclass
+class Installed:
+    """The released chart and its surroundings."""
+
+    target: Target
+    """The cluster."""
+    livekit: LiveKitServer
+    """livekit-server on an address the pods reach."""
+    namespace: str
+    """Release namespace; rooms are created here too (the console lists only this one by default)."""
+    release: str
+    """Helm release name."""
+
+    def describe(self) -> str:
+        """Pods, events and operator logs, for a failure message."""
+        t = self.target
+        out = [t.kubectl("get", "pods,deploy,svc,troom", "-n", self.namespace, "-o", "wide", check=False).stdout,
+               t.kubectl("get", "events", "-n", self.namespace, "--sort-by=.lastTimestamp", check=False).stdout[-3000:],
+               t.kubectl("logs", "-n", self.namespace, "-l", "app.kubernetes.io/component=operator", "--tail=40",
+                         check=False).stdout]
+        return "\n".join(out)
+
+
+def _image_values(prefix: str, ref: str) -> list[str]:
+    repo, _, tag = ref.rpartition(":")
+    return ["--set", f"{prefix}.repository={repo}", "--set", f"{prefix}.tag={tag}"]
+
+
+@pytest.fixture(scope="session")
+def e2e_target(request: pytest.FixtureRequest) -> Target:
+    existing = existing_cluster_from_env()
+    if existing is not None:
+        return existing
+    node: Any = request.getfixturevalue("kube_node")
+    from tests.servers.images import ensure_images
+    from tests.servers.nodehost import DUMMY
+
+    images = ensure_images()
+    for archive in (images.worker_archive, images.operator_archive):
+        node.import_image(archive)
+    return Target(
+        kubeconfig=node.kubeconfig,
+        kubectl_bin=node.tools["LIVENEXUS_KUBECTL"],
+        helm_bin=node.helm,
+        worker_image=images.worker_ref,
+        operator_image=images.operator_ref,
+        livekit_host=node.node_ip,
+        livekit_interface=DUMMY,
+        local_node=True,
+        env=node.env,
+    )
+
+
+@pytest.fixture(scope="session")
+def installed(e2e_target: Target) -> Iterator[Installed]:
+    t = e2e_target
+    lk = LiveKitServer(host=t.livekit_host, interface=t.livekit_interface).start()
+    inst = Installed(t, lk, NAMESPACE, RELEASE)
+    try:
+        t.kubectl("create", "namespace", NAMESPACE, check=False)
+        t.apply({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": SECRET, "namespace": NAMESPACE},
+                 "stringData": {"api-key": lk.api_key, "api-secret": lk.api_secret}})
+        t.helm(
+            "install", RELEASE, REPO_CHART, "--namespace", NAMESPACE, "--wait", "--timeout", "5m",
+            *_image_values("operator.image", t.operator_image),
+            *_image_values("worker.image", t.worker_image),
+            "--set", "operator.replicas=1",
+            "--set", "operator.statusIntervalSeconds=3",
+            "--set", "operator.retryDelaySeconds=3",
+            # Two cores hold the operator, the console and two workers (one restarting) at these requests.
+            "--set-json", 'worker.resources={"requests":{"cpu":"300m","memory":"512Mi"},'
+                          '"limits":{"cpu":"2","memory":"2Gi"}}',
+            "--set", "console.enabled=true",
+            "--set", f"console.livekit.url={lk.url}",
+            "--set", f"console.livekit.credentialsSecretRef.name={SECRET}",
+        )
+        yield inst
+    finally:
+        t.helm("uninstall", RELEASE, "--namespace", NAMESPACE, "--wait", "--ignore-not-found", timeout=300) \
+            if _released(t) else None
+        t.kubectl("delete", "namespace", NAMESPACE, "--wait=true", "--timeout=120s", check=False, timeout=180)
+        lk.stop()
+
+
+def _released(t: Target) -> bool:
+    out = t.kubectl("get", "secrets", "-n", NAMESPACE, "-l", f"owner=helm,name={RELEASE}", "-o", "json", check=False)
+    return out.returncode == 0 and bool(json.loads(out.stdout or "{}").get("items"))
+
+
+def pod_ready(pod: dict[str, Any]) -> bool:
+    conds = pod.get("status", {}).get("conditions") or []
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in conds) and not pod["metadata"].get(
+        "deletionTimestamp")
+
+
+def wait_ready_pods(inst: Installed, selector: str, n: int = 1, timeout: float = 240) -> list[dict[str, Any]]:
+    def probe() -> list[dict[str, Any]]:
+        pods = inst.target.get("pods", "-n", inst.namespace, "-l", selector)["items"]
+        ready = [p for p in pods if pod_ready(p)]
+        return ready if len(ready) >= n else []
+
+    result: list[dict[str, Any]] = wait_for(f"{n} ready pod(s) {selector}", probe, timeout, describe=inst.describe)
+    return result
