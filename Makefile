@@ -18,7 +18,7 @@ bootstrap: venv
 # The README's first command: livekit-server + worker + speaking bot + listener (+ browser console).
 demo: venv
 	VENV=$(VENV) bash hack/bootstrap.sh --demo
-	$(PYTHON) -m livenexus_worker.demo.run
+	$(PYTHON) -m livenexus_dev.demo.run
 
 # Worker and operator images, built daemonless with buildah on a locally made Debian base.
 images: bootstrap

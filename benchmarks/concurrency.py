@@ -26,12 +26,12 @@ from pathlib import Path
 import numpy as np
 import psutil
 
+from livenexus_dev.tts import synthesize
 from livenexus_worker.events import TranscriptEvent
 from livenexus_worker.metrics import WorkerMetrics
 from livenexus_worker.runtime import Runtime
 from livenexus_worker.settings import WorkerSettings
 from livenexus_worker.tiers import TierController, TierManager, TierOptions
-from livenexus_worker.tts import synthesize
 
 SAMPLE_RATE = 16000
 SENTENCES = [

@@ -13,8 +13,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from livenexus_dev.tts import conversation, write_wav
 from livenexus_worker import bench
-from livenexus_worker.tts import conversation, write_wav
 
 SCRIPT = [
     "Good morning everyone, thanks for joining the call.",

@@ -17,11 +17,11 @@ import sys
 
 import numpy as np
 
-from livenexus_worker.demo.bots import Listener, SpeakerBot
-from livenexus_worker.demo.run import start_worker, wait_worker_joined
-from livenexus_worker.devserver import LiveKitServer
+from livenexus_dev.demo.bots import Listener, SpeakerBot
+from livenexus_dev.demo.run import start_worker, wait_worker_joined
+from livenexus_dev.livekit_server import LiveKitServer
+from livenexus_dev.tts import synthesize
 from livenexus_worker.textnorm import wer
-from livenexus_worker.tts import synthesize
 
 SENTENCES = [
     "The build finished without errors.",

@@ -38,7 +38,7 @@ def speech_cache() -> dict[str, np.ndarray]:
 
 
 def speak(cache: dict[str, np.ndarray], text: str, **kwargs: object) -> np.ndarray:
-    from livenexus_worker.tts import synthesize
+    from livenexus_dev.tts import synthesize
 
     key = repr((text, sorted(kwargs.items())))
     if key not in cache:

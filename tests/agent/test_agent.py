@@ -9,9 +9,9 @@ import urllib.request
 import numpy as np
 import pytest
 
+from livenexus_dev.demo.bots import Listener, SpeakerBot
+from livenexus_dev.livekit_server import LiveKitServer
 from livenexus_worker.agent import EXIT_AUTH, run_agent
-from livenexus_worker.demo.bots import Listener, SpeakerBot
-from livenexus_worker.devserver import LiveKitServer
 from livenexus_worker.settings import WorkerSettings
 from livenexus_worker.textnorm import wer
 

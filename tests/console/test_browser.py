@@ -128,7 +128,7 @@ def test_page_merges_both_transcript_paths(
 
 def test_connect_errors(console_dist: Path, tmp_path: Path, artifacts_dir: Path) -> None:
     """LiveKit unreachable, then the token rate limit: both shown as errors, the page stays usable."""
-    from livenexus_worker.devserver import free_port
+    from livenexus_dev.livekit_server import free_port
 
     dead = f"ws://127.0.0.1:{free_port()}"
     env = {"LIVEKIT_URL": dead, "LIVEKIT_API_KEY": "key", "LIVEKIT_API_SECRET": "s" * 40}
@@ -188,9 +188,9 @@ def test_speech_end_to_end(console_dist: Path, livekit_server: Any, artifacts_di
     """Speech from Chromium's fake microphone → LiveKit → `livenexus-worker run` → transcripts on the page."""
     if importlib.util.find_spec("livenexus_worker.agent") is None:
         pytest.skip("livenexus_worker.agent (the LiveKit agent) is not in this tree yet")
-    from livenexus_worker.devserver import free_port
+    from livenexus_dev.livekit_server import free_port
+    from livenexus_dev.tts import conversation, write_wav
     from livenexus_worker.textnorm import wer
-    from livenexus_worker.tts import conversation, write_wav
 
     wav = write_wav(tmp_path / "speech.wav", conversation(SENTENCES, gap_s=1.5, lead_s=3.0))
     room = "console-e2e"

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from livenexus_worker.devserver import LiveKitServer
+from livenexus_dev.livekit_server import LiveKitServer
 
 from .target import Target, existing_cluster_from_env, wait_for
 

@@ -50,7 +50,7 @@ def room_manifest(inst: Installed, name: str = ROOM, secret: str = SECRET) -> di
 
 async def speak_and_listen(inst: Installed, audio: np.ndarray, speaker: str) -> list[Any]:
     """A speaker bot plays ``audio`` at real time; a listener collects what the worker publishes back."""
-    from livenexus_worker.demo.bots import Listener, SpeakerBot
+    from livenexus_dev.demo.bots import Listener, SpeakerBot
 
     lk = inst.livekit
     listener = await Listener.join(lk.url, lk.api_key, lk.api_secret, ROOM, identity=f"listener-{speaker}")
@@ -82,7 +82,7 @@ def check_transcript(heard: list[Any], speaker: str) -> tuple[float, int, int]:
 
 @pytest.fixture(scope="module")
 def speech() -> np.ndarray:
-    from livenexus_worker.tts import conversation
+    from livenexus_dev.tts import conversation
 
     return conversation(SENTENCES, gap_s=1.2, lead_s=1.0)
 
@@ -132,8 +132,8 @@ def test_room_transcribed_by_the_worker_pod(installed: Installed, speech: np.nda
 
 
 def test_console_in_cluster_shows_live_transcript(installed: Installed, tmp_path: Path, artifacts_dir: Path) -> None:
+    from livenexus_dev.tts import conversation, write_wav
     from livenexus_worker.textnorm import wer
-    from livenexus_worker.tts import conversation, write_wav
     from tests.console.helpers import require_browser_tools, run_driver
 
     require_browser_tools()

@@ -109,7 +109,7 @@ async def _speak(url: str, api_key: str, api_secret: str, room: str, samples: np
 
 
 async def test_rendered_worker_joins_the_room_and_transcribes(livekit_server: Any, tmp_path: Path) -> None:
-    from livenexus_worker.tts import synthesize
+    from livenexus_dev.tts import synthesize
 
     url, key, secret = livekit_server.url, livekit_server.api_key, livekit_server.api_secret
     room = f"contract-{os.getpid()}"

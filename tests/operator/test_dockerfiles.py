@@ -195,7 +195,8 @@ def test_pip_ca_is_a_build_secret(dockerfile: str) -> None:
 
 def test_dockerignore_keeps_only_the_console_build() -> None:
     assert not dockerignored("console/dist") and not dockerignored("console/dist/index.html")
-    for path in ("console/node_modules", "console/src", "tests", ".venv", "worker/livenexus_worker/__pycache__"):
+    for path in ("console/node_modules", "console/src", "tests", ".venv", "worker/livenexus_worker/__pycache__", "dev",
+                 "dev/livenexus_dev/tts.py"):
         assert dockerignored(path), path
     for path in ("pyproject.toml", "README.md", "worker/livenexus_worker/cli.py", "operator/livenexus_operator"):
         assert not dockerignored(path), path

@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from livenexus_worker.devserver import REPO, free_port
+from livenexus_dev.livekit_server import REPO, free_port
 
 from .pki import Pki, _name, _write_key
 

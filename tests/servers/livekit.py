@@ -1,5 +1,5 @@
 """The livekit-server used by tests is the same helper the demo uses."""
 
-from livenexus_worker.devserver import DevServerError, LiveKitServer, find_binary, free_port
+from livenexus_dev.livekit_server import DevServerError, LiveKitServer, find_binary, free_port
 
 __all__ = ["DevServerError", "LiveKitServer", "find_binary", "free_port"]

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from livenexus_dev.tts import write_wav
 from livenexus_worker.textnorm import wer
-from livenexus_worker.tts import write_wav
 
 TEXT = "Transcribe this file through the same streaming pipeline as the live worker."
 

@@ -5,7 +5,7 @@ import urllib.request
 import numpy as np
 import pytest
 
-from livenexus_worker.devserver import free_port
+from livenexus_dev.livekit_server import free_port
 from livenexus_worker.feed import feed
 from livenexus_worker.service import WorkerService
 from livenexus_worker.settings import WorkerSettings

@@ -10,12 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from livenexus_dev.tts import conversation, write_wav
 from livenexus_worker.audio import load
 from livenexus_worker.events import TranscriptEvent
 from livenexus_worker.feed import feed
 from livenexus_worker.runtime import Runtime
 from livenexus_worker.textnorm import wer
-from livenexus_worker.tts import conversation, write_wav
 
 pytestmark = pytest.mark.model
 

@@ -68,7 +68,7 @@ def wait_for_quiet(sampler: CpuSampler, limit_s: float = 90.0) -> None:
 def speech() -> np.ndarray:
     if shutil.which("espeak-ng") is None:
         pytest.skip("espeak-ng not installed")
-    from livenexus_worker.tts import conversation
+    from livenexus_dev.tts import conversation
 
     return conversation(SENTENCES, gap_s=0.7, lead_s=0.3)
 

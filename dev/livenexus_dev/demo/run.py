@@ -1,6 +1,6 @@
 """`make demo`: a local livekit-server, the worker in room `demo`, a speaking bot and a listener.
 
-    python -m livenexus_worker.demo.run [--once] [--room demo] [--console-port 8080]
+    python -m livenexus_dev.demo.run [--once] [--room demo] [--console-port 8080]
 
 Prints partials updating in place, finals with speaker and latency, then a one-line summary. Without --once
 (and on a TTY) it keeps everything running until Ctrl-C so the browser console can be tried too.
@@ -20,9 +20,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from ..devserver import LiveKitServer, free_port
-from ..models import resolve
-from ..textnorm import wer
+from livenexus_worker.models import resolve
+from livenexus_worker.textnorm import wer
+
+from ..livekit_server import LiveKitServer, free_port
 from ..tts import synthesize
 from .bots import Heard, Listener, SpeakerBot
 

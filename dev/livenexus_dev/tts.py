@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .audio import load
+from livenexus_worker.audio import load
 
 SAMPLE_RATE = 16000
 
