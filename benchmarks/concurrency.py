@@ -27,13 +27,13 @@ import numpy as np
 import psutil
 
 from livenexus_dev.tts import synthesize
-from livenexus_worker.events import TranscriptEvent
+from livenexus_worker.core.audio import SAMPLE_RATE
+from livenexus_worker.core.events import TranscriptEvent
 from livenexus_worker.metrics import WorkerMetrics
 from livenexus_worker.runtime import Runtime
 from livenexus_worker.settings import WorkerSettings
 from livenexus_worker.tiers import TierController, TierManager, TierOptions
 
-SAMPLE_RATE = 16000
 SENTENCES = [
     "Good morning everyone, thanks for joining the call.",
     "The first item on the agenda is the release schedule for next month.",

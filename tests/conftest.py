@@ -23,8 +23,8 @@ def artifacts_dir() -> Path:
 @pytest.fixture(scope="session")
 def runtime() -> Iterator[object]:
     """The real base int8 model, loaded once for every model test."""
+    from livenexus_worker.core.tier_spec import TierSpec
     from livenexus_worker.runtime import Runtime, RuntimeOptions
-    from livenexus_worker.settings import TierSpec
 
     rt = Runtime.create(RuntimeOptions(tiers=(TierSpec("base", "int8", 5, 250), TierSpec("base", "int8", 1, 250))))
     yield rt

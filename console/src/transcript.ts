@@ -43,7 +43,7 @@ export type Change =
   | { kind: 'final-updated'; segment: Segment }
   | { kind: 'ignored' };
 
-/** The wire form of a TranscriptEvent (worker/livenexus_worker/events.py `to_wire`), validated. */
+/** The wire form of a TranscriptEvent (worker/livenexus_worker/core/events.py `to_wire`), validated. */
 export function parseWire(payload: unknown): Omit<Update, 'source'> | null {
   if (typeof payload !== 'object' || payload === null) return null;
   const p = payload as Record<string, unknown>;

@@ -9,9 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from livenexus_worker.audio import load
-
-SAMPLE_RATE = 16000
+from livenexus_worker.core.audio import SAMPLE_RATE, load
 
 
 class TtsUnavailableError(RuntimeError):

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from livekit import api, rtc
 
-from livenexus_worker.events import TranscriptEvent
+from livenexus_worker.core.events import TranscriptEvent
 
 DATA_TOPIC = "livenexus.transcript"
 STREAM_TOPIC = "lk.transcription"

@@ -15,9 +15,9 @@ import yaml
 from livenexus_operator.metrics import METRICS
 from livenexus_operator.render import child_name, render
 from livenexus_operator.spec import WorkerTemplate
+from livenexus_worker.core.tier_spec import TierSpec
 from livenexus_worker.http import MetricsServer
 from livenexus_worker.metrics import WorkerMetrics
-from livenexus_worker.settings import TierSpec
 from tests.operator.clusterlib import (
     Cluster,
     MetricsBoard,

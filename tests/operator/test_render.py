@@ -17,7 +17,8 @@ from livenexus_operator.render import (
     worker_env,
 )
 from livenexus_operator.spec import RoomSpec, SpecError, Tier, WorkerTemplate
-from livenexus_worker.settings import TierSpec, WorkerSettings
+from livenexus_worker.core.tier_spec import TierSpec
+from livenexus_worker.settings import WorkerSettings
 from tests.operator.helpers import ROOT, room_body
 
 TEMPLATE = WorkerTemplate.from_values({"image": {"repository": "reg.test/livenexus-worker", "tag": "1.2.3"}})

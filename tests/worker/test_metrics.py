@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from livenexus_worker.events import TranscriptEvent
+from livenexus_worker.core.events import TranscriptEvent
+from livenexus_worker.core.tier_spec import DEFAULT_TIERS
 from livenexus_worker.http import MetricsServer, start_from_settings
 from livenexus_worker.metrics import WorkerMetrics
-from livenexus_worker.settings import DEFAULT_TIERS, WorkerSettings
+from livenexus_worker.settings import WorkerSettings
 
 # The contract with the operator, the alerts and the dashboard (issue 5): exposed sample names.
 REQUIRED = {

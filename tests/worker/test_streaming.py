@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from livenexus_dev.tts import conversation, write_wav
-from livenexus_worker.audio import load
-from livenexus_worker.events import TranscriptEvent
+from livenexus_worker.core.audio import load
+from livenexus_worker.core.events import TranscriptEvent
 from livenexus_worker.feed import feed
 from livenexus_worker.runtime import Runtime
 from livenexus_worker.textnorm import wer

@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pytest
 
+from livenexus_worker.core.events import TranscriptEvent
 from livenexus_worker.cpu import CpuSampler
-from livenexus_worker.events import TranscriptEvent
 from livenexus_worker.metrics import WorkerMetrics
 from livenexus_worker.settings import WorkerSettings
 from livenexus_worker.tiers import TierController, TierManager, TierOptions

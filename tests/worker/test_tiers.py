@@ -7,7 +7,8 @@ import time
 
 import pytest
 
-from livenexus_worker.settings import DEFAULT_TIERS, TierSpec, WorkerSettings
+from livenexus_worker.core.tier_spec import DEFAULT_TIERS, TierSpec
+from livenexus_worker.settings import WorkerSettings
 from livenexus_worker.tiers import TierController, TierManager, TierOptions, TierPolicy
 
 OPTS = TierOptions(

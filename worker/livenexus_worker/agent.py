@@ -18,12 +18,13 @@ from typing import Any
 import numpy as np
 from livekit import rtc
 
-from .events import TranscriptEvent
-from .pipeline import StreamPipeline
-from .publisher import TranscriptPublisher
-from .service import WorkerService
-from .settings import SettingsError, WorkerSettings
-from .token import mint_token
+from livenexus_worker.core.audio import SAMPLE_RATE
+from livenexus_worker.core.events import TranscriptEvent
+from livenexus_worker.pipeline import StreamPipeline
+from livenexus_worker.publisher import TranscriptPublisher
+from livenexus_worker.service import WorkerService
+from livenexus_worker.settings import SettingsError, WorkerSettings
+from livenexus_worker.token import mint_token
 
 log = logging.getLogger(__name__)
 
@@ -172,7 +173,7 @@ class RoomAgent:
         if entry is not None:
             entry.pipe = pipe
         # LiveKit resamples and downmixes for us (its own resampler): we receive 16 kHz mono int16.
-        stream = rtc.AudioStream(track, sample_rate=16000, num_channels=1)
+        stream = rtc.AudioStream(track, sample_rate=SAMPLE_RATE, num_channels=1)
         log.info("transcribing track %s of %s", sid, speaker)
         try:
             async for ev in stream:

@@ -16,13 +16,14 @@ from pathlib import Path
 import numpy as np
 import psutil
 
-from . import audio as audio_mod
-from .engine import EngineOptions
-from .events import TranscriptEvent
-from .feed import feed
-from .runtime import Runtime, RuntimeOptions
-from .settings import TierSpec
-from .textnorm import wer
+from livenexus_worker.core import audio as audio_mod
+from livenexus_worker.core.audio import SAMPLE_RATE
+from livenexus_worker.core.events import TranscriptEvent
+from livenexus_worker.core.tier_spec import TierSpec
+from livenexus_worker.engine import EngineOptions
+from livenexus_worker.feed import feed
+from livenexus_worker.runtime import Runtime, RuntimeOptions
+from livenexus_worker.textnorm import wer
 
 
 @dataclass
@@ -61,7 +62,7 @@ def run_mode(signal: np.ndarray, reference: str, tier: TierSpec, padded: bool, r
              language: str | None, threads: int) -> BenchResult:
     opts = RuntimeOptions(tiers=(tier,), engine=EngineOptions(padded_30s=padded), threads=threads)
     rt = Runtime.create(opts)
-    res = BenchResult("padded-30s" if padded else "right-sized", audio_s=signal.shape[0] / 16000)
+    res = BenchResult("padded-30s" if padded else "right-sized", audio_s=signal.shape[0] / SAMPLE_RATE)
     last_partial: dict[str, float] = {}
 
     def on_event(ev: TranscriptEvent) -> None:
@@ -96,7 +97,7 @@ def idle_cpu(seconds: float, threads: int) -> float:
     proc = psutil.Process()
     cpu0 = sum(proc.cpu_times()[:2])
     t0 = time.monotonic()
-    feed(pipe, np.zeros(int(seconds * 16000), dtype=np.int16), realtime=True, trailing_silence_ms=0)
+    feed(pipe, np.zeros(int(seconds * SAMPLE_RATE), dtype=np.int16), realtime=True, trailing_silence_ms=0)
     share = (sum(proc.cpu_times()[:2]) - cpu0) / (time.monotonic() - t0)
     rt.close()
     return share
@@ -106,7 +107,7 @@ def offline_wer(signal: np.ndarray, reference: str, tier: TierSpec, language: st
     """WER and wall time of plain faster-whisper on the whole file (the accuracy baseline)."""
     from faster_whisper import WhisperModel
 
-    from .models import resolve
+    from livenexus_worker.models import resolve
 
     model = WhisperModel(str(resolve(tier.model).path), device="cpu", compute_type=tier.compute_type)
     t0 = time.monotonic()

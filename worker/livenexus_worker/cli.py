@@ -7,9 +7,9 @@ import logging
 import sys
 from pathlib import Path
 
-from . import models
-from .audio import AudioError
-from .settings import SettingsError
+from livenexus_worker import models
+from livenexus_worker.core.audio import AudioError
+from livenexus_worker.settings import SettingsError
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
@@ -29,11 +29,11 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
 
 def _cmd_transcribe(args: argparse.Namespace) -> int:
-    from . import audio as audio_mod
-    from .feed import feed
-    from .runtime import Runtime, RuntimeOptions
-    from .settings import TierSpec
-    from .sinks import JsonlSink, TerminalSink
+    from livenexus_worker.core import audio as audio_mod
+    from livenexus_worker.core.tier_spec import TierSpec
+    from livenexus_worker.feed import feed
+    from livenexus_worker.runtime import Runtime, RuntimeOptions
+    from livenexus_worker.sinks import JsonlSink, TerminalSink
 
     signal = audio_mod.load(args.file)
     tier = TierSpec(args.model, args.compute_type, args.beam_size, args.partial_ms)
@@ -52,7 +52,7 @@ def _cmd_transcribe(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from .bench import main as bench_main
+    from livenexus_worker.bench import main as bench_main
 
     return bench_main(args)
 
@@ -60,8 +60,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 def _cmd_run(args: argparse.Namespace) -> int:
     import asyncio
 
-    from .agent import run_agent
-    from .settings import WorkerSettings
+    from livenexus_worker.agent import run_agent
+    from livenexus_worker.settings import WorkerSettings
 
     settings = WorkerSettings.from_env()
     return asyncio.run(run_agent(settings))

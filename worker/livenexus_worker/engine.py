@@ -16,10 +16,12 @@ from pathlib import Path
 
 import numpy as np
 
+from livenexus_worker.core.audio import SAMPLE_RATE
+
 log = logging.getLogger(__name__)
 
-SAMPLE_RATE = 16000
 FRAMES_PER_SECOND = 100  # mel hop of 10 ms
+HOP_SAMPLES = SAMPLE_RATE // FRAMES_PER_SECOND
 FULL_WINDOW_FRAMES = 3000
 
 
@@ -109,12 +111,12 @@ class WhisperEngine:
             else:
                 samples = np.clip(np.nan_to_num(audio.astype(np.float32)), -1.0, 1.0)
             samples = samples[: 30 * SAMPLE_RATE]
-            frames = self.window_frames(samples.shape[0] // 160)
+            frames = self.window_frames(samples.shape[0] // HOP_SAMPLES)
             # Pad with silence in the audio domain, as Whisper was trained: zero-valued mel frames are not
             # silence after log-mel normalisation, and Whisper loops on them.
-            padded = np.zeros(frames * 160, dtype=np.float32)
+            padded = np.zeros(frames * HOP_SAMPLES, dtype=np.float32)
             padded[: samples.shape[0]] = samples[: padded.shape[0]]
-            feats = self._wm.feature_extractor(padded, padding=160)
+            feats = self._wm.feature_extractor(padded, padding=HOP_SAMPLES)
             feats = np.ascontiguousarray(feats[None, :, :frames], dtype=np.float32)
 
             t0 = time.perf_counter()

@@ -6,9 +6,8 @@ import time
 
 import numpy as np
 
-from .pipeline import StreamPipeline
-
-SAMPLE_RATE = 16000
+from livenexus_worker.core.audio import SAMPLE_RATE
+from livenexus_worker.pipeline import StreamPipeline
 
 
 def feed(pipe: StreamPipeline, audio: np.ndarray, realtime: bool = False, chunk_ms: int = 10,

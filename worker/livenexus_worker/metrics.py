@@ -14,9 +14,9 @@ from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from livenexus_worker.core.events import TranscriptEvent
+from livenexus_worker.core.tier_spec import TierSpec
 from livenexus_worker.cpu import CpuSampler
-from livenexus_worker.events import TranscriptEvent
-from livenexus_worker.settings import TierSpec
 
 KINDS = ("partial", "final")
 STAGES = ("encode", "decode")

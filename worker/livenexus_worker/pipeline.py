@@ -16,14 +16,15 @@ from typing import Protocol
 
 import numpy as np
 
-from .agreement import LocalAgreement
-from .engine import Hypothesis, WhisperEngine
-from .events import TranscriptEvent
-from .guards import GuardOptions, check
-from .scheduler import InferenceScheduler, Job
-from .segmenter import SegmenterOptions, Utterance, cut_point
-from .settings import TierSpec
-from .vad import SAMPLE_RATE, VadEvent, VadOptions, VadStateMachine, WebRtcVad
+from livenexus_worker.agreement import LocalAgreement
+from livenexus_worker.core.audio import SAMPLE_RATE, SAMPLES_PER_MS
+from livenexus_worker.core.events import TranscriptEvent
+from livenexus_worker.core.tier_spec import TierSpec
+from livenexus_worker.engine import Hypothesis, WhisperEngine
+from livenexus_worker.guards import GuardOptions, check
+from livenexus_worker.scheduler import InferenceScheduler, Job
+from livenexus_worker.segmenter import SegmenterOptions, Utterance, cut_point
+from livenexus_worker.vad import VadEvent, VadOptions, VadStateMachine, WebRtcVad
 
 log = logging.getLogger(__name__)
 
@@ -189,7 +190,7 @@ class StreamPipeline:
 
     # ---- job submission (caller thread, lock held) ---------------------------------------------------
     def _final_audio(self, op: _Open) -> np.ndarray:
-        end = min(op.utt.n, op.utt.last_voiced_sample - op.utt.start_sample + self.o.tail_ms * 16)
+        end = min(op.utt.n, op.utt.last_voiced_sample - op.utt.start_sample + self.o.tail_ms * SAMPLES_PER_MS)
         return op.utt.audio()[:end]
 
     def _speculate(self, op: _Open) -> None:
@@ -260,7 +261,7 @@ class StreamPipeline:
         interval = tier.partial_interval_ms / 1000
         if interval <= 0 or now - op.last_partial_request < interval:
             return
-        if op.utt.n < self.o.min_partial_audio_ms * 16:
+        if op.utt.n < self.o.min_partial_audio_ms * SAMPLES_PER_MS:
             return
         op.last_partial_request = now
         self._ctx.scheduler.submit_partial(self.stream_id, Job(lambda: self._run_partial(op, now), "partial"))

@@ -14,7 +14,7 @@ from typing import Any
 
 from livekit import rtc
 
-from .events import TranscriptEvent
+from livenexus_worker.core.events import TranscriptEvent
 
 log = logging.getLogger(__name__)
 

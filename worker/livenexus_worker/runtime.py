@@ -11,15 +11,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .engine import EngineOptions, Hypothesis, WhisperEngine
-from .events import TranscriptEvent
-from .guards import GuardOptions
-from .models import ModelNotFoundError, resolve
-from .pipeline import PipelineOptions, StreamPipeline
-from .scheduler import InferenceScheduler
-from .segmenter import SegmenterOptions
-from .settings import TierSpec, WorkerSettings
-from .vad import VadOptions
+from livenexus_worker.core.events import TranscriptEvent
+from livenexus_worker.core.tier_spec import TierSpec
+from livenexus_worker.engine import EngineOptions, Hypothesis, WhisperEngine
+from livenexus_worker.guards import GuardOptions
+from livenexus_worker.models import ModelNotFoundError, resolve
+from livenexus_worker.pipeline import PipelineOptions, StreamPipeline
+from livenexus_worker.scheduler import InferenceScheduler
+from livenexus_worker.segmenter import SegmenterOptions
+from livenexus_worker.settings import WorkerSettings
+from livenexus_worker.vad import VadOptions
 
 log = logging.getLogger(__name__)
 

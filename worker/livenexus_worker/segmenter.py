@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-SAMPLE_RATE = 16000
+from livenexus_worker.core.audio import SAMPLE_RATE, SAMPLES_PER_MS
 
 
 @dataclass(frozen=True)
@@ -84,4 +84,4 @@ def cut_point(utt: Utterance, options: SegmenterOptions) -> int | None:
     if utt.n < cap:
         return None
     audio = utt.audio()
-    return quietest_cut(audio, cap - int(options.search_s * SAMPLE_RATE), cap, options.window_ms * 16)
+    return quietest_cut(audio, cap - int(options.search_s * SAMPLE_RATE), cap, options.window_ms * SAMPLES_PER_MS)

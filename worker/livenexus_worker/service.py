@@ -5,11 +5,11 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from .http import MetricsServer, start_from_settings
-from .metrics import WorkerMetrics
-from .runtime import Runtime, RuntimeOptions
-from .settings import WorkerSettings
-from .tiers import TierController, TierManager, TierOptions
+from livenexus_worker.http import MetricsServer, start_from_settings
+from livenexus_worker.metrics import WorkerMetrics
+from livenexus_worker.runtime import Runtime, RuntimeOptions
+from livenexus_worker.settings import WorkerSettings
+from livenexus_worker.tiers import TierController, TierManager, TierOptions
 
 log = logging.getLogger(__name__)
 

@@ -10,51 +10,11 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from livenexus_worker.core.tier_spec import DEFAULT_TIERS, TierSpec
+
 
 class SettingsError(ValueError):
     """A setting is missing or malformed; the message names the variable."""
-
-
-@dataclass(frozen=True)
-class TierSpec:
-    """One rung of the model/decoding ladder; index 0 is the preferred (most expensive) tier."""
-
-    model: str = "base"
-    """Model name or path (resolved by ``livenexus_worker.models``)."""
-    compute_type: str = "int8"
-    """CTranslate2 compute type."""
-    beam_size: int = 5
-    """Beam size for finals (partials always decode greedily)."""
-    partial_interval_ms: int = 250
-    """Time between partial hypotheses while speech continues; 0 disables partials."""
-
-    @property
-    def name(self) -> str:
-        return f"{self.model}-{self.compute_type}-b{self.beam_size}-p{self.partial_interval_ms}"
-
-    @classmethod
-    def from_mapping(cls, raw: Mapping[str, object]) -> TierSpec:
-        def num(key: str, alt: str, default: int) -> int:
-            value = raw.get(key, raw.get(alt, default))
-            if not isinstance(value, int | str) or isinstance(value, bool):
-                raise SettingsError(f"tier field {key!r} must be an integer, got {value!r}")
-            return int(value)
-
-        return cls(
-            model=str(raw.get("model", "base")),
-            compute_type=str(raw.get("computeType", raw.get("compute_type", "int8"))),
-            beam_size=num("beamSize", "beam_size", 5),
-            partial_interval_ms=num("partialIntervalMs", "partial_interval_ms", 250),
-        )
-
-
-DEFAULT_TIERS: tuple[TierSpec, ...] = (
-    TierSpec("base", "int8", 5, 250),
-    TierSpec("base", "int8", 1, 250),
-    TierSpec("base", "int8", 1, 600),
-    TierSpec("base", "int8", 1, 0),
-    TierSpec("tiny", "int8", 1, 0),
-)
 
 
 @dataclass(frozen=True)
@@ -195,4 +155,21 @@ def _parse_tiers(raw: str, first: TierSpec) -> tuple[TierSpec, ...]:
         raise SettingsError(f"LIVENEXUS_TIERS is not valid JSON: {exc}") from exc
     if not isinstance(data, list) or not data or not all(isinstance(x, dict) for x in data):
         raise SettingsError("LIVENEXUS_TIERS must be a non-empty JSON list of objects")
-    return tuple(TierSpec.from_mapping(x) for x in data)
+    return tuple(_tier_from_mapping(x) for x in data)
+
+
+def _tier_from_mapping(raw: Mapping[str, object]) -> TierSpec:
+    """One entry of LIVENEXUS_TIERS (camelCase as the CRD writes it, snake_case accepted too)."""
+
+    def num(key: str, alt: str, default: int) -> int:
+        value = raw.get(key, raw.get(alt, default))
+        if not isinstance(value, int | str) or isinstance(value, bool):
+            raise SettingsError(f"tier field {key!r} must be an integer, got {value!r}")
+        return int(value)
+
+    return TierSpec(
+        model=str(raw.get("model", "base")),
+        compute_type=str(raw.get("computeType", raw.get("compute_type", "int8"))),
+        beam_size=num("beamSize", "beam_size", 5),
+        partial_interval_ms=num("partialIntervalMs", "partial_interval_ms", 250),
+    )

@@ -6,7 +6,7 @@ import sys
 import threading
 from typing import TextIO
 
-from .events import TranscriptEvent
+from livenexus_worker.core.events import TranscriptEvent
 
 
 def fmt_ts(seconds: float) -> str:

@@ -16,7 +16,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from livenexus_worker.settings import TierSpec, WorkerSettings
+from livenexus_worker.core.tier_spec import TierSpec
+from livenexus_worker.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from enum import Enum
 
 import numpy as np
 
-SAMPLE_RATE = 16000
+from livenexus_worker.core.audio import SAMPLE_RATE
 
 
 @dataclass(frozen=True)

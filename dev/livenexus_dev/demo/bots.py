@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from livekit import api, rtc
 
-SAMPLE_RATE = 16000
+from livenexus_worker.core.audio import SAMPLE_RATE
+
 FRAME = SAMPLE_RATE // 100  # 10 ms
 
 

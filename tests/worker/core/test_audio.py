@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from livenexus_worker.audio import AudioError, Converter, load, to_int16
+from livenexus_worker.core.audio import AudioError, Converter, load, to_int16
 
 
 def test_to_int16_handles_nan_inf_and_clipping() -> None:

@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 
 SAMPLE_RATE = 16000
+"""Samples per second of all audio inside the worker (mono int16); Whisper's native rate."""
+SAMPLES_PER_MS = SAMPLE_RATE // 1000
 
 
 class AudioError(ValueError):
