@@ -21,7 +21,7 @@ from livenexus_dev.demo.bots import Listener, SpeakerBot
 from livenexus_dev.demo.run import start_worker, wait_worker_joined
 from livenexus_dev.livekit_server import LiveKitServer
 from livenexus_dev.tts import synthesize
-from livenexus_worker.textnorm import wer
+from livenexus_worker.inference.textnorm import wer
 
 SENTENCES = [
     "The build finished without errors.",

@@ -190,7 +190,7 @@ def test_speech_end_to_end(console_dist: Path, livekit_server: Any, artifacts_di
         pytest.skip("livenexus_worker.agent (the LiveKit agent) is not in this tree yet")
     from livenexus_dev.livekit_server import free_port
     from livenexus_dev.tts import conversation, write_wav
-    from livenexus_worker.textnorm import wer
+    from livenexus_worker.inference.textnorm import wer
 
     wav = write_wav(tmp_path / "speech.wav", conversation(SENTENCES, gap_s=1.5, lead_s=3.0))
     room = "console-e2e"

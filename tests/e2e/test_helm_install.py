@@ -66,7 +66,7 @@ async def speak_and_listen(inst: Installed, audio: np.ndarray, speaker: str) -> 
 
 
 def check_transcript(heard: list[Any], speaker: str) -> tuple[float, int, int]:
-    from livenexus_worker.textnorm import wer
+    from livenexus_worker.inference.textnorm import wer
 
     mine = [h for h in heard if h.speaker == speaker and h.via == "data"]
     finals = [h for h in mine if h.final]
@@ -133,7 +133,7 @@ def test_room_transcribed_by_the_worker_pod(installed: Installed, speech: np.nda
 
 def test_console_in_cluster_shows_live_transcript(installed: Installed, tmp_path: Path, artifacts_dir: Path) -> None:
     from livenexus_dev.tts import conversation, write_wav
-    from livenexus_worker.textnorm import wer
+    from livenexus_worker.inference.textnorm import wer
     from tests.console.helpers import require_browser_tools, run_driver
 
     require_browser_tools()

@@ -47,7 +47,7 @@ def _free_port() -> int:
 def rendered_process(url: str, api_key: str, api_secret: str, room: str, port: int) -> tuple[list[str], dict[
         str, str]]:
     """(argv, environment) of the worker container for a room on ``url``."""
-    from livenexus_worker.models import default_cache_dir
+    from livenexus_worker.inference.models import default_cache_dir
 
     values = yaml.safe_load((CHART / "values.yaml").read_text())["worker"]
     values["metricsPort"] = port

@@ -81,7 +81,7 @@ def test_defaults_derive_a_ladder_from_the_model_and_keep_the_language() -> None
 
 
 def test_every_env_name_is_one_the_worker_reads() -> None:
-    sources = "".join(p.read_text() for p in (ROOT / "worker" / "livenexus_worker").glob("*.py"))
+    sources = "".join(p.read_text() for p in (ROOT / "worker" / "livenexus_worker").rglob("*.py"))
     names = {e["name"] for e in worker_env(RoomSpec.from_body(room_body()), TEMPLATE)}
     assert names == RESERVED_ENV
     for name in names - {"HOME"}:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from livenexus_dev.tts import write_wav
-from livenexus_worker.textnorm import wer
+from livenexus_worker.inference.textnorm import wer
 
 TEXT = "Transcribe this file through the same streaming pipeline as the live worker."
 

@@ -11,8 +11,8 @@ import pytest
 
 from livenexus_worker.core.events import TranscriptEvent
 from livenexus_worker.core.tier_spec import TierSpec
-from livenexus_worker.engine import Hypothesis
 from livenexus_worker.feed import feed
+from livenexus_worker.inference.engine import Hypothesis
 from livenexus_worker.pipeline import PipelineOptions, StreamPipeline
 from livenexus_worker.scheduler import InferenceScheduler
 from livenexus_worker.segmenter import SegmenterOptions

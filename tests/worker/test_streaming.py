@@ -14,8 +14,8 @@ from livenexus_dev.tts import conversation, write_wav
 from livenexus_worker.core.audio import load
 from livenexus_worker.core.events import TranscriptEvent
 from livenexus_worker.feed import feed
+from livenexus_worker.inference.textnorm import wer
 from livenexus_worker.runtime import Runtime
-from livenexus_worker.textnorm import wer
 
 pytestmark = pytest.mark.model
 

@@ -88,7 +88,7 @@ def stress_ng() -> Iterator[list[subprocess.Popen[bytes]]]:
 def test_tier_steps_down_under_contention_and_back_up(
     speech: np.ndarray, stress_ng: list[subprocess.Popen[bytes]]
 ) -> None:
-    from livenexus_worker.models import ModelNotFoundError
+    from livenexus_worker.inference.models import ModelNotFoundError
     from livenexus_worker.runtime import Runtime
 
     settings = WorkerSettings.from_env(ENV)

@@ -20,10 +20,10 @@ from livenexus_worker.core import audio as audio_mod
 from livenexus_worker.core.audio import SAMPLE_RATE
 from livenexus_worker.core.events import TranscriptEvent
 from livenexus_worker.core.tier_spec import TierSpec
-from livenexus_worker.engine import EngineOptions
 from livenexus_worker.feed import feed
+from livenexus_worker.inference.engine import EngineOptions
+from livenexus_worker.inference.textnorm import wer
 from livenexus_worker.runtime import Runtime, RuntimeOptions
-from livenexus_worker.textnorm import wer
 
 
 @dataclass
@@ -107,7 +107,7 @@ def offline_wer(signal: np.ndarray, reference: str, tier: TierSpec, language: st
     """WER and wall time of plain faster-whisper on the whole file (the accuracy baseline)."""
     from faster_whisper import WhisperModel
 
-    from livenexus_worker.models import resolve
+    from livenexus_worker.inference.models import resolve
 
     model = WhisperModel(str(resolve(tier.model).path), device="cpu", compute_type=tier.compute_type)
     t0 = time.monotonic()

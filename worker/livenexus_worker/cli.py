@@ -7,8 +7,8 @@ import logging
 import sys
 from pathlib import Path
 
-from livenexus_worker import models
 from livenexus_worker.core.audio import AudioError
+from livenexus_worker.inference import models
 from livenexus_worker.settings import SettingsError
 
 

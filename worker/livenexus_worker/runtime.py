@@ -13,9 +13,9 @@ from typing import Any
 
 from livenexus_worker.core.events import TranscriptEvent
 from livenexus_worker.core.tier_spec import TierSpec
-from livenexus_worker.engine import EngineOptions, Hypothesis, WhisperEngine
-from livenexus_worker.guards import GuardOptions
-from livenexus_worker.models import ModelNotFoundError, resolve
+from livenexus_worker.inference.engine import EngineOptions, Hypothesis, WhisperEngine
+from livenexus_worker.inference.guards import GuardOptions
+from livenexus_worker.inference.models import ModelNotFoundError, resolve
 from livenexus_worker.pipeline import PipelineOptions, StreamPipeline
 from livenexus_worker.scheduler import InferenceScheduler
 from livenexus_worker.segmenter import SegmenterOptions

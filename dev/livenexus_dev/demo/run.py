@@ -20,8 +20,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from livenexus_worker.models import resolve
-from livenexus_worker.textnorm import wer
+from livenexus_worker.inference.models import resolve
+from livenexus_worker.inference.textnorm import wer
 
 from ..livekit_server import LiveKitServer, free_port
 from ..tts import synthesize

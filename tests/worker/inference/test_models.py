@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from livenexus_worker import models
+from livenexus_worker.inference import models
 
 
 def test_prepares_cache_from_packages_once(tmp_path: Path) -> None:

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from livenexus_worker.guards import GuardOptions, check, collapse_repeats, has_words
+from livenexus_worker.inference.guards import GuardOptions, check, collapse_repeats, has_words
 
 OPTS = GuardOptions()
 
@@ -39,7 +39,7 @@ def test_collapse_terminates_on_overlapping_phrases() -> None:
 
 
 def test_trailing_sentence_loop_is_cut() -> None:
-    from livenexus_worker.guards import cut_trailing_loop
+    from livenexus_worker.inference.guards import cut_trailing_loop
 
     looped = "Our revenue grew by 12% compared to last year. Our revenue grew by 12% compared"
     assert cut_trailing_loop(looped) == "Our revenue grew by 12% compared to last year."
@@ -49,7 +49,7 @@ def test_trailing_sentence_loop_is_cut() -> None:
 
 
 def test_restart_from_the_first_words_is_cut() -> None:
-    from livenexus_worker.guards import cut_trailing_loop
+    from livenexus_worker.inference.guards import cut_trailing_loop
 
     text = "The new warehouse in the north will open at the start of spring. The new warehouse"
     assert cut_trailing_loop(text) == "The new warehouse in the north will open at the start of spring."
