@@ -30,8 +30,8 @@ from livenexus_dev.tts import synthesize
 from livenexus_worker.core.audio import SAMPLE_RATE
 from livenexus_worker.core.events import TranscriptEvent
 from livenexus_worker.metrics import WorkerMetrics
-from livenexus_worker.runtime import Runtime
 from livenexus_worker.settings import WorkerSettings
+from livenexus_worker.streaming.runtime import Runtime
 from livenexus_worker.tiers import TierController, TierManager, TierOptions
 
 SENTENCES = [
@@ -96,7 +96,7 @@ def stream_signal(clips: list[np.ndarray], k: int, seconds: float) -> np.ndarray
 
 def run(n: int, clips: list[np.ndarray], seconds: float, settings: WorkerSettings, tiers: bool) -> RunResult:
     metrics = WorkerMetrics()
-    rt = Runtime.create(settings, observer=metrics)
+    rt = Runtime.create(settings.runtime_options(), observer=metrics)
     res = RunResult(n)
     lock = threading.Lock()
     count = len(settings.tiers)

@@ -24,7 +24,7 @@ def artifacts_dir() -> Path:
 def runtime() -> Iterator[object]:
     """The real base int8 model, loaded once for every model test."""
     from livenexus_worker.core.tier_spec import TierSpec
-    from livenexus_worker.runtime import Runtime, RuntimeOptions
+    from livenexus_worker.streaming.runtime import Runtime, RuntimeOptions
 
     rt = Runtime.create(RuntimeOptions(tiers=(TierSpec("base", "int8", 5, 250), TierSpec("base", "int8", 1, 250))))
     yield rt

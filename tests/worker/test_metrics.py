@@ -204,8 +204,9 @@ def test_two_registries_are_independent() -> None:
 def test_runtime_observer_hooks_exist_on_worker_metrics() -> None:
     # The runtime duck-types its observer; every hook it calls must exist here, or the first call
     # from the inference thread fails at run time instead of in review.
-    runtime_py = Path(__file__).resolve().parents[2] / "worker" / "livenexus_worker" / "runtime.py"
-    runtime_src = runtime_py.read_text()
+    from livenexus_worker.streaming import runtime
+
+    runtime_src = Path(runtime.__file__).read_text()
     hooks = set(re.findall(r"self\.observer\.([a-zA-Z_]+)\(", runtime_src))
     assert hooks, "runtime.py no longer calls its observer?"
     m = WorkerMetrics()

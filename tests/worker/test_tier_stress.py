@@ -89,12 +89,12 @@ def test_tier_steps_down_under_contention_and_back_up(
     speech: np.ndarray, stress_ng: list[subprocess.Popen[bytes]]
 ) -> None:
     from livenexus_worker.inference.models import ModelNotFoundError
-    from livenexus_worker.runtime import Runtime
+    from livenexus_worker.streaming.runtime import Runtime
 
     settings = WorkerSettings.from_env(ENV)
     metrics = WorkerMetrics()
     try:
-        rt = Runtime.create(settings, observer=metrics)
+        rt = Runtime.create(settings.runtime_options(), observer=metrics)
     except ModelNotFoundError:
         pytest.skip("Whisper base model not prepared")
     n = len(settings.tiers)

@@ -20,10 +20,10 @@ from livekit import rtc
 
 from livenexus_worker.core.audio import SAMPLE_RATE
 from livenexus_worker.core.events import TranscriptEvent
-from livenexus_worker.pipeline import StreamPipeline
 from livenexus_worker.publisher import TranscriptPublisher
 from livenexus_worker.service import WorkerService
 from livenexus_worker.settings import SettingsError, WorkerSettings
+from livenexus_worker.streaming.pipeline import StreamPipeline
 from livenexus_worker.token import mint_token
 
 log = logging.getLogger(__name__)

@@ -23,7 +23,7 @@ from livenexus_worker.core.tier_spec import TierSpec
 from livenexus_worker.feed import feed
 from livenexus_worker.inference.engine import EngineOptions
 from livenexus_worker.inference.textnorm import wer
-from livenexus_worker.runtime import Runtime, RuntimeOptions
+from livenexus_worker.streaming.runtime import Runtime, RuntimeOptions
 
 
 @dataclass

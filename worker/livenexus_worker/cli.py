@@ -32,8 +32,8 @@ def _cmd_transcribe(args: argparse.Namespace) -> int:
     from livenexus_worker.core import audio as audio_mod
     from livenexus_worker.core.tier_spec import TierSpec
     from livenexus_worker.feed import feed
-    from livenexus_worker.runtime import Runtime, RuntimeOptions
     from livenexus_worker.sinks import JsonlSink, TerminalSink
+    from livenexus_worker.streaming.runtime import Runtime, RuntimeOptions
 
     signal = audio_mod.load(args.file)
     tier = TierSpec(args.model, args.compute_type, args.beam_size, args.partial_ms)

@@ -7,7 +7,7 @@ import time
 import numpy as np
 
 from livenexus_worker.core.audio import SAMPLE_RATE
-from livenexus_worker.pipeline import StreamPipeline
+from livenexus_worker.streaming.pipeline import StreamPipeline
 
 
 def feed(pipe: StreamPipeline, audio: np.ndarray, realtime: bool = False, chunk_ms: int = 10,

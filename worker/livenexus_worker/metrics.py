@@ -251,7 +251,7 @@ class WorkerMetrics:
             return False, "not connected to LiveKit"
         return True, "ready"
 
-    # -- Runtime observer (the duck-typed ``observer`` of livenexus_worker.runtime.Runtime) ---------
+    # -- Runtime observer (the duck-typed ``observer`` of livenexus_worker.streaming.runtime.Runtime) ---------
 
     def model_loaded(self, loaded: bool) -> None:
         self.set_model_loaded(loaded)

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 from livenexus_worker.http import MetricsServer, start_from_settings
 from livenexus_worker.metrics import WorkerMetrics
-from livenexus_worker.runtime import Runtime, RuntimeOptions
 from livenexus_worker.settings import WorkerSettings
+from livenexus_worker.streaming.runtime import Runtime, RuntimeOptions
 from livenexus_worker.tiers import TierController, TierManager, TierOptions
 
 log = logging.getLogger(__name__)
@@ -36,7 +36,7 @@ class WorkerService:
         # Serve health before the model loads, so a slow load shows as "not ready" rather than "down".
         http = start_from_settings(settings, metrics.registry,
                                    lambda: metrics.readiness(require_livekit=require_livekit))
-        runtime = Runtime.create(options or RuntimeOptions.from_settings(settings), observer=metrics)
+        runtime = Runtime.create(options or settings.runtime_options(), observer=metrics)
         unavailable = {i for i in range(len(runtime.options.tiers)) if not runtime.is_available(i)}
         manager = TierManager(runtime.options.tiers, TierOptions.from_settings(settings), unavailable=unavailable)
 

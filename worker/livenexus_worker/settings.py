@@ -9,8 +9,12 @@ import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from livenexus_worker.core.tier_spec import DEFAULT_TIERS, TierSpec
+
+if TYPE_CHECKING:
+    from livenexus_worker.streaming.runtime import RuntimeOptions
 
 
 class SettingsError(ValueError):
@@ -127,6 +131,23 @@ class WorkerSettings:
             threads=integer("LIVENEXUS_THREADS", 0, 0, 64),
             model_cache=e.get("LIVENEXUS_MODEL_CACHE", ""),
         )
+
+    def runtime_options(self) -> RuntimeOptions:
+        """What the runtime takes from these settings: the ladder, VAD, language, threads and model cache."""
+        # Imported here: reading settings (the CLI does for every command) must not load the audio stack.
+        from livenexus_worker.inference.guards import GuardOptions
+        from livenexus_worker.streaming.pipeline import PipelineOptions
+        from livenexus_worker.streaming.runtime import RuntimeOptions
+        from livenexus_worker.streaming.segmenter import SegmenterOptions
+        from livenexus_worker.streaming.vad import VadOptions
+
+        pipeline = PipelineOptions(
+            vad=VadOptions(aggressiveness=self.vad_aggressiveness, hangover_ms=self.vad_hangover_ms),
+            segmenter=SegmenterOptions(),
+            guards=GuardOptions(),
+            language=self.language,
+        )
+        return RuntimeOptions(tiers=self.tiers, pipeline=pipeline, threads=self.threads, model_cache=self.model_cache)
 
     def require_livekit(self) -> None:
         """Fail fast, naming every missing variable, before touching the network."""

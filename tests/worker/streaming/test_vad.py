@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from livenexus_worker.vad import VadEvent, VadOptions, VadStateMachine, WebRtcVad
+from livenexus_worker.streaming.vad import VadEvent, VadOptions, VadStateMachine, WebRtcVad
 
 
 def run(sm: VadStateMachine, pattern: list[bool]) -> list[tuple[int, VadEvent]]:

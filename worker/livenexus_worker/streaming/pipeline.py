@@ -16,15 +16,15 @@ from typing import Protocol
 
 import numpy as np
 
-from livenexus_worker.agreement import LocalAgreement
 from livenexus_worker.core.audio import SAMPLE_RATE, SAMPLES_PER_MS
 from livenexus_worker.core.events import TranscriptEvent
 from livenexus_worker.core.tier_spec import TierSpec
 from livenexus_worker.inference.engine import Hypothesis, WhisperEngine
 from livenexus_worker.inference.guards import GuardOptions, check
-from livenexus_worker.scheduler import InferenceScheduler, Job
-from livenexus_worker.segmenter import SegmenterOptions, Utterance, cut_point
-from livenexus_worker.vad import VadEvent, VadOptions, VadStateMachine, WebRtcVad
+from livenexus_worker.streaming.agreement import LocalAgreement
+from livenexus_worker.streaming.scheduler import InferenceScheduler, Job
+from livenexus_worker.streaming.segmenter import SegmenterOptions, Utterance, cut_point
+from livenexus_worker.streaming.vad import VadEvent, VadOptions, VadStateMachine, WebRtcVad
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from livenexus_worker.agreement import LocalAgreement
+from livenexus_worker.streaming.agreement import LocalAgreement
 
 
 def test_prefix_agreed_by_two_hypotheses_becomes_stable() -> None:

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from livenexus_worker.segmenter import SegmenterOptions, Utterance, cut_point, quietest_cut
+from livenexus_worker.streaming.segmenter import SegmenterOptions, Utterance, cut_point, quietest_cut
 
 
 def loud(n: int) -> np.ndarray:

@@ -14,13 +14,9 @@ from typing import Any
 from livenexus_worker.core.events import TranscriptEvent
 from livenexus_worker.core.tier_spec import TierSpec
 from livenexus_worker.inference.engine import EngineOptions, Hypothesis, WhisperEngine
-from livenexus_worker.inference.guards import GuardOptions
 from livenexus_worker.inference.models import ModelNotFoundError, resolve
-from livenexus_worker.pipeline import PipelineOptions, StreamPipeline
-from livenexus_worker.scheduler import InferenceScheduler
-from livenexus_worker.segmenter import SegmenterOptions
-from livenexus_worker.settings import WorkerSettings
-from livenexus_worker.vad import VadOptions
+from livenexus_worker.streaming.pipeline import PipelineOptions, StreamPipeline
+from livenexus_worker.streaming.scheduler import InferenceScheduler
 
 log = logging.getLogger(__name__)
 
@@ -62,17 +58,6 @@ class RuntimeOptions:
     model_cache: str = ""
     """Model cache directory ('' = default)."""
 
-    @classmethod
-    def from_settings(cls, s: WorkerSettings, **overrides: Any) -> RuntimeOptions:
-        pipeline = PipelineOptions(
-            vad=VadOptions(aggressiveness=s.vad_aggressiveness, hangover_ms=s.vad_hangover_ms),
-            segmenter=SegmenterOptions(),
-            guards=GuardOptions(),
-            language=s.language,
-        )
-        base = cls(tiers=s.tiers, pipeline=pipeline, threads=s.threads, model_cache=s.model_cache)
-        return cls(**{**base.__dict__, **overrides})
-
 
 class Runtime:
     """Owns the engines and the scheduler; opens one StreamPipeline per audio stream."""
@@ -96,9 +81,9 @@ class Runtime:
         self.ready = False
 
     @classmethod
-    def create(cls, settings: WorkerSettings | RuntimeOptions, observer: Any = None) -> Runtime:
-        opts = settings if isinstance(settings, RuntimeOptions) else RuntimeOptions.from_settings(settings)
-        rt = cls(opts, observer)
+    def create(cls, options: RuntimeOptions, observer: Any = None) -> Runtime:
+        """A runtime with its models loaded (see :meth:`load`)."""
+        rt = cls(options, observer)
         rt.load()
         return rt
 

@@ -15,7 +15,7 @@ from livenexus_worker.core.audio import load
 from livenexus_worker.core.events import TranscriptEvent
 from livenexus_worker.feed import feed
 from livenexus_worker.inference.textnorm import wer
-from livenexus_worker.runtime import Runtime
+from livenexus_worker.streaming.runtime import Runtime
 
 pytestmark = pytest.mark.model
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 import threading
 import time
 
-from livenexus_worker.scheduler import InferenceScheduler, Job
+from livenexus_worker.streaming.scheduler import InferenceScheduler, Job
 
 
 def test_finals_run_before_partials_and_partials_coalesce() -> None:

@@ -13,10 +13,10 @@ from livenexus_worker.core.events import TranscriptEvent
 from livenexus_worker.core.tier_spec import TierSpec
 from livenexus_worker.feed import feed
 from livenexus_worker.inference.engine import Hypothesis
-from livenexus_worker.pipeline import PipelineOptions, StreamPipeline
-from livenexus_worker.scheduler import InferenceScheduler
-from livenexus_worker.segmenter import SegmenterOptions
-from livenexus_worker.vad import VadOptions
+from livenexus_worker.streaming.pipeline import PipelineOptions, StreamPipeline
+from livenexus_worker.streaming.scheduler import InferenceScheduler
+from livenexus_worker.streaming.segmenter import SegmenterOptions
+from livenexus_worker.streaming.vad import VadOptions
 
 
 class LengthEngine:
