@@ -29,10 +29,10 @@ import psutil
 from livenexus_dev.tts import synthesize
 from livenexus_worker.core.audio import SAMPLE_RATE
 from livenexus_worker.core.events import TranscriptEvent
-from livenexus_worker.metrics import WorkerMetrics
+from livenexus_worker.ops.metrics import WorkerMetrics
+from livenexus_worker.ops.tier_control import TierController, TierManager
 from livenexus_worker.settings import WorkerSettings
 from livenexus_worker.streaming.runtime import Runtime
-from livenexus_worker.tiers import TierController, TierManager, TierOptions
 
 SENTENCES = [
     "Good morning everyone, thanks for joining the call.",
@@ -100,7 +100,7 @@ def run(n: int, clips: list[np.ndarray], seconds: float, settings: WorkerSetting
     res = RunResult(n)
     lock = threading.Lock()
     count = len(settings.tiers)
-    manager = TierManager(settings.tiers, TierOptions.from_settings(settings),
+    manager = TierManager(settings.tiers, settings.tier_options(),
                           unavailable={i for i in range(count) if not rt.is_available(i)})
     sampler = metrics.sampler
     pressures: list[float] = []

@@ -113,7 +113,7 @@ async def test_wrong_secret_fails_fast(livekit_server: LiveKitServer) -> None:
 
     class NoModel:  # the auth check must not wait for (or need) a model
         runtime = None
-        metrics = __import__("livenexus_worker.metrics", fromlist=["WorkerMetrics"]).WorkerMetrics()
+        metrics = __import__("livenexus_worker.ops.metrics", fromlist=["WorkerMetrics"]).WorkerMetrics()
 
     t0 = time.monotonic()
     code = await run_agent(settings, NoModel(), asyncio.Event())  # type: ignore[arg-type]

@@ -20,7 +20,7 @@ import yaml
 from prometheus_client import REGISTRY, CollectorRegistry
 
 from livenexus_worker.core.tier_spec import DEFAULT_TIERS
-from livenexus_worker.metrics import WorkerMetrics
+from livenexus_worker.ops.metrics import WorkerMetrics
 from tests.operator.helpers import helm_binary
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -16,8 +16,8 @@ from livenexus_operator.metrics import METRICS
 from livenexus_operator.render import child_name, render
 from livenexus_operator.spec import WorkerTemplate
 from livenexus_worker.core.tier_spec import TierSpec
-from livenexus_worker.http import MetricsServer
-from livenexus_worker.metrics import WorkerMetrics
+from livenexus_worker.ops.metrics import WorkerMetrics
+from livenexus_worker.ops.metrics_server import MetricsServer
 from tests.operator.clusterlib import (
     Cluster,
     MetricsBoard,

@@ -8,8 +8,8 @@ import pytest
 from livenexus_operator.scrape import ScrapeError, histogram_quantile, parse_worker_metrics, scrape
 from livenexus_operator.status import Observation, build_status, merge_conditions, tier_change
 from livenexus_worker.core.tier_spec import TierSpec
-from livenexus_worker.http import MetricsServer
-from livenexus_worker.metrics import WorkerMetrics
+from livenexus_worker.ops.metrics import WorkerMetrics
+from livenexus_worker.ops.metrics_server import MetricsServer
 
 LADDER = (TierSpec("base", "int8", 5, 250), TierSpec("base", "int8", 1, 250), TierSpec("tiny", "int8", 1, 600))
 

@@ -36,3 +36,14 @@ def test_bad_env_names_the_variable(env: dict[str, str], match: str) -> None:
 def test_require_livekit_lists_all_missing() -> None:
     with pytest.raises(SettingsError, match="LIVEKIT_URL, LIVEKIT_API_KEY, LIVEKIT_API_SECRET, LIVENEXUS_ROOM"):
         WorkerSettings.from_env({}).require_livekit()
+
+
+def test_tier_options_from_settings() -> None:
+    s = WorkerSettings.from_env({
+        "LIVENEXUS_TIER_CPU_HIGH": "0.9", "LIVENEXUS_TIER_LAG_HIGH_MS": "1500",
+        "LIVENEXUS_TIER_DOWN_WINDOW_S": "3", "LIVENEXUS_TIER_UP_WINDOW_S": "6",
+        "LIVENEXUS_TIER_COOLDOWN_S": "2",
+    })
+    o = s.tier_options()
+    assert (o.levels, o.cpu_high, o.lag_high_s, o.down_window_s, o.up_window_s, o.cooldown_s) == (
+        len(s.tiers), 0.9, 1.5, 3.0, 6.0, 2.0)

@@ -5,11 +5,11 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from livenexus_worker.http import MetricsServer, start_from_settings
-from livenexus_worker.metrics import WorkerMetrics
+from livenexus_worker.ops.metrics import WorkerMetrics
+from livenexus_worker.ops.metrics_server import MetricsServer, start_metrics_server
+from livenexus_worker.ops.tier_control import TierController, TierManager
 from livenexus_worker.settings import WorkerSettings
 from livenexus_worker.streaming.runtime import Runtime, RuntimeOptions
-from livenexus_worker.tiers import TierController, TierManager, TierOptions
 
 log = logging.getLogger(__name__)
 
@@ -34,11 +34,11 @@ class WorkerService:
               options: RuntimeOptions | None = None) -> WorkerService:
         metrics = WorkerMetrics()
         # Serve health before the model loads, so a slow load shows as "not ready" rather than "down".
-        http = start_from_settings(settings, metrics.registry,
-                                   lambda: metrics.readiness(require_livekit=require_livekit))
+        http = start_metrics_server(metrics.registry, lambda: metrics.readiness(require_livekit=require_livekit),
+                                    settings.metrics_host, settings.metrics_port)
         runtime = Runtime.create(options or settings.runtime_options(), observer=metrics)
         unavailable = {i for i in range(len(runtime.options.tiers)) if not runtime.is_available(i)}
-        manager = TierManager(runtime.options.tiers, TierOptions.from_settings(settings), unavailable=unavailable)
+        manager = TierManager(runtime.options.tiers, settings.tier_options(), unavailable=unavailable)
 
         def signals() -> tuple[float, float]:
             # Refresh queue gauges here too: between-jobs updates go stale during one long decode.

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from livenexus_worker.core.tier_spec import DEFAULT_TIERS, TierSpec
 
 if TYPE_CHECKING:
+    from livenexus_worker.ops.tier_control import TierOptions
     from livenexus_worker.streaming.runtime import RuntimeOptions
 
 
@@ -148,6 +149,21 @@ class WorkerSettings:
             language=self.language,
         )
         return RuntimeOptions(tiers=self.tiers, pipeline=pipeline, threads=self.threads, model_cache=self.model_cache)
+
+    def tier_options(self) -> TierOptions:
+        """Thresholds and windows of the tier policy, over this ladder."""
+        from livenexus_worker.ops.tier_control import TierOptions
+
+        return TierOptions(
+            levels=len(self.tiers),
+            cpu_high=self.tier_cpu_high,
+            cpu_low=self.tier_cpu_low,
+            lag_high_s=self.tier_lag_high_ms / 1000.0,
+            lag_low_s=self.tier_lag_low_ms / 1000.0,
+            down_window_s=self.tier_down_window_s,
+            up_window_s=self.tier_up_window_s,
+            cooldown_s=self.tier_cooldown_s,
+        )
 
     def require_livekit(self) -> None:
         """Fail fast, naming every missing variable, before touching the network."""

@@ -13,8 +13,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from livenexus_worker.core.events import TranscriptEvent
 from livenexus_worker.core.tier_spec import DEFAULT_TIERS
-from livenexus_worker.http import MetricsServer, start_from_settings
-from livenexus_worker.metrics import WorkerMetrics
+from livenexus_worker.ops.metrics import WorkerMetrics
+from livenexus_worker.ops.metrics_server import MetricsServer, start_metrics_server
 from livenexus_worker.settings import WorkerSettings
 
 # The contract with the operator, the alerts and the dashboard (issue 5): exposed sample names.
@@ -189,9 +189,10 @@ def test_plain_bool_and_failing_readiness_checks() -> None:
         assert fetch(srv.url + "/healthz")[0] == 200
 
 
-def test_start_from_settings_port_zero_disables() -> None:
+def test_metrics_port_zero_disables_the_server() -> None:
     settings = WorkerSettings.from_env({"LIVENEXUS_METRICS_PORT": "0"})
-    assert start_from_settings(settings, WorkerMetrics().registry) is None
+    registry = WorkerMetrics().registry
+    assert start_metrics_server(registry, host=settings.metrics_host, port=settings.metrics_port) is None
 
 
 def test_two_registries_are_independent() -> None:

@@ -14,8 +14,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from livenexus_worker.settings import WorkerSettings
-
 log = logging.getLogger(__name__)
 
 ReadinessCheck = Callable[[], bool | tuple[bool, str]]
@@ -146,10 +144,10 @@ class MetricsServer:
         self.stop()
 
 
-def start_from_settings(
-    settings: WorkerSettings, registry: CollectorRegistry, ready: ReadinessCheck = lambda: True
+def start_metrics_server(
+    registry: CollectorRegistry, ready: ReadinessCheck = lambda: True, host: str = "0.0.0.0", port: int = 9300
 ) -> MetricsServer | None:
-    """Start the server on LIVENEXUS_METRICS_HOST:LIVENEXUS_METRICS_PORT; None when the port is 0 (off)."""
-    if settings.metrics_port == 0:
+    """Start a server on ``host:port``; None when the port is 0 (metrics off, as LIVENEXUS_METRICS_PORT=0 says)."""
+    if port == 0:
         return None
-    return MetricsServer(registry, ready, settings.metrics_host, settings.metrics_port).start()
+    return MetricsServer(registry, ready, host, port).start()

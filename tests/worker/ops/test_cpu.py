@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from livenexus_worker.cpu import (
+from livenexus_worker.ops.cpu import (
     CgroupPaths,
     CpuSampler,
     affinity_cpus,

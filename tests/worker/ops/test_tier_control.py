@@ -8,8 +8,7 @@ import time
 import pytest
 
 from livenexus_worker.core.tier_spec import DEFAULT_TIERS, TierSpec
-from livenexus_worker.settings import WorkerSettings
-from livenexus_worker.tiers import TierController, TierManager, TierOptions, TierPolicy
+from livenexus_worker.ops.tier_control import TierController, TierManager, TierOptions, TierPolicy
 
 OPTS = TierOptions(
     levels=4, cpu_high=0.85, cpu_low=0.5, lag_high_s=1.0, lag_low_s=0.3,
@@ -180,17 +179,6 @@ def test_options_reject_inverted_thresholds() -> None:
         TierOptions(levels=0)
 
 
-def test_options_from_settings() -> None:
-    s = WorkerSettings.from_env({
-        "LIVENEXUS_TIER_CPU_HIGH": "0.9", "LIVENEXUS_TIER_LAG_HIGH_MS": "1500",
-        "LIVENEXUS_TIER_DOWN_WINDOW_S": "3", "LIVENEXUS_TIER_UP_WINDOW_S": "6",
-        "LIVENEXUS_TIER_COOLDOWN_S": "2",
-    })
-    o = TierOptions.from_settings(s)
-    assert (o.levels, o.cpu_high, o.lag_high_s, o.down_window_s, o.up_window_s, o.cooldown_s) == (
-        len(s.tiers), 0.9, 1.5, 3.0, 6.0, 2.0)
-
-
 class Recorder:
     def __init__(self) -> None:
         self.calls: list[tuple[int, str]] = []
@@ -240,7 +228,7 @@ def test_manager_drops_pending_when_policy_returns_to_active() -> None:
 
 def test_manager_logs_and_skips_unavailable(caplog: pytest.LogCaptureFixture) -> None:
     m = TierManager(LADDER, TierOptions(levels=4, down_window_s=1.0), unavailable={1})
-    with caplog.at_level(logging.INFO, logger="livenexus_worker.tiers"):
+    with caplog.at_level(logging.INFO, logger="livenexus_worker.ops.tier_control"):
         m.request(0.0, HOT, 0.0)
         assert m.request(1.0, HOT, 0.0) == 2
         assert m.commit_if_idle(False) == 2

@@ -19,10 +19,10 @@ import numpy as np
 import pytest
 
 from livenexus_worker.core.events import TranscriptEvent
-from livenexus_worker.cpu import CpuSampler
-from livenexus_worker.metrics import WorkerMetrics
+from livenexus_worker.ops.cpu import CpuSampler
+from livenexus_worker.ops.metrics import WorkerMetrics
+from livenexus_worker.ops.tier_control import TierController, TierManager
 from livenexus_worker.settings import WorkerSettings
-from livenexus_worker.tiers import TierController, TierManager, TierOptions
 
 pytestmark = [pytest.mark.model, pytest.mark.slow, pytest.mark.timeout(400)]
 
@@ -98,7 +98,7 @@ def test_tier_steps_down_under_contention_and_back_up(
     except ModelNotFoundError:
         pytest.skip("Whisper base model not prepared")
     n = len(settings.tiers)
-    manager = TierManager(settings.tiers, TierOptions.from_settings(settings),
+    manager = TierManager(settings.tiers, settings.tier_options(),
                           unavailable={i for i in range(n) if not rt.is_available(i)})
     usable = {i for i in range(n) if rt.is_available(i)}
     assert len(usable) >= 2, "need at least two usable tiers to observe a change"

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from livenexus_worker.core.tier_spec import TierSpec
-from livenexus_worker.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
 
@@ -61,19 +60,6 @@ class TierOptions:
             raise ValueError(f"lag_low_s ({self.lag_low_s}) must be below lag_high_s ({self.lag_high_s})")
         if min(self.down_window_s, self.up_window_s, self.cooldown_s, self.smoothing_s) < 0:
             raise ValueError("windows and cooldown must not be negative")
-
-    @classmethod
-    def from_settings(cls, settings: WorkerSettings) -> TierOptions:
-        return cls(
-            levels=len(settings.tiers),
-            cpu_high=settings.tier_cpu_high,
-            cpu_low=settings.tier_cpu_low,
-            lag_high_s=settings.tier_lag_high_ms / 1000.0,
-            lag_low_s=settings.tier_lag_low_ms / 1000.0,
-            down_window_s=settings.tier_down_window_s,
-            up_window_s=settings.tier_up_window_s,
-            cooldown_s=settings.tier_cooldown_s,
-        )
 
 
 class TierPolicy:
@@ -199,12 +185,6 @@ class TierManager:
         self._listener = listener
         if listener is not None:
             listener.set_tier(self.active, self.tiers[self.active])
-
-    @classmethod
-    def from_settings(
-        cls, settings: WorkerSettings, listener: TierListener | None = None
-    ) -> TierManager:
-        return cls(settings.tiers, TierOptions.from_settings(settings), listener=listener)
 
     @property
     def spec(self) -> TierSpec:

@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 
 from livenexus_worker.core.events import TranscriptEvent
 from livenexus_worker.core.tier_spec import TierSpec
-from livenexus_worker.cpu import CpuSampler
+from livenexus_worker.ops.cpu import CpuSampler
 
 KINDS = ("partial", "final")
 STAGES = ("encode", "decode")
@@ -244,7 +244,7 @@ class WorkerMetrics:
         self.publish_errors.inc()
 
     def readiness(self, *, require_livekit: bool = True) -> tuple[bool, str]:
-        """A readiness check built on the gauges above, for :class:`livenexus_worker.http.MetricsServer`."""
+        """A readiness check built on the gauges above, for :class:`.metrics_server.MetricsServer`."""
         if not self._model_loaded:
             return False, "model not loaded"
         if require_livekit and not self._livekit_connected:

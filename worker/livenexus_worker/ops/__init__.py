@@ -1,0 +1,1 @@
+"""Running a worker: CPU sampling, Prometheus metrics and their HTTP endpoints, and tier control."""
