@@ -31,7 +31,7 @@ from livenexus_worker.core.audio import SAMPLE_RATE
 from livenexus_worker.core.events import TranscriptEvent
 from livenexus_worker.ops.metrics import WorkerMetrics
 from livenexus_worker.ops.tier_control import TierController, TierManager
-from livenexus_worker.settings import WorkerSettings
+from livenexus_worker.room.settings import WorkerSettings
 from livenexus_worker.streaming.runtime import Runtime
 
 SENTENCES = [

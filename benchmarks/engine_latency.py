@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 
 from livenexus_dev.tts import conversation, write_wav
-from livenexus_worker import bench
+from livenexus_worker.files import bench
 
 SCRIPT = [
     "Good morning everyone, thanks for joining the call.",

@@ -10,9 +10,9 @@ from dataclasses import dataclass
 import pytest
 
 from livenexus_dev.livekit_server import LiveKitServer, free_port
-from livenexus_worker.agent import run_agent
-from livenexus_worker.service import WorkerService
-from livenexus_worker.settings import WorkerSettings
+from livenexus_worker.room.agent import run_agent
+from livenexus_worker.room.service import WorkerService
+from livenexus_worker.room.settings import WorkerSettings
 
 
 @dataclass

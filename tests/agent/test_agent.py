@@ -11,9 +11,9 @@ import pytest
 
 from livenexus_dev.demo.bots import Listener, SpeakerBot
 from livenexus_dev.livekit_server import LiveKitServer
-from livenexus_worker.agent import EXIT_AUTH, run_agent
 from livenexus_worker.inference.textnorm import wer
-from livenexus_worker.settings import WorkerSettings
+from livenexus_worker.room.agent import EXIT_AUTH, run_agent
+from livenexus_worker.room.settings import WorkerSettings
 
 from .conftest import RunningAgent
 

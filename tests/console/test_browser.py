@@ -186,8 +186,8 @@ def _ready(port: int) -> bool:
 @pytest.mark.slow
 def test_speech_end_to_end(console_dist: Path, livekit_server: Any, artifacts_dir: Path, tmp_path: Path) -> None:
     """Speech from Chromium's fake microphone → LiveKit → `livenexus-worker run` → transcripts on the page."""
-    if importlib.util.find_spec("livenexus_worker.agent") is None:
-        pytest.skip("livenexus_worker.agent (the LiveKit agent) is not in this tree yet")
+    if importlib.util.find_spec("livenexus_worker.room.agent") is None:
+        pytest.skip("livenexus_worker.room.agent (the LiveKit agent) is not in this tree yet")
     from livenexus_dev.livekit_server import free_port
     from livenexus_dev.tts import conversation, write_wav
     from livenexus_worker.inference.textnorm import wer

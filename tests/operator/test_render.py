@@ -18,7 +18,7 @@ from livenexus_operator.render import (
 )
 from livenexus_operator.spec import RoomSpec, SpecError, Tier, WorkerTemplate
 from livenexus_worker.core.tier_spec import TierSpec
-from livenexus_worker.settings import WorkerSettings
+from livenexus_worker.room.settings import WorkerSettings
 from tests.operator.helpers import ROOT, room_body
 
 TEMPLATE = WorkerTemplate.from_values({"image": {"repository": "reg.test/livenexus-worker", "tag": "1.2.3"}})

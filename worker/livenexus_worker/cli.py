@@ -9,7 +9,7 @@ from pathlib import Path
 
 from livenexus_worker.core.audio import AudioError
 from livenexus_worker.inference import models
-from livenexus_worker.settings import SettingsError
+from livenexus_worker.room.settings import SettingsError
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
@@ -29,30 +29,17 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
 
 def _cmd_transcribe(args: argparse.Namespace) -> int:
-    from livenexus_worker.core import audio as audio_mod
     from livenexus_worker.core.tier_spec import TierSpec
-    from livenexus_worker.feed import feed
-    from livenexus_worker.sinks import JsonlSink, TerminalSink
-    from livenexus_worker.streaming.runtime import Runtime, RuntimeOptions
+    from livenexus_worker.files.transcribe import transcribe_file
 
-    signal = audio_mod.load(args.file)
     tier = TierSpec(args.model, args.compute_type, args.beam_size, args.partial_ms)
-    rt = Runtime.create(RuntimeOptions(tiers=(tier,), threads=args.threads))
-    from dataclasses import replace
-
-    popts = replace(rt.options.pipeline, language=None if args.language == "auto" else args.language)
-    sink = JsonlSink() if args.json else TerminalSink()
-    pipe = rt.open_stream(Path(args.file).name, Path(args.file).stem, sink, popts)
-    try:
-        feed(pipe, signal, realtime=args.realtime)
-        rt.wait_idle(600)
-    finally:
-        rt.close()
+    transcribe_file(args.file, tier, language=None if args.language == "auto" else args.language,
+                    realtime=args.realtime, as_json=args.json, threads=args.threads)
     return 0
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from livenexus_worker.bench import main as bench_main
+    from livenexus_worker.files.bench import main as bench_main
 
     return bench_main(args)
 
@@ -60,8 +47,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 def _cmd_run(args: argparse.Namespace) -> int:
     import asyncio
 
-    from livenexus_worker.agent import run_agent
-    from livenexus_worker.settings import WorkerSettings
+    from livenexus_worker.room.agent import run_agent
+    from livenexus_worker.room.settings import WorkerSettings
 
     settings = WorkerSettings.from_env()
     return asyncio.run(run_agent(settings))

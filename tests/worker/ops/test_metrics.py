@@ -15,7 +15,7 @@ from livenexus_worker.core.events import TranscriptEvent
 from livenexus_worker.core.tier_spec import DEFAULT_TIERS
 from livenexus_worker.ops.metrics import WorkerMetrics
 from livenexus_worker.ops.metrics_server import MetricsServer, start_metrics_server
-from livenexus_worker.settings import WorkerSettings
+from livenexus_worker.room.settings import WorkerSettings
 
 # The contract with the operator, the alerts and the dashboard (issue 5): exposed sample names.
 REQUIRED = {

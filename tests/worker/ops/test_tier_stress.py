@@ -22,7 +22,7 @@ from livenexus_worker.core.events import TranscriptEvent
 from livenexus_worker.ops.cpu import CpuSampler
 from livenexus_worker.ops.metrics import WorkerMetrics
 from livenexus_worker.ops.tier_control import TierController, TierManager
-from livenexus_worker.settings import WorkerSettings
+from livenexus_worker.room.settings import WorkerSettings
 
 pytestmark = [pytest.mark.model, pytest.mark.slow, pytest.mark.timeout(400)]
 

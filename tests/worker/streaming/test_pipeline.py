@@ -11,7 +11,7 @@ import pytest
 
 from livenexus_worker.core.events import TranscriptEvent
 from livenexus_worker.core.tier_spec import TierSpec
-from livenexus_worker.feed import feed
+from livenexus_worker.files.feed import feed
 from livenexus_worker.inference.engine import Hypothesis
 from livenexus_worker.streaming.pipeline import PipelineOptions, StreamPipeline
 from livenexus_worker.streaming.scheduler import InferenceScheduler

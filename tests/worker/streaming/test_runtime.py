@@ -13,7 +13,7 @@ import pytest
 from livenexus_dev.tts import conversation, write_wav
 from livenexus_worker.core.audio import load
 from livenexus_worker.core.events import TranscriptEvent
-from livenexus_worker.feed import feed
+from livenexus_worker.files.feed import feed
 from livenexus_worker.inference.textnorm import wer
 from livenexus_worker.streaming.runtime import Runtime
 

@@ -20,11 +20,11 @@ from livekit import rtc
 
 from livenexus_worker.core.audio import SAMPLE_RATE
 from livenexus_worker.core.events import TranscriptEvent
-from livenexus_worker.publisher import TranscriptPublisher
-from livenexus_worker.service import WorkerService
-from livenexus_worker.settings import SettingsError, WorkerSettings
+from livenexus_worker.room.publisher import TranscriptPublisher
+from livenexus_worker.room.service import WorkerService
+from livenexus_worker.room.settings import SettingsError, WorkerSettings
+from livenexus_worker.room.token import mint_token
 from livenexus_worker.streaming.pipeline import StreamPipeline
-from livenexus_worker.token import mint_token
 
 log = logging.getLogger(__name__)
 

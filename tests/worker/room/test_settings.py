@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from livenexus_worker.core.tier_spec import DEFAULT_TIERS, TierSpec
-from livenexus_worker.settings import SettingsError, WorkerSettings
+from livenexus_worker.room.settings import SettingsError, WorkerSettings
 
 
 def test_defaults_and_secret_not_in_repr() -> None:

@@ -16,11 +16,10 @@ from pathlib import Path
 import numpy as np
 import psutil
 
-from livenexus_worker.core import audio as audio_mod
-from livenexus_worker.core.audio import SAMPLE_RATE
+from livenexus_worker.core.audio import SAMPLE_RATE, load
 from livenexus_worker.core.events import TranscriptEvent
 from livenexus_worker.core.tier_spec import TierSpec
-from livenexus_worker.feed import feed
+from livenexus_worker.files.feed import feed
 from livenexus_worker.inference.engine import EngineOptions
 from livenexus_worker.inference.textnorm import wer
 from livenexus_worker.streaming.runtime import Runtime, RuntimeOptions
@@ -139,7 +138,7 @@ def report(results: list[BenchResult], offline: tuple[float, float] | None, idle
 
 
 def main(args: argparse.Namespace) -> int:
-    signal = audio_mod.load(args.file)
+    signal = load(args.file)
     reference = Path(args.ref[1:]).read_text() if args.ref.startswith("@") else args.ref
     tier = TierSpec(args.model, args.compute_type, args.beam_size, args.partial_ms)
     language = None if args.language == "auto" else args.language

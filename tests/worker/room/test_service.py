@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from livenexus_dev.livekit_server import free_port
-from livenexus_worker.feed import feed
-from livenexus_worker.service import WorkerService
-from livenexus_worker.settings import WorkerSettings
+from livenexus_worker.files.feed import feed
+from livenexus_worker.room.service import WorkerService
+from livenexus_worker.room.settings import WorkerSettings
 
 
 @pytest.mark.model

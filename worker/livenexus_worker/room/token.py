@@ -6,7 +6,7 @@ import datetime as dt
 
 from livekit import api
 
-from livenexus_worker.settings import WorkerSettings
+from livenexus_worker.room.settings import WorkerSettings
 
 TOKEN_TTL = dt.timedelta(minutes=10)
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from livenexus_worker.ops.metrics import WorkerMetrics
 from livenexus_worker.ops.metrics_server import MetricsServer, start_metrics_server
 from livenexus_worker.ops.tier_control import TierController, TierManager
-from livenexus_worker.settings import WorkerSettings
+from livenexus_worker.room.settings import WorkerSettings
 from livenexus_worker.streaming.runtime import Runtime, RuntimeOptions
 
 log = logging.getLogger(__name__)

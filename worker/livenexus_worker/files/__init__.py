@@ -1,0 +1,1 @@
+"""Audio files through the real-time pipeline: `livenexus-worker transcribe` and `bench`, and their sinks."""

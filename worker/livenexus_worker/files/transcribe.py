@@ -1,0 +1,27 @@
+"""`livenexus-worker transcribe`: stream one audio file through the real-time pipeline and print its events."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+from livenexus_worker.core.audio import load
+from livenexus_worker.core.tier_spec import TierSpec
+from livenexus_worker.files.feed import feed
+from livenexus_worker.files.sinks import JsonlSink, TerminalSink
+from livenexus_worker.streaming.runtime import Runtime, RuntimeOptions
+
+
+def transcribe_file(path: str | Path, tier: TierSpec, *, language: str | None, realtime: bool = False,
+                    as_json: bool = False, threads: int = 0) -> None:
+    """Decode ``path``, feed it (paced like a microphone if ``realtime``) and print partials and finals."""
+    signal = load(path)
+    rt = Runtime.create(RuntimeOptions(tiers=(tier,), threads=threads))
+    options = replace(rt.options.pipeline, language=language)
+    sink = JsonlSink() if as_json else TerminalSink()
+    pipe = rt.open_stream(Path(path).name, Path(path).stem, sink, options)
+    try:
+        feed(pipe, signal, realtime=realtime)
+        rt.wait_idle(600)
+    finally:
+        rt.close()
