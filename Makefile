@@ -25,7 +25,8 @@ images: bootstrap
 	bash hack/build-images.sh
 
 lint:
-	$(PYTHON) -m ruff check worker operator tests benchmarks
+	$(PYTHON) -m ruff check worker operator dev tests benchmarks
+	$(CURDIR)/$(VENV)/bin/lint-imports
 
 typecheck:
 	$(PYTHON) -m mypy
