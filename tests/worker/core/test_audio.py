@@ -10,15 +10,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from livenexus_worker.core.audio import AudioError, Converter, load, to_int16
-
-
-def test_to_int16_handles_nan_inf_and_clipping() -> None:
-    x = np.array([np.nan, np.inf, -np.inf, 2.0, -2.0, 0.5], dtype=np.float32)
-    y = to_int16(x)
-    assert y.dtype == np.int16
-    assert list(y[:3]) == [0, 32767, -32768]
-    assert y[3] == 32767 and y[4] == -32768 and abs(int(y[5]) - 16384) <= 1
+from livenexus_worker.core.audio import AudioError, load
 
 
 @pytest.mark.parametrize("rate,channels", [(8000, 1), (44100, 1), (48000, 2), (16000, 2)])
@@ -33,13 +25,6 @@ def test_load_converts_rates_and_channels(tmp_path: Path, rate: int, channels: i
     # A real resampler keeps the tone's energy: RMS of 0.3 sine ~ 0.21 full scale.
     rms = float(np.sqrt(np.mean((out[1000:-1000].astype(np.float64) / 32768) ** 2)))
     assert 0.18 < rms < 0.24
-
-
-def test_streaming_converter_48k_stereo() -> None:
-    conv = Converter(48000, 2)
-    chunk = np.zeros(480 * 2, dtype=np.int16)
-    total = sum(conv.convert(chunk).shape[0] for _ in range(100)) + conv.convert(chunk[:0], last=True).shape[0]
-    assert abs(total - 16000) <= 160
 
 
 def test_empty_missing_and_garbage_files(tmp_path: Path) -> None:

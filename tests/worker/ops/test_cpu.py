@@ -16,7 +16,6 @@ from livenexus_worker.ops.cpu import (
     cgroup_quota_cores,
     find_cgroup_paths,
     parse_psi_some,
-    usable_cores,
 )
 
 
@@ -63,14 +62,6 @@ def test_hybrid_v1_quota(tmp_path: Path) -> None:
     assert cgroup_quota_cores(paths) is None
 
 
-def test_usable_cores_is_min_of_quota_and_affinity(tmp_path: Path) -> None:
-    write(tmp_path / "cpu.max", "10000000 100000\n")  # 100 cores of quota
-    paths = CgroupPaths(v2_dir=tmp_path, v1_cpu_dir=None)
-    assert usable_cores(paths) == float(len(affinity_cpus()))
-    write(tmp_path / "cpu.max", "25000 100000\n")
-    assert usable_cores(paths) == pytest.approx(0.25)
-
-
 def test_parse_psi() -> None:
     text = (
         "some avg10=12.50 avg60=3.00 avg300=1.00 total=123456\n"
@@ -90,6 +81,14 @@ class FakeProcess:
 
     def memory_info(self) -> SimpleNamespace:
         return SimpleNamespace(rss=123 * 1024 * 1024)
+
+
+def test_usable_cores_is_min_of_quota_and_affinity(tmp_path: Path) -> None:
+    write(tmp_path / "cpu.max", "10000000 100000\n")  # 100 cores of quota
+    paths = CgroupPaths(v2_dir=tmp_path, v1_cpu_dir=None)
+    assert CpuSampler(process=FakeProcess(), cgroups=paths, psi_paths=[]).usable_cores == float(len(affinity_cpus()))
+    write(tmp_path / "cpu.max", "25000 100000\n")
+    assert CpuSampler(process=FakeProcess(), cgroups=paths, psi_paths=[]).usable_cores == pytest.approx(0.25)
 
 
 def test_sampler_shares_from_counters(tmp_path: Path) -> None:

@@ -6,7 +6,6 @@ Each rule is a pure function of the hypothesis so it can be tested without the m
 from __future__ import annotations
 
 import re
-import zlib
 from dataclasses import dataclass
 
 _WORDS = re.compile(r"\w", re.UNICODE)
@@ -32,11 +31,6 @@ class GuardOptions:
 
 def has_words(text: str) -> bool:
     return bool(_WORDS.search(text))
-
-
-def compression_ratio(text: str) -> float:
-    raw = text.encode("utf-8")
-    return len(raw) / max(1, len(zlib.compress(raw)))
 
 
 def _norm(word: str) -> str:

@@ -133,13 +133,6 @@ def affinity_cpus() -> list[int]:
         return list(range(os.cpu_count() or 1))
 
 
-def usable_cores(paths: CgroupPaths | None = None) -> float:
-    """Cores we can actually use: min(cgroup quota, affinity mask size)."""
-    cpus = float(len(affinity_cpus()))
-    quota = cgroup_quota_cores(paths if paths is not None else find_cgroup_paths())
-    return min(cpus, quota) if quota is not None else cpus
-
-
 def parse_psi_some(text: str) -> tuple[float, int] | None:
     """(avg10 as a fraction, total stall microseconds) of the ``some`` line of a PSI file."""
     for line in text.splitlines():

@@ -73,10 +73,6 @@ class WorkerSettings:
     model_cache: str = ""
     """LIVENEXUS_MODEL_CACHE: directory of prepared models (default: user cache dir)."""
 
-    @property
-    def language_or_none(self) -> str | None:
-        return self.language
-
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> WorkerSettings:
         e = os.environ if env is None else env

@@ -77,7 +77,6 @@ class Runtime:
         self._streams: dict[str, StreamPipeline] = {}
         self._opened = 0
         self.scheduler = InferenceScheduler(between_jobs=self._between_jobs)
-        self.between_jobs: list[Callable[[], None]] = []
         self.ready = False
 
     @classmethod
@@ -203,5 +202,3 @@ class Runtime:
     def _between_jobs(self) -> None:
         if self.observer is not None:
             self.observer.queue(self.scheduler.depth(), self.scheduler.lag_s(), self.active_speakers())
-        for hook in self.between_jobs:
-            hook()
