@@ -216,7 +216,8 @@ def test_runtime_observer_hooks_exist_on_worker_metrics() -> None:
 
 
 def event(segment: str, final: bool, latency_ms: float = 0.0) -> TranscriptEvent:
-    return TranscriptEvent("s", "spk", segment, "hello", final, 0.0, 1.0, latency_ms=latency_ms)
+    return TranscriptEvent(stream_id="s", speaker="spk", segment_id=segment, text="hello", is_final=final, start=0.0,
+                           end=1.0, latency_ms=latency_ms)
 
 
 def test_observer_interface_feeds_the_metrics() -> None:

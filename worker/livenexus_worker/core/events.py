@@ -6,9 +6,9 @@ import json
 from dataclasses import asdict, dataclass, field
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class TranscriptEvent:
-    """A partial or final transcript of one utterance of one stream."""
+    """A partial or final transcript of one utterance of one stream (built by keywords only)."""
 
     stream_id: str
     """Which audio stream this came from (a LiveKit track sid, or the file name)."""

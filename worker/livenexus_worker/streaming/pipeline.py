@@ -12,6 +12,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from enum import IntEnum
 from typing import Protocol
 
 import numpy as np
@@ -68,6 +69,21 @@ class StreamContext(Protocol):
     def on_utterance(self, speech_s: float) -> None: ...
 
 
+class SpeculationMark(IntEnum):
+    """Values of :attr:`_Open.speculated_at` that are not a stream position (positions are never negative).
+
+    A speculative final only emits while ``speculated_at`` still holds the position it was started for, so
+    each of these also cancels one that is queued or running.
+    """
+
+    NONE = -1
+    """No speculative final was started for the current end of speech."""
+    CUT = -2
+    """The utterance was cut at the length cap; a guess over the uncut audio must not emit."""
+    CLICK = -3
+    """The utterance ended as a click (too little voiced audio) and is dropped."""
+
+
 @dataclass
 class _Open:
     """Bookkeeping of the utterance in progress."""
@@ -77,8 +93,8 @@ class _Open:
     agreement: LocalAgreement = field(default_factory=LocalAgreement)
     last_partial_request: float = 0.0
     last_voiced_wall: float = 0.0
-    speculated_at: int = -1
-    """last_voiced_sample the speculative final was started for (-1: none)."""
+    speculated_at: int = SpeculationMark.NONE
+    """last_voiced_sample the speculative final was started for, or a :class:`SpeculationMark` value."""
     speculative: _Final | None = None
     speculative_done: bool = False
     ended: bool = False
@@ -220,7 +236,7 @@ class StreamPipeline:
         op.ended = True
         voiced_ms = self._sm.voiced_in_utterance * self.o.vad.frame_ms
         if reason == "vad" and voiced_ms < self.o.vad.min_speech_ms:
-            op.speculated_at = -3  # a click: a speculative final already queued for it must not emit
+            op.speculated_at = SpeculationMark.CLICK  # a speculative final already queued must not emit
             return
         self._ctx.on_utterance((op.utt.last_voiced_sample - op.utt.start_sample) / SAMPLE_RATE)
         if op.speculated_at == op.utt.last_voiced_sample:
@@ -241,7 +257,7 @@ class StreamPipeline:
     def _cut(self, op: _Open, cut: int) -> None:
         head, rest = op.utt.split_at(cut, self._new_id())
         op.ended = True
-        op.speculated_at = -2  # invalidate any speculative final of the uncut utterance
+        op.speculated_at = SpeculationMark.CUT  # invalidate any speculative final of the uncut utterance
         head_utt = Utterance(op.utt.segment_id, op.utt.start_sample)
         head_utt.append(head)
         head_op = _Open(head_utt, op.tier, ended=True)
@@ -287,9 +303,11 @@ class StreamPipeline:
             stable, unstable = op.agreement.update(text)
             end = (op.utt.start_sample + audio.shape[0]) / SAMPLE_RATE
             event = TranscriptEvent(
-                self.stream_id, self.speaker, op.utt.segment_id, (stable + " " + unstable).strip(), False,
-                op.utt.start_sample / SAMPLE_RATE, end, stable, unstable, hyp.language, tier.name,
-                (hyp.encode_s + hyp.decode_s) * 1000, (time.monotonic() - requested) * 1000,
+                stream_id=self.stream_id, speaker=self.speaker, segment_id=op.utt.segment_id,
+                text=(stable + " " + unstable).strip(), is_final=False,
+                start=op.utt.start_sample / SAMPLE_RATE, end=end, stable=stable, unstable=unstable,
+                language=hyp.language, tier=tier.name, processing_ms=(hyp.encode_s + hyp.decode_s) * 1000,
+                latency_ms=(time.monotonic() - requested) * 1000,
             )
             self._deliver(event)
 
@@ -307,8 +325,9 @@ class StreamPipeline:
         del self._finals[:-8]
         start = op.utt.start_sample / SAMPLE_RATE
         event = TranscriptEvent(
-            self.stream_id, self.speaker, op.utt.segment_id, text, True, start, start + dur, text, "",
-            hyp.language, tier.name, (hyp.encode_s + hyp.decode_s) * 1000, 0.0,
+            stream_id=self.stream_id, speaker=self.speaker, segment_id=op.utt.segment_id, text=text, is_final=True,
+            start=start, end=start + dur, stable=text, unstable="", language=hyp.language, tier=tier.name,
+            processing_ms=(hyp.encode_s + hyp.decode_s) * 1000, latency_ms=0.0,
         )
         return _Final(event, speech_end_wall)
 
