@@ -1,7 +1,7 @@
 """Pipeline logic (speculative finals, cuts, flush) with a stand-in decoder, so it runs without the model.
 
 The engine here is a test double on purpose: these tests are about which audio reaches the decoder and when,
-not about recognition; the real model is exercised in test_streaming.py.
+not about recognition; the real model is exercised in test_runtime.py.
 """
 
 from __future__ import annotations
