@@ -44,6 +44,12 @@ def room_manifest(inst: Installed, name: str = ROOM, secret: str = SECRET) -> di
             "room": name,
             "livekit": {"url": inst.livekit.url, "credentialsSecretRef": {"name": secret}},
             "model": {"name": "base", "computeType": "int8", "language": "en"},
+            # Every rung keeps partials: the worker may step down on this busy 2-core node (the control plane,
+            # the bots and Chromium share it), and the tests check that partials keep flowing when it does.
+            "tiers": {"ladder": [
+                {"model": "base", "computeType": "int8", "beamSize": 5, "partialIntervalMs": 250},
+                {"model": "base", "computeType": "int8", "beamSize": 1, "partialIntervalMs": 600},
+            ]},
         },
     }
 
@@ -113,13 +119,15 @@ def test_room_transcribed_by_the_worker_pod(installed: Installed, speech: np.nda
     def columns() -> dict[str, Any] | None:
         room = t.get("troom", "-n", ns, ROOM)
         st = room.get("status", {})
-        ok = st.get("phase") == "Running" and st.get("currentModel") and st.get("finalLatencyP95Ms") is not None
+        # Degraded is Running on a lower rung of the ladder (CPU pressure): still transcribing.
+        ok = st.get("phase") in ("Running", "Degraded") and st.get("currentModel") and \
+            st.get("finalLatencyP95Ms") is not None
         return room if ok else None
 
     wait_for("troom phase Running with model and latency", columns, 60, describe=installed.describe)
     table = t.kubectl("get", "troom", "-n", ns, ROOM).stdout
     print(table)
-    assert "Running" in table and "base" in table
+    assert "base" in table
 
     (svc,) = t.get("service", "-n", ns, "-l", WORKER_SELECTOR)["items"]
     with t.service_url(ns, svc["metadata"]["name"], 9300) as base:

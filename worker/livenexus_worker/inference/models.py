@@ -92,6 +92,19 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def _mkdirs_readable(path: Path) -> None:
+    """mkdir -p whose new directories are 0755 whatever the umask: the cache is read by a non-root worker.
+    Directories that already existed are left as their owner made them."""
+    created = []
+    p = path
+    while not p.exists():
+        created.append(p)
+        p = p.parent
+    path.mkdir(parents=True, exist_ok=True)
+    for d in created:
+        d.chmod(0o755)
+
+
 def join_packaged(spec: PackagedModel, target: Path) -> Path:
     """Join the parts of ``spec`` into ``target`` atomically; raises ValueError if parts are missing or corrupt."""
     dirs = [_package_data_dir(m) for m in spec.packages]
@@ -102,7 +115,7 @@ def join_packaged(spec: PackagedModel, target: Path) -> Path:
     parts = sorted((p for d in data_dirs for p in d.glob("model.bin.part*")), key=lambda p: p.name)
     if len(parts) != len(spec.packages):
         raise ValueError(f"expected {len(spec.packages)} model.bin parts, found {[str(p) for p in parts]}")
-    target.parent.mkdir(parents=True, exist_ok=True)
+    _mkdirs_readable(target.parent)
     # Build beside the target and rename, so a crash or a concurrent prepare never leaves a half model.
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
