@@ -6,7 +6,7 @@
 #     LIVENEXUS_OPERATOR_IMAGE=localhost/livenexus-operator:<tag>  LIVENEXUS_OPERATOR_ARCHIVE=<dir>/operator-<tag>.tar
 #     LIVENEXUS_IMAGES_BUILT=0|1  and  LIVENEXUS_BUILDAH=<global buildah options of the storage holding the images>
 # <tag> is the first 12 hex digits of a sha256 over the image's build inputs (its Dockerfile, .dockerignore,
-# pyproject.toml, README.md, worker/, operator/, for the operator console/dist, and the base image key), so an
+# pyproject.toml, README.md, common/, worker/, operator/, for the operator console/dist, and the base image key), so an
 # unchanged tree takes the fast path: nothing but hashing and two file tests.
 #
 # How (everything cached under $LIVENEXUS_IMAGES, default ~/.cache/livenexus/images):
@@ -51,7 +51,7 @@ tree_hash() {  # tree_hash <extra-line> <path>...
       | LC_ALL=C sort -z | xargs -0 sha256sum)
   } | sha256sum | cut -c1-12
 }
-COMMON=(.dockerignore pyproject.toml README.md worker operator)
+COMMON=(.dockerignore pyproject.toml README.md common worker operator)
 WORKER_TAG=$(tree_hash "base $BASE_KEY" Dockerfile.worker "${COMMON[@]}")
 OPERATOR_TAG=$(tree_hash "base $BASE_KEY" Dockerfile.operator "${COMMON[@]}" console/dist)
 WORKER_IMAGE=localhost/livenexus-worker:$WORKER_TAG

@@ -135,12 +135,16 @@ def test_dockerfile(dockerfile: str, entrypoint: list[str], extras: set[str]) ->
     for script in re.findall(r"/opt/venv/bin/(livenexus-[a-z]+)", runs):
         assert script in SCRIPTS
 
+    copied = []
     for copy in (i for i in instructions if i.keyword == "COPY" and "--from=" not in i.args):
         *sources, _dest = copy.args.split()
         for src in sources:
             assert not dockerignored(src), f"{src} is copied but excluded by .dockerignore"
             assert (ROOT / src).exists() or (ROOT / GENERATED.get(src, src)).exists(), \
                 f"{dockerfile} copies missing {src}"
+        copied += sources
+    # Both programs import the contract and the CLI plumbing of livenexus_common.
+    assert "common" in copied, f"{dockerfile} does not copy common/"
 
 
 def test_worker_image_prepares_the_model_at_build_time() -> None:
@@ -198,7 +202,8 @@ def test_dockerignore_keeps_only_the_console_build() -> None:
     for path in ("console/node_modules", "console/src", "tests", ".venv", "worker/livenexus_worker/__pycache__", "dev",
                  "dev/livenexus_dev/tts.py"):
         assert dockerignored(path), path
-    for path in ("pyproject.toml", "README.md", "worker/livenexus_worker/cli.py", "operator/livenexus_operator"):
+    for path in ("pyproject.toml", "README.md", "worker/livenexus_worker/cli.py", "operator/livenexus_operator",
+                 "common/livenexus_common/contract.py"):
         assert not dockerignored(path), path
 
 

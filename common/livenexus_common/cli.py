@@ -1,0 +1,72 @@
+"""What every LiveNexus command does alike: log lines, exit codes, and SIGTERM/SIGINT as a stop event.
+
+The worker, the operator, the console and the dev demo all run in pods or terminals where the kubelet's
+SIGTERM (or Ctrl-C) must end them cleanly: each sets an :class:`asyncio.Event` that its loops watch, so
+shutdown work (flushing finals, releasing the Lease, closing the listener) still runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Final, TypeVar
+
+T = TypeVar("T")
+
+EXIT_OK: Final = 0
+"""Done, or stopped by SIGTERM/SIGINT after a clean shutdown."""
+EXIT_FAILURE: Final = 1
+"""Ran, then failed in a way a restart may fix (leadership lost, the port was taken)."""
+EXIT_ERROR: Final = 2
+"""Could not do the job as asked: bad settings or input (the message on stderr names it), or an unexpected error."""
+EXIT_AUTH: Final = 3
+"""LiveKit refused the credentials: retrying with the same ones cannot help."""
+EXIT_INTERRUPTED: Final = 130
+"""Ctrl-C outside an event loop (128 + SIGINT, what shells report)."""
+
+LOG_FORMAT: Final = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def setup_logging(verbose: bool = False) -> None:
+    """Log lines on stderr (stdout stays for what a command prints as its result); DEBUG with ``-v``."""
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format=LOG_FORMAT, stream=sys.stderr)
+
+
+def fail(prog: str, message: object, code: int = EXIT_ERROR) -> int:
+    """Print ``<prog>: error: <message>`` on stderr (argparse's form) and return ``code`` for ``main`` to return."""
+    print(f"{prog}: error: {message}", file=sys.stderr)
+    return code
+
+
+def stop_on_signals(stop: asyncio.Event) -> None:
+    """Make SIGTERM and SIGINT set ``stop``; call it from the running event loop."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        # Only the main thread may install signal handlers; elsewhere (tests) the caller sets ``stop`` itself.
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(sig, stop.set)
+
+
+def run_until_stopped(main: Callable[[asyncio.Event], Awaitable[T]]) -> T:
+    """``asyncio.run(main(stop))`` with ``stop`` set by SIGTERM/SIGINT; returns what ``main`` returns."""
+
+    async def run() -> T:
+        stop = asyncio.Event()
+        stop_on_signals(stop)
+        return await main(stop)
+
+    return asyncio.run(run())
+
+
+async def sleep_or_stop(stop: asyncio.Event | None, seconds: float) -> bool:
+    """Wait ``seconds``, or less if ``stop`` is set meanwhile; returns whether it is set."""
+    if stop is None:
+        await asyncio.sleep(seconds)
+        return False
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), timeout=seconds)
+    return stop.is_set()

@@ -1,0 +1,334 @@
+"""The worker ↔ operator contract, defined once, and what the console and the dev kit read of it.
+
+The operator renders the worker's pod environment and the worker parses it; the worker serves ``/metrics``
+and the operator scrapes it; the worker publishes transcripts and the console page and the dev bots read
+them. Every name both ends must agree on lives here. ``tests/operator/test_contract.py`` is the one test
+that renders a pod with the operator and parses it with the worker.
+
+Only the standard library is imported: both images and the console install this package.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Final, Literal, TypedDict
+
+
+class ContractError(ValueError):
+    """A value on the wire (an environment variable, a ladder entry) does not follow the contract."""
+
+
+# -- The TranscriptionRoom API (charts/livenexus/crds): the operator reconciles it, the console lists it ----
+
+GROUP: Final = "livenexus.io"
+VERSION: Final = "v1alpha1"
+PLURAL: Final = "transcriptionrooms"
+KIND: Final = "TranscriptionRoom"
+API_VERSION: Final = f"{GROUP}/{VERSION}"
+
+
+# -- The worker's environment ----------------------------------------------------------------------------
+
+
+class Env:
+    """Names of the environment variables the worker reads (``WorkerSettings.from_env``)."""
+
+    LIVEKIT_URL: Final = "LIVEKIT_URL"
+    """ws(s):// URL of the LiveKit server."""
+    LIVEKIT_API_KEY: Final = "LIVEKIT_API_KEY"
+    """Key the worker mints its own token with (from a secretKeyRef in the pod)."""
+    LIVEKIT_API_SECRET: Final = "LIVEKIT_API_SECRET"
+    """Secret of that key (from a secretKeyRef; never logged)."""
+    ROOM: Final = "LIVENEXUS_ROOM"
+    """The one room the worker transcribes."""
+    IDENTITY: Final = "LIVENEXUS_IDENTITY"
+    """The worker's participant identity (the operator leaves the default)."""
+    MODEL: Final = "LIVENEXUS_MODEL"
+    """Model of the first tier when no ladder is given."""
+    COMPUTE_TYPE: Final = "LIVENEXUS_COMPUTE_TYPE"
+    """CTranslate2 compute type of the first tier."""
+    BEAM_SIZE: Final = "LIVENEXUS_BEAM_SIZE"
+    """Beam size of the first tier."""
+    LANGUAGE: Final = "LIVENEXUS_LANGUAGE"
+    """Language code, or ``auto``."""
+    VAD_AGGRESSIVENESS: Final = "LIVENEXUS_VAD_AGGRESSIVENESS"
+    """webrtcvad mode 0-3."""
+    VAD_HANGOVER_MS: Final = "LIVENEXUS_VAD_HANGOVER_MS"
+    """Silence that ends an utterance."""
+    TIERS: Final = "LIVENEXUS_TIERS"
+    """The ladder as JSON (:func:`ladder_to_json` / :func:`ladder_from_json`), best first."""
+    TIER_CPU_HIGH: Final = "LIVENEXUS_TIER_CPU_HIGH"
+    """:attr:`TierThresholds.cpu_high`."""
+    TIER_CPU_LOW: Final = "LIVENEXUS_TIER_CPU_LOW"
+    """:attr:`TierThresholds.cpu_low`."""
+    TIER_LAG_HIGH_MS: Final = "LIVENEXUS_TIER_LAG_HIGH_MS"
+    """:attr:`TierThresholds.lag_high_ms`."""
+    TIER_LAG_LOW_MS: Final = "LIVENEXUS_TIER_LAG_LOW_MS"
+    """:attr:`TierThresholds.lag_low_ms`."""
+    TIER_DOWN_WINDOW_S: Final = "LIVENEXUS_TIER_DOWN_WINDOW_S"
+    """:attr:`TierThresholds.down_window_s`."""
+    TIER_UP_WINDOW_S: Final = "LIVENEXUS_TIER_UP_WINDOW_S"
+    """:attr:`TierThresholds.up_window_s`."""
+    TIER_COOLDOWN_S: Final = "LIVENEXUS_TIER_COOLDOWN_S"
+    """:attr:`TierThresholds.cooldown_s`."""
+    METRICS_PORT: Final = "LIVENEXUS_METRICS_PORT"
+    """Port of /metrics, /healthz and /readyz; the pod's probes and the operator's scrape use it."""
+    METRICS_HOST: Final = "LIVENEXUS_METRICS_HOST"
+    """Bind address of that server (the operator leaves the default, all addresses)."""
+    THREADS: Final = "LIVENEXUS_THREADS"
+    """CTranslate2 threads (the operator leaves the default, every usable core)."""
+    MODEL_CACHE: Final = "LIVENEXUS_MODEL_CACHE"
+    """Directory of prepared models (the image's, or a mounted volume)."""
+
+
+RENDERED_ENV: Final = frozenset(
+    {
+        Env.LIVEKIT_URL, Env.LIVEKIT_API_KEY, Env.LIVEKIT_API_SECRET, Env.ROOM,
+        Env.MODEL, Env.COMPUTE_TYPE, Env.BEAM_SIZE, Env.LANGUAGE, Env.VAD_AGGRESSIVENESS, Env.VAD_HANGOVER_MS,
+        Env.TIERS, Env.TIER_CPU_HIGH, Env.TIER_CPU_LOW, Env.TIER_LAG_HIGH_MS, Env.TIER_LAG_LOW_MS,
+        Env.TIER_DOWN_WINDOW_S, Env.TIER_UP_WINDOW_S, Env.TIER_COOLDOWN_S, Env.METRICS_PORT, Env.MODEL_CACHE,
+    }
+)
+"""What the operator sets on every worker pod (a room's extraEnv may not shadow these)."""
+
+WORKER_ENV: Final = RENDERED_ENV | {Env.IDENTITY, Env.METRICS_HOST, Env.THREADS}
+"""Everything the worker reads: the rendered names plus the knobs the operator leaves at their defaults."""
+
+
+# -- The tier ladder ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TierSpec:
+    """One rung of the model/decoding ladder; index 0 is the preferred (most expensive) tier.
+
+    The defaults are those of the first tier when nothing is configured (LIVENEXUS_MODEL and friends, the
+    CRD's spec.model) and of a LIVENEXUS_TIERS entry that leaves a field out.
+    """
+
+    model: str = "base"
+    """Model name or path (resolved by ``livenexus_worker.inference.models``)."""
+    compute_type: str = "int8"
+    """CTranslate2 compute type."""
+    beam_size: int = 5
+    """Beam size for finals (partials always decode greedily)."""
+    partial_interval_ms: int = 250
+    """Time between partial hypotheses while speech continues; 0 disables partials."""
+
+    @property
+    def name(self) -> str:
+        """The ``tier`` label of ``livenexus_tier_info`` and the ``tier`` of every transcript."""
+        return f"{self.model}-{self.compute_type}-b{self.beam_size}-p{self.partial_interval_ms}"
+
+    def to_json(self) -> dict[str, object]:
+        """One LIVENEXUS_TIERS entry, camelCase as the CRD's spec.tiers.ladder writes it."""
+        return {
+            "model": self.model,
+            "computeType": self.compute_type,
+            "beamSize": self.beam_size,
+            "partialIntervalMs": self.partial_interval_ms,
+        }
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, object]) -> TierSpec:
+        """One LIVENEXUS_TIERS entry (camelCase; snake_case accepted for hand-written ones)."""
+
+        def num(key: str, alt: str, default: int) -> int:
+            value = raw.get(key, raw.get(alt, default))
+            if not isinstance(value, int | str) or isinstance(value, bool):
+                raise ContractError(f"tier field {key!r} must be an integer, got {value!r}")
+            try:
+                return int(value)
+            except ValueError as exc:
+                raise ContractError(f"tier field {key!r} must be an integer, got {value!r}") from exc
+
+        return cls(
+            model=str(raw.get("model", cls.model)),
+            compute_type=str(raw.get("computeType", raw.get("compute_type", cls.compute_type))),
+            beam_size=num("beamSize", "beam_size", cls.beam_size),
+            partial_interval_ms=num("partialIntervalMs", "partial_interval_ms", cls.partial_interval_ms),
+        )
+
+
+def model_ladder(model: str, compute_type: str, beam_size: int) -> tuple[TierSpec, ...]:
+    """Cheaper variants of one model: beam N → 1, partials every 250 → 600 ms → none (repeats dropped).
+
+    The operator's ladder when a room gives none: every rung uses the room's model, so the worker can never
+    step down to a model its image does not contain.
+    """
+    out: list[TierSpec] = []
+    for tier in (
+        TierSpec(model, compute_type, beam_size, 250),
+        TierSpec(model, compute_type, 1, 250),
+        TierSpec(model, compute_type, 1, 600),
+        TierSpec(model, compute_type, 1, 0),
+    ):
+        if tier not in out:
+            out.append(tier)
+    return tuple(out)
+
+
+DEFAULT_TIERS: Final[tuple[TierSpec, ...]] = (*model_ladder("base", "int8", 5), TierSpec("tiny", "int8", 1, 0))
+"""The worker's own ladder when LIVENEXUS_TIERS is not set: the ``base`` variants, then ``tiny``."""
+
+
+def ladder_to_json(ladder: Iterable[TierSpec]) -> str:
+    """The LIVENEXUS_TIERS value for ``ladder`` (compact: it is read by a program, and shown by kubectl)."""
+    return json.dumps([t.to_json() for t in ladder], separators=(",", ":"))
+
+
+def ladder_from_json(raw: str) -> tuple[TierSpec, ...]:
+    """Parse a LIVENEXUS_TIERS value; raises :class:`ContractError` naming the variable."""
+    try:
+        data = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ContractError(f"{Env.TIERS} is not valid JSON: {exc}") from exc
+    if not isinstance(data, list) or not data or not all(isinstance(x, dict) for x in data):
+        raise ContractError(f"{Env.TIERS} must be a non-empty JSON list of objects")
+    return tuple(TierSpec.from_json(x) for x in data)
+
+
+@dataclass(frozen=True)
+class TierThresholds:
+    """When the worker moves along the ladder: the CRD's spec.tiers thresholds, the LIVENEXUS_TIER_* values."""
+
+    cpu_high: float = 0.75
+    """CPU pressure (fraction of the usable cores) above which the worker steps down."""
+    cpu_low: float = 0.45
+    """CPU pressure below which it may step up."""
+    lag_high_ms: int = 500
+    """Inference lag (age of the oldest queued job) above which it steps down."""
+    lag_low_ms: int = 150
+    """Lag below which it may step up."""
+    down_window_s: float = 3.0
+    """Pressure must last this long before stepping down."""
+    up_window_s: float = 20.0
+    """Calm must last this long before stepping up."""
+    cooldown_s: float = 4.0
+    """Minimum time between two tier changes."""
+
+
+DEFAULT_THRESHOLDS: Final = TierThresholds()
+"""The defaults of the worker's settings, of the operator's RoomSpec and of the CRD's spec.tiers."""
+
+
+# -- The worker's /metrics, as far as the operator scrapes it ----------------------------------------------
+
+
+class Metric:
+    """Names of the worker series the operator reads into a TranscriptionRoom's status."""
+
+    FINAL_LATENCY: Final = "livenexus_final_latency_seconds"
+    """Histogram of end of speech → final; the operator reads its ``_bucket`` and ``_count`` samples."""
+    REALTIME_FACTOR: Final = "livenexus_realtime_factor"
+    """Gauge: inference seconds per speech second."""
+    ACTIVE_SPEAKERS: Final = "livenexus_active_speakers"
+    """Gauge: streams inside an utterance."""
+    TIER_INDEX: Final = "livenexus_tier_index"
+    """Gauge: the tier in force, 0 = preferred."""
+    TIER_INFO: Final = "livenexus_tier_info"
+    """Gauge at 1 for the tier in force, labelled :data:`TIER_INFO_LABELS`."""
+    TIER_CHANGES: Final = "livenexus_tier_changes_total"
+    """Counter of tier changes, labelled ``direction`` (:data:`TIER_DIRECTIONS`)."""
+    LIVEKIT_CONNECTED: Final = "livenexus_livekit_connected"
+    """Gauge: 1 while the worker is connected to its room."""
+
+
+TIER_INFO_LABELS: Final = ("tier", "model", "compute_type", "beam_size")
+"""Labels of :attr:`Metric.TIER_INFO`: :attr:`TierSpec.name` and the fields it is made of."""
+TIER_DIRECTIONS: Final = ("down", "up")
+"""Values of the ``direction`` label of :attr:`Metric.TIER_CHANGES`."""
+
+
+# -- Transcripts in the room -------------------------------------------------------------------------------
+
+TEXT_STREAM_TOPIC: Final = "lk.transcription"
+"""Topic of the text streams LiveKit clients and livekit/agents front ends read (one stream per hypothesis)."""
+DATA_TOPIC: Final = "livenexus.transcript"
+"""Topic of the JSON data messages (:class:`TranscriptMessage`)."""
+
+
+class StreamAttr:
+    """Attributes of each ``lk.transcription`` text stream (LiveKit's names)."""
+
+    TRACK_ID: Final = "lk.transcribed_track_id"
+    """Sid of the audio track the text transcribes."""
+    SEGMENT_ID: Final = "lk.segment_id"
+    """Utterance id, shared by its partials and its final."""
+    FINAL: Final = "lk.transcription_final"
+    """``"true"`` on the final, ``"false"`` on partials."""
+
+
+def stream_attributes(*, track_sid: str, segment_id: str, is_final: bool) -> dict[str, str]:
+    """The attributes of one hypothesis's text stream."""
+    return {
+        StreamAttr.TRACK_ID: track_sid,
+        StreamAttr.SEGMENT_ID: segment_id,
+        StreamAttr.FINAL: "true" if is_final else "false",
+    }
+
+
+class TranscriptMessage(TypedDict):
+    """The JSON data message on :data:`DATA_TOPIC` (console/src/transcript.ts ``parseWire`` reads it)."""
+
+    type: Literal["transcript"]
+    """Always ``"transcript"`` (readers ignore other types)."""
+    text: str
+    """Full text of the utterance so far."""
+    isFinal: bool
+    """True on the utterance's final."""
+    speaker: str
+    """Participant identity of the speaker."""
+    segmentId: str
+    """Utterance id, shared by its partials and its final (and by the text stream's ``lk.segment_id``)."""
+    start: float
+    """Utterance start, seconds of stream time (ms precision)."""
+    end: float
+    """End of the audio this hypothesis covers, seconds of stream time."""
+    latencyMs: float
+    """Finals: end of speech → emission; partials: audio end → emission."""
+    stable: str
+    """Prefix agreed by two consecutive hypotheses; never changes afterwards."""
+    unstable: str
+    """Tail that may still change."""
+    language: str
+    """Language code."""
+    tier: str
+    """:attr:`TierSpec.name` of the tier that produced it."""
+
+
+TRANSCRIPT_FIELDS: Final = frozenset(TranscriptMessage.__annotations__)
+"""Every key of a :class:`TranscriptMessage`."""
+
+
+def transcript_message(
+    *,
+    text: str,
+    is_final: bool,
+    speaker: str,
+    segment_id: str,
+    start: float,
+    end: float,
+    latency_ms: float,
+    stable: str,
+    unstable: str,
+    language: str,
+    tier: str,
+) -> TranscriptMessage:
+    """Build the data message; times are rounded to what a reader can use (ms, 0.1 ms for the latency)."""
+    return {
+        "type": "transcript",
+        "text": text,
+        "isFinal": is_final,
+        "speaker": speaker,
+        "segmentId": segment_id,
+        "start": round(start, 3),
+        "end": round(end, 3),
+        "latencyMs": round(latency_ms, 1),
+        "stable": stable,
+        "unstable": unstable,
+        "language": language,
+        "tier": tier,
+    }
