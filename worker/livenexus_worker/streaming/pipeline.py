@@ -7,106 +7,35 @@ thread. Shared state between the two is guarded by one lock per stream.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
-from enum import IntEnum
-from typing import Protocol
+from dataclasses import replace
 
 import numpy as np
 
 from livenexus_worker.core.audio import SAMPLE_RATE, SAMPLES_PER_MS
 from livenexus_worker.core.events import TranscriptEvent
-from livenexus_worker.core.tier_spec import TierSpec
-from livenexus_worker.inference.engine import Hypothesis, WhisperEngine
-from livenexus_worker.inference.guards import GuardOptions, check
-from livenexus_worker.streaming.agreement import LocalAgreement
-from livenexus_worker.streaming.scheduler import InferenceScheduler, Job
-from livenexus_worker.streaming.segmenter import SegmenterOptions, Utterance, cut_point
-from livenexus_worker.streaming.vad import VadEvent, VadOptions, VadStateMachine, WebRtcVad
+from livenexus_worker.inference.guards import check
+from livenexus_worker.streaming.pauses import PauseDetector
+from livenexus_worker.streaming.scheduler import Job
+from livenexus_worker.streaming.segmenter import Utterance, cut_point
+from livenexus_worker.streaming.stream_state import (
+    OpenUtterance,
+    PendingFinal,
+    PipelineOptions,
+    SpeculationMark,
+    StreamContext,
+)
+from livenexus_worker.streaming.vad import VadEvent, VadStateMachine, WebRtcVad
+
+__all__ = ["PipelineOptions", "SpeculationMark", "StreamContext", "StreamPipeline"]
 
 log = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True)
-class PipelineOptions:
-    """Per-stream behaviour."""
-
-    vad: VadOptions = field(default_factory=VadOptions)
-    """Voice activity detection."""
-    segmenter: SegmenterOptions = field(default_factory=SegmenterOptions)
-    """Utterance length cap."""
-    guards: GuardOptions = field(default_factory=GuardOptions)
-    """Hallucination guards."""
-    language: str | None = "en"
-    """Language code, or None to detect per utterance."""
-    speculative_ms: int = 90
-    """Start decoding the final after this much silence, before the hangover confirms the end; the result
-    is thrown away if speech resumes. Hides most of the decode time inside the hangover."""
-    tail_ms: int = 200
-    """Silence kept after the last voiced frame in the final's audio (Whisper ends words better with it)."""
-    context_finals: int = 0
-    """How many previous finals of this stream to give the decoder as context (Whisper's previous-text
-    prompt). 0 keeps utterances independent, like condition_on_previous_text=False."""
-    partial_max_new_tokens: int = 24
-    """Tokens a partial may generate beyond the committed prefix."""
-    min_partial_audio_ms: int = 1000
-    """No partials for utterances shorter than this: too little audio to say anything useful."""
-
-
-class StreamContext(Protocol):
-    """What a pipeline needs from the process-wide runtime."""
-
-    scheduler: InferenceScheduler
-
-    def tier_index(self) -> int: ...
-    def engine_for(self, tier_index: int) -> tuple[int, TierSpec, WhisperEngine]: ...
-    def on_frames(self, frames: int, silent: int) -> None: ...
-    def on_inference(self, kind: str, hyp: Hypothesis, audio_s: float) -> None: ...
-    def on_emit(self, event: TranscriptEvent) -> None: ...
-    def on_utterance(self, speech_s: float) -> None: ...
-
-
-class SpeculationMark(IntEnum):
-    """Values of :attr:`_Open.speculated_at` that are not a stream position (positions are never negative).
-
-    A speculative final only emits while ``speculated_at`` still holds the position it was started for, so
-    each of these also cancels one that is queued or running.
-    """
-
-    NONE = -1
-    """No speculative final was started for the current end of speech."""
-    CUT = -2
-    """The utterance was cut at the length cap; a guess over the uncut audio must not emit."""
-    CLICK = -3
-    """The utterance ended as a click (too little voiced audio) and is dropped."""
-
-
-@dataclass
-class _Open:
-    """Bookkeeping of the utterance in progress."""
-
-    utt: Utterance
-    tier: int
-    agreement: LocalAgreement = field(default_factory=LocalAgreement)
-    last_partial_request: float = 0.0
-    last_voiced_wall: float = 0.0
-    speculated_at: int = SpeculationMark.NONE
-    """last_voiced_sample the speculative final was started for, or a :class:`SpeculationMark` value."""
-    speculative: _Final | None = None
-    speculative_done: bool = False
-    ended: bool = False
-    emitted: bool = False
-
-
-@dataclass(frozen=True)
-class _Final:
-    """A decoded final waiting to be emitted; latency is measured at emission."""
-
-    event: TranscriptEvent
-    speech_end_wall: float
+_SENTENCE_END = re.compile(r"[.?!…][\"')\]]*\s+")
 
 
 class StreamPipeline:
@@ -126,12 +55,13 @@ class StreamPipeline:
         self._residual = np.zeros(0, dtype=np.int16)
         self._ring: deque[np.ndarray] = deque(maxlen=self._sm.start_lookback_frames)
         self._pos = 0  # stream position in samples of the next frame
-        self._open: _Open | None = None
+        self._open: OpenUtterance | None = None
         self._seq = 0
         self._prefix = segment_prefix or f"{stream_id}-"
         self._lock = threading.RLock()
         self._closed = False
         self._finals: list[str] = []  # recent final texts, the decoder's optional context
+        self._pauses = PauseDetector(self.o.pauses)
 
     # ---- caller thread -------------------------------------------------------------------------------
     def push(self, pcm: np.ndarray) -> None:
@@ -171,6 +101,7 @@ class StreamPipeline:
     def _step(self, frame: np.ndarray, voiced: bool) -> None:
         now = time.monotonic()
         ev = self._sm.step(voiced)
+        quiet_ms = self._pauses.push(frame, voiced)
         self._pos += frame.shape[0]
         op = self._open
         if op is None:
@@ -181,12 +112,13 @@ class StreamPipeline:
                 utt = Utterance(self._new_id(), self._pos - audio.shape[0])
                 utt.append(audio)
                 utt.last_voiced_sample = self._pos
-                self._open = _Open(utt, self._ctx.tier_index(), last_voiced_wall=now, last_partial_request=now)
+                self._open = OpenUtterance(utt, self._ctx.tier_index(), last_voiced_wall=now, last_partial_request=now)
             return
         op.utt.append(frame)
         if voiced:
             op.utt.last_voiced_sample = self._pos
             op.last_voiced_wall = now
+            op.voiced_frames += 1
         if ev is VadEvent.END:
             self._finish(op, reason="vad")
             return
@@ -195,21 +127,37 @@ class StreamPipeline:
             self._cut(op, cut)
             return
         silence_ms = (self._pos - op.utt.last_voiced_sample) * 1000 // SAMPLE_RATE
+        pause_ms = max(silence_ms, quiet_ms)
+        if (self.o.commit_in_speech and pause_ms >= self.o.commit_pause_ms
+                and op.utt.n >= self.o.commit_min_s * SAMPLE_RATE and op.voiced_frames >= self._min_voiced_frames()):
+            pause_at = self._pos - pause_ms * SAMPLES_PER_MS
+            if op.commit_tried_at < pause_at - self._frame:  # once per pause
+                op.commit_tried_at = self._pos
+                if op.utt.n >= self.o.commit_any_after_s * SAMPLE_RATE:
+                    op.pause_cut = 0
+                    self._propose_commit(op, now - pause_ms / 1000, op.utt.n)
+                elif not op.pause_cut:  # a pause still waiting for its partial keeps its turn
+                    op.pause_cut, op.pause_wall = op.utt.n, now - pause_ms / 1000
         if silence_ms >= self.o.speculative_ms and op.speculated_at != op.utt.last_voiced_sample:
+            if op.commit_pending or (op.after_commit and op.voiced_frames < self._min_voiced_frames()):
+                return  # a commit decode of this pause is under way, or there is nothing new to decode
             self._speculate(op)
         elif voiced:
             self._maybe_partial(op, now)
+
+    def _min_voiced_frames(self) -> int:
+        return -(-self.o.vad.min_speech_ms // self.o.vad.frame_ms)
 
     def _new_id(self) -> str:
         self._seq += 1
         return f"{self._prefix}{self._seq}"
 
     # ---- job submission (caller thread, lock held) ---------------------------------------------------
-    def _final_audio(self, op: _Open) -> np.ndarray:
+    def _final_audio(self, op: OpenUtterance) -> np.ndarray:
         end = min(op.utt.n, op.utt.last_voiced_sample - op.utt.start_sample + self.o.tail_ms * SAMPLES_PER_MS)
         return op.utt.audio()[:end]
 
-    def _speculate(self, op: _Open) -> None:
+    def _speculate(self, op: OpenUtterance) -> None:
         op.speculated_at = op.utt.last_voiced_sample
         op.speculative = None
         op.speculative_done = False
@@ -231,14 +179,20 @@ class StreamPipeline:
 
         self._ctx.scheduler.submit_final(Job(run, "final"))
 
-    def _finish(self, op: _Open, reason: str) -> None:
+    def _finish(self, op: OpenUtterance, reason: str) -> None:
         self._open = None
         op.ended = True
         voiced_ms = self._sm.voiced_in_utterance * self.o.vad.frame_ms
-        if reason == "vad" and voiced_ms < self.o.vad.min_speech_ms:
+        if op.after_commit:
+            voiced_ms = op.voiced_frames * self.o.vad.frame_ms
+        if (reason == "vad" or op.after_commit) and voiced_ms < self.o.vad.min_speech_ms:
             op.speculated_at = SpeculationMark.CLICK  # a speculative final already queued must not emit
             return
         self._ctx.on_utterance((op.utt.last_voiced_sample - op.utt.start_sample) / SAMPLE_RATE)
+        # webrtcvad keeps saying "voiced" for ~0.1 s into a pause, so allow that much after the commit's cut.
+        if op.commit_pending and op.utt.last_voiced_sample - op.commit_tried_at <= 200 * SAMPLES_PER_MS:
+            op.final_from_commit = True
+            return
         if op.speculated_at == op.utt.last_voiced_sample:
             if op.speculative_done:
                 self._emit_final(op, op.speculative)
@@ -254,13 +208,68 @@ class StreamPipeline:
 
         self._ctx.scheduler.submit_final(Job(run, "final"))
 
-    def _cut(self, op: _Open, cut: int) -> None:
+    def _propose_commit(self, op: OpenUtterance, pause_wall: float, cut: int) -> None:
+        """Decode the first ``cut`` samples (up to a pause) as a final and commit them when the result is in.
+        Only the latest proposal of an utterance counts: ``commit_tried_at`` is its token."""
+        audio = op.utt.audio()[:cut].copy()
+        token = op.commit_tried_at
+        op.commit_pending = True
+
+        def current() -> bool:
+            return op.commit_tried_at == token and (op.final_from_commit or (not op.ended and self._open is op))
+
+        def run() -> None:
+            with self._lock:
+                if not current():
+                    if op.commit_tried_at == token:
+                        op.commit_pending = False
+                    return
+            result = self._decode_final(op, audio, pause_wall)
+            with self._lock:
+                if not current():
+                    if op.commit_tried_at == token:
+                        op.commit_pending = False
+                    return
+                op.commit_pending = False
+                if op.final_from_commit:
+                    self._emit_final(op, result)  # the speaker stopped in that pause: this is the final
+                elif result is not None:
+                    self._commit(op, cut, result)
+
+        self._ctx.scheduler.submit_final(Job(run, "final"))
+
+    def _confirm_pause(self, op: OpenUtterance, text: str, heard: int) -> None:
+        """A partial over ``heard`` samples: does it end a sentence at the pending pause? Lock held."""
+        if not op.pause_cut or heard - op.pause_cut < self.o.commit_lookahead_ms * SAMPLES_PER_MS:
+            return
+        cut, op.pause_cut = op.pause_cut, 0
+        ends = list(_SENTENCE_END.finditer(text))
+        fragment = text[ends[-1].end():].split() if ends else []
+        # The look-ahead holds a word or two of the next sentence: more, and Whisper's boundary is at an earlier
+        # point (a wrong cut would then only split a sentence in two finals; no word is lost either way). The
+        # next sentence starts with a capital: a full stop the partial only inherited from its forced prefix
+        # ("results. while the") is followed by the sentence going on in lower case.
+        if 1 <= len(fragment) <= self.o.commit_max_fragment_words and not fragment[0][0].islower():
+            self._propose_commit(op, op.pause_wall, cut)
+
+    def _commit(self, op: OpenUtterance, cut: int, result: PendingFinal) -> None:
+        """Emit ``result`` as the final of the first ``cut`` samples; the rest goes on as a new utterance."""
+        _head, rest = op.utt.split_at(cut, self._new_id())
+        op.ended = True
+        op.speculated_at = SpeculationMark.CUT  # a guess over the uncut audio must not emit
+        self._emit_final(op, result)
+        voiced_after = (rest.last_voiced_sample - rest.start_sample) // self._frame if rest.n else 0
+        self._open = OpenUtterance(rest, self._ctx.tier_index(), last_voiced_wall=op.last_voiced_wall,
+                           last_partial_request=time.monotonic(), after_commit=True,
+                           voiced_frames=max(0, voiced_after), commit_tried_at=op.commit_tried_at)
+
+    def _cut(self, op: OpenUtterance, cut: int) -> None:
         head, rest = op.utt.split_at(cut, self._new_id())
         op.ended = True
         op.speculated_at = SpeculationMark.CUT  # invalidate any speculative final of the uncut utterance
         head_utt = Utterance(op.utt.segment_id, op.utt.start_sample)
         head_utt.append(head)
-        head_op = _Open(head_utt, op.tier, ended=True)
+        head_op = OpenUtterance(head_utt, op.tier, ended=True)
         wall = time.monotonic()
 
         def run() -> None:
@@ -269,10 +278,10 @@ class StreamPipeline:
                 self._emit_final(head_op, event)
 
         self._ctx.scheduler.submit_final(Job(run, "final"))
-        self._open = _Open(rest, self._ctx.tier_index(), last_voiced_wall=op.last_voiced_wall,
+        self._open = OpenUtterance(rest, self._ctx.tier_index(), last_voiced_wall=op.last_voiced_wall,
                            last_partial_request=wall)
 
-    def _maybe_partial(self, op: _Open, now: float) -> None:
+    def _maybe_partial(self, op: OpenUtterance, now: float) -> None:
         _idx, tier, _eng = self._ctx.engine_for(op.tier)
         interval = tier.partial_interval_ms / 1000
         if interval <= 0 or now - op.last_partial_request < interval:
@@ -283,7 +292,7 @@ class StreamPipeline:
         self._ctx.scheduler.submit_partial(self.stream_id, Job(lambda: self._run_partial(op, now), "partial"))
 
     # ---- inference thread ----------------------------------------------------------------------------
-    def _run_partial(self, op: _Open, requested: float) -> None:
+    def _run_partial(self, op: OpenUtterance, requested: float) -> None:
         with self._lock:
             if op.ended or self._open is not op:
                 return
@@ -301,6 +310,7 @@ class StreamPipeline:
             if op.ended or self._open is not op or text is None:
                 return
             stable, unstable = op.agreement.update(text)
+            self._confirm_pause(op, text, audio.shape[0])
             end = (op.utt.start_sample + audio.shape[0]) / SAMPLE_RATE
             event = TranscriptEvent(
                 stream_id=self.stream_id, speaker=self.speaker, segment_id=op.utt.segment_id,
@@ -311,7 +321,7 @@ class StreamPipeline:
             )
             self._deliver(event)
 
-    def _decode_final(self, op: _Open, audio: np.ndarray, speech_end_wall: float) -> _Final | None:
+    def _decode_final(self, op: OpenUtterance, audio: np.ndarray, speech_end_wall: float) -> PendingFinal | None:
         _idx, tier, engine = self._ctx.engine_for(op.tier)
         context = " ".join(self._finals[-self.o.context_finals:]) if self.o.context_finals else ""
         hyp = engine.transcribe(audio, beam_size=tier.beam_size, language=self.o.language, context=context)
@@ -321,20 +331,21 @@ class StreamPipeline:
         if text is None:
             log.debug("stream %s dropped utterance %s: %s", self.stream_id, op.utt.segment_id, why)
             return None
-        self._finals.append(text)
-        del self._finals[:-8]
         start = op.utt.start_sample / SAMPLE_RATE
         event = TranscriptEvent(
             stream_id=self.stream_id, speaker=self.speaker, segment_id=op.utt.segment_id, text=text, is_final=True,
             start=start, end=start + dur, stable=text, unstable="", language=hyp.language, tier=tier.name,
             processing_ms=(hyp.encode_s + hyp.decode_s) * 1000, latency_ms=0.0,
         )
-        return _Final(event, speech_end_wall)
+        return PendingFinal(event, speech_end_wall)
 
-    def _emit_final(self, op: _Open, result: _Final | None) -> None:
+    def _emit_final(self, op: OpenUtterance, result: PendingFinal | None) -> None:
         if result is None or op.emitted:
             return
         op.emitted = True
+        # Only what was emitted is context: a discarded guess or a declined commit was never said as final.
+        self._finals.append(result.event.text)
+        del self._finals[:-8]
         latency = (time.monotonic() - result.speech_end_wall) * 1000
         self._deliver(replace(result.event, latency_ms=latency))
 

@@ -1,0 +1,193 @@
+"""Commit during speech: a short pause inside a long utterance turns the finished sentence before it into a
+final while the speaker goes on, cut in that pause, with no audio lost or decoded twice across the cut (stand-in
+decoder, as in test_pipeline.py; the real model is exercised in test_runtime.py)."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from livenexus_worker.core.events import TranscriptEvent
+from livenexus_worker.core.tier_spec import TierSpec
+from livenexus_worker.inference.engine import Hypothesis
+from livenexus_worker.streaming.pauses import PauseDetector
+from livenexus_worker.streaming.pipeline import PipelineOptions, StreamPipeline
+
+from .test_pipeline import Ctx, LengthEngine, run, silence
+
+SR = 16000
+
+
+@pytest.fixture(scope="module")
+def sentence(speech_cache: dict[str, np.ndarray]) -> np.ndarray:
+    """~2.8 s of speech with no quiet stretch inside (so the only pauses are the ones the tests add)."""
+    from tests.conftest import speak
+
+    audio = speak(speech_cache, "the quick brown fox jumps over the lazy dog")
+    loud = np.nonzero(np.abs(audio) > 300)[0]
+    audio = audio[loud[0] : loud[-1] + 1]
+    det = PauseDetector()
+    assert max(det.push(audio[i : i + 480], True) for i in range(0, len(audio) - 480, 480)) < 80
+    return audio
+
+
+class SentenceEngine(LengthEngine):
+    """Answers like Whisper on speech separated by digital silence. A final is one sentence, "samples N." for N
+    samples. A partial whose audio goes on after a pause reads "samples P. Next": a sentence that ended at the
+    pause and the first word of the next. Can hold every final-sized decode until released."""
+
+    def __init__(self, hold: bool = False) -> None:
+        super().__init__()
+        self.final_sized: list[int] = []
+        self.release = threading.Event()
+        if not hold:
+            self.release.set()
+
+    def transcribe(self, audio: np.ndarray, beam_size: int = 1, language: str | None = "en", prefix: str = "",
+                   max_new_tokens: int | None = None, context: str = "") -> Hypothesis:
+        partial = max_new_tokens is not None
+        if not partial:
+            assert self.release.wait(10)
+            self.final_sized.append(audio.shape[0])
+        self.calls.append((audio.shape[0], prefix))
+        self.contexts.append(context)
+        text = f"samples {audio.shape[0]}."
+        loud = np.nonzero(audio)[0]
+        gaps = np.nonzero(np.diff(loud) >= 80 * 16)[0] if loud.size else loud
+        if partial and gaps.size:
+            text = f"samples {loud[gaps[-1]] + 1}. Next"
+        return Hypothesis(text, 0.01, -0.1, "en", 0.0, 0.0, 0)
+
+
+class FastCtx(Ctx):
+    """Partials as often as the decoder keeps up: the tests push audio faster than real time, and the wall-clock
+    partial interval would otherwise let almost none through."""
+
+    def engine_for(self, tier_index: int) -> tuple[int, TierSpec, LengthEngine]:
+        return 0, TierSpec("fake", "int8", 1, 1), self.engine
+
+
+def pipeline(engine: LengthEngine, options: PipelineOptions | None = None
+             ) -> tuple[Ctx, StreamPipeline, list[TranscriptEvent]]:
+    ctx = FastCtx()
+    ctx.engine = engine
+    events: list[TranscriptEvent] = []
+    return ctx, StreamPipeline("s", "spk", ctx, events.append, options), events  # type: ignore[arg-type]
+
+
+def push(pipe: StreamPipeline, audio: np.ndarray, ctx: Ctx | None = None) -> None:
+    """10 ms chunks; with ``ctx``, paced like a live stream: after every 30 ms VAD frame the decoder catches up
+    (the stand-in decodes in no time, as a real one keeps up in real time) and the wall clock moves on past
+    the 1 ms partial interval, so each voiced frame asks for a partial."""
+    for i in range(0, audio.shape[0], 160):
+        pipe.push(audio[i : i + 160])
+        if ctx is not None and i % 480 == 0:
+            time.sleep(0.0011)
+            assert ctx.scheduler.wait_idle(10)
+
+
+def finals(events: list[TranscriptEvent]) -> list[TranscriptEvent]:
+    return [e for e in events if e.is_final]
+
+
+def decoded(e: TranscriptEvent) -> int:
+    """Samples of speech the final's text stands for (the stand-in decoders write it as "samples N")."""
+    return int(e.text.split()[1].rstrip("."))
+
+
+def check_contiguous(fs: list[TranscriptEvent]) -> None:
+    """Finals in order, never overlapping, unique ids, each holding the speech its times cover (a committed
+    head also holds the start of its pause, up to the cut)."""
+    for a, b in itertools.pairwise(fs):
+        assert a.end <= b.start + 1e-9, (a, b)
+    for f in fs:
+        span = (f.end - f.start) * SR
+        assert span - 200 * 16 <= decoded(f) <= span + 1, f
+    assert len({f.segment_id for f in fs}) == len(fs)
+
+
+def test_sentence_before_a_short_pause_is_final_while_the_speaker_goes_on(sentence: np.ndarray) -> None:
+    ctx, pipe, events = pipeline(SentenceEngine())
+    # 150 ms: a pause between sentences of someone who goes on talking (shorter than the 250 ms hangover).
+    push(pipe, np.concatenate([silence(500), sentence, silence(150)]), ctx)
+    assert ctx.scheduler.wait_idle(10)
+    assert finals(events) == [], "a pause alone is no sentence end: the next words decide"
+    push(pipe, sentence[: 500 * 16], ctx)  # the look-ahead: the first words of the next sentence
+    assert ctx.scheduler.wait_idle(10)
+    (first,) = finals(events)
+    assert pipe.in_utterance, "the utterance goes on: the VAD has not ended it"
+    assert "Next" not in first.text, "the look-ahead words are not in the final"
+    lead = int((0.5 - first.start) * SR)  # the pre-roll of silence before the sentence
+    assert lead + sentence.shape[0] < decoded(first) <= lead + sentence.shape[0] + 150 * 16, "cut inside the pause"
+    partial_calls = len(ctx.engine.calls)
+    push(pipe, np.concatenate([sentence[500 * 16 :], silence(150), sentence, silence(1000)]), ctx)
+    assert ctx.scheduler.wait_idle(10)
+    fs = finals(events)
+    assert len(fs) == 3 and fs[0] is first
+    check_contiguous(fs)
+    assert fs[-1].end - fs[0].start >= 3 * sentence.shape[0] / SR, "all three sentences are in finals"
+    # No decode after the first commit re-reads the first sentence: every window is about one sentence long.
+    assert max(n for n, _p in ctx.engine.calls[partial_calls:]) < sentence.shape[0] + 1500 * 16
+    ctx.scheduler.close()
+
+
+def test_end_of_speech_during_a_commit_decode_uses_it_as_the_final(sentence: np.ndarray) -> None:
+    # Past commit_any_after_s a pause commits at once, without waiting for a partial; if the speaker stops in
+    # that pause, the commit decode becomes the utterance's final instead of decoding the same audio again.
+    engine = SentenceEngine(hold=True)
+    ctx, pipe, events = pipeline(engine, PipelineOptions(commit_any_after_s=2.0))
+    push(pipe, np.concatenate([silence(500), sentence, silence(1000)]))  # the VAD ends it; the decode is held
+    assert not pipe.in_utterance
+    engine.release.set()
+    assert ctx.scheduler.wait_idle(10)
+    (final,) = finals(events)
+    assert engine.final_sized == [decoded(final)], "one final-sized decode for the utterance"
+    ctx.scheduler.close()
+
+
+def test_no_commit_without_a_sentence_end_or_when_disabled(sentence: np.ndarray) -> None:
+    audio = np.concatenate([silence(500), sentence, silence(150), sentence, silence(1000)])
+    for engine, opts in ((LengthEngine(), None), (SentenceEngine(), PipelineOptions(commit_in_speech=False))):
+        ctx, pipe, events = pipeline(engine, opts)
+        push(pipe, audio, ctx)
+        assert ctx.scheduler.wait_idle(10)
+        (final,) = finals(events)
+        assert (final.end - final.start) * SR >= 2 * sentence.shape[0], "one utterance, one final over both"
+        ctx.scheduler.close()
+
+
+def test_pause_after_a_committed_sentence_is_not_an_utterance_of_its_own(sentence: np.ndarray) -> None:
+    ctx, pipe, events = pipeline(SentenceEngine())
+    push(pipe, np.concatenate([silence(500), sentence, silence(2000)]), ctx)  # one sentence, then silence
+    assert ctx.scheduler.wait_idle(10)
+    assert len(finals(events)) == 1
+    ctx.scheduler.close()
+
+
+def test_a_speaker_who_never_stops_for_90_s_gets_bounded_contiguous_finals(sentence: np.ndarray) -> None:
+    # 90 s of speech with 120 ms pauses between sentences: the VAD never ends the utterance.
+    reps = -(-90 * SR // (sentence.shape[0] + 120 * 16))
+    speech = np.concatenate([np.concatenate([sentence, silence(120)]) for _ in range(reps)])
+    ctx, pipe, events = pipeline(SentenceEngine())
+    push(pipe, np.concatenate([silence(300), speech]), ctx)
+    mid = finals(events)
+    assert len(mid) >= reps // 2, "sentences turned final while the speaker was still talking"
+    push(pipe, silence(1000))
+    assert ctx.scheduler.wait_idle(20)
+    fs = finals(events)
+    check_contiguous(fs)
+    assert max(decoded(f) for f in fs) <= 7 * SR, "every decode stayed short however long the talk"
+    assert sum(decoded(f) for f in fs) >= speech.shape[0] - 200 * 16, "every sentence reached a final"
+    ctx.scheduler.close()
+
+
+def test_a_speaker_without_any_pause_is_still_cut_at_the_cap(sentence: np.ndarray) -> None:
+    speech = np.concatenate([sentence] * 12)  # ~34 s, no pause at all
+    _ctx, events = run(np.concatenate([silence(300), speech]), PipelineOptions())
+    fs = finals(events)
+    assert len(fs) >= 3
+    assert max(decoded(f) for f in fs) <= 15 * SR

@@ -1,0 +1,129 @@
+"""What a stream pipeline keeps between frames: its options, the context it runs in, and the bookkeeping of
+the utterance in progress (speculative finals, pending commits)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Protocol
+
+from livenexus_worker.core.events import TranscriptEvent
+from livenexus_worker.core.tier_spec import TierSpec
+from livenexus_worker.inference.engine import Hypothesis, WhisperEngine
+from livenexus_worker.inference.guards import GuardOptions
+from livenexus_worker.streaming.agreement import LocalAgreement
+from livenexus_worker.streaming.pauses import PauseOptions
+from livenexus_worker.streaming.scheduler import InferenceScheduler
+from livenexus_worker.streaming.segmenter import SegmenterOptions, Utterance
+from livenexus_worker.streaming.vad import VadOptions
+
+
+@dataclass(frozen=True)
+class PipelineOptions:
+    """Per-stream behaviour."""
+
+    vad: VadOptions = field(default_factory=VadOptions)
+    """Voice activity detection."""
+    segmenter: SegmenterOptions = field(default_factory=SegmenterOptions)
+    """Utterance length cap."""
+    guards: GuardOptions = field(default_factory=GuardOptions)
+    """Hallucination guards."""
+    language: str | None = "en"
+    """Language code, or None to detect per utterance."""
+    speculative_ms: int = 90
+    """Start decoding the final after this much silence, before the hangover confirms the end; the result
+    is thrown away if speech resumes. Hides most of the decode time inside the hangover."""
+    tail_ms: int = 200
+    """Silence kept after the last voiced frame in the final's audio (Whisper ends words better with it)."""
+    context_finals: int = 0
+    """How many previous finals of this stream to give the decoder as context (Whisper's previous-text
+    prompt). 0 keeps utterances independent, like condition_on_previous_text=False."""
+    partial_max_new_tokens: int = 24
+    """Tokens a partial may generate beyond the committed prefix."""
+    min_partial_audio_ms: int = 1000
+    """No partials for utterances shorter than this: too little audio to say anything useful."""
+    commit_in_speech: bool = True
+    """Finals while the speaker goes on: a short pause inside an utterance is a candidate cut; when the next
+    partial, which hears ``commit_lookahead_ms`` of what follows, ends a sentence there, the audio before the
+    pause is decoded as a final and the utterance is cut in the pause. Words turn final while people talk, and
+    no later decode re-reads them."""
+    commit_pause_ms: int = 80
+    """Quiet this long (energy, :mod:`pauses`, or VAD silence) is a pause that may commit."""
+    commit_lookahead_ms: int = 300
+    """Audio after the pause a confirming partial must hear, so Whisper can tell a sentence end from a breath."""
+    commit_max_fragment_words: int = 2
+    """Words the partial may show after the sentence end; more means its boundary is not at this pause."""
+    commit_min_s: float = 1.5
+    """Audio the utterance must hold before a pause may commit it (shorter heads are rarely a sentence)."""
+    commit_any_after_s: float = 6.0
+    """From this length on any pause commits, sentence end or not: it bounds the window every decode sees."""
+    pauses: PauseOptions = field(default_factory=PauseOptions)
+    """How quiet a pause is."""
+
+
+class StreamContext(Protocol):
+    """What a pipeline needs from the process-wide runtime."""
+
+    scheduler: InferenceScheduler
+
+    def tier_index(self) -> int: ...
+    def engine_for(self, tier_index: int) -> tuple[int, TierSpec, WhisperEngine]: ...
+    def on_frames(self, frames: int, silent: int) -> None: ...
+    def on_inference(self, kind: str, hyp: Hypothesis, audio_s: float) -> None: ...
+    def on_emit(self, event: TranscriptEvent) -> None: ...
+    def on_utterance(self, speech_s: float) -> None: ...
+
+
+class SpeculationMark(IntEnum):
+    """Values of :attr:`_Open.speculated_at` that are not a stream position (positions are never negative).
+
+    A speculative final only emits while ``speculated_at`` still holds the position it was started for, so
+    each of these also cancels one that is queued or running.
+    """
+
+    NONE = -1
+    """No speculative final was started for the current end of speech."""
+    CUT = -2
+    """The utterance was cut at the length cap; a guess over the uncut audio must not emit."""
+    CLICK = -3
+    """The utterance ended as a click (too little voiced audio) and is dropped."""
+
+
+@dataclass
+class OpenUtterance:
+    """Bookkeeping of the utterance in progress."""
+
+    utt: Utterance
+    tier: int
+    agreement: LocalAgreement = field(default_factory=LocalAgreement)
+    last_partial_request: float = 0.0
+    last_voiced_wall: float = 0.0
+    speculated_at: int = SpeculationMark.NONE
+    """last_voiced_sample the speculative final was started for, or a :class:`SpeculationMark` value."""
+    speculative: PendingFinal | None = None
+    speculative_done: bool = False
+    ended: bool = False
+    emitted: bool = False
+    after_commit: bool = False
+    """Opened by a commit: it may hold nothing but the rest of the pause (dropped if it ends so)."""
+    voiced_frames: int = 0
+    """VAD-voiced frames since this utterance (or this part after a commit) began."""
+    commit_tried_at: int = -1
+    """Stream position of the pause a commit decode was started for (also the token of the latest one)."""
+    pause_cut: int = 0
+    """Offset of the latest pause waiting for a partial to confirm a sentence end there (0: none)."""
+    pause_wall: float = 0.0
+    """When that pause began (the latency of a committed final counts from there)."""
+    commit_pending: bool = False
+    """A commit decode is queued or running: the end-of-speech guess waits for its answer instead of
+    decoding the same audio a second time."""
+    final_from_commit: bool = False
+    """The utterance ended in the pause a commit decode is running for: that decode is its final."""
+
+
+@dataclass(frozen=True)
+class PendingFinal:
+    """A decoded final waiting to be emitted; latency is measured at emission."""
+
+    event: TranscriptEvent
+    speech_end_wall: float
