@@ -20,10 +20,10 @@ from typing import Any
 
 import kopf
 
+from livenexus_common.contract import GROUP, PLURAL, VERSION
 from livenexus_operator import config, kube
 from livenexus_operator.metrics import METRICS
 from livenexus_operator.reconcile import Outcome, reconcile
-from livenexus_operator.spec import GROUP, PLURAL, VERSION
 
 log = logging.getLogger(__name__)
 

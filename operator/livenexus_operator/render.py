@@ -15,7 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from livenexus_operator.spec import API_VERSION, KIND, RoomSpec, WorkerTemplate
+from livenexus_common.contract import API_VERSION, KIND, RENDERED_ENV, Env, ladder_to_json
+from livenexus_operator.spec import RoomSpec, WorkerTemplate
 
 MANAGED_BY = "livenexus-operator"
 WORKER_APP = "livenexus-worker"
@@ -25,33 +26,9 @@ ROOM_ANNOTATION = "livenexus.io/room"
 CREDENTIALS_ANNOTATION = "livenexus.io/credentials-version"
 ROOM_LABEL = "livenexus.io/room"
 
-# Names the operator owns in the worker's environment (the worker's settings contract); extraEnv may
-# not shadow them, and server-side apply rejects duplicate names in an env list anyway.
-RESERVED_ENV = frozenset(
-    {
-        "LIVEKIT_URL",
-        "LIVEKIT_API_KEY",
-        "LIVEKIT_API_SECRET",
-        "LIVENEXUS_ROOM",
-        "LIVENEXUS_MODEL",
-        "LIVENEXUS_COMPUTE_TYPE",
-        "LIVENEXUS_BEAM_SIZE",
-        "LIVENEXUS_LANGUAGE",
-        "LIVENEXUS_VAD_AGGRESSIVENESS",
-        "LIVENEXUS_VAD_HANGOVER_MS",
-        "LIVENEXUS_TIERS",
-        "LIVENEXUS_TIER_CPU_HIGH",
-        "LIVENEXUS_TIER_CPU_LOW",
-        "LIVENEXUS_TIER_LAG_HIGH_MS",
-        "LIVENEXUS_TIER_LAG_LOW_MS",
-        "LIVENEXUS_TIER_DOWN_WINDOW_S",
-        "LIVENEXUS_TIER_UP_WINDOW_S",
-        "LIVENEXUS_TIER_COOLDOWN_S",
-        "LIVENEXUS_METRICS_PORT",
-        "LIVENEXUS_MODEL_CACHE",
-        "HOME",
-    }
-)
+# Names the operator owns in the worker's environment (the contract's, plus HOME); extraEnv may not shadow
+# them, and server-side apply rejects duplicate names in an env list anyway.
+RESERVED_ENV = RENDERED_ENV | {"HOME"}
 
 _DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
@@ -148,28 +125,27 @@ def worker_env(room: RoomSpec, template: WorkerTemplate) -> list[dict[str, Any]]
     def secret(key: str) -> dict[str, Any]:
         return {"secretKeyRef": {"name": room.secret_name, "key": key, "optional": False}}
 
-    ladder = [t.as_worker_json() for t in room.effective_ladder]
     env: list[dict[str, Any]] = [
-        {"name": "LIVEKIT_URL", "value": room.livekit_url},
-        {"name": "LIVEKIT_API_KEY", "valueFrom": secret(room.api_key_key)},
-        {"name": "LIVEKIT_API_SECRET", "valueFrom": secret(room.api_secret_key)},
-        {"name": "LIVENEXUS_ROOM", "value": room.room},
-        {"name": "LIVENEXUS_MODEL", "value": room.model},
-        {"name": "LIVENEXUS_COMPUTE_TYPE", "value": room.compute_type},
-        {"name": "LIVENEXUS_BEAM_SIZE", "value": str(room.beam_size)},
-        {"name": "LIVENEXUS_LANGUAGE", "value": room.language},
-        {"name": "LIVENEXUS_VAD_AGGRESSIVENESS", "value": str(room.vad_aggressiveness)},
-        {"name": "LIVENEXUS_VAD_HANGOVER_MS", "value": str(room.vad_hangover_ms)},
-        {"name": "LIVENEXUS_TIERS", "value": json.dumps(ladder, separators=(",", ":"))},
-        {"name": "LIVENEXUS_TIER_CPU_HIGH", "value": _number(room.cpu_high)},
-        {"name": "LIVENEXUS_TIER_CPU_LOW", "value": _number(room.cpu_low)},
-        {"name": "LIVENEXUS_TIER_LAG_HIGH_MS", "value": str(room.lag_high_ms)},
-        {"name": "LIVENEXUS_TIER_LAG_LOW_MS", "value": str(room.lag_low_ms)},
-        {"name": "LIVENEXUS_TIER_DOWN_WINDOW_S", "value": _number(room.down_window_s)},
-        {"name": "LIVENEXUS_TIER_UP_WINDOW_S", "value": _number(room.up_window_s)},
-        {"name": "LIVENEXUS_TIER_COOLDOWN_S", "value": _number(room.cooldown_s)},
-        {"name": "LIVENEXUS_METRICS_PORT", "value": str(template.metrics_port)},
-        {"name": "LIVENEXUS_MODEL_CACHE", "value": template.model_source.cache_path},
+        {"name": Env.LIVEKIT_URL, "value": room.livekit_url},
+        {"name": Env.LIVEKIT_API_KEY, "valueFrom": secret(room.api_key_key)},
+        {"name": Env.LIVEKIT_API_SECRET, "valueFrom": secret(room.api_secret_key)},
+        {"name": Env.ROOM, "value": room.room},
+        {"name": Env.MODEL, "value": room.model},
+        {"name": Env.COMPUTE_TYPE, "value": room.compute_type},
+        {"name": Env.BEAM_SIZE, "value": str(room.beam_size)},
+        {"name": Env.LANGUAGE, "value": room.language},
+        {"name": Env.VAD_AGGRESSIVENESS, "value": str(room.vad_aggressiveness)},
+        {"name": Env.VAD_HANGOVER_MS, "value": str(room.vad_hangover_ms)},
+        {"name": Env.TIERS, "value": ladder_to_json(room.effective_ladder)},
+        {"name": Env.TIER_CPU_HIGH, "value": _number(room.cpu_high)},
+        {"name": Env.TIER_CPU_LOW, "value": _number(room.cpu_low)},
+        {"name": Env.TIER_LAG_HIGH_MS, "value": str(room.lag_high_ms)},
+        {"name": Env.TIER_LAG_LOW_MS, "value": str(room.lag_low_ms)},
+        {"name": Env.TIER_DOWN_WINDOW_S, "value": _number(room.down_window_s)},
+        {"name": Env.TIER_UP_WINDOW_S, "value": _number(room.up_window_s)},
+        {"name": Env.TIER_COOLDOWN_S, "value": _number(room.cooldown_s)},
+        {"name": Env.METRICS_PORT, "value": str(template.metrics_port)},
+        {"name": Env.MODEL_CACHE, "value": template.model_source.cache_path},
         # The root filesystem is read-only; anything that insists on writing under $HOME gets the emptyDir.
         {"name": "HOME", "value": "/tmp"},
     ]

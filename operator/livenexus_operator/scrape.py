@@ -11,6 +11,8 @@ from typing import Any
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
+from livenexus_common.contract import TIER_DIRECTIONS, Metric
+
 MetricsUrl = Callable[[Mapping[str, Any], int], str]
 """(the worker's live Service object, port) → URL of the worker's /metrics."""
 
@@ -88,25 +90,20 @@ def parse_worker_metrics(text: str) -> WorkerStats:
     final_count = 0.0
     values: dict[str, float] = {}
     tier_name = model = None
-    changes = {"down": 0, "up": 0}
+    changes = dict.fromkeys(TIER_DIRECTIONS, 0)
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             name = sample.name
-            if name == "livenexus_final_latency_seconds_bucket":
+            if name == f"{Metric.FINAL_LATENCY}_bucket":
                 buckets.append((float(sample.labels["le"]), float(sample.value)))
-            elif name == "livenexus_final_latency_seconds_count":
+            elif name == f"{Metric.FINAL_LATENCY}_count":
                 final_count = float(sample.value)
-            elif name in (
-                "livenexus_realtime_factor",
-                "livenexus_active_speakers",
-                "livenexus_tier_index",
-                "livenexus_livekit_connected",
-            ):
+            elif name in (Metric.REALTIME_FACTOR, Metric.ACTIVE_SPEAKERS, Metric.TIER_INDEX, Metric.LIVEKIT_CONNECTED):
                 values[name] = float(sample.value)
-            elif name == "livenexus_tier_info" and sample.value == 1:
+            elif name == Metric.TIER_INFO and sample.value == 1:
                 tier_name = sample.labels.get("tier")
                 model = sample.labels.get("model")
-            elif name == "livenexus_tier_changes_total":
+            elif name == Metric.TIER_CHANGES:
                 direction = sample.labels.get("direction", "")
                 if direction in changes:
                     changes[direction] = int(sample.value)
@@ -122,16 +119,12 @@ def parse_worker_metrics(text: str) -> WorkerStats:
         final_latency_p50_ms=ms(0.5),
         final_latency_p95_ms=ms(0.95),
         final_count=int(final_count),
-        realtime_factor=round(values["livenexus_realtime_factor"], 4)
-        if "livenexus_realtime_factor" in values
-        else None,
-        active_speakers=opt_int("livenexus_active_speakers"),
-        tier_index=opt_int("livenexus_tier_index"),
+        realtime_factor=round(values[Metric.REALTIME_FACTOR], 4) if Metric.REALTIME_FACTOR in values else None,
+        active_speakers=opt_int(Metric.ACTIVE_SPEAKERS),
+        tier_index=opt_int(Metric.TIER_INDEX),
         tier_name=tier_name,
         model=model,
-        livekit_connected=(values["livenexus_livekit_connected"] == 1)
-        if "livenexus_livekit_connected" in values
-        else None,
+        livekit_connected=(values[Metric.LIVEKIT_CONNECTED] == 1) if Metric.LIVEKIT_CONNECTED in values else None,
         tier_changes_down=changes["down"],
         tier_changes_up=changes["up"],
     )

@@ -10,11 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-GROUP = "livenexus.io"
-VERSION = "v1alpha1"
-PLURAL = "transcriptionrooms"
-KIND = "TranscriptionRoom"
-API_VERSION = f"{GROUP}/{VERSION}"
+from livenexus_common.contract import DEFAULT_THRESHOLDS, TierSpec, model_ladder
 
 COMPUTE_TYPES = ("int8", "int8_float32", "float32")
 
@@ -61,28 +57,6 @@ def _compute(raw: Mapping[str, Any], key: str) -> str:
 
 
 @dataclass(frozen=True)
-class Tier:
-    """One rung of the ladder, in the JSON shape the worker's LIVENEXUS_TIERS expects."""
-
-    model: str
-    """Model name or path."""
-    compute_type: str = "int8"
-    """CTranslate2 compute type."""
-    beam_size: int = 1
-    """Beam size of finals."""
-    partial_interval_ms: int = 250
-    """Partial cadence; 0 disables partials."""
-
-    def as_worker_json(self) -> dict[str, object]:
-        return {
-            "model": self.model,
-            "computeType": self.compute_type,
-            "beamSize": self.beam_size,
-            "partialIntervalMs": self.partial_interval_ms,
-        }
-
-
-@dataclass(frozen=True)
 class RoomSpec:
     """Everything the operator needs from one TranscriptionRoom's spec, defaults applied."""
 
@@ -96,33 +70,33 @@ class RoomSpec:
     """Key of the API key inside the Secret."""
     api_secret_key: str = "api-secret"
     """Key of the API secret inside the Secret."""
-    model: str = "base"
+    model: str = TierSpec.model
     """First-tier model."""
-    compute_type: str = "int8"
+    compute_type: str = TierSpec.compute_type
     """First-tier compute type."""
     language: str = "en"
     """Language code or 'auto'."""
-    beam_size: int = 5
+    beam_size: int = TierSpec.beam_size
     """First-tier beam size."""
     vad_aggressiveness: int = 2
     """webrtcvad mode."""
     vad_hangover_ms: int = 250
     """Silence that ends an utterance."""
-    ladder: tuple[Tier, ...] = ()
+    ladder: tuple[TierSpec, ...] = ()
     """Explicit ladder, best first (empty: derived from the model, see :attr:`effective_ladder`)."""
-    cpu_high: float = 0.75
+    cpu_high: float = DEFAULT_THRESHOLDS.cpu_high
     """Step down above this CPU fraction."""
-    cpu_low: float = 0.45
+    cpu_low: float = DEFAULT_THRESHOLDS.cpu_low
     """Step up below this CPU fraction."""
-    lag_high_ms: int = 500
+    lag_high_ms: int = DEFAULT_THRESHOLDS.lag_high_ms
     """Step down above this inference lag."""
-    lag_low_ms: int = 150
+    lag_low_ms: int = DEFAULT_THRESHOLDS.lag_low_ms
     """Step up below this inference lag."""
-    down_window_s: float = 3.0
+    down_window_s: float = DEFAULT_THRESHOLDS.down_window_s
     """Pressure must last this long before stepping down."""
-    up_window_s: float = 20.0
+    up_window_s: float = DEFAULT_THRESHOLDS.up_window_s
     """Calm must last this long before stepping up."""
-    cooldown_s: float = 4.0
+    cooldown_s: float = DEFAULT_THRESHOLDS.cooldown_s
     """Minimum time between tier changes."""
     resources: Mapping[str, Any] | None = None
     """spec.resources (ResourceRequirements), None to use the chart's default."""
@@ -130,26 +104,13 @@ class RoomSpec:
     """Scale the worker to zero."""
 
     @property
-    def effective_ladder(self) -> tuple[Tier, ...]:
+    def effective_ladder(self) -> tuple[TierSpec, ...]:
         """The explicit ladder, or cheaper variants of spec.model down to finals only (no partials).
 
         The worker's own default ladder ends on ``tiny``, which the image may not ship; deriving the
         fallback from the configured model keeps every tier loadable.
         """
-        if self.ladder:
-            return self.ladder
-        first = Tier(self.model, self.compute_type, self.beam_size, 250)
-        candidates = (
-            first,
-            Tier(self.model, self.compute_type, 1, 250),
-            Tier(self.model, self.compute_type, 1, 600),
-            Tier(self.model, self.compute_type, 1, 0),
-        )
-        out: list[Tier] = []
-        for tier in candidates:
-            if tier not in out:
-                out.append(tier)
-        return tuple(out)
+        return self.ladder or model_ladder(self.model, self.compute_type, self.beam_size)
 
     @classmethod
     def from_body(cls, body: Mapping[str, Any]) -> RoomSpec:
@@ -164,9 +125,11 @@ class RoomSpec:
         if not isinstance(raw_ladder, list):
             raise SpecError("tiers.ladder must be a list")
         ladder = tuple(
-            Tier(
+            TierSpec(
                 model=_str(t, "model", ""),
                 compute_type=_compute(t, "computeType"),
+                # The CRD's default for a ladder entry (the API server applies it); the worker's is 5, but the
+                # operator always writes the field.
                 beam_size=_int(t, "beamSize", 1, 1, 10),
                 partial_interval_ms=_int(t, "partialIntervalMs", 250, 0, 10000),
             )
@@ -175,26 +138,27 @@ class RoomSpec:
         )
         language = _str(model, "language", "en")
         resources = spec.get("resources")
+        d = DEFAULT_THRESHOLDS
         out = cls(
             room=str(spec.get("room") or meta.get("name") or ""),
             livekit_url=_str(livekit, "url", ""),
             secret_name=_str(ref, "name", ""),
             api_key_key=_str(ref, "apiKeyKey", "api-key"),
             api_secret_key=_str(ref, "apiSecretKey", "api-secret"),
-            model=_str(model, "name", "base"),
+            model=_str(model, "name", TierSpec.model),
             compute_type=_compute(model, "computeType"),
             language=language,
-            beam_size=_int(model, "beamSize", 5, 1, 10),
+            beam_size=_int(model, "beamSize", TierSpec.beam_size, 1, 10),
             vad_aggressiveness=_int(vad, "aggressiveness", 2, 0, 3),
             vad_hangover_ms=_int(vad, "hangoverMs", 250, 30, 5000),
             ladder=ladder,
-            cpu_high=_num(tiers, "cpuHigh", 0.75, 0.0, 1.0),
-            cpu_low=_num(tiers, "cpuLow", 0.45, 0.0, 1.0),
-            lag_high_ms=_int(tiers, "lagHighMs", 500, 0, 600000),
-            lag_low_ms=_int(tiers, "lagLowMs", 150, 0, 600000),
-            down_window_s=_num(tiers, "downWindowSeconds", 3.0, 0.0, 3600.0),
-            up_window_s=_num(tiers, "upWindowSeconds", 20.0, 0.0, 3600.0),
-            cooldown_s=_num(tiers, "cooldownSeconds", 4.0, 0.0, 3600.0),
+            cpu_high=_num(tiers, "cpuHigh", d.cpu_high, 0.0, 1.0),
+            cpu_low=_num(tiers, "cpuLow", d.cpu_low, 0.0, 1.0),
+            lag_high_ms=_int(tiers, "lagHighMs", d.lag_high_ms, 0, 600000),
+            lag_low_ms=_int(tiers, "lagLowMs", d.lag_low_ms, 0, 600000),
+            down_window_s=_num(tiers, "downWindowSeconds", d.down_window_s, 0.0, 3600.0),
+            up_window_s=_num(tiers, "upWindowSeconds", d.up_window_s, 0.0, 3600.0),
+            cooldown_s=_num(tiers, "cooldownSeconds", d.cooldown_s, 0.0, 3600.0),
             resources=resources if isinstance(resources, Mapping) and resources else None,
             suspend=bool(spec.get("suspend", False)),
         )

@@ -20,10 +20,8 @@ from dataclasses import dataclass, field
 
 from livekit import api, rtc
 
+from livenexus_common.contract import DATA_TOPIC, TEXT_STREAM_TOPIC, stream_attributes
 from livenexus_worker.core.events import TranscriptEvent
-
-DATA_TOPIC = "livenexus.transcript"
-STREAM_TOPIC = "lk.transcription"
 
 
 @dataclass
@@ -65,12 +63,8 @@ class Transcriber:
         self.sent.append({"path": "data", "segment": event.segment_id, "final": event.is_final})
 
     async def stream(self, event: TranscriptEvent) -> None:
-        attrs = {
-            "lk.segment_id": event.segment_id,
-            "lk.transcription_final": "true" if event.is_final else "false",
-            "lk.transcribed_track_id": event.stream_id,
-        }
-        await self.room.local_participant.send_text(event.text, topic=STREAM_TOPIC, attributes=attrs)
+        attrs = stream_attributes(track_sid=event.stream_id, segment_id=event.segment_id, is_final=event.is_final)
+        await self.room.local_participant.send_text(event.text, topic=TEXT_STREAM_TOPIC, attributes=attrs)
         self.sent.append({"path": "stream", "segment": event.segment_id, "final": event.is_final})
 
     async def close(self) -> None:

@@ -1,10 +1,15 @@
-"""Contract: the container the operator renders, started as a local process, joins a real LiveKit room
-and transcribes it.
+"""The worker ↔ operator contract with both programs in the loop: the one place that pairs their code.
 
-Command, arguments and environment are taken verbatim from the rendered Deployment (secretKeyRefs
-resolved the way the kubelet would), with three chart values changed the way an operator of this
-machine would set them: the model cache (the image's path does not exist here), the metrics port (a
-free one) and the bind address (127.0.0.1 only, never 0.0.0.0 in tests).
+Every other test checks one side against :mod:`livenexus_common.contract` alone (render against
+``RENDERED_ENV``, the settings against ``WORKER_ENV``, ...); here the operator's rendered pod environment
+is parsed by the worker's settings, the operator's scraper reads the worker's own exposition, and, end
+to end, the container the operator renders, started as a local process, joins a real LiveKit room and
+transcribes it.
+
+For the process test, command, arguments and environment are taken verbatim from the rendered
+Deployment (secretKeyRefs resolved the way the kubelet would), with three chart values changed the way
+an operator of this machine would set them: the model cache (the image's path does not exist here), the
+metrics port (a free one) and the bind address (127.0.0.1 only, never 0.0.0.0 in tests).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import signal
 import socket
 import subprocess
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -24,18 +30,86 @@ import numpy as np
 import pytest
 import yaml
 
-from livenexus_operator.render import render
+from livenexus_common.contract import DEFAULT_TIERS, TierSpec, model_ladder
+from livenexus_operator.render import render, worker_env
 from livenexus_operator.scrape import parse_worker_metrics
-from livenexus_operator.spec import WorkerTemplate
+from livenexus_operator.spec import RoomSpec, WorkerTemplate
+from livenexus_worker.ops.metrics import WorkerMetrics
+from livenexus_worker.room.settings import WorkerSettings
 from tests.operator.helpers import CHART, room_body
 
-pytestmark = [
-    pytest.mark.livekit,
-    pytest.mark.model,
-    pytest.mark.slow,
-]
-
 SENTENCE = "the quick brown fox jumps over the lazy dog"
+TEMPLATE = WorkerTemplate.from_values({"image": {"repository": "reg.test/livenexus-worker", "tag": "1.2.3"}})
+
+
+def kubelet_env(env: list[dict[str, Any]], secrets: dict[str, str]) -> dict[str, str]:
+    """What the kubelet hands the container: plain values, secretKeyRefs resolved from ``secrets``."""
+    out = {}
+    for e in env:
+        if "value" in e:
+            out[e["name"]] = e["value"]
+        else:
+            out[e["name"]] = secrets[e["valueFrom"]["secretKeyRef"]["key"]]
+    return out
+
+
+def test_rendered_env_is_read_back_by_the_worker_settings_exactly() -> None:
+    body = room_body(
+        room="Daily Stand-up",
+        model={"name": "base", "computeType": "int8_float32", "language": "auto", "beamSize": 3},
+        vad={"aggressiveness": 3, "hangoverMs": 400},
+        tiers={
+            "ladder": [{"model": "base", "computeType": "int8", "beamSize": 4, "partialIntervalMs": 200},
+                       {"model": "tiny", "beamSize": 1, "partialIntervalMs": 0}],
+            "cpuHigh": 0.9, "cpuLow": 0.4, "lagHighMs": 1500, "lagLowMs": 200,
+            "downWindowSeconds": 3, "upWindowSeconds": 30.5, "cooldownSeconds": 12,
+        },
+    )
+    body["spec"]["livekit"]["credentialsSecretRef"].update(apiKeyKey="key-id", apiSecretKey="key-secret")
+    (c,) = render(body, TEMPLATE).deployment["spec"]["template"]["spec"]["containers"]
+    s = WorkerSettings.from_env(kubelet_env(c["env"], {"key-id": "APIabc", "key-secret": "s3cr3t"}))
+    s.require_livekit()
+    assert (s.livekit_url, s.api_key, s.api_secret, s.room) == (
+        "wss://livekit.example.test", "APIabc", "s3cr3t", "Daily Stand-up")
+    assert (s.model, s.compute_type, s.beam_size, s.language) == ("base", "int8_float32", 3, None)
+    assert (s.vad_aggressiveness, s.vad_hangover_ms) == (3, 400)
+    assert s.tiers == (TierSpec("base", "int8", 4, 200), TierSpec("tiny", "int8", 1, 0))
+    assert (s.tier_cpu_high, s.tier_cpu_low, s.tier_lag_high_ms, s.tier_lag_low_ms) == (0.9, 0.4, 1500, 200)
+    assert (s.tier_down_window_s, s.tier_up_window_s, s.tier_cooldown_s) == (3.0, 30.5, 12.0)
+    assert s.metrics_port == 9300
+    assert s.model_cache == "/opt/livenexus/models"
+
+
+def test_a_default_room_gives_the_worker_the_models_ladder_and_the_default_thresholds() -> None:
+    room = RoomSpec.from_body(room_body(name="r1"))
+    s = WorkerSettings.from_env(kubelet_env(worker_env(room, TEMPLATE), {"api-key": "k", "api-secret": "s"}))
+    assert s.room == "r1"  # spec.room defaults to metadata.name
+    assert s.language == "en"
+    # Every tier uses the configured model: a model the image lacks can never be stepped down to (the worker's
+    # own default ladder, used without LIVENEXUS_TIERS, would end on tiny).
+    assert s.tiers == model_ladder("base", "int8", 5) == DEFAULT_TIERS[:-1]
+    # The thresholds are the worker's own defaults (the contract's), only the ladder differs.
+    assert s.tier_options() == replace(WorkerSettings.from_env({}).tier_options(), levels=len(s.tiers))
+
+
+def test_the_operator_reads_the_workers_exposition() -> None:
+    m = WorkerMetrics()
+    m.set_tier(0, DEFAULT_TIERS[0])
+    m.set_tier(2, DEFAULT_TIERS[2])
+    for latency in (0.2, 0.3, 0.4, 0.6, 2.5):
+        m.observe_final(latency)
+    m.utterance(4.0)
+    m.inference("final", 0.4, 0.6, 4.0)
+    m.queue(0, 0.0, 3)
+    m.set_livekit_connected(True)
+    stats = parse_worker_metrics(m.exposition().decode())
+    assert stats.final_count == 5
+    assert stats.final_latency_p50_ms is not None and 300 <= stats.final_latency_p50_ms <= 400
+    assert stats.realtime_factor == pytest.approx(0.25)
+    assert stats.active_speakers == 3
+    assert (stats.tier_index, stats.tier_name, stats.model) == (2, DEFAULT_TIERS[2].name, "base")
+    assert stats.livekit_connected is True
+    assert (stats.tier_changes_down, stats.tier_changes_up) == (1, 0)
 
 
 def _free_port() -> int:
@@ -108,6 +182,9 @@ async def _speak(url: str, api_key: str, api_secret: str, room: str, samples: np
     return lk
 
 
+@pytest.mark.livekit
+@pytest.mark.model
+@pytest.mark.slow
 async def test_rendered_worker_joins_the_room_and_transcribes(livekit_server: Any, tmp_path: Path) -> None:
     from livenexus_dev.tts import synthesize
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from livenexus_common.contract import RENDERED_ENV, Env, TierSpec, ladder_to_json, model_ladder
 from livenexus_operator.render import (
     RESERVED_ENV,
     SPEC_HASH_ANNOTATION,
@@ -16,10 +18,8 @@ from livenexus_operator.render import (
     render,
     worker_env,
 )
-from livenexus_operator.spec import RoomSpec, SpecError, Tier, WorkerTemplate
-from livenexus_worker.core.tier_spec import TierSpec
-from livenexus_worker.room.settings import WorkerSettings
-from tests.operator.helpers import ROOT, room_body
+from livenexus_operator.spec import RoomSpec, SpecError, WorkerTemplate
+from tests.operator.helpers import room_body
 
 TEMPLATE = WorkerTemplate.from_values({"image": {"repository": "reg.test/livenexus-worker", "tag": "1.2.3"}})
 
@@ -29,63 +29,19 @@ def container(children_deployment: dict[str, Any]) -> dict[str, Any]:
     return c
 
 
-def env_for_worker(env: list[dict[str, Any]], secrets: dict[str, str]) -> dict[str, str]:
-    """What the kubelet would hand the container: plain values, secretKeyRefs resolved from ``secrets``."""
-    out = {}
-    for e in env:
-        if "value" in e:
-            out[e["name"]] = e["value"]
-        else:
-            out[e["name"]] = secrets[e["valueFrom"]["secretKeyRef"]["key"]]
-    return out
+def test_env_names_are_the_contracts() -> None:
+    """Every variable the operator renders is a contract name (HOME aside), and it renders all of them."""
+    env = worker_env(RoomSpec.from_body(room_body()), TEMPLATE)
+    names = [e["name"] for e in env]
+    assert len(names) == len(set(names))
+    assert set(names) == RENDERED_ENV | {"HOME"} == RESERVED_ENV
 
 
-def test_env_is_read_back_by_the_worker_settings_exactly() -> None:
-    body = room_body(
-        room="Daily Stand-up",
-        model={"name": "base", "computeType": "int8_float32", "language": "auto", "beamSize": 3},
-        vad={"aggressiveness": 3, "hangoverMs": 400},
-        tiers={
-            "ladder": [{"model": "base", "computeType": "int8", "beamSize": 4, "partialIntervalMs": 200},
-                       {"model": "tiny", "beamSize": 1, "partialIntervalMs": 0}],
-            "cpuHigh": 0.9, "cpuLow": 0.4, "lagHighMs": 1500, "lagLowMs": 200,
-            "downWindowSeconds": 3, "upWindowSeconds": 30.5, "cooldownSeconds": 12,
-        },
-    )
-    body["spec"]["livekit"]["credentialsSecretRef"].update(apiKeyKey="key-id", apiSecretKey="key-secret")
-    dep = render(body, TEMPLATE).deployment
-    env = env_for_worker(container(dep)["env"], {"key-id": "APIabc", "key-secret": "s3cr3t"})
-    s = WorkerSettings.from_env(env)
-    s.require_livekit()
-    assert (s.livekit_url, s.api_key, s.api_secret, s.room) == (
-        "wss://livekit.example.test", "APIabc", "s3cr3t", "Daily Stand-up")
-    assert (s.model, s.compute_type, s.beam_size, s.language) == ("base", "int8_float32", 3, None)
-    assert (s.vad_aggressiveness, s.vad_hangover_ms) == (3, 400)
-    assert s.tiers == (TierSpec("base", "int8", 4, 200), TierSpec("tiny", "int8", 1, 0))
-    assert (s.tier_cpu_high, s.tier_cpu_low, s.tier_lag_high_ms, s.tier_lag_low_ms) == (0.9, 0.4, 1500, 200)
-    assert (s.tier_down_window_s, s.tier_up_window_s, s.tier_cooldown_s) == (3.0, 30.5, 12.0)
-    assert s.metrics_port == 9300
-    assert s.model_cache == "/opt/livenexus/models"
-
-
-def test_defaults_derive_a_ladder_from_the_model_and_keep_the_language() -> None:
-    env = env_for_worker(worker_env(RoomSpec.from_body(room_body(name="r1")), TEMPLATE), {"api-key": "k",
-                                                                                         "api-secret": "s"})
-    s = WorkerSettings.from_env(env)
-    assert s.room == "r1"  # spec.room defaults to metadata.name
-    assert s.language == "en"
-    assert s.tiers == (TierSpec("base", "int8", 5, 250), TierSpec("base", "int8", 1, 250),
-                       TierSpec("base", "int8", 1, 600), TierSpec("base", "int8", 1, 0))
-    # Every tier uses the configured model: a model the image lacks can never be stepped down to.
-    assert {t.model for t in s.tiers} == {"base"}
-
-
-def test_every_env_name_is_one_the_worker_reads() -> None:
-    sources = "".join(p.read_text() for p in (ROOT / "worker" / "livenexus_worker").rglob("*.py"))
-    names = {e["name"] for e in worker_env(RoomSpec.from_body(room_body()), TEMPLATE)}
-    assert names == RESERVED_ENV
-    for name in names - {"HOME"}:
-        assert re.search(rf"[\"']{name}[\"']", sources), f"{name} is set by the operator but read nowhere"
+def test_default_ladder_is_the_models_variants() -> None:
+    """Without spec.tiers.ladder, LIVENEXUS_TIERS holds the cheaper variants of spec.model (no ``tiny``)."""
+    env = {e["name"]: e.get("value") for e in worker_env(RoomSpec.from_body(room_body(name="r1")), TEMPLATE)}
+    assert env[Env.TIERS] == ladder_to_json(model_ladder("base", "int8", 5))
+    assert {t["model"] for t in json.loads(env[Env.TIERS])} == {"base"}
 
 
 def test_credentials_come_only_from_secret_key_refs() -> None:
@@ -233,7 +189,7 @@ def test_invalid_specs_are_reported_not_rendered() -> None:
 
 def test_explicit_ladder_passes_through() -> None:
     spec = RoomSpec.from_body(room_body(tiers={"ladder": [{"model": "small"}]}))
-    assert spec.effective_ladder == (Tier("small", "int8", 1, 250),)
+    assert spec.effective_ladder == (TierSpec("small", "int8", 1, 250),)
 
 
 def test_worker_image_digest() -> None:

@@ -7,10 +7,12 @@ import datetime as dt
 import json
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from livekit import api, rtc
 
+from livenexus_common.contract import DATA_TOPIC, TEXT_STREAM_TOPIC, StreamAttr, TranscriptMessage
 from livenexus_worker.core.audio import SAMPLE_RATE
 
 FRAME = SAMPLE_RATE // 100  # 10 ms
@@ -78,8 +80,8 @@ class Heard:
     """Final or partial."""
     at: float
     """monotonic() when received."""
-    attributes: dict[str, str] = field(default_factory=dict)
-    """Text stream attributes, or the JSON message."""
+    attributes: dict[str, Any] = field(default_factory=dict)
+    """Text stream attributes (strings), or the JSON message (:class:`TranscriptMessage`)."""
 
 
 class Listener:
@@ -94,7 +96,7 @@ class Listener:
     async def join(cls, url: str, key: str, secret: str, room_name: str, identity: str = "listener") -> Listener:
         room = rtc.Room()
         self = cls(room)
-        room.register_text_stream_handler("lk.transcription", self._on_stream)
+        room.register_text_stream_handler(TEXT_STREAM_TOPIC, self._on_stream)
         room.on("data_received", self._on_data)
         await room.connect(url, participant_token(key, secret, room_name, identity, publish=False))
         return self
@@ -103,17 +105,17 @@ class Listener:
         async def read() -> None:
             text = await reader.read_all()
             attrs = dict(reader.info.attributes or {})
-            self._add(Heard("stream", participant_identity, attrs.get("lk.segment_id", ""), text,
-                            attrs.get("lk.transcription_final") == "true", time.monotonic(), attrs))
+            self._add(Heard("stream", participant_identity, attrs.get(StreamAttr.SEGMENT_ID, ""), text,
+                            attrs.get(StreamAttr.FINAL) == "true", time.monotonic(), attrs))
 
         asyncio.get_running_loop().create_task(read())
 
     def _on_data(self, packet: rtc.DataPacket) -> None:
-        if packet.topic != "livenexus.transcript":
+        if packet.topic != DATA_TOPIC:
             return
-        msg = json.loads(packet.data)
+        msg: TranscriptMessage = json.loads(packet.data)
         self._add(Heard("data", msg["speaker"], msg["segmentId"], msg["text"], bool(msg["isFinal"]),
-                        time.monotonic(), msg))
+                        time.monotonic(), dict(msg)))
 
     def _add(self, h: Heard) -> None:
         self.heard.append(h)

@@ -8,7 +8,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
-from livenexus_operator.spec import GROUP, PLURAL, VERSION
+from livenexus_common.contract import GROUP, PLURAL, VERSION
 
 if TYPE_CHECKING:
     from kubernetes.client import ApiClient

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from livenexus_common.contract import TIER_INFO_LABELS, Metric
 from livenexus_worker.core.events import TranscriptEvent
 from livenexus_worker.core.tier_spec import DEFAULT_TIERS
 from livenexus_worker.ops.metrics import WorkerMetrics
@@ -255,23 +256,14 @@ def test_observer_interface_feeds_the_metrics() -> None:
     assert samples(m.exposition().decode())[("livenexus_partial_interval_seconds_count", ())] == 2
 
 
-def test_operator_scraper_reads_this_exposition() -> None:
-    # The operator turns a worker's /metrics into TranscriptionRoom status; feed it the real thing.
-    scrape = pytest.importorskip("livenexus_operator.scrape")
-    m = WorkerMetrics()
-    m.set_tier(0, DEFAULT_TIERS[0])
-    m.set_tier(2, DEFAULT_TIERS[2])
-    for latency in (0.2, 0.3, 0.4, 0.6, 2.5):
-        m.observe_final(latency)
-    m.utterance(4.0)
-    m.inference("final", 0.4, 0.6, 4.0)
-    m.queue(0, 0.0, 3)
-    m.set_livekit_connected(True)
-    stats = scrape.parse_worker_metrics(m.exposition().decode())
-    assert stats.final_count == 5
-    assert stats.final_latency_p50_ms is not None and 300 <= stats.final_latency_p50_ms <= 400
-    assert stats.realtime_factor == pytest.approx(0.25)
-    assert stats.active_speakers == 3
-    assert (stats.tier_index, stats.tier_name, stats.model) == (2, DEFAULT_TIERS[2].name, "base")
-    assert stats.livekit_connected is True
-    assert (stats.tier_changes_down, stats.tier_changes_up) == (1, 0)
+def test_exports_what_the_contract_says_the_operator_scrapes(metrics: WorkerMetrics) -> None:
+    metrics.set_tier(0, DEFAULT_TIERS[0])
+    metrics.observe_final(0.3)
+    s = samples(metrics.exposition().decode())
+    names = {name for name, _ in s}
+    scraped = {v for k, v in vars(Metric).items() if not k.startswith("_")}
+    assert {f"{Metric.FINAL_LATENCY}_bucket", f"{Metric.FINAL_LATENCY}_count"} <= names
+    assert scraped - {Metric.FINAL_LATENCY} <= names
+    (info,) = [labels for name, labels in s if name == Metric.TIER_INFO]
+    assert tuple(k for k, _ in info) == tuple(sorted(TIER_INFO_LABELS))
+    assert dict(info)["tier"] == DEFAULT_TIERS[0].name

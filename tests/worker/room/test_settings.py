@@ -1,9 +1,48 @@
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
+
 import pytest
 
+from livenexus_common.contract import DEFAULT_THRESHOLDS, WORKER_ENV
 from livenexus_worker.core.tier_spec import DEFAULT_TIERS, TierSpec
 from livenexus_worker.room.settings import SettingsError, WorkerSettings
+
+
+class Asked(Mapping[str, str]):
+    """An empty environment that remembers every name looked up in it."""
+
+    def __init__(self) -> None:
+        self.names: set[str] = set()
+
+    def __getitem__(self, name: str) -> str:
+        self.names.add(name)
+        raise KeyError(name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
+
+
+def test_reads_exactly_the_contracts_names() -> None:
+    env = Asked()
+    s = WorkerSettings.from_env(env)
+    assert env.names == WORKER_ENV
+    with pytest.raises(SettingsError) as missing:
+        s.require_livekit()
+    assert set(str(missing.value).split(": ")[1].split(", ")) <= WORKER_ENV
+
+
+def test_threshold_defaults_are_the_contracts() -> None:
+    s, t = WorkerSettings.from_env({}), DEFAULT_THRESHOLDS
+    assert (s.tier_cpu_high, s.tier_cpu_low, s.tier_lag_high_ms, s.tier_lag_low_ms) == (
+        t.cpu_high, t.cpu_low, t.lag_high_ms, t.lag_low_ms)
+    assert (s.tier_down_window_s, s.tier_up_window_s, s.tier_cooldown_s) == (
+        t.down_window_s, t.up_window_s, t.cooldown_s)
+    o = s.tier_options()
+    assert (o.lag_high_s, o.lag_low_s) == (t.lag_high_ms / 1000, t.lag_low_ms / 1000)
 
 
 def test_defaults_and_secret_not_in_repr() -> None:

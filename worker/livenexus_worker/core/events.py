@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 
+from livenexus_common.contract import TranscriptMessage, transcript_message
+
 
 @dataclass(frozen=True, kw_only=True)
 class TranscriptEvent:
@@ -42,19 +44,10 @@ class TranscriptEvent:
     def to_json(self) -> str:
         return json.dumps(asdict(self), ensure_ascii=False)
 
-    def to_wire(self) -> dict[str, object]:
+    def to_wire(self) -> TranscriptMessage:
         """The JSON data message published on topic ``livenexus.transcript``."""
-        return {
-            "type": "transcript",
-            "text": self.text,
-            "isFinal": self.is_final,
-            "speaker": self.speaker,
-            "segmentId": self.segment_id,
-            "start": round(self.start, 3),
-            "end": round(self.end, 3),
-            "latencyMs": round(self.latency_ms, 1),
-            "stable": self.stable,
-            "unstable": self.unstable,
-            "language": self.language,
-            "tier": self.tier,
-        }
+        return transcript_message(
+            text=self.text, is_final=self.is_final, speaker=self.speaker, segment_id=self.segment_id,
+            start=self.start, end=self.end, latency_ms=self.latency_ms, stable=self.stable,
+            unstable=self.unstable, language=self.language, tier=self.tier,
+        )

@@ -1,8 +1,9 @@
 """Prometheus metrics of one worker process.
 
 The metric names are a contract shared with the operator, the chart's alerts and the Grafana
-dashboard (``tests/chart/test_monitoring.py`` checks the latter against this registry). Labels are
-bounded enums only: never text, segment ids or speaker ids.
+dashboard (``tests/chart/test_monitoring.py`` checks the latter against this registry); the series the
+operator scrapes are named in :class:`livenexus_common.contract.Metric`. Labels are bounded enums only:
+never text, segment ids or speaker ids.
 """
 
 from __future__ import annotations
@@ -14,13 +15,14 @@ from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from livenexus_common.contract import TIER_DIRECTIONS, TIER_INFO_LABELS, Metric
 from livenexus_worker.core.events import TranscriptEvent
 from livenexus_worker.core.tier_spec import TierSpec
 from livenexus_worker.ops.cpu import CpuSampler
 
 KINDS = ("partial", "final")
 STAGES = ("encode", "decode")
-DIRECTIONS = ("down", "up")
+DIRECTIONS = TIER_DIRECTIONS
 
 INFERENCE_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.4, 0.6, 1.0, 1.5, 2.5, 5.0)
 # 1.5 s is a bucket edge because the p95 alert fires there; interpolation inside a wide bucket
@@ -112,26 +114,26 @@ class WorkerMetrics:
             "livenexus_inference_seconds", "Wall time of one model call.", ["stage", "kind"],
             buckets=INFERENCE_BUCKETS, registry=r)
         self.final_latency = Histogram(
-            "livenexus_final_latency_seconds", "End of speech (VAD end) to final transcript emitted.",
+            Metric.FINAL_LATENCY, "End of speech (VAD end) to final transcript emitted.",
             buckets=FINAL_LATENCY_BUCKETS, registry=r)
         self.partial_interval = Histogram(
             "livenexus_partial_interval_seconds", "Time between consecutive partials of one utterance.",
             buckets=PARTIAL_INTERVAL_BUCKETS, registry=r)
         self.realtime_factor = Gauge(
-            "livenexus_realtime_factor",
+            Metric.REALTIME_FACTOR,
             f"Inference seconds per speech second over the last {rtf_window_s:g} s.", registry=r)
         self.realtime_factor.set_function(self.rtf.value)
         self.queue_depth = Gauge("livenexus_queue_depth", "Inference jobs waiting.", registry=r)
         self.lag_seconds = Gauge(
             "livenexus_lag_seconds", "Age of the oldest waiting inference job.", registry=r)
-        self.tier_index = Gauge("livenexus_tier_index", "Current tier (0 = preferred).", registry=r)
+        self.tier_index = Gauge(Metric.TIER_INDEX, "Current tier (0 = preferred).", registry=r)
         self.tier_info = Gauge(
-            "livenexus_tier_info", "Current tier description (value 1).",
-            ["tier", "model", "compute_type", "beam_size"], registry=r)
+            Metric.TIER_INFO, "Current tier description (value 1).", TIER_INFO_LABELS, registry=r)
         self.tier_changes = Counter(
-            "livenexus_tier_changes", "Tier changes by direction.", ["direction"], registry=r)
+            # prometheus_client names a counter without its _total and appends it when it exposes samples.
+            Metric.TIER_CHANGES.removesuffix("_total"), "Tier changes by direction.", ["direction"], registry=r)
         self.active_speakers = Gauge(
-            "livenexus_active_speakers", "Streams currently inside an utterance.", registry=r)
+            Metric.ACTIVE_SPEAKERS, "Streams currently inside an utterance.", registry=r)
         self.process_cpu_ratio = Gauge(
             "livenexus_process_cpu_ratio", "Process CPU time per wall second / usable cores.", registry=r)
         self.process_cpu_ratio.set_function(lambda: self.sampler.sample().process)
@@ -143,7 +145,7 @@ class WorkerMetrics:
         self.process_rss = Gauge("livenexus_process_rss_bytes", "Resident set size.", registry=r)
         self.process_rss.set_function(self.sampler.rss_bytes)
         self.livekit_connected = Gauge(
-            "livenexus_livekit_connected", "1 while connected to the LiveKit room.", registry=r)
+            Metric.LIVEKIT_CONNECTED, "1 while connected to the LiveKit room.", registry=r)
         self.livekit_reconnects = Counter(
             "livenexus_livekit_reconnects", "Reconnections to LiveKit.", registry=r)
         self.model_loaded_gauge = Gauge(

@@ -16,31 +16,34 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from livenexus_common.contract import DEFAULT_THRESHOLDS
 from livenexus_worker.core.tier_spec import TierSpec
 
 log = logging.getLogger(__name__)
 
+_T = DEFAULT_THRESHOLDS
+
 
 @dataclass(frozen=True)
 class TierOptions:
-    """Thresholds and windows of :class:`TierPolicy`."""
+    """Thresholds and windows of :class:`TierPolicy` (defaults: the contract's, as the operator renders them)."""
 
     levels: int
     """Number of rungs on the ladder (index 0 is the preferred, most expensive tier)."""
-    cpu_high: float = 0.75
+    cpu_high: float = _T.cpu_high
     """CPU pressure above which the down window runs."""
-    cpu_low: float = 0.45
+    cpu_low: float = _T.cpu_low
     """CPU pressure below which (together with lag) the up window runs."""
-    lag_high_s: float = 1.0
+    lag_high_s: float = _T.lag_high_ms / 1000.0
     """Inference lag (age of the oldest queued job) above which the down window runs."""
-    lag_low_s: float = 0.3
+    lag_low_s: float = _T.lag_low_ms / 1000.0
     """Lag below which (together with CPU) the up window runs."""
-    down_window_s: float = 3.0
+    down_window_s: float = _T.down_window_s
     """Pressure must hold this long before stepping down; shorter blips are ignored."""
-    up_window_s: float = 20.0
+    up_window_s: float = _T.up_window_s
     """Calm must hold this long before stepping up; longer than the down window so a tier that only
     just fits is not retried every few seconds."""
-    cooldown_s: float = 4.0
+    cooldown_s: float = _T.cooldown_s
     """No change within this long after the previous one (the new tier's effect must show first)."""
     smoothing_s: float = 2.0
     """Time constant of exponential moving averages of CPU and lag taken before the thresholds (0: off).

@@ -14,20 +14,10 @@ from typing import Any
 
 from livekit import rtc
 
+from livenexus_common.contract import DATA_TOPIC, TEXT_STREAM_TOPIC, stream_attributes
 from livenexus_worker.core.events import TranscriptEvent
 
 log = logging.getLogger(__name__)
-
-TEXT_STREAM_TOPIC = "lk.transcription"
-DATA_TOPIC = "livenexus.transcript"
-
-
-def stream_attributes(event: TranscriptEvent, track_sid: str) -> dict[str, str]:
-    return {
-        "lk.transcribed_track_id": track_sid,
-        "lk.segment_id": event.segment_id,
-        "lk.transcription_final": "true" if event.is_final else "false",
-    }
 
 
 class TranscriptPublisher:
@@ -87,7 +77,8 @@ class TranscriptPublisher:
 
     async def _text_stream(self, event: TranscriptEvent, track_sid: str) -> None:
         writer = await self._room.local_participant.stream_text(
-            topic=TEXT_STREAM_TOPIC, attributes=stream_attributes(event, track_sid), sender_identity=event.speaker)
+            topic=TEXT_STREAM_TOPIC, sender_identity=event.speaker,
+            attributes=stream_attributes(track_sid=track_sid, segment_id=event.segment_id, is_final=event.is_final))
         await writer.write(event.text)
         await writer.aclose()
 

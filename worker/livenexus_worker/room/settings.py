@@ -1,16 +1,17 @@
 """Worker settings read from environment variables.
 
-These names are a contract: the operator's pod template sets exactly these, and the README lists them.
+The names are the worker ↔ operator contract (:class:`livenexus_common.contract.Env`): the operator's pod
+template sets them, and the README lists them.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from livenexus_common.contract import DEFAULT_THRESHOLDS, ContractError, Env, ladder_from_json
 from livenexus_worker.core.tier_spec import DEFAULT_TIERS, TierSpec
 
 if TYPE_CHECKING:
@@ -36,11 +37,11 @@ class WorkerSettings:
     """LIVENEXUS_ROOM: the one room this worker transcribes."""
     identity: str = "livenexus-agent"
     """LIVENEXUS_IDENTITY: the worker's participant identity."""
-    model: str = "base"
+    model: str = TierSpec.model
     """LIVENEXUS_MODEL: model of the first tier when LIVENEXUS_TIERS is not set."""
-    compute_type: str = "int8"
+    compute_type: str = TierSpec.compute_type
     """LIVENEXUS_COMPUTE_TYPE: CTranslate2 compute type of the first tier."""
-    beam_size: int = 5
+    beam_size: int = TierSpec.beam_size
     """LIVENEXUS_BEAM_SIZE: beam size of the first tier."""
     language: str | None = "en"
     """LIVENEXUS_LANGUAGE: language code, or 'auto' (None) to detect per utterance."""
@@ -50,19 +51,19 @@ class WorkerSettings:
     """LIVENEXUS_VAD_HANGOVER_MS: silence that ends an utterance."""
     tiers: tuple[TierSpec, ...] = DEFAULT_TIERS
     """LIVENEXUS_TIERS: JSON list of tiers (model, computeType, beamSize, partialIntervalMs), best first."""
-    tier_cpu_high: float = 0.75
+    tier_cpu_high: float = DEFAULT_THRESHOLDS.cpu_high
     """LIVENEXUS_TIER_CPU_HIGH: CPU fraction (of the cores available to us) above which we step down."""
-    tier_cpu_low: float = 0.45
+    tier_cpu_low: float = DEFAULT_THRESHOLDS.cpu_low
     """LIVENEXUS_TIER_CPU_LOW: CPU fraction below which we may step up."""
-    tier_lag_high_ms: int = 500
+    tier_lag_high_ms: int = DEFAULT_THRESHOLDS.lag_high_ms
     """LIVENEXUS_TIER_LAG_HIGH_MS: inference lag above which we step down."""
-    tier_lag_low_ms: int = 150
+    tier_lag_low_ms: int = DEFAULT_THRESHOLDS.lag_low_ms
     """LIVENEXUS_TIER_LAG_LOW_MS: inference lag below which we may step up."""
-    tier_down_window_s: float = 3.0
+    tier_down_window_s: float = DEFAULT_THRESHOLDS.down_window_s
     """LIVENEXUS_TIER_DOWN_WINDOW_S: pressure must persist this long before stepping down."""
-    tier_up_window_s: float = 20.0
+    tier_up_window_s: float = DEFAULT_THRESHOLDS.up_window_s
     """LIVENEXUS_TIER_UP_WINDOW_S: calm must persist this long before stepping up."""
-    tier_cooldown_s: float = 4.0
+    tier_cooldown_s: float = DEFAULT_THRESHOLDS.cooldown_s
     """LIVENEXUS_TIER_COOLDOWN_S: minimum time between two tier changes."""
     metrics_port: int = 9300
     """LIVENEXUS_METRICS_PORT: port of /metrics, /healthz and /readyz (0 disables)."""
@@ -98,35 +99,36 @@ class WorkerSettings:
             except ValueError as exc:
                 raise SettingsError(f"{name} must be a number, got {raw!r}") from exc
 
-        model = e.get("LIVENEXUS_MODEL", "base")
-        compute_type = e.get("LIVENEXUS_COMPUTE_TYPE", "int8")
-        beam = integer("LIVENEXUS_BEAM_SIZE", 5, 1, 10)
-        tiers = _parse_tiers(e.get("LIVENEXUS_TIERS", ""), TierSpec(model, compute_type, beam, 250))
-        lang = e.get("LIVENEXUS_LANGUAGE", "en").strip() or "en"
+        d = cls  # the field defaults above (the tier ones are the contract's)
+        model = e.get(Env.MODEL, d.model)
+        compute_type = e.get(Env.COMPUTE_TYPE, d.compute_type)
+        beam = integer(Env.BEAM_SIZE, d.beam_size, 1, 10)
+        tiers = _parse_tiers(e.get(Env.TIERS, ""), TierSpec(model, compute_type, beam, TierSpec.partial_interval_ms))
+        lang = e.get(Env.LANGUAGE, "en").strip() or "en"
         return cls(
-            livekit_url=e.get("LIVEKIT_URL", ""),
-            api_key=e.get("LIVEKIT_API_KEY", ""),
-            api_secret=e.get("LIVEKIT_API_SECRET", ""),
-            room=e.get("LIVENEXUS_ROOM", ""),
-            identity=e.get("LIVENEXUS_IDENTITY", "livenexus-agent"),
+            livekit_url=e.get(Env.LIVEKIT_URL, ""),
+            api_key=e.get(Env.LIVEKIT_API_KEY, ""),
+            api_secret=e.get(Env.LIVEKIT_API_SECRET, ""),
+            room=e.get(Env.ROOM, ""),
+            identity=e.get(Env.IDENTITY, d.identity),
             model=model,
             compute_type=compute_type,
             beam_size=beam,
             language=None if lang == "auto" else lang,
-            vad_aggressiveness=integer("LIVENEXUS_VAD_AGGRESSIVENESS", 2, 0, 3),
-            vad_hangover_ms=integer("LIVENEXUS_VAD_HANGOVER_MS", 250, 30, 5000),
+            vad_aggressiveness=integer(Env.VAD_AGGRESSIVENESS, d.vad_aggressiveness, 0, 3),
+            vad_hangover_ms=integer(Env.VAD_HANGOVER_MS, d.vad_hangover_ms, 30, 5000),
             tiers=tiers,
-            tier_cpu_high=number("LIVENEXUS_TIER_CPU_HIGH", 0.75),
-            tier_cpu_low=number("LIVENEXUS_TIER_CPU_LOW", 0.45),
-            tier_lag_high_ms=integer("LIVENEXUS_TIER_LAG_HIGH_MS", 500, 0),
-            tier_lag_low_ms=integer("LIVENEXUS_TIER_LAG_LOW_MS", 150, 0),
-            tier_down_window_s=number("LIVENEXUS_TIER_DOWN_WINDOW_S", 3.0),
-            tier_up_window_s=number("LIVENEXUS_TIER_UP_WINDOW_S", 20.0),
-            tier_cooldown_s=number("LIVENEXUS_TIER_COOLDOWN_S", 4.0),
-            metrics_port=integer("LIVENEXUS_METRICS_PORT", 9300, 0, 65535),
-            metrics_host=e.get("LIVENEXUS_METRICS_HOST", "0.0.0.0"),
-            threads=integer("LIVENEXUS_THREADS", 0, 0, 64),
-            model_cache=e.get("LIVENEXUS_MODEL_CACHE", ""),
+            tier_cpu_high=number(Env.TIER_CPU_HIGH, d.tier_cpu_high),
+            tier_cpu_low=number(Env.TIER_CPU_LOW, d.tier_cpu_low),
+            tier_lag_high_ms=integer(Env.TIER_LAG_HIGH_MS, d.tier_lag_high_ms, 0),
+            tier_lag_low_ms=integer(Env.TIER_LAG_LOW_MS, d.tier_lag_low_ms, 0),
+            tier_down_window_s=number(Env.TIER_DOWN_WINDOW_S, d.tier_down_window_s),
+            tier_up_window_s=number(Env.TIER_UP_WINDOW_S, d.tier_up_window_s),
+            tier_cooldown_s=number(Env.TIER_COOLDOWN_S, d.tier_cooldown_s),
+            metrics_port=integer(Env.METRICS_PORT, d.metrics_port, 0, 65535),
+            metrics_host=e.get(Env.METRICS_HOST, d.metrics_host),
+            threads=integer(Env.THREADS, d.threads, 0, 64),
+            model_cache=e.get(Env.MODEL_CACHE, ""),
         )
 
     def runtime_options(self) -> RuntimeOptions:
@@ -166,10 +168,10 @@ class WorkerSettings:
         missing = [
             name
             for name, value in (
-                ("LIVEKIT_URL", self.livekit_url),
-                ("LIVEKIT_API_KEY", self.api_key),
-                ("LIVEKIT_API_SECRET", self.api_secret),
-                ("LIVENEXUS_ROOM", self.room),
+                (Env.LIVEKIT_URL, self.livekit_url),
+                (Env.LIVEKIT_API_KEY, self.api_key),
+                (Env.LIVEKIT_API_SECRET, self.api_secret),
+                (Env.ROOM, self.room),
             )
             if not value
         ]
@@ -183,26 +185,6 @@ def _parse_tiers(raw: str, first: TierSpec) -> tuple[TierSpec, ...]:
         rest = tuple(t for t in DEFAULT_TIERS[1:] if t != first)
         return (first, *rest)
     try:
-        data = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise SettingsError(f"LIVENEXUS_TIERS is not valid JSON: {exc}") from exc
-    if not isinstance(data, list) or not data or not all(isinstance(x, dict) for x in data):
-        raise SettingsError("LIVENEXUS_TIERS must be a non-empty JSON list of objects")
-    return tuple(_tier_from_mapping(x) for x in data)
-
-
-def _tier_from_mapping(raw: Mapping[str, object]) -> TierSpec:
-    """One entry of LIVENEXUS_TIERS (camelCase as the CRD writes it, snake_case accepted too)."""
-
-    def num(key: str, alt: str, default: int) -> int:
-        value = raw.get(key, raw.get(alt, default))
-        if not isinstance(value, int | str) or isinstance(value, bool):
-            raise SettingsError(f"tier field {key!r} must be an integer, got {value!r}")
-        return int(value)
-
-    return TierSpec(
-        model=str(raw.get("model", "base")),
-        compute_type=str(raw.get("computeType", raw.get("compute_type", "int8"))),
-        beam_size=num("beamSize", "beam_size", 5),
-        partial_interval_ms=num("partialIntervalMs", "partial_interval_ms", 250),
-    )
+        return ladder_from_json(raw)
+    except ContractError as exc:
+        raise SettingsError(str(exc)) from exc
