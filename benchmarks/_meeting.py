@@ -1,0 +1,402 @@
+"""A synthetic meeting for the continuous-speech benchmark: script, voices, layout, noise, ground truth.
+
+Speaker turns ("stretches") of 15-40 s of continuous speech, 100-200 ms pauses between the sentences of a
+stretch and 0.8-1.5 s between turns, over pink noise and a little reversed-speech babble. Every random choice
+comes from one seeded generator, so the same script gives the same samples; the mixed audio and the sentence
+positions are cached under ~/.cache/livenexus/bench/ keyed by a hash of everything that shapes them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from livenexus_dev.tts import synthesize, write_wav
+from livenexus_worker.core.audio import SAMPLE_RATE, load
+
+LAYOUT_VERSION = 2
+"""Bump when the layout or mixing code changes in a way the cache key would not see."""
+
+SCRIPT: tuple[str, ...] = (
+    "Okay, let's get started, I think everyone who needs to be here has joined.",
+    "The main thing on the agenda today is the release plan for next month.",
+    "Before we get into that, I want to go over what happened last week.",
+    "We shipped the new onboarding flow on Tuesday and the feedback has been mostly positive.",
+    "There were a couple of complaints about the email confirmation step taking too long.",
+    "Support told me that most of those tickets were closed within a day.",
+    "So overall I would call it a good week, but we still have a few loose ends.",
+    "Thanks, I can add some detail on the confirmation emails.",
+    "The delay came from the mail provider and not from our own servers.",
+    "They had a backlog on Tuesday afternoon that lasted about three hours.",
+    "We asked them for a written explanation and a plan to avoid it next time.",
+    "In the meantime we added a retry with a shorter timeout on our side.",
+    "That change is already in production and the numbers look much better.",
+    "Good, then let's move on to the release itself.",
+    "The plan is to freeze features at the end of next week.",
+    "After the freeze we have two weeks of testing before the public launch.",
+    "The biggest risk right now is the new billing page.",
+    "It touches the payment service, the invoice generator and the customer portal.",
+    "If any of those slip, the whole release slips with them.",
+    "I agree that billing is the risky part.",
+    "My team finished the payment changes yesterday and they are in review.",
+    "The invoice generator still needs a small fix for customers in other countries.",
+    "We found that the tax line was rounded twice, which made some totals wrong by a cent.",
+    "It is a one line change, but we want a proper test around it before we merge.",
+    "I expect that to be done by Thursday at the latest.",
+    "What about the customer portal, is anyone looking at that?",
+    "Yes, that one is mine, and honestly it is behind schedule.",
+    "The design changed twice in the last month and we had to rebuild the layout.",
+    "We are about three days behind where we wanted to be.",
+    "I think we can catch up if we drop the dark theme from this release.",
+    "Nobody asked for it in the customer interviews anyway.",
+    "That sounds reasonable to me, the dark theme can wait for the next version.",
+    "Let's write that down as a decision so nobody is surprised later.",
+    "I will update the release notes and tell the design team this afternoon.",
+    "One more thing on testing, we need more people for the test days.",
+    "Last time we only had four volunteers and we missed several obvious bugs.",
+    "Could each team send at least one person for two afternoons?",
+    "We can do that, I will ask around and send you names by Friday.",
+    "Same here, we have a new engineer who would learn a lot from it.",
+    "Great, thank you, that really helps.",
+    "Now a quick look at the performance numbers from the staging environment.",
+    "Page load time went down by almost twenty percent after the caching change.",
+    "The search page is still slow when the filters are complex.",
+    "We traced it to a database query that scans the whole orders table.",
+    "Adding an index should fix it, but we want to test it on a copy of the real data first.",
+    "How long would that take, roughly?",
+    "Probably two days, including the time to restore the copy.",
+    "Okay, please go ahead, and let us know if it turns out to be bigger.",
+    "Moving on, the mobile team asked whether they can join the same release train.",
+    "Their app update depends on the new billing page, so it makes sense.",
+    "The only concern is the app store review, which can take up to a week.",
+    "We should submit the app early and keep the new screens behind a flag.",
+    "That way we can turn them on when the web release goes out.",
+    "I like that, it keeps the two releases independent.",
+    "Let's also plan a short review one week after the launch.",
+    "We can look at the support tickets, the error rates and the sales numbers together.",
+    "I will send a calendar invite for that later today.",
+    "Is there anything else before we wrap up?",
+    "Just a reminder that the office will be closed on Monday for the holiday.",
+    "Right, thanks everyone, good discussion, talk to you next week.",
+)
+
+
+@dataclass(frozen=True)
+class Voice:
+    """One meeting participant: a TTS engine, its voice, and a level offset."""
+
+    name: str
+    engine: str
+    voice: str
+    rate_wpm: int = 165
+    gain_db: float = 0.0
+
+
+VOICES: tuple[Voice, ...] = (
+    Voice("dana", "espeak-ng", "en-us+f3", 165, 0.0),
+    Voice("alan", "flite", "awb", gain_db=-2.0),
+    Voice("marcus", "espeak-ng", "en-gb", 160, 1.0),
+    Voice("priya", "flite", "slt", gain_db=1.5),
+    Voice("ravi", "flite", "rms", gain_db=-1.0),
+    Voice("ken", "flite", "kal16", gain_db=0.5),
+)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Everything besides the text that shapes the audio (all of it goes into the cache key)."""
+
+    minutes: float = 3.0
+    stretch_s: tuple[float, float] = (15.0, 40.0)
+    sentence_pause_s: tuple[float, float] = (0.10, 0.20)
+    turn_gap_s: tuple[float, float] = (0.8, 1.5)
+    lead_s: float = 1.0
+    tail_s: float = 10.0
+    """Noise after the last sentence, so both systems can end the last utterance on their own."""
+    speech_dbfs: float = -18.0
+    noise_dbfs: float = -30.0
+    babble_dbfs: float = -40.0
+    seed: int = 20261201
+
+
+@dataclass(frozen=True)
+class Sentence:
+    """Ground truth of one sentence in the mixed audio."""
+
+    index: int
+    stretch: int
+    speaker: str
+    text: str
+    start: int
+    """First sample of the sentence's speech in the mixed audio."""
+    end: int
+    """One past its last sample."""
+
+
+@dataclass
+class Meeting:
+    audio: np.ndarray
+    """16 kHz mono int16, noise included."""
+    sentences: list[Sentence]
+    path: Path
+    """The cached WAV file."""
+    key: str
+
+    @property
+    def duration_s(self) -> float:
+        return self.audio.shape[0] / SAMPLE_RATE
+
+    @property
+    def reference(self) -> str:
+        return " ".join(s.text for s in self.sentences)
+
+    def stretch_ends(self) -> set[int]:
+        """Indexes of the last sentence of each stretch."""
+        last: dict[int, int] = {}
+        for s in self.sentences:
+            last[s.stretch] = s.index
+        return set(last.values())
+
+
+def cache_dir() -> Path:
+    d = Path.home() / ".cache" / "livenexus" / "bench"
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def _dbfs_gain(x: np.ndarray, dbfs: float) -> float:
+    rms = float(np.sqrt(np.mean(np.square(x, dtype=np.float64)))) or 1.0
+    return float(10 ** (dbfs / 20) * 32768.0 / rms)
+
+
+def _trim(x: np.ndarray) -> np.ndarray:
+    """Cut the TTS engine's own leading and trailing silence (2 % of the peak, 10 ms margin)."""
+    loud = np.nonzero(np.abs(x.astype(np.float32)) > 0.02 * float(np.max(np.abs(x)) or 1))[0]
+    if loud.size == 0:
+        return x
+    margin = SAMPLE_RATE // 100
+    return x[max(0, loud[0] - margin) : loud[-1] + 1 + margin]
+
+
+def _pink(n: int, rng: np.random.Generator) -> np.ndarray:
+    spec = np.fft.rfft(rng.standard_normal(n))
+    f = np.fft.rfftfreq(n, 1 / SAMPLE_RATE)
+    f[0] = f[1]
+    spec /= np.sqrt(f)
+    spec[f < 40] *= 0.1  # no rumble below 40 Hz
+    return np.fft.irfft(spec, n)
+
+
+def _babble(clips: list[np.ndarray], n: int, rng: np.random.Generator) -> np.ndarray:
+    """Three overlapping loops of reversed sentences: speech-like, but no words."""
+    loop = np.concatenate([c[::-1].astype(np.float64) for c in clips])
+    reps = int(np.ceil(n / loop.shape[0])) + 1
+    out = np.zeros(n)
+    for _ in range(3):
+        tiled = np.tile(loop, reps)
+        off = int(rng.integers(0, loop.shape[0]))
+        out += tiled[off : off + n]
+    return out
+
+
+def _key(layout: Layout, quick: bool) -> str:
+    blob = json.dumps({"v": LAYOUT_VERSION, "script": SCRIPT, "voices": [asdict(v) for v in VOICES],
+                       "layout": asdict(layout), "quick": quick}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def build(layout: Layout, quick: bool = False, log: bool = True) -> Meeting:
+    """The meeting audio and its ground truth, from the cache when the same script was synthesized before."""
+    key = _key(layout, quick)
+    wav, meta = cache_dir() / f"meeting-{key}.wav", cache_dir() / f"meeting-{key}.json"
+    if wav.is_file() and meta.is_file():
+        cached = [Sentence(**s) for s in json.loads(meta.read_text())["sentences"]]
+        return Meeting(load(wav), cached, wav, key)
+    if log:
+        print(f"synthesizing the meeting ({'quick' if quick else f'{layout.minutes:g} min'}) ...", flush=True)
+    rng = np.random.default_rng(layout.seed)
+    target_s = 20.0 if quick else layout.minutes * 60
+    parts: list[np.ndarray] = [np.zeros(int(layout.lead_s * SAMPLE_RATE))]
+    pos = parts[0].shape[0]
+    sentences: list[Sentence] = []
+    clean: list[np.ndarray] = []
+    order = [int(i) for i in rng.permutation(len(VOICES))]  # every voice speaks before any speaks twice
+    stretch, nxt = 0, 0
+    lo, hi = (0.0, 20.0) if quick else layout.stretch_s
+    while pos < target_s * SAMPLE_RATE + parts[0].shape[0]:
+        voice = VOICES[order[stretch % len(order)]]
+        want = 20.0 if quick else float(rng.uniform(lo, hi))
+        begun = pos
+        while (pos - begun) / SAMPLE_RATE < want:
+            text = SCRIPT[nxt % len(SCRIPT)]
+            x = _trim(synthesize(text, voice=voice.voice, engine=voice.engine, rate_wpm=voice.rate_wpm))
+            gain = min(_dbfs_gain(x, layout.speech_dbfs + voice.gain_db), 0.89 * 32768 / float(np.max(np.abs(x))))
+            x = x.astype(np.float64) * gain  # RMS at the speaker's level, peaks below -1 dBFS
+            gap = np.zeros(int(rng.uniform(*layout.sentence_pause_s) * SAMPLE_RATE) if pos > begun else 0)
+            so_far = (pos - begun) / SAMPLE_RATE
+            if pos > begun and so_far >= lo and so_far + (gap.shape[0] + x.shape[0]) / SAMPLE_RATE > hi:
+                break  # the stretch would grow past its maximum: this sentence opens the next one
+            nxt += 1
+            parts.append(gap)
+            pos += gap.shape[0]
+            sentences.append(Sentence(len(sentences), stretch, voice.name, text, pos, pos + x.shape[0]))
+            parts.append(x)
+            clean.append(x)
+            pos += x.shape[0]
+        stretch += 1
+        if quick:
+            break
+        gap = np.zeros(int(rng.uniform(*layout.turn_gap_s) * SAMPLE_RATE))
+        parts.append(gap)
+        pos += gap.shape[0]
+    if not quick:  # the last turn gap is replaced by the tail
+        pos -= parts.pop().shape[0]
+    parts.append(np.zeros(int(layout.tail_s * SAMPLE_RATE)))
+    speech = np.concatenate(parts)
+    n = speech.shape[0]
+    pink = _pink(n, rng)
+    babble = _babble(clean[:6], n, rng)
+    mix = (speech + pink * _dbfs_gain(pink, layout.noise_dbfs)
+           + babble * _dbfs_gain(babble, layout.babble_dbfs))
+    audio = np.clip(np.round(mix), -32768, 32767).astype(np.int16)
+    write_wav(wav, audio)
+    meta.write_text(json.dumps({"key": key, "layout": asdict(layout),
+                                "sentences": [asdict(s) for s in sentences]}, indent=1))
+    return Meeting(audio, sentences, wav, key)
+
+
+# ----------------------------------------------------------------------------------------------- scoring
+
+
+@dataclass
+class Emission:
+    """One transcript update as the benchmark received it."""
+
+    at: float
+    """time.monotonic() on arrival."""
+    key: str
+    """Utterance id: emissions with one key replace each other, and a final closes the key."""
+    text: str
+    final: bool
+    start: float
+    """Stream seconds of the utterance start; orders the transcript."""
+
+
+@dataclass
+class Capture:
+    """What one system produced on one path, plus what it cost."""
+
+    system: str
+    t0: float
+    """time.monotonic() at which sample 0 of the meeting audio was sent."""
+    emissions: list[Emission]
+    cpu_s: float = float("nan")
+    """CPU seconds of the system's process while the meeting was streamed to it."""
+    rss_peak_mib: float = float("nan")
+    info: dict[str, object] | None = None
+
+
+def _words(text: str) -> list[str]:
+    from livenexus_worker.inference.textnorm import normalize
+
+    return normalize(text).split()
+
+
+def align(ref: list[str], hyp: list[str]) -> list[int | None]:
+    """For each reference word, the hypothesis word it lines up with (a match or a substitution), or None."""
+    import difflib
+
+    out: list[int | None] = [None] * len(ref)
+    for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(a=ref, b=hyp, autojunk=False).get_opcodes():
+        if tag in ("equal", "replace"):
+            for k in range(min(i2 - i1, j2 - j1)):
+                out[i1 + k] = j1 + k
+    return out
+
+
+def _transcript(*groups: Iterable[Emission]) -> tuple[list[str], list[float]]:
+    """Words of the finals, then of the open partials, each group in stream order; with their arrival times."""
+    words: list[str] = []
+    times: list[float] = []
+    for group in groups:
+        for e in sorted(group, key=lambda e: (e.start, e.at)):
+            w = _words(e.text)
+            words += w
+            times += [e.at] * len(w)
+    return words, times
+
+
+@dataclass
+class SentenceScore:
+    index: int
+    stretch: int
+    end_of_stretch: bool
+    final_lag_s: float | None
+    """Sentence audio end → all its words are in finals (a word the finals lack: once a later word is in them);
+    None when its last word never got there."""
+    visible_lag_s: float | None
+    """Sentence audio end → its last word (or a later one) first appears in any transcript."""
+
+
+def score(meeting: Meeting, cap: Capture) -> tuple[list[SentenceScore], float]:
+    """Per-sentence lags and the WER of all finals against the script."""
+    from livenexus_worker.inference.textnorm import wer
+
+    ref: list[str] = []
+    owner: list[int] = []
+    for s in meeting.sentences:
+        w = _words(s.text)
+        ref += w
+        owner += [s.index] * len(w)
+    finals: dict[tuple[str, str], Emission] = {}
+    open_: dict[str, Emission] = {}
+    seen: list[float | None] = [None] * len(ref)
+    last: tuple[list[str], int] | None = None
+    ordered = sorted(cap.emissions, key=lambda e: e.at)
+    for i, e in enumerate(ordered):
+        if e.final:  # a re-sent final counts once; it closes what was open under its key
+            finals.setdefault((e.key, e.text), e)
+            open_.pop(e.key, None)
+        else:  # a partial replaces the one open under its key (and may reopen a key after its final)
+            open_[e.key] = e
+        if i + 1 < len(ordered) and ordered[i + 1].at == e.at:
+            continue  # one message, several emissions: look once it is all in
+        words, _ = _transcript(finals.values(), open_.values())
+        # Only words already being spoken can be shown: a stray "a" in a partial must not match a sentence
+        # that comes a minute later, so the reference is cut after the sentence under way at this moment.
+        pos = (e.at - cap.t0) * SAMPLE_RATE
+        cut = max((r + 1 for r in range(len(ref)) if meeting.sentences[owner[r]].start <= pos), default=0)
+        if (words, cut) == last or not cut:
+            continue
+        last = (words, cut)
+        for r, h in enumerate(align(ref[:cut], words)):
+            if h is not None and seen[r] is None:
+                seen[r] = e.at
+    fwords, ftimes = _transcript(finals.values())
+    inf = float("inf")
+    tf = [inf if h is None else ftimes[h] for h in align(ref, fwords)]
+    # A word the finals never show (deleted, or not finalised yet) counts as final once a later word is:
+    # finals arrive in order, so that is when they passed it. The same for the first sight of a word.
+    passed_f = np.minimum.accumulate(np.asarray([*tf, inf])[::-1])[::-1]
+    passed_v = np.minimum.accumulate(np.asarray([*(inf if t is None else t for t in seen), inf])[::-1])[::-1]
+    ends = meeting.stretch_ends()
+    rows: list[SentenceScore] = []
+    for s in meeting.sentences:
+        idx = [r for r in range(len(ref)) if owner[r] == s.index]
+        end_wall = cap.t0 + s.end / SAMPLE_RATE
+        final_t = max([float(passed_f[idx[-1]]), *(tf[r] for r in idx if tf[r] < inf)])
+        vis_t = min(float(passed_v[idx[-1]]), final_t)
+        rows.append(SentenceScore(s.index, s.stretch, s.index in ends,
+                                  None if final_t == inf else final_t - end_wall,
+                                  None if vis_t == inf else vis_t - end_wall))
+    hyp = " ".join(e.text for e in sorted(finals.values(), key=lambda e: (e.start, e.at)))
+    return rows, wer(meeting.reference, hyp)
+
+
+def pct(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q)) if values else float("nan")

@@ -1,0 +1,349 @@
+"""Continuous speech, like a meeting: our worker beside WhisperLive on the same audio, in the same run.
+
+    .venv/bin/python benchmarks/continuous.py [--path file|livekit|both] [--minutes 3] [--no-peer] [--quick]
+                                              [--worker-src worktree|GIT-REF] [--threads N]
+
+The meeting (see _meeting.py) is streamed in real time to each system in turn, never both at once (2 cores):
+  file:    `livenexus-worker transcribe <wav> --realtime --json` as a subprocess, every JSON line stamped on
+           arrival; WhisperLive's server fed over its websocket by our client, every message stamped on arrival.
+  livekit: livekit-server on 127.0.0.1, `livenexus-worker run` in the room, a SpeakerBot publishing the meeting
+           and a Listener stamping every data message; then a bridge participant that subscribes to the same
+           kind of track and forwards it to WhisperLive.
+Per sentence (hypothesis words aligned to the script): final lag = its audio end → all its aligned words are in
+finals; visible lag = its audio end → its last aligned word first shows in any transcript. Plus WER of the
+finals (and of offline faster-whisper), CPU-s per audio-s and peak RSS of each system's process. Numbers only:
+on a shared 2-core machine compare the two systems within one run. JSON goes to benchmarks/out/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from _meeting import Capture, Emission, Layout, Meeting, SentenceScore, build, cache_dir, pct, score
+from _peer import Bridge, PeerClient, PeerServer, ensure_venv, free_port, proc_cpu_s, proc_peak_rss_mib, stop
+from livenexus_worker.core.audio import SAMPLE_RATE
+
+REPO = Path(__file__).resolve().parents[1]
+DRAIN_S = 5.0
+"""Silence sent after the meeting (which already ends in 10 s of background noise) before a run stops."""
+
+WRAPPER = """
+import resource, sys, time
+import livenexus_worker
+import livenexus_worker.files.transcribe as T
+def cpu():
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime, r.ru_maxrss
+inner = T.feed
+def feed(*a, **k):
+    print("LNX_FEED_START", time.monotonic(), cpu()[0], file=sys.stderr, flush=True)
+    return inner(*a, **k)
+T.feed = feed
+print("LNX_SRC", livenexus_worker.__file__, file=sys.stderr, flush=True)
+from livenexus_worker.cli import main
+rc = main(sys.argv[1:])
+print("LNX_END", time.monotonic(), *cpu(), file=sys.stderr, flush=True)
+sys.exit(rc)
+"""
+
+
+def git(*args: str) -> str:
+    return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
+
+
+def worker_source(spec: str) -> tuple[dict[str, str], str]:
+    """Environment that makes worker subprocesses import the wanted code, and a description of it."""
+    head = git("rev-parse", "HEAD")
+    if spec == "worktree":
+        dirty = git("status", "--porcelain", "--", "worker")
+        return {}, f"working tree at {head[:10]}" + (" + uncommitted changes in worker/" if dirty else " (clean)")
+    sha = git("rev-parse", "--verify", f"{spec}^{{commit}}")
+    dirs = [d for d in ("worker", "common", "dev") if d in git("ls-tree", "--name-only", sha).split()]
+    dest = cache_dir() / "src" / sha
+    if not (dest / "worker").is_dir():
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=dest.parent))
+        archive = subprocess.run(["git", "archive", sha, *dirs], cwd=REPO, capture_output=True, check=True)
+        subprocess.run(["tar", "-x", "-C", str(tmp)], input=archive.stdout, check=True)
+        tmp.rename(dest)
+    return {"PYTHONPATH": ":".join(str(dest / d) for d in dirs)}, f"commit {sha[:10]} (exported to {dest})"
+
+
+def _pump(stream: object, sink: list[tuple[float, str]]) -> threading.Thread:
+    def run() -> None:
+        for line in stream:  # type: ignore[attr-defined]
+            sink.append((time.monotonic(), line))
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t
+
+
+def run_file_ours(meeting: Meeting, env: dict[str, str], threads: int, logdir: Path) -> Capture:
+    args = ["transcribe", str(meeting.path), "--realtime", "--json", *(["--threads", str(threads)] if threads else [])]
+    out: list[tuple[float, str]] = []
+    err: list[tuple[float, str]] = []
+    proc = subprocess.Popen([sys.executable, "-c", WRAPPER, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, bufsize=1, env={**os.environ, **env}, start_new_session=True)
+    try:
+        pumps = [_pump(proc.stdout, out), _pump(proc.stderr, err)]
+        proc.wait(meeting.duration_s + 300)
+        for p in pumps:
+            p.join(10)
+    finally:
+        stop(proc)
+    (logdir / "worker-file.log").write_text("".join(line for _, line in err))
+    marks = {line.split()[0]: line.split()[1:] for _, line in err if line.startswith("LNX_")}
+    if proc.returncode != 0 or "LNX_FEED_START" not in marks or "LNX_END" not in marks:
+        raise RuntimeError(f"the file run failed (exit {proc.returncode}); see {logdir / 'worker-file.log'}")
+    ems = []
+    for at, line in out:
+        ev = json.loads(line)
+        ems.append(Emission(at, ev["segment_id"], ev["text"], bool(ev["is_final"]), float(ev["start"])))
+    t0, cpu0 = map(float, marks["LNX_FEED_START"])
+    _, cpu1, maxrss = map(float, marks["LNX_END"])
+    return Capture("ours", t0, ems, cpu1 - cpu0, maxrss / 1024, {"imported": marks["LNX_SRC"][0], "events": len(ems)})
+
+
+def run_file_peer(meeting: Meeting, py: Path, model_dir: Path, threads: int, logdir: Path) -> Capture:
+    server = PeerServer(py, model_dir, threads, logdir / "whisperlive-file.log")
+    client: PeerClient | None = None
+    try:
+        client = PeerClient(server.port, model_dir)
+        cpu0 = proc_cpu_s(server.proc.pid)
+        t0 = client.stream(meeting.audio, tail_s=DRAIN_S)
+        cpu1, rss = proc_cpu_s(server.proc.pid), proc_peak_rss_mib(server.proc.pid)
+        return Capture("whisperlive", t0, client.emissions(), cpu1 - cpu0, rss, {"messages": len(client.messages)})
+    finally:
+        if client is not None:
+            client.close()
+        server.stop()
+
+
+async def run_livekit(meeting: Meeting, env: dict[str, str], threads: int, peer_py: Path | None, model_dir: Path,
+                      logdir: Path) -> list[Capture]:
+    from livenexus_dev.demo.bots import Listener, SpeakerBot, participant_token
+    from livenexus_dev.demo.run import wait_worker_joined
+    from livenexus_dev.livekit_server import LiveKitServer
+
+    server = LiveKitServer().start()
+    caps: list[Capture] = []
+    key, secret = server.api_key, server.api_secret
+    try:
+        room = "continuous-ours"
+        wenv = {**os.environ, **env, "LIVEKIT_URL": server.url, "LIVEKIT_API_KEY": key, "LIVEKIT_API_SECRET": secret,
+                "LIVENEXUS_ROOM": room, "LIVENEXUS_METRICS_PORT": str(free_port()),
+                "LIVENEXUS_METRICS_HOST": "127.0.0.1", **({"LIVENEXUS_THREADS": str(threads)} if threads else {})}
+        worker = subprocess.Popen([sys.executable, "-m", "livenexus_worker.cli", "run"], env=wenv,
+                                  stdout=(logdir / "worker-livekit.log").open("ab"), stderr=subprocess.STDOUT,
+                                  start_new_session=True)
+        try:
+            await wait_worker_joined(server, room, worker, asyncio.Event(), timeout=180)
+            listener = await Listener.join(server.url, key, secret, room, "bench-listener")
+            bot = await SpeakerBot.join(server.url, key, secret, room, "speaker")
+            await bot.silence(2.0)  # the worker subscribes before the meeting starts
+            cpu0 = proc_cpu_s(worker.pid)
+            t0 = time.monotonic()
+            await bot.play(meeting.audio)
+            await bot.silence(DRAIN_S)
+            cpu1, rss = proc_cpu_s(worker.pid), proc_peak_rss_mib(worker.pid)
+            heard = [h for h in listener.heard if h.via == "data" and h.speaker == "speaker"]
+            ems = [Emission(h.at, h.segment_id, h.text, h.final, float(h.attributes.get("start", 0.0))) for h in heard]
+            tiers = Counter(str(h.attributes.get("tier", "")) for h in heard if h.final)
+            caps.append(Capture("ours", t0, ems, cpu1 - cpu0, rss, {"tiers_of_finals": dict(tiers)}))
+            await bot.close()
+            await listener.close()
+        finally:
+            stop(worker)
+        if peer_py is None:
+            return caps
+        room = "continuous-peer"
+        peer = PeerServer(peer_py, model_dir, threads, logdir / "whisperlive-livekit.log")
+        client: PeerClient | None = None
+        try:
+            client = PeerClient(peer.port, model_dir)
+            bridge = await Bridge(client, "speaker").join(
+                server.url, participant_token(key, secret, room, "whisperlive-bridge", publish=False))
+            bot = await SpeakerBot.join(server.url, key, secret, room, "speaker")
+            await bot.silence(2.0)
+            await asyncio.wait_for(bridge.flowing.wait(), 30)
+            cpu0 = proc_cpu_s(peer.proc.pid)
+            t0 = time.monotonic()
+            await bot.play(meeting.audio)
+            await bot.silence(DRAIN_S)
+            cpu1, rss = proc_cpu_s(peer.proc.pid), proc_peak_rss_mib(peer.proc.pid)
+            caps.append(Capture("whisperlive", t0, client.emissions(), cpu1 - cpu0, rss,
+                                {"messages": len(client.messages)}))
+            await bot.close()
+            await bridge.close()
+        finally:
+            if client is not None:
+                client.close()
+            peer.stop()
+    finally:
+        server.stop()
+    return caps
+
+
+def offline(meeting: Meeting, model_dir: Path, threads: int) -> dict[str, object]:
+    """Plain faster-whisper on the whole meeting: same model, int8, beam 5, no VAD (cached per audio)."""
+    from importlib.metadata import version
+
+    from livenexus_worker.inference.textnorm import wer
+
+    tag = json.dumps([meeting.key, str(model_dir), version("faster-whisper"), version("ctranslate2"), 5, "en"])
+    path = cache_dir() / f"offline-{hashlib.sha256(tag.encode()).hexdigest()[:16]}.json"
+    if path.is_file():
+        return dict(json.loads(path.read_text()))
+    from faster_whisper import WhisperModel
+
+    print("offline faster-whisper on the whole meeting ...", flush=True)
+    model = WhisperModel(str(model_dir), device="cpu", compute_type="int8", cpu_threads=threads)
+    t = time.monotonic()
+    segments, _ = model.transcribe(meeting.audio.astype(np.float32) / 32768.0, beam_size=5, language="en",
+                                   vad_filter=False)
+    text = " ".join(s.text.strip() for s in segments)
+    res: dict[str, object] = {"wer": wer(meeting.reference, text), "wall_s": time.monotonic() - t, "text": text}
+    path.write_text(json.dumps(res))
+    return res
+
+
+@dataclass
+class Summary:
+    """One system on one path."""
+
+    system: str
+    final_p50: float
+    final_p95: float
+    final_max: float
+    visible_p50: float
+    visible_p95: float
+    eos_final_p50: float
+    unfinalised: int
+    wer: float
+    cpu_per_audio_s: float
+    rss_peak_mib: float
+    info: dict[str, object]
+    sentences: list[SentenceScore]
+    emissions: list[dict[str, object]]
+
+
+def summarize(meeting: Meeting, cap: Capture) -> Summary:
+    rows, w = score(meeting, cap)
+    fin = [r.final_lag_s for r in rows if r.final_lag_s is not None]
+    vis = [r.visible_lag_s for r in rows if r.visible_lag_s is not None]
+    eos = [r.final_lag_s for r in rows if r.end_of_stretch and r.final_lag_s is not None]
+    return Summary(cap.system, pct(fin, 50), pct(fin, 95), max(fin, default=float("nan")), pct(vis, 50),
+                   pct(vis, 95), pct(eos, 50), sum(r.final_lag_s is None for r in rows), w,
+                   cap.cpu_s / meeting.duration_s, cap.rss_peak_mib, cap.info or {}, rows,
+                   [asdict(e) | {"at": e.at - cap.t0} for e in cap.emissions])
+
+
+def table(path: str, meeting: Meeting, sums: list[Summary], off: dict[str, object]) -> str:
+    n = len(meeting.sentences)
+    lines = [f"== path {path}: {meeting.duration_s:.1f} s of audio, {n} sentences in "
+             f"{len(meeting.stretch_ends())} stretches", f"{'':36}" + "".join(f"{s.system:>14}" for s in sums)]
+
+    def row(label: str, cells: list[str]) -> None:
+        lines.append(f"{label:36}" + "".join(f"{c:>14}" for c in cells))
+
+    row("sentence final lag p50 (s)", [f"{s.final_p50:.2f}" for s in sums])
+    row("sentence final lag p95 (s)", [f"{s.final_p95:.2f}" for s in sums])
+    row("sentence final lag max (s)", [f"{s.final_max:.2f}" for s in sums])
+    row("visible lag p50 (s)", [f"{s.visible_p50:.2f}" for s in sums])
+    row("visible lag p95 (s)", [f"{s.visible_p95:.2f}" for s in sums])
+    row("end-of-stretch final lag p50 (s)", [f"{s.eos_final_p50:.2f}" for s in sums])
+    row("unfinalised sentences", [f"{s.unfinalised}/{n}" for s in sums])
+    row("WER of finals vs script (%)", [f"{100 * s.wer:.1f}" for s in sums])
+    row("WER offline faster-whisper (%)", [f"{100 * float(str(off['wer'])):.1f}"])
+    row("CPU-s per audio-s", [f"{s.cpu_per_audio_s:.3f}" for s in sums])
+    row("peak RSS (MiB)", [f"{s.rss_peak_mib:.0f}" for s in sums])
+    lines.append("per stretch: final lag p50 / max / end-of-stretch (s), unfinalised sentences")
+    lines.append(f"{'#':>2} {'speaker':8} {'dur s':>6} {'sent':>4}" + "".join(f"  {s.system:>26}" for s in sums))
+    for k in sorted({s.stretch for s in meeting.sentences}):
+        ss = [s for s in meeting.sentences if s.stretch == k]
+        cells = []
+        for sm in sums:
+            rows = [r for r in sm.sentences if r.stretch == k]
+            lag = [r.final_lag_s for r in rows if r.final_lag_s is not None]
+            end = rows[-1].final_lag_s
+            cells.append(f"{pct(lag, 50):6.2f} /{max(lag, default=float('nan')):6.2f} /"
+                         f"{float('nan') if end is None else end:6.2f}, {len(rows) - len(lag):2d}")
+        lines.append(f"{k:>2} {ss[0].speaker:8} {(ss[-1].end - ss[0].start) / SAMPLE_RATE:6.1f} {len(ss):4d}"
+                     + "".join(f"  {c:>26}" for c in cells))
+    return "\n".join(lines)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--path", choices=["file", "livekit", "both"], default="both")
+    ap.add_argument("--minutes", type=float, default=3.0, help="length of the meeting (default 3)")
+    ap.add_argument("--no-peer", action="store_true", help="our worker only")
+    ap.add_argument("--quick", action="store_true", help="one short stretch, for smoke-testing")
+    ap.add_argument("--worker-src", default="worktree",
+                    help="'worktree' (the checkout as it is) or a git ref whose worker/ is exported and run")
+    ap.add_argument("--noise-dbfs", type=float, default=Layout.noise_dbfs,
+                    help="background noise level (default %(default)s; webrtcvad hears pink noise at -30 as speech)")
+    ap.add_argument("--threads", type=int, default=0, help="inference threads of both systems (0: usable cores)")
+    args = ap.parse_args()
+    from livenexus_worker.inference.models import resolve
+
+    model_dir = resolve("base").path
+    threads = args.threads or len(os.sched_getaffinity(0))
+    env, src = worker_source(args.worker_src)
+    meeting = build(Layout(minutes=args.minutes, noise_dbfs=args.noise_dbfs), quick=args.quick)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    outdir = REPO / "benchmarks" / "out"
+    logdir = outdir / f"continuous-{stamp}-logs"
+    logdir.mkdir(parents=True, exist_ok=True)
+    peer_py = None if args.no_peer else ensure_venv(logdir / "whisperlive-install.log")
+    print(f"worker: {src}; model {model_dir}; {threads} threads; meeting {meeting.path} "
+          f"({meeting.duration_s:.1f} s, {len(meeting.sentences)} sentences)", flush=True)
+    captures: dict[str, list[Capture]] = {}
+    if args.path in ("file", "both"):
+        print("file path: our worker ...", flush=True)
+        captures["file"] = [run_file_ours(meeting, env, args.threads, logdir)]
+        if peer_py is not None:
+            print("file path: WhisperLive ...", flush=True)
+            captures["file"].append(run_file_peer(meeting, peer_py, model_dir, threads, logdir))
+    if args.path in ("livekit", "both"):
+        print("livekit path: our worker, then WhisperLive ...", flush=True)
+        captures["livekit"] = asyncio.run(run_livekit(meeting, env, args.threads, peer_py, model_dir, logdir))
+    raw = outdir / f"continuous-{stamp}-raw.json"  # before scoring, so a scoring bug loses no run
+    raw.write_text(json.dumps({p: [asdict(c) for c in caps] for p, caps in captures.items()}, default=str))
+    off = offline(meeting, model_dir, threads)
+    result: dict[str, object] = {"worker_src": src, "head": git("rev-parse", "HEAD"), "args": vars(args),
+                                 "threads": threads, "meeting": {"key": meeting.key, "wav": str(meeting.path),
+                                 "duration_s": meeting.duration_s, "sentences": [asdict(s) for s in meeting.sentences]},
+                                 "offline": off}
+    paths: dict[str, list[dict[str, object]]] = {}
+    for path, caps in captures.items():
+        sums = [summarize(meeting, c) for c in caps]
+        paths[path] = [asdict(s) for s in sums]
+        print(table(path, meeting, sums, off), flush=True)
+        for s in sums:
+            if s.info:
+                print(f"  {s.system}: {s.info}")
+    result["paths"] = paths
+    out = outdir / f"continuous-{stamp}.json"
+    out.write_text(json.dumps(result, indent=1, default=str))
+    print(f"worker: {src}\nwrote {out} (logs in {logdir})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
