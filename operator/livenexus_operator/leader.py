@@ -13,13 +13,13 @@ by another machine, so clock skew between nodes cannot make a live leader look d
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime
 import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from livenexus_common.cli import sleep_or_stop
 from livenexus_operator import kube
 
 log = logging.getLogger(__name__)
@@ -124,15 +124,14 @@ class LeaseElector:
                     return True
             except Exception as exc:  # API hiccups must not kill a standby replica
                 log.warning("lease %s/%s: acquire attempt failed: %s", self.namespace, self.name, exc)
-            await _sleep_or_stop(self.retry_period_s, stop)
+            await sleep_or_stop(stop, self.retry_period_s)
         return False
 
     async def keep(self, stop: asyncio.Event | None = None) -> None:
         """Renew until ``stop`` is set (returns) or renewal fails past the deadline (raises LostLease)."""
         last_ok = time.monotonic()
         while stop is None or not stop.is_set():
-            await _sleep_or_stop(self.retry_period_s, stop)
-            if stop is not None and stop.is_set():
+            if await sleep_or_stop(stop, self.retry_period_s):
                 return
             try:
                 ok = await asyncio.wait_for(self.try_acquire_or_renew(), timeout=self.renew_deadline_s)
@@ -168,11 +167,3 @@ class LeaseElector:
 
 class LostLease(RuntimeError):
     """Leadership was lost; the process must stop reconciling."""
-
-
-async def _sleep_or_stop(seconds: float, stop: asyncio.Event | None) -> None:
-    if stop is None:
-        await asyncio.sleep(seconds)
-        return
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), timeout=seconds)

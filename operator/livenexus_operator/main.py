@@ -6,12 +6,12 @@ import argparse
 import asyncio
 import contextlib
 import logging
-import signal
 import sys
 
 import aiohttp
 import kopf
 
+from livenexus_common.cli import EXIT_ERROR, EXIT_FAILURE, EXIT_OK, run_until_stopped, setup_logging
 from livenexus_operator import config, kube
 from livenexus_operator.leader import LeaseElector, LostLease
 from livenexus_operator.metrics import METRICS, serve
@@ -50,7 +50,7 @@ async def _kopf_alive(port: int) -> tuple[bool, str]:
 
 
 async def run(cfg: config.OperatorConfig, stop: asyncio.Event) -> int:
-    """Run until ``stop`` is set (0) or leadership is lost (1)."""
+    """Run until ``stop`` is set (EXIT_OK) or leadership is lost (EXIT_FAILURE)."""
     import livenexus_operator.handlers  # noqa: F401  (registers the kopf handlers)
 
     state = {"leading": False, "kopf_started": False}
@@ -68,7 +68,7 @@ async def run(cfg: config.OperatorConfig, stop: asyncio.Event) -> int:
         if elector is not None:
             log.info("waiting for lease %s/%s as %s", cfg.namespace, cfg.lease_name, cfg.identity)
             if not await elector.acquire(stop):
-                return 0
+                return EXIT_OK
             keeper = asyncio.create_task(elector.keep(stop))
         state["leading"] = True
         METRICS.leader.set(1)
@@ -84,11 +84,11 @@ async def run(cfg: config.OperatorConfig, stop: asyncio.Event) -> int:
         )
         waiting: set[asyncio.Task[None]] = {operator} | ({keeper} if keeper else set())
         done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
-        code = 0
+        code = EXIT_OK
         if keeper is not None and keeper in done and keeper.exception() is not None:
             exc = keeper.exception()
             log.error("%s: stopping so the new leader acts alone", exc)
-            code = 1 if isinstance(exc, LostLease) else 2
+            code = EXIT_FAILURE if isinstance(exc, LostLease) else EXIT_ERROR
         stop.set()
         await operator
         return code
@@ -107,11 +107,7 @@ async def run(cfg: config.OperatorConfig, stop: asyncio.Event) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    setup_logging(args.verbose)
     cfg = config.OperatorConfig.from_env()
     if args.namespace:
         cfg.namespace = args.namespace
@@ -123,15 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg.metrics_port = args.metrics_port
     config.install(cfg)
     kube.configure(kube.load_default_config(args.kubeconfig, args.context))
-
-    async def _main() -> int:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        return await run(cfg, stop)
-
-    return asyncio.run(_main())
+    return run_until_stopped(lambda stop: run(cfg, stop))
 
 
 if __name__ == "__main__":

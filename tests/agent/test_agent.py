@@ -9,10 +9,11 @@ import urllib.request
 import numpy as np
 import pytest
 
+from livenexus_common.cli import EXIT_AUTH
 from livenexus_dev.demo.bots import Listener, SpeakerBot
 from livenexus_dev.livekit_server import LiveKitServer
 from livenexus_worker.inference.textnorm import wer
-from livenexus_worker.room.agent import EXIT_AUTH, run_agent
+from livenexus_worker.room.agent import run_agent
 from livenexus_worker.room.settings import WorkerSettings
 
 from .conftest import RunningAgent

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from pathlib import Path
 
+from livenexus_common.cli import EXIT_INTERRUPTED, fail, setup_logging
 from livenexus_worker.core.audio import AudioError
 from livenexus_worker.inference import models
 from livenexus_worker.room.settings import SettingsError
@@ -95,18 +95,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    setup_logging(args.verbose)
     try:
         return int(args.func(args))
     except (AudioError, models.ModelNotFoundError, SettingsError) as exc:
-        print(f"livenexus-worker: error: {exc}", file=sys.stderr)
-        return 2
+        return fail("livenexus-worker", exc)
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

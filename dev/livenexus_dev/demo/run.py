@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from livenexus_common.cli import stop_on_signals
 from livenexus_worker.inference.models import resolve
 from livenexus_worker.inference.textnorm import wer
 
@@ -104,9 +105,7 @@ async def main_async(args: argparse.Namespace) -> int:
     console = start_console(server, args.room, args.console_port, logdir / "console.log")
     procs = [p for p in (worker, console) if p is not None]
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    stop_on_signals(stop)
     try:
         listener = await Listener.join(server.url, server.api_key, server.api_secret, args.room, "demo-listener")
         on_heard, done = _printer(sys.stdout.isatty())

@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
 import os
-import signal
-import sys
 from pathlib import Path
 
 from aiohttp import web
 
+from livenexus_common.cli import EXIT_FAILURE, EXIT_OK, fail, run_until_stopped, setup_logging
 from livenexus_operator.console.app import build_app, static_dir_status
 from livenexus_operator.console.config import ConfigError, ConsoleConfig, parse_rooms
 
@@ -92,28 +90,13 @@ async def serve(config: ConsoleConfig, stop: asyncio.Event) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    setup_logging(args.verbose)
     try:
         config = config_from_args(args)
     except ConfigError as exc:
-        print(f"livenexus-console: error: {exc}", file=sys.stderr)
-        return 2
-
-    async def run() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError):
-                loop.add_signal_handler(sig, stop.set)
-        await serve(config, stop)
-
+        return fail("livenexus-console", exc)
     try:
-        asyncio.run(run())
+        run_until_stopped(lambda stop: serve(config, stop))
     except OSError as exc:
-        print(f"livenexus-console: error: cannot listen on {config.host}:{config.port}: {exc}", file=sys.stderr)
-        return 1
-    return 0
+        return fail("livenexus-console", f"cannot listen on {config.host}:{config.port}: {exc}", EXIT_FAILURE)
+    return EXIT_OK

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,6 +17,7 @@ from typing import Any
 import numpy as np
 from livekit import rtc
 
+from livenexus_common.cli import EXIT_AUTH, EXIT_ERROR, EXIT_OK, sleep_or_stop, stop_on_signals
 from livenexus_worker.core.audio import SAMPLE_RATE
 from livenexus_worker.core.events import TranscriptEvent
 from livenexus_worker.room.publisher import TranscriptPublisher
@@ -27,8 +27,6 @@ from livenexus_worker.room.token import mint_token
 from livenexus_worker.streaming.pipeline import StreamPipeline
 
 log = logging.getLogger(__name__)
-
-EXIT_OK, EXIT_CONFIG, EXIT_AUTH = 0, 2, 3
 
 
 class AuthError(RuntimeError):
@@ -87,7 +85,7 @@ class RoomAgent:
                     log.error("LiveKit rejected the worker's credentials (check LIVEKIT_API_KEY/SECRET): %s", exc)
                     return EXIT_AUTH
                 log.warning("connecting to %s failed (%s); retrying in %.1fs", self.settings.livekit_url, exc, delay)
-                await _sleep_or_stop(stop, delay)
+                await sleep_or_stop(stop, delay)
                 delay = min(delay * 2, self.options.backoff_max_s)
                 continue
             delay = self.options.backoff_initial_s
@@ -212,11 +210,6 @@ async def _first(*aws: Coroutine[Any, Any, Any]) -> None:
         t.cancel()
 
 
-async def _sleep_or_stop(stop: asyncio.Event, delay: float) -> None:
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), delay)
-
-
 async def run_agent(settings: WorkerSettings, service: WorkerService | None = None,
                     stop: asyncio.Event | None = None, options: AgentOptions | None = None) -> int:
     """Run until SIGTERM/SIGINT (or ``stop``); returns the process exit code."""
@@ -224,13 +217,10 @@ async def run_agent(settings: WorkerSettings, service: WorkerService | None = No
         settings.require_livekit()
     except SettingsError as exc:
         log.error("%s", exc)
-        return EXIT_CONFIG
+        return EXIT_ERROR
     stop = stop or asyncio.Event()
+    stop_on_signals(stop)
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        # Outside the main thread (tests) this fails and the caller sets ``stop`` instead.
-        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-            loop.add_signal_handler(sig, stop.set)
     own = service is None
     svc = service if service is not None else await loop.run_in_executor(None, WorkerService.start, settings)
     try:
