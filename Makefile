@@ -25,7 +25,7 @@ images: bootstrap
 	bash hack/build-images.sh
 
 lint:
-	$(PYTHON) -m ruff check common worker operator dev tests benchmarks
+	$(PYTHON) -m ruff check common worker operator console dev tests benchmarks
 	$(CURDIR)/$(VENV)/bin/lint-imports
 
 typecheck:

@@ -6,8 +6,8 @@
 #     LIVENEXUS_OPERATOR_IMAGE=localhost/livenexus-operator:<tag>  LIVENEXUS_OPERATOR_ARCHIVE=<dir>/operator-<tag>.tar
 #     LIVENEXUS_IMAGES_BUILT=0|1  and  LIVENEXUS_BUILDAH=<global buildah options of the storage holding the images>
 # <tag> is the first 12 hex digits of a sha256 over the image's build inputs (its Dockerfile, .dockerignore,
-# pyproject.toml, README.md, common/, worker/, operator/, for the operator console/dist, and the base image key), so an
-# unchanged tree takes the fast path: nothing but hashing and two file tests.
+# pyproject.toml, README.md, common/, worker/, operator/, for the operator console/livenexus_console and console/dist,
+# and the base image key), so an unchanged tree takes the fast path: nothing but hashing and two file tests.
 #
 # How (everything cached under $LIVENEXUS_IMAGES, default ~/.cache/livenexus/images):
 #  - The base image is made here, since no registry may be reachable: mmdebstrap (minbase + python3,
@@ -53,7 +53,7 @@ tree_hash() {  # tree_hash <extra-line> <path>...
 }
 COMMON=(.dockerignore pyproject.toml README.md common worker operator)
 WORKER_TAG=$(tree_hash "base $BASE_KEY" Dockerfile.worker "${COMMON[@]}")
-OPERATOR_TAG=$(tree_hash "base $BASE_KEY" Dockerfile.operator "${COMMON[@]}" console/dist)
+OPERATOR_TAG=$(tree_hash "base $BASE_KEY" Dockerfile.operator "${COMMON[@]}" console/livenexus_console console/dist)
 WORKER_IMAGE=localhost/livenexus-worker:$WORKER_TAG
 OPERATOR_IMAGE=localhost/livenexus-operator:$OPERATOR_TAG
 WORKER_ARCHIVE=$CACHE/worker-$WORKER_TAG.tar

@@ -25,7 +25,7 @@ fi
 stamp=".bootstrap-stamp"
 sum=$(sha256sum pyproject.toml | cut -c1-16)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$sum" ] \
-   || ! "$VENV/bin/python" -c "import livenexus_common, livenexus_worker, livenexus_operator, livenexus_dev, faster_whisper, kopf" 2>/dev/null; then
+   || ! "$VENV/bin/python" -c "import livenexus_common, livenexus_worker, livenexus_operator, livenexus_console, livenexus_dev, faster_whisper, kopf" 2>/dev/null; then
   "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e '.[worker,operator,models,dev]'
   echo "$sum" > "$stamp"
 fi

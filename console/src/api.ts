@@ -1,4 +1,4 @@
-// Client of the token service (operator/livenexus_operator/console): /api/config and POST /api/token.
+// Client of the token service (console/livenexus_console): /api/config and POST /api/token.
 
 export interface ConsoleConfig {
   livekitUrl: string;

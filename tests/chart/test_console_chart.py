@@ -24,10 +24,10 @@ import pytest
 import yaml
 from kubernetes.client import ApiClient
 
+from livenexus_console.cli import build_parser, config_from_args
+from livenexus_console.config import ConsoleConfig
+from livenexus_console.rooms import KubeRooms, RoomsUnavailable, kube_lister
 from livenexus_operator import kube
-from livenexus_operator.console.cli import build_parser, config_from_args
-from livenexus_operator.console.config import ConsoleConfig
-from livenexus_operator.console.rooms import KubeRooms, RoomsUnavailable, kube_lister
 from tests.operator.helpers import CHART, KUBE_VERSION, helm_binary, helm_template
 
 NS = "livenexus"
@@ -279,7 +279,7 @@ def test_the_rendered_environment_starts_the_real_service() -> None:
         port = s.getsockname()[1]
     base = {k: v for k, v in os.environ.items() if not k.startswith(("LIVEKIT_", "LIVENEXUS_", "KUBERNETES_"))}
     env = {**base, **resolved_env(c), "LIVENEXUS_CONSOLE_PORT": str(port)}
-    proc = subprocess.Popen([sys.executable, "-m", "livenexus_operator.console", *c.get("args", [])], env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "livenexus_console", *c.get("args", [])], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None

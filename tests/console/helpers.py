@@ -42,11 +42,11 @@ def build_console() -> Path:
 
 
 class ConsoleProcess:
-    """``python -m livenexus_operator.console`` on a free loopback port, as the demo starts it."""
+    """``python -m livenexus_console`` on a free loopback port, as the demo starts it."""
 
     def __init__(self, args: list[str], env: Mapping[str, str]) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "livenexus_operator.console", "--host", "127.0.0.1", "--port", "0", *args],
+            [sys.executable, "-m", "livenexus_console", "--host", "127.0.0.1", "--port", "0", *args],
             env={**os.environ, **env},
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

@@ -1,4 +1,4 @@
-"""``livenexus-console`` (``python -m livenexus_operator.console``) as the demo and a pod start it."""
+"""``livenexus-console`` (``python -m livenexus_console``) as the demo and a pod start it."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import urllib.request
 
 import pytest
 
-from livenexus_operator.console.cli import build_parser, config_from_args, main
-from livenexus_operator.console.config import ConfigError
+from livenexus_console.cli import build_parser, config_from_args, main
+from livenexus_console.config import ConfigError
 
 from .helpers import ConsoleProcess
 
@@ -39,7 +39,7 @@ def test_serves_on_a_free_loopback_port_and_stops_on_sigterm() -> None:
 def test_missing_credentials_exit_2_without_echoing_secrets() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LIVEKIT_", "LIVENEXUS_CONSOLE_"))}
     out = subprocess.run(
-        [sys.executable, "-m", "livenexus_operator.console", "--rooms", "demo", "--livekit-url", "ws://x:1"],
+        [sys.executable, "-m", "livenexus_console", "--rooms", "demo", "--livekit-url", "ws://x:1"],
         env={**env, "LIVEKIT_API_KEY": "k"},
         capture_output=True,
         text=True,

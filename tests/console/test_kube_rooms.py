@@ -12,8 +12,8 @@ import pytest
 import yaml
 from kubernetes.client import ApiClient, Configuration
 
+from livenexus_console.rooms import KubeRooms, RoomsUnavailable, kube_lister
 from livenexus_operator import kube
-from livenexus_operator.console.rooms import KubeRooms, RoomsUnavailable, kube_lister
 from tests.operator.helpers import CRD_FILE
 
 pytestmark = pytest.mark.kube
@@ -82,3 +82,12 @@ async def test_unauthorised_listing_is_unavailable(admin: ApiClient, namespaces:
     cfg = kube.token_config(admin.configuration.host, "not-a-valid-token", admin.configuration.ssl_ca_cert)
     with pytest.raises(RoomsUnavailable, match="401"):
         await KubeRooms(kube_lister(namespaces[0], api=ApiClient(cfg))).rooms()
+
+
+async def test_without_a_client_the_kubeconfig_is_used(
+        kube_cluster: Any, admin: ApiClient, namespaces: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Outside a pod (no in-cluster service account) the console falls back to the kubeconfig."""
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    monkeypatch.setattr(kubernetes.config.kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", str(kube_cluster.kubeconfig))
+    create_room(admin, namespaces[0], "planning")
+    assert await KubeRooms(kube_lister(namespaces[0]), ttl_s=0).rooms() == ("planning",)

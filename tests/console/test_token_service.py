@@ -13,10 +13,10 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from livekit.api import TokenVerifier
 
-from livenexus_operator.console import ConsoleConfig, KubeRooms, RateLimiter, StaticRooms, build_app
-from livenexus_operator.console.app import clean_name, content_security_policy, identity_for
-from livenexus_operator.console.config import ConfigError
-from livenexus_operator.console.rooms import RoomsUnavailable, room_names
+from livenexus_console import ConsoleConfig, KubeRooms, RateLimiter, StaticRooms, build_app
+from livenexus_console.app import clean_name, content_security_policy, identity_for
+from livenexus_console.config import ConfigError
+from livenexus_console.rooms import RoomsUnavailable, room_names
 
 KEY = "console-test-key"
 SECRET = "s3cr3t-" + "x" * 40

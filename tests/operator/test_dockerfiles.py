@@ -197,9 +197,11 @@ def test_pip_ca_is_a_build_secret(dockerfile: str) -> None:
     assert "python3 -m venv" in runs and not re.search(r"(^|[\s;&|])python -m", runs)
 
 
-def test_dockerignore_keeps_only_the_console_build() -> None:
+def test_dockerignore_keeps_only_the_console_build_and_service() -> None:
     assert not dockerignored("console/dist") and not dockerignored("console/dist/index.html")
-    for path in ("console/node_modules", "console/src", "tests", ".venv", "worker/livenexus_worker/__pycache__", "dev",
+    assert not dockerignored("console/livenexus_console") and not dockerignored("console/livenexus_console/cli.py")
+    for path in ("console/node_modules", "console/src", "console/package.json", "tests", ".venv",
+                 "worker/livenexus_worker/__pycache__", "console/livenexus_console/__pycache__", "dev",
                  "dev/livenexus_dev/tts.py"):
         assert dockerignored(path), path
     for path in ("pyproject.toml", "README.md", "worker/livenexus_worker/cli.py", "operator/livenexus_operator",
@@ -208,10 +210,13 @@ def test_dockerignore_keeps_only_the_console_build() -> None:
 
 
 def test_operator_image_serves_the_console() -> None:
-    """The operator image carries console/dist and points the console's own setting at it."""
-    from livenexus_operator.console.config import ConsoleConfig
+    """The operator image carries the console's token service and console/dist, and points its setting at it."""
+    from livenexus_console.config import ConsoleConfig
 
-    final = final_stage(parse(ROOT / "Dockerfile.operator"))
+    instructions = parse(ROOT / "Dockerfile.operator")
+    sources = [i.args.split()[0] for i in instructions if i.keyword == "COPY" and "--from=" not in i.args]
+    assert "console/livenexus_console" in sources, "the build stage must install the console package"
+    final = final_stage(instructions)
     copies = [i.args.split() for i in final if i.keyword == "COPY" and "--from=" not in i.args]
     (dest,) = [c[-1] for c in copies if c[0] == "console/dist"]
     env = " ".join(i.args for i in final if i.keyword == "ENV")

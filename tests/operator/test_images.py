@@ -232,6 +232,6 @@ def test_operator_image(images: Images) -> None:
             assert out.returncode == 0, out.stdout + out.stderr
         served = run_in(root, config, ["python3", "-c", (
             "import os; from pathlib import Path\n"
-            "from livenexus_operator.console.app import static_dir_status\n"
+            "from livenexus_console.app import static_dir_status\n"
             "print(static_dir_status(Path(os.environ['LIVENEXUS_CONSOLE_DIST'])))\n")])
         assert served.returncode == 0 and served.stdout.strip() == "built", served.stdout + served.stderr

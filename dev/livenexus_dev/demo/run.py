@@ -85,12 +85,12 @@ def start_worker(server: LiveKitServer, room: str, log: Path) -> subprocess.Pope
 
 def start_console(server: LiveKitServer, room: str, port: int, log: Path) -> subprocess.Popen[bytes] | None:
     try:
-        import livenexus_operator.console  # noqa: F401
+        import livenexus_console  # noqa: F401
     except ImportError:
         return None
     env = {**os.environ, "LIVEKIT_URL": server.url, "LIVEKIT_API_KEY": server.api_key,
            "LIVEKIT_API_SECRET": server.api_secret}
-    return subprocess.Popen([sys.executable, "-m", "livenexus_operator.console", "--rooms", room,
+    return subprocess.Popen([sys.executable, "-m", "livenexus_console", "--rooms", room,
                              "--port", str(port), "--host", "127.0.0.1"], env=env,
                             stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True)
 

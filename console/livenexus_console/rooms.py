@@ -13,7 +13,7 @@ from livenexus_common.contract import GROUP, PLURAL, VERSION
 if TYPE_CHECKING:
     from kubernetes.client import ApiClient
 
-log = logging.getLogger("livenexus_operator.console")
+log = logging.getLogger("livenexus_console")
 
 
 class RoomsUnavailable(RuntimeError):
@@ -60,16 +60,39 @@ def room_names(items: Iterable[Mapping[str, Any]]) -> tuple[str, ...]:
 Lister = Callable[[], Awaitable[list[Mapping[str, Any]]]]
 
 
-def kube_lister(namespace: str = "", api: ApiClient | None = None) -> Lister:
-    """List TranscriptionRooms with ``api``, else the operator's client (in-cluster credentials, else kubeconfig)."""
-    from livenexus_operator import kube
+def default_api() -> ApiClient:
+    """In-cluster credentials when running in a pod (the console's ServiceAccount), else the kubeconfig."""
+    from kubernetes.client import ApiClient, Configuration
+    from kubernetes.config import ConfigException, load_incluster_config, load_kube_config
 
-    base = f"/apis/{GROUP}/{VERSION}"
-    path = f"{base}/namespaces/{namespace}/{PLURAL}" if namespace else f"{base}/{PLURAL}"
+    cfg = Configuration()
+    try:
+        load_incluster_config(client_configuration=cfg)
+    except ConfigException:
+        load_kube_config(client_configuration=cfg)
+    return ApiClient(cfg)
+
+
+def kube_lister(namespace: str = "", api: ApiClient | None = None) -> Lister:
+    """List TranscriptionRooms with ``api``, else with :func:`default_api` (made at the first listing).
+
+    The Kubernetes client is imported only here: a console serving a fixed room list never loads it.
+    """
+    clients: list[ApiClient] = [api] if api is not None else []
+
+    def get() -> Any:
+        from kubernetes.client import CustomObjectsApi
+
+        if not clients:
+            clients.append(default_api())
+        objects = CustomObjectsApi(clients[0])
+        if namespace:
+            return objects.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, _request_timeout=30)
+        return objects.list_cluster_custom_object(GROUP, VERSION, PLURAL, _request_timeout=30)
 
     async def list_rooms() -> list[Mapping[str, Any]]:
-        body = await asyncio.to_thread(kube.call, "GET", path, None, None, None, api)
-        items = body.get("items", [])
+        body = await asyncio.to_thread(get)
+        items = body.get("items", []) if isinstance(body, Mapping) else []
         return [i for i in items if isinstance(i, Mapping)] if isinstance(items, list) else []
 
     return list_rooms

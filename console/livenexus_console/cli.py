@@ -16,10 +16,10 @@ from pathlib import Path
 from aiohttp import web
 
 from livenexus_common.cli import EXIT_FAILURE, EXIT_OK, fail, run_until_stopped, setup_logging
-from livenexus_operator.console.app import build_app, static_dir_status
-from livenexus_operator.console.config import ConfigError, ConsoleConfig, parse_rooms
+from livenexus_console.app import build_app, static_dir_status
+from livenexus_console.config import ConfigError, ConsoleConfig, parse_rooms
 
-log = logging.getLogger("livenexus_operator.console")
+log = logging.getLogger("livenexus_console")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -17,11 +17,11 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 from livekit.api import AccessToken, VideoGrants
 
-from livenexus_operator.console.config import ROOM_NAME_RE, ConsoleConfig
-from livenexus_operator.console.ratelimit import RateLimiter
-from livenexus_operator.console.rooms import KubeRooms, RoomSource, RoomsUnavailable, StaticRooms, kube_lister
+from livenexus_console.config import ROOM_NAME_RE, ConsoleConfig
+from livenexus_console.ratelimit import RateLimiter
+from livenexus_console.rooms import KubeRooms, RoomSource, RoomsUnavailable, StaticRooms, kube_lister
 
-log = logging.getLogger("livenexus_operator.console")
+log = logging.getLogger("livenexus_console")
 
 MAX_NAME_CHARS = 64
 MAX_BODY_BYTES = 4096
