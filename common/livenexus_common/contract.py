@@ -170,8 +170,9 @@ def model_ladder(model: str, compute_type: str, beam_size: int) -> tuple[TierSpe
     return tuple(out)
 
 
-DEFAULT_TIERS: Final[tuple[TierSpec, ...]] = (*model_ladder("base", "int8", 5), TierSpec("tiny", "int8", 1, 0))
-"""The worker's own ladder when LIVENEXUS_TIERS is not set: the ``base`` variants, then ``tiny``."""
+DEFAULT_TIERS: Final[tuple[TierSpec, ...]] = (*model_ladder("base", "int8", 5), TierSpec("tiny.en", "int8", 1, 0))
+"""The worker's own ladder when LIVENEXUS_TIERS is not set: the ``base`` variants, then ``tiny.en`` (English
+only, shipped in the worker image beside ``base``)."""
 
 
 def ladder_to_json(ladder: Iterable[TierSpec]) -> str:

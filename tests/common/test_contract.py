@@ -60,9 +60,9 @@ def test_bad_ladders_are_contract_errors(raw: str) -> None:
 
 def test_default_ladder_is_the_base_variants_then_tiny() -> None:
     assert DEFAULT_TIERS[:-1] == model_ladder("base", "int8", 5)
-    assert DEFAULT_TIERS[-1] == TierSpec("tiny", "int8", 1, 0)
+    assert DEFAULT_TIERS[-1] == TierSpec("tiny.en", "int8", 1, 0)
     assert [t.name for t in DEFAULT_TIERS] == [
-        "base-int8-b5-p250", "base-int8-b1-p250", "base-int8-b1-p600", "base-int8-b1-p0", "tiny-int8-b1-p0"]
+        "base-int8-b5-p250", "base-int8-b1-p250", "base-int8-b1-p600", "base-int8-b1-p0", "tiny.en-int8-b1-p0"]
 
 
 def test_model_ladder_drops_repeated_rungs() -> None:

