@@ -107,8 +107,8 @@ class RoomSpec:
     def effective_ladder(self) -> tuple[TierSpec, ...]:
         """The explicit ladder, or cheaper variants of spec.model down to finals only (no partials).
 
-        The worker's own default ladder ends on ``tiny``, which the image may not ship; deriving the
-        fallback from the configured model keeps every tier loadable.
+        The worker's own default ladder ends on a second model (``tiny.en``), which an image may not ship;
+        deriving the fallback from the configured model keeps every tier loadable.
         """
         return self.ladder or model_ladder(self.model, self.compute_type, self.beam_size)
 

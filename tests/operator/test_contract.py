@@ -86,7 +86,7 @@ def test_a_default_room_gives_the_worker_the_models_ladder_and_the_default_thres
     assert s.room == "r1"  # spec.room defaults to metadata.name
     assert s.language == "en"
     # Every tier uses the configured model: a model the image lacks can never be stepped down to (the worker's
-    # own default ladder, used without LIVENEXUS_TIERS, would end on tiny).
+    # own default ladder, used without LIVENEXUS_TIERS, ends on a second model, tiny.en).
     assert s.tiers == model_ladder("base", "int8", 5) == DEFAULT_TIERS[:-1]
     # The thresholds are the worker's own defaults (the contract's), only the ladder differs.
     assert s.tier_options() == replace(WorkerSettings.from_env({}).tier_options(), levels=len(s.tiers))
