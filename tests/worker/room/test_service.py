@@ -16,14 +16,19 @@ def test_service_serves_health_metrics_and_counts_speech(speech_cache: dict[str,
     from tests.conftest import speak
 
     port = free_port()
-    settings = WorkerSettings.from_env({"LIVENEXUS_METRICS_PORT": str(port), "LIVENEXUS_METRICS_HOST": "127.0.0.1"})
+    from livenexus_common.contract import DEFAULT_TIERS, TierSpec, ladder_to_json
+
+    # The default ladder plus a rung no package ships: it is skipped, not fatal.
+    ladder = ladder_to_json((*DEFAULT_TIERS, TierSpec("large-v9", "int8", 1, 0)))
+    settings = WorkerSettings.from_env({"LIVENEXUS_METRICS_PORT": str(port), "LIVENEXUS_METRICS_HOST": "127.0.0.1",
+                                        "LIVENEXUS_TIERS": ladder})
     svc = WorkerService.start(settings, require_livekit=False)
     try:
         base = f"http://127.0.0.1:{port}"
         assert urllib.request.urlopen(base + "/healthz", timeout=5).status == 200
         assert urllib.request.urlopen(base + "/readyz", timeout=5).status == 200
-        # The default ladder ends on 'tiny', which no package ships: it is skipped, not fatal.
         assert not svc.runtime.is_available(len(settings.tiers) - 1)
+        assert svc.runtime.is_available(len(settings.tiers) - 2), "tiny.en, the default's last rung, is shipped"
         events = []
         pipe = svc.runtime.open_stream("t", "t", events.append)
         feed(pipe, speak(speech_cache, "Metrics should count this utterance."))

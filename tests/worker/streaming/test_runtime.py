@@ -102,17 +102,20 @@ def test_partials_arrive_while_speaking(runtime: Runtime, speech_cache: dict[str
     speech_end = t0 + (lead.shape[0] + audio.shape[0]) / 16000
     partials = [(t, e) for t, e in events if not e.is_final]
     finals = [e for _t, e in events if e.is_final]
-    assert len(finals) == 1
+    # One sentence, but a breath inside it may be committed as a sentence end (see test_commit.py): one or two
+    # finals, which together say the sentence.
+    assert 1 <= len(finals) <= 2
     assert len(partials) >= 3, "expected several partials during ~6 s of speech"
     assert partials[0][0] < speech_end - 2.0, "first partial should come while speech continues"
-    stables = [e.stable for _t, e in partials]
-    assert all(b.startswith(a) for a, b in itertools.pairwise(stables)), "stable text changed"
-    assert all(e.segment_id == finals[0].segment_id for _t, e in partials)
+    for segment in {e.segment_id for _t, e in partials}:
+        stables = [e.stable for _t, e in partials if e.segment_id == segment]
+        assert all(b.startswith(a) for a, b in itertools.pairwise(stables)), "stable text changed"
+    assert {e.segment_id for _t, e in partials} <= {f.segment_id for f in finals}
     gaps = np.diff([t for t, _e in partials])
     print(f"partials {len(partials)} median gap {1000 * float(np.median(gaps)):.0f} ms, "
           f"final latency {finals[0].latency_ms:.0f} ms")
     assert wer("This is a fairly long sentence so that the streaming engine has time to show partial "
-               "results while the speaker is still talking.", finals[0].text) <= 0.2
+               "results while the speaker is still talking.", " ".join(f.text for f in finals)) <= 0.2
 
 
 def test_right_sized_window_matches_padded_text(runtime: Runtime, speech_cache: dict[str, np.ndarray]) -> None:
