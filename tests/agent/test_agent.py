@@ -94,16 +94,19 @@ async def test_two_speakers_at_once_are_attributed(agent: RunningAgent, livekit_
         await asyncio.gather(alice.silence(1.0), bob.silence(1.0))
         await asyncio.gather(alice.play(trim(speak(speech_cache, ALICE))), bob.play(trim(speak(speech_cache, BOB))))
         tail = asyncio.gather(alice.silence(3.0), bob.silence(3.0))
-        a = await listener.wait_finals(1, 25, speaker="alice2")
-        b = await listener.wait_finals(1, 25, speaker="bob2")
+        await listener.wait_finals(1, 25, speaker="alice2")
+        await listener.wait_finals(1, 25, speaker="bob2")
         await tail
+        # A sentence may be committed in two finals (a pause inside it read as a sentence end): judge the text
+        # each speaker's finals say together, and that nothing of one speaker is attributed to the other.
+        a, b = listener.finals(speaker="alice2"), listener.finals(speaker="bob2")
     finally:
         for p in (alice, bob, chatty, listener):
             await p.close()
     print(f"alice: {[f.text for f in a]}  bob: {[f.text for f in b]}")
-    assert len(a) == 1 and len(b) == 1
-    assert wer(ALICE, a[0].text) <= 0.35
-    assert wer(BOB, b[0].text) <= 0.35
+    assert 1 <= len(a) <= 2 and 1 <= len(b) <= 2
+    assert wer(ALICE, " ".join(f.text for f in a)) <= 0.35
+    assert wer(BOB, " ".join(f.text for f in b)) <= 0.35
 
 
 async def test_wrong_secret_fails_fast(livekit_server: LiveKitServer) -> None:
