@@ -341,6 +341,9 @@ class SentenceScore:
     None when its last word never got there."""
     visible_lag_s: float | None
     """Sentence audio end → its last word (or a later one) first appears in any transcript."""
+    words: int
+    final_words: int
+    """How many of its words line up with a word of the finals (0: the finals skipped the whole sentence)."""
 
 
 def score(meeting: Meeting, cap: Capture) -> tuple[list[SentenceScore], float]:
@@ -393,7 +396,8 @@ def score(meeting: Meeting, cap: Capture) -> tuple[list[SentenceScore], float]:
         vis_t = min(float(passed_v[idx[-1]]), final_t)
         rows.append(SentenceScore(s.index, s.stretch, s.index in ends,
                                   None if final_t == inf else final_t - end_wall,
-                                  None if vis_t == inf else vis_t - end_wall))
+                                  None if vis_t == inf else vis_t - end_wall,
+                                  len(idx), sum(tf[r] < inf for r in idx)))
     hyp = " ".join(e.text for e in sorted(finals.values(), key=lambda e: (e.start, e.at)))
     return rows, wer(meeting.reference, hyp)
 

@@ -28,6 +28,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -39,7 +40,25 @@ from livenexus_worker.core.audio import SAMPLE_RATE
 
 REPO = Path(__file__).resolve().parents[1]
 DRAIN_S = 5.0
-"""Silence sent after the meeting (which already ends in 10 s of background noise) before a run stops."""
+"""Silence sent after the meeting (which already ends in 10 s of background noise)."""
+SETTLE_S = (10.0, 40.0)
+"""Then a run ends once no new final came for 10 s (WhisperLive completes a last segment after ~11 identical
+re-decodes), or after 40 s."""
+
+
+async def settle(finals: Callable[[], int]) -> None:
+    """Wait until ``finals()`` stopped growing for SETTLE_S[0] seconds (at most SETTLE_S[1])."""
+    quiet, limit = SETTLE_S
+    end = time.monotonic() + limit
+    n, since = finals(), time.monotonic()
+    while time.monotonic() < end and time.monotonic() - since < quiet:
+        await asyncio.sleep(0.2)
+        if finals() != n:
+            n, since = finals(), time.monotonic()
+
+
+def peer_finals(client: PeerClient) -> Callable[[], int]:
+    return lambda: len({(e.key, e.text) for e in client.emissions() if e.final})
 
 WRAPPER = """
 import resource, sys, time
@@ -126,6 +145,7 @@ def run_file_peer(meeting: Meeting, py: Path, model_dir: Path, threads: int, log
         client = PeerClient(server.port, model_dir)
         cpu0 = proc_cpu_s(server.proc.pid)
         t0 = client.stream(meeting.audio, tail_s=DRAIN_S)
+        asyncio.run(settle(peer_finals(client)))
         cpu1, rss = proc_cpu_s(server.proc.pid), proc_peak_rss_mib(server.proc.pid)
         return Capture("whisperlive", t0, client.emissions(), cpu1 - cpu0, rss, {"messages": len(client.messages)})
     finally:
@@ -160,6 +180,7 @@ async def run_livekit(meeting: Meeting, env: dict[str, str], threads: int, peer_
             t0 = time.monotonic()
             await bot.play(meeting.audio)
             await bot.silence(DRAIN_S)
+            await settle(lambda: len(listener.finals(speaker="speaker")))
             cpu1, rss = proc_cpu_s(worker.pid), proc_peak_rss_mib(worker.pid)
             heard = [h for h in listener.heard if h.via == "data" and h.speaker == "speaker"]
             ems = [Emission(h.at, h.segment_id, h.text, h.final, float(h.attributes.get("start", 0.0))) for h in heard]
@@ -185,6 +206,7 @@ async def run_livekit(meeting: Meeting, env: dict[str, str], threads: int, peer_
             t0 = time.monotonic()
             await bot.play(meeting.audio)
             await bot.silence(DRAIN_S)
+            await settle(peer_finals(client))
             cpu1, rss = proc_cpu_s(peer.proc.pid), proc_peak_rss_mib(peer.proc.pid)
             caps.append(Capture("whisperlive", t0, client.emissions(), cpu1 - cpu0, rss,
                                 {"messages": len(client.messages)}))
@@ -234,6 +256,8 @@ class Summary:
     visible_p95: float
     eos_final_p50: float
     unfinalised: int
+    skipped: int
+    """Sentences none of whose words are in the finals."""
     wer: float
     cpu_per_audio_s: float
     rss_peak_mib: float
@@ -248,7 +272,8 @@ def summarize(meeting: Meeting, cap: Capture) -> Summary:
     vis = [r.visible_lag_s for r in rows if r.visible_lag_s is not None]
     eos = [r.final_lag_s for r in rows if r.end_of_stretch and r.final_lag_s is not None]
     return Summary(cap.system, pct(fin, 50), pct(fin, 95), max(fin, default=float("nan")), pct(vis, 50),
-                   pct(vis, 95), pct(eos, 50), sum(r.final_lag_s is None for r in rows), w,
+                   pct(vis, 95), pct(eos, 50), sum(r.final_lag_s is None for r in rows),
+                   sum(r.final_words == 0 for r in rows), w,
                    cap.cpu_s / meeting.duration_s, cap.rss_peak_mib, cap.info or {}, rows,
                    [asdict(e) | {"at": e.at - cap.t0} for e in cap.emissions])
 
@@ -268,6 +293,7 @@ def table(path: str, meeting: Meeting, sums: list[Summary], off: dict[str, objec
     row("visible lag p95 (s)", [f"{s.visible_p95:.2f}" for s in sums])
     row("end-of-stretch final lag p50 (s)", [f"{s.eos_final_p50:.2f}" for s in sums])
     row("unfinalised sentences", [f"{s.unfinalised}/{n}" for s in sums])
+    row("sentences with no word in finals", [f"{s.skipped}/{n}" for s in sums])
     row("WER of finals vs script (%)", [f"{100 * s.wer:.1f}" for s in sums])
     row("WER offline faster-whisper (%)", [f"{100 * float(str(off['wer'])):.1f}"])
     row("CPU-s per audio-s", [f"{s.cpu_per_audio_s:.3f}" for s in sums])
@@ -299,32 +325,44 @@ def main() -> int:
     ap.add_argument("--noise-dbfs", type=float, default=Layout.noise_dbfs,
                     help="background noise level (default %(default)s; webrtcvad hears pink noise at -30 as speech)")
     ap.add_argument("--threads", type=int, default=0, help="inference threads of both systems (0: usable cores)")
+    ap.add_argument("--rescore", metavar="RAW_JSON", help="score a previous run's -raw.json again, run nothing")
     args = ap.parse_args()
     from livenexus_worker.inference.models import resolve
 
     model_dir = resolve("base").path
     threads = args.threads or len(os.sched_getaffinity(0))
-    env, src = worker_source(args.worker_src)
-    meeting = build(Layout(minutes=args.minutes, noise_dbfs=args.noise_dbfs), quick=args.quick)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     outdir = REPO / "benchmarks" / "out"
-    logdir = outdir / f"continuous-{stamp}-logs"
-    logdir.mkdir(parents=True, exist_ok=True)
-    peer_py = None if args.no_peer else ensure_venv(logdir / "whisperlive-install.log")
-    print(f"worker: {src}; model {model_dir}; {threads} threads; meeting {meeting.path} "
-          f"({meeting.duration_s:.1f} s, {len(meeting.sentences)} sentences)", flush=True)
-    captures: dict[str, list[Capture]] = {}
-    if args.path in ("file", "both"):
-        print("file path: our worker ...", flush=True)
-        captures["file"] = [run_file_ours(meeting, env, args.threads, logdir)]
-        if peer_py is not None:
-            print("file path: WhisperLive ...", flush=True)
-            captures["file"].append(run_file_peer(meeting, peer_py, model_dir, threads, logdir))
-    if args.path in ("livekit", "both"):
-        print("livekit path: our worker, then WhisperLive ...", flush=True)
-        captures["livekit"] = asyncio.run(run_livekit(meeting, env, args.threads, peer_py, model_dir, logdir))
-    raw = outdir / f"continuous-{stamp}-raw.json"  # before scoring, so a scoring bug loses no run
-    raw.write_text(json.dumps({p: [asdict(c) for c in caps] for p, caps in captures.items()}, default=str))
+    if args.rescore:
+        raw_in = json.loads(Path(args.rescore).read_text())
+        for k, v in raw_in.get("run", {}).items():
+            setattr(args, k, v)
+    meeting = build(Layout(minutes=args.minutes, noise_dbfs=args.noise_dbfs), quick=args.quick)
+    if args.rescore:
+        src = str(raw_in.get("worker_src", "?"))
+        captures = {p: [Capture(**c | {"emissions": [Emission(**e) for e in c["emissions"]]}) for c in caps]
+                    for p, caps in raw_in["captures"].items()}
+    else:
+        env, src = worker_source(args.worker_src)
+        logdir = outdir / f"continuous-{stamp}-logs"
+        logdir.mkdir(parents=True, exist_ok=True)
+        peer_py = None if args.no_peer else ensure_venv(logdir / "whisperlive-install.log")
+        print(f"worker: {src}; model {model_dir}; {threads} threads; meeting {meeting.path} "
+              f"({meeting.duration_s:.1f} s, {len(meeting.sentences)} sentences)", flush=True)
+        captures = {}
+        if args.path in ("file", "both"):
+            print("file path: our worker ...", flush=True)
+            captures["file"] = [run_file_ours(meeting, env, args.threads, logdir)]
+            if peer_py is not None:
+                print("file path: WhisperLive ...", flush=True)
+                captures["file"].append(run_file_peer(meeting, peer_py, model_dir, threads, logdir))
+        if args.path in ("livekit", "both"):
+            print("livekit path: our worker, then WhisperLive ...", flush=True)
+            captures["livekit"] = asyncio.run(run_livekit(meeting, env, args.threads, peer_py, model_dir, logdir))
+        raw = outdir / f"continuous-{stamp}-raw.json"  # before scoring, so a scoring bug loses no run
+        run = {k: getattr(args, k) for k in ("minutes", "noise_dbfs", "quick")}
+        raw.write_text(json.dumps({"worker_src": src, "run": run,
+                                   "captures": {p: [asdict(c) for c in cs] for p, cs in captures.items()}}))
     off = offline(meeting, model_dir, threads)
     result: dict[str, object] = {"worker_src": src, "head": git("rev-parse", "HEAD"), "args": vars(args),
                                  "threads": threads, "meeting": {"key": meeting.key, "wav": str(meeting.path),
@@ -341,7 +379,7 @@ def main() -> int:
     result["paths"] = paths
     out = outdir / f"continuous-{stamp}.json"
     out.write_text(json.dumps(result, indent=1, default=str))
-    print(f"worker: {src}\nwrote {out} (logs in {logdir})")
+    print(f"worker: {src}\nwrote {out}")
     return 0
 
 
