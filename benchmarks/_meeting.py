@@ -298,6 +298,8 @@ class Capture:
     cpu_s: float = float("nan")
     """CPU seconds of the system's process while the meeting was streamed to it."""
     rss_peak_mib: float = float("nan")
+    others_cores: float = float("nan")
+    """CPU cores busy with everything else on the machine meanwhile (this benchmark's bots included)."""
     info: dict[str, object] | None = None
 
 

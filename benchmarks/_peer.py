@@ -84,6 +84,12 @@ def proc_cpu_s(pid: int) -> float:
     return float(t.user + t.system)
 
 
+def host_busy_s() -> float:
+    """CPU seconds the whole machine spent not idle since boot."""
+    t = psutil.cpu_times()
+    return float(sum(getattr(t, f, 0.0) for f in ("user", "nice", "system", "irq", "softirq", "steal")))
+
+
 def proc_peak_rss_mib(pid: int) -> float:
     """VmHWM: the peak resident set size of the process so far."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():

@@ -22,6 +22,7 @@ import asyncio
 import hashlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -35,7 +36,17 @@ from pathlib import Path
 import numpy as np
 
 from _meeting import Capture, Emission, Layout, Meeting, SentenceScore, build, cache_dir, pct, score
-from _peer import Bridge, PeerClient, PeerServer, ensure_venv, free_port, proc_cpu_s, proc_peak_rss_mib, stop
+from _peer import (
+    Bridge,
+    PeerClient,
+    PeerServer,
+    ensure_venv,
+    free_port,
+    host_busy_s,
+    proc_cpu_s,
+    proc_peak_rss_mib,
+    stop,
+)
 from livenexus_worker.core.audio import SAMPLE_RATE
 
 REPO = Path(__file__).resolve().parents[1]
@@ -62,14 +73,17 @@ def peer_finals(client: PeerClient) -> Callable[[], int]:
 
 WRAPPER = """
 import resource, sys, time
+import psutil
 import livenexus_worker
 import livenexus_worker.files.transcribe as T
 def cpu():
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime, r.ru_maxrss
+    r, h = resource.getrusage(resource.RUSAGE_SELF), psutil.cpu_times()
+    host = sum(getattr(h, f, 0.0) for f in ("user", "nice", "system", "irq", "softirq", "steal"))
+    return r.ru_utime + r.ru_stime, r.ru_maxrss, host
 inner = T.feed
 def feed(*a, **k):
-    print("LNX_FEED_START", time.monotonic(), cpu()[0], file=sys.stderr, flush=True)
+    c = cpu()
+    print("LNX_FEED_START", time.monotonic(), c[0], c[2], file=sys.stderr, flush=True)
     return inner(*a, **k)
 T.feed = feed
 print("LNX_SRC", livenexus_worker.__file__, file=sys.stderr, flush=True)
@@ -133,9 +147,11 @@ def run_file_ours(meeting: Meeting, env: dict[str, str], threads: int, logdir: P
     for at, line in out:
         ev = json.loads(line)
         ems.append(Emission(at, ev["segment_id"], ev["text"], bool(ev["is_final"]), float(ev["start"])))
-    t0, cpu0 = map(float, marks["LNX_FEED_START"])
-    _, cpu1, maxrss = map(float, marks["LNX_END"])
-    return Capture("ours", t0, ems, cpu1 - cpu0, maxrss / 1024, {"imported": marks["LNX_SRC"][0], "events": len(ems)})
+    t0, cpu0, host0 = map(float, marks["LNX_FEED_START"])
+    t1, cpu1, maxrss, host1 = map(float, marks["LNX_END"])
+    others = (host1 - host0 - (cpu1 - cpu0)) / (t1 - t0)
+    return Capture("ours", t0, ems, cpu1 - cpu0, maxrss / 1024, others,
+                   {"imported": marks["LNX_SRC"][0], "events": len(ems)})
 
 
 def run_file_peer(meeting: Meeting, py: Path, model_dir: Path, threads: int, logdir: Path) -> Capture:
@@ -143,11 +159,13 @@ def run_file_peer(meeting: Meeting, py: Path, model_dir: Path, threads: int, log
     client: PeerClient | None = None
     try:
         client = PeerClient(server.port, model_dir)
-        cpu0 = proc_cpu_s(server.proc.pid)
+        cpu0, host0 = proc_cpu_s(server.proc.pid), host_busy_s()
         t0 = client.stream(meeting.audio, tail_s=DRAIN_S)
         asyncio.run(settle(peer_finals(client)))
         cpu1, rss = proc_cpu_s(server.proc.pid), proc_peak_rss_mib(server.proc.pid)
-        return Capture("whisperlive", t0, client.emissions(), cpu1 - cpu0, rss, {"messages": len(client.messages)})
+        others = (host_busy_s() - host0 - (cpu1 - cpu0)) / (time.monotonic() - t0)
+        return Capture("whisperlive", t0, client.emissions(), cpu1 - cpu0, rss, others,
+                       {"messages": len(client.messages)})
     finally:
         if client is not None:
             client.close()
@@ -176,16 +194,17 @@ async def run_livekit(meeting: Meeting, env: dict[str, str], threads: int, peer_
             listener = await Listener.join(server.url, key, secret, room, "bench-listener")
             bot = await SpeakerBot.join(server.url, key, secret, room, "speaker")
             await bot.silence(2.0)  # the worker subscribes before the meeting starts
-            cpu0 = proc_cpu_s(worker.pid)
+            cpu0, host0 = proc_cpu_s(worker.pid), host_busy_s()
             t0 = time.monotonic()
             await bot.play(meeting.audio)
             await bot.silence(DRAIN_S)
             await settle(lambda: len(listener.finals(speaker="speaker")))
             cpu1, rss = proc_cpu_s(worker.pid), proc_peak_rss_mib(worker.pid)
+            others = (host_busy_s() - host0 - (cpu1 - cpu0)) / (time.monotonic() - t0)
             heard = [h for h in listener.heard if h.via == "data" and h.speaker == "speaker"]
             ems = [Emission(h.at, h.segment_id, h.text, h.final, float(h.attributes.get("start", 0.0))) for h in heard]
             tiers = Counter(str(h.attributes.get("tier", "")) for h in heard if h.final)
-            caps.append(Capture("ours", t0, ems, cpu1 - cpu0, rss, {"tiers_of_finals": dict(tiers)}))
+            caps.append(Capture("ours", t0, ems, cpu1 - cpu0, rss, others, {"tiers_of_finals": dict(tiers)}))
             await bot.close()
             await listener.close()
         finally:
@@ -202,13 +221,14 @@ async def run_livekit(meeting: Meeting, env: dict[str, str], threads: int, peer_
             bot = await SpeakerBot.join(server.url, key, secret, room, "speaker")
             await bot.silence(2.0)
             await asyncio.wait_for(bridge.flowing.wait(), 30)
-            cpu0 = proc_cpu_s(peer.proc.pid)
+            cpu0, host0 = proc_cpu_s(peer.proc.pid), host_busy_s()
             t0 = time.monotonic()
             await bot.play(meeting.audio)
             await bot.silence(DRAIN_S)
             await settle(peer_finals(client))
             cpu1, rss = proc_cpu_s(peer.proc.pid), proc_peak_rss_mib(peer.proc.pid)
-            caps.append(Capture("whisperlive", t0, client.emissions(), cpu1 - cpu0, rss,
+            others = (host_busy_s() - host0 - (cpu1 - cpu0)) / (time.monotonic() - t0)
+            caps.append(Capture("whisperlive", t0, client.emissions(), cpu1 - cpu0, rss, others,
                                 {"messages": len(client.messages)}))
             await bot.close()
             await bridge.close()
@@ -261,6 +281,7 @@ class Summary:
     wer: float
     cpu_per_audio_s: float
     rss_peak_mib: float
+    others_cores: float
     info: dict[str, object]
     sentences: list[SentenceScore]
     emissions: list[dict[str, object]]
@@ -274,7 +295,7 @@ def summarize(meeting: Meeting, cap: Capture) -> Summary:
     return Summary(cap.system, pct(fin, 50), pct(fin, 95), max(fin, default=float("nan")), pct(vis, 50),
                    pct(vis, 95), pct(eos, 50), sum(r.final_lag_s is None for r in rows),
                    sum(r.final_words == 0 for r in rows), w,
-                   cap.cpu_s / meeting.duration_s, cap.rss_peak_mib, cap.info or {}, rows,
+                   cap.cpu_s / meeting.duration_s, cap.rss_peak_mib, cap.others_cores, cap.info or {}, rows,
                    [asdict(e) | {"at": e.at - cap.t0} for e in cap.emissions])
 
 
@@ -298,6 +319,7 @@ def table(path: str, meeting: Meeting, sums: list[Summary], off: dict[str, objec
     row("WER offline faster-whisper (%)", [f"{100 * float(str(off['wer'])):.1f}"])
     row("CPU-s per audio-s", [f"{s.cpu_per_audio_s:.3f}" for s in sums])
     row("peak RSS (MiB)", [f"{s.rss_peak_mib:.0f}" for s in sums])
+    row("other load on the machine (cores)", [f"{s.others_cores:.2f}" for s in sums])
     lines.append("per stretch: final lag p50 / max / end-of-stretch (s), unfinalised sentences")
     lines.append(f"{'#':>2} {'speaker':8} {'dur s':>6} {'sent':>4}" + "".join(f"  {s.system:>26}" for s in sums))
     for k in sorted({s.stretch for s in meeting.sentences}):
@@ -327,6 +349,7 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=0, help="inference threads of both systems (0: usable cores)")
     ap.add_argument("--rescore", metavar="RAW_JSON", help="score a previous run's -raw.json again, run nothing")
     args = ap.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so the finally blocks stop what we started
     from livenexus_worker.inference.models import resolve
 
     model_dir = resolve("base").path
