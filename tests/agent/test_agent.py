@@ -105,8 +105,12 @@ async def test_two_speakers_at_once_are_attributed(agent: RunningAgent, livekit_
             await p.close()
     print(f"alice: {[f.text for f in a]}  bob: {[f.text for f in b]}")
     assert 1 <= len(a) <= 2 and 1 <= len(b) <= 2
-    assert wer(ALICE, " ".join(f.text for f in a)) <= 0.35
-    assert wer(BOB, " ".join(f.text for f in b)) <= 0.35
+    alice_said, bob_said = " ".join(f.text for f in a), " ".join(f.text for f in b)
+    # This test is about attribution: each speaker's own words, not the other's. Two overlapping voices through
+    # Opus on a loaded 2-core machine can push the worker to a lower rung, so accuracy gets a loose bound here
+    # (tests/worker/streaming/test_runtime.py bounds it tightly); a swapped or merged speaker scores near 1.0.
+    assert wer(ALICE, alice_said) <= 0.5 and wer(BOB, bob_said) <= 0.5
+    assert wer(ALICE, bob_said) > 0.7 and wer(BOB, alice_said) > 0.7
 
 
 async def test_wrong_secret_fails_fast(livekit_server: LiveKitServer) -> None:

@@ -242,15 +242,21 @@ class StreamPipeline:
         """A partial over ``heard`` samples: does it end a sentence at the pending pause? Lock held."""
         if not op.pause_cut or heard - op.pause_cut < self.o.commit_lookahead_ms * SAMPLES_PER_MS:
             return
-        cut, op.pause_cut = op.pause_cut, 0
         ends = list(_SENTENCE_END.finditer(text))
         fragment = text[ends[-1].end():].split() if ends else []
-        # The look-ahead holds a word or two of the next sentence: more, and Whisper's boundary is at an earlier
-        # point (a wrong cut would then only split a sentence in two finals; no word is lost either way). The
-        # next sentence starts with a capital: a full stop the partial only inherited from its forced prefix
-        # ("results. while the") is followed by the sentence going on in lower case.
-        if 1 <= len(fragment) <= self.o.commit_max_fragment_words and not fragment[0][0].islower():
-            self._propose_commit(op, op.pause_wall, cut)
+        # The look-ahead holds a word or two of the next sentence (one more for each later partial): more, and
+        # Whisper's boundary is at an earlier point. The next sentence starts with a capital: a full stop the
+        # partial only inherited from its forced prefix ("results. while the") is followed by lower case.
+        # Consecutive partials must agree, as LocalAgreement asks of words: one greedy partial hearing "north.
+        # We'll" where the speaker said "north will" would otherwise split a sentence (no word is lost by a
+        # wrong cut, but the head decoded alone reads worse).
+        if 1 <= len(fragment) <= self.o.commit_max_fragment_words + op.pause_votes and fragment[0][0].isupper():
+            op.pause_votes += 1
+            if op.pause_votes >= self.o.commit_confirmations:
+                cut, op.pause_cut, op.pause_votes = op.pause_cut, 0, 0
+                self._propose_commit(op, op.pause_wall, cut)
+        else:
+            op.pause_cut, op.pause_votes = 0, 0
 
     def _commit(self, op: OpenUtterance, cut: int, result: PendingFinal) -> None:
         """Emit ``result`` as the final of the first ``cut`` samples; the rest goes on as a new utterance."""

@@ -53,6 +53,9 @@ class PipelineOptions:
     """Audio after the pause a confirming partial must hear, so Whisper can tell a sentence end from a breath."""
     commit_max_fragment_words: int = 2
     """Words the partial may show after the sentence end; more means its boundary is not at this pause."""
+    commit_confirmations: int = 1
+    """Consecutive partials that must end a sentence at the pause before it commits. Measured on espeak
+    sentences with 150 ms pauses: 2 merged a third of the true boundaries and still passed a misheard one."""
     commit_min_s: float = 1.5
     """Audio the utterance must hold before a pause may commit it (shorter heads are rarely a sentence)."""
     commit_any_after_s: float = 6.0
@@ -114,6 +117,8 @@ class OpenUtterance:
     """Offset of the latest pause waiting for a partial to confirm a sentence end there (0: none)."""
     pause_wall: float = 0.0
     """When that pause began (the latency of a committed final counts from there)."""
+    pause_votes: int = 0
+    """Consecutive partials that ended a sentence at ``pause_cut``."""
     commit_pending: bool = False
     """A commit decode is queued or running: the end-of-speech guess waits for its answer instead of
     decoding the same audio a second time."""
