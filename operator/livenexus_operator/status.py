@@ -86,6 +86,9 @@ class Observation:
     """Namespace of the room."""
     secret_problem: str | None = None
     """Why the credentials are unusable, None when they are fine."""
+    secret_reason: str = "SecretMissing"
+    """Ready reason for :attr:`secret_problem`: SecretMissing, or a policy refusal (SecretNotAllowed,
+    LiveKitUrlNotAllowed) that only an admin or a spec change can lift."""
     spec_problem: str | None = None
     """Why the spec cannot be rendered, None when it can."""
     available_replicas: int = 0
@@ -113,7 +116,7 @@ def conditions_for(obs: Observation) -> list[Condition]:
     if obs.spec_problem:
         out.append(Condition(READY, "False", "InvalidSpec", obs.spec_problem))
     elif obs.secret_problem:
-        out.append(Condition(READY, "False", "SecretMissing", obs.secret_problem))
+        out.append(Condition(READY, "False", obs.secret_reason, obs.secret_problem))
     elif obs.suspended:
         out.append(
             Condition(READY, "False", "Suspended", "spec.suspend is true; the worker is scaled to zero")
