@@ -81,7 +81,16 @@ class Env:
     """CTranslate2 threads (the operator leaves the default, every usable core)."""
     MODEL_CACHE: Final = "LIVENEXUS_MODEL_CACHE"
     """Directory of prepared models (the image's, or a mounted volume)."""
+    AUTOSCALE_MAX_CPU: Final = "LIVENEXUS_AUTOSCALE_MAX_CPU"
+    """Cores the operator may resize the pod up to (spec.autoscaling.maxCpu); unset when autoscaling is off.
+    Below it the worker holds its tier a little longer under pressure, since more CPU is on its way."""
+    AUTOSCALE_GRACE_S: Final = "LIVENEXUS_AUTOSCALE_GRACE_S"
+    """How much longer than the down window the worker holds its tier while its quota is below
+    :attr:`AUTOSCALE_MAX_CPU` (upAfter + the time a resize takes); after it, it steps down anyway."""
 
+
+AUTOSCALE_ENV: Final = frozenset({Env.AUTOSCALE_MAX_CPU, Env.AUTOSCALE_GRACE_S})
+"""Set by the operator only on rooms with spec.autoscaling enabled (a room's extraEnv may not shadow them)."""
 
 RENDERED_ENV: Final = frozenset(
     {
@@ -235,6 +244,12 @@ class Metric:
     """Counter of tier changes, labelled ``direction`` (:data:`TIER_DIRECTIONS`)."""
     LIVEKIT_CONNECTED: Final = "livenexus_livekit_connected"
     """Gauge: 1 while the worker is connected to its room."""
+    CPU_RATIO: Final = "livenexus_process_cpu_ratio"
+    """Gauge: the worker's CPU time per wall second ÷ usable cores (its quota); the autoscaler's "use vs quota"."""
+    CPU_PRESSURE: Final = "livenexus_cpu_pressure"
+    """Gauge: the CPU signal of the worker's tier policy (max of own share, PSI stall, busy cores)."""
+    LAG: Final = "livenexus_lag_seconds"
+    """Gauge: age of the oldest waiting inference job."""
 
 
 TIER_INFO_LABELS: Final = ("tier", "model", "compute_type", "beam_size")
