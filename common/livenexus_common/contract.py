@@ -87,6 +87,14 @@ class Env:
     AUTOSCALE_GRACE_S: Final = "LIVENEXUS_AUTOSCALE_GRACE_S"
     """How much longer than the down window the worker holds its tier while its quota is below
     :attr:`AUTOSCALE_MAX_CPU` (upAfter + the time a resize takes); after it, it steps down anyway."""
+    POD_NAME: Final = "LIVENEXUS_POD_NAME"
+    """The pod's name (downward API, optional): part of the default identity, else the host name is."""
+    MAX_STREAMS: Final = "LIVENEXUS_MAX_STREAMS"
+    """Audio tracks transcribed at once; tracks beyond it wait unsubscribed (counted, logged)."""
+    MAX_SPEAKERS: Final = "LIVENEXUS_MAX_SPEAKERS"
+    """Streams inside an utterance at once; speech of others beyond it is counted and logged, not decoded."""
+    SHUTDOWN_DEADLINE_S: Final = "LIVENEXUS_SHUTDOWN_DEADLINE_S"
+    """One deadline for SIGTERM → exit (flush, decode, publish, leave); below the pod's grace period."""
 
 
 AUTOSCALE_ENV: Final = frozenset({Env.AUTOSCALE_MAX_CPU, Env.AUTOSCALE_GRACE_S})
@@ -102,7 +110,8 @@ RENDERED_ENV: Final = frozenset(
 )
 """What the operator sets on every worker pod (a room's extraEnv may not shadow these)."""
 
-WORKER_ENV: Final = RENDERED_ENV | {Env.IDENTITY, Env.METRICS_HOST, Env.THREADS}
+WORKER_ENV: Final = RENDERED_ENV | {Env.IDENTITY, Env.METRICS_HOST, Env.THREADS, Env.POD_NAME, Env.MAX_STREAMS,
+                                    Env.MAX_SPEAKERS, Env.SHUTDOWN_DEADLINE_S}
 """Everything the worker reads: the rendered names plus the knobs the operator leaves at their defaults."""
 
 
@@ -250,6 +259,17 @@ class Metric:
     """Gauge: the CPU signal of the worker's tier policy (max of own share, PSI stall, busy cores)."""
     LAG: Final = "livenexus_lag_seconds"
     """Gauge: age of the oldest waiting inference job."""
+    LIVEKIT_RECONNECTS: Final = "livenexus_livekit_reconnects_total"
+    """Counter: connections to the room after the first (the worker's own and the SDK's resumes)."""
+    LIVEKIT_DISCONNECTS: Final = "livenexus_livekit_disconnects_total"
+    """Counter of lost connections, labelled ``reason`` (LiveKit's DisconnectReason name, a bounded enum)."""
+    STREAMS_REFUSED: Final = "livenexus_streams_refused_total"
+    """Counter: audio tracks left unsubscribed because the worker already transcribes its maximum."""
+    SPEECH_OVER_CAP: Final = "livenexus_speech_over_cap_seconds_total"
+    """Counter: voiced audio not transcribed because the maximum of concurrent speakers was reached."""
+    TRANSCRIPTS_DROPPED: Final = "livenexus_transcripts_dropped_total"
+    """Counter of transcript events not published, labelled ``kind`` (partial: superseded or over the
+    backlog; final: only when the final backlog is full, each one logged as an error)."""
 
 
 TIER_INFO_LABELS: Final = ("tier", "model", "compute_type", "beam_size")

@@ -23,6 +23,7 @@ from pathlib import Path
 from livenexus_common.cli import stop_on_signals
 from livenexus_worker.inference.models import resolve
 from livenexus_worker.inference.textnorm import wer
+from livenexus_worker.room.settings import IDENTITY_PREFIX
 
 from ..livekit_server import LiveKitServer, free_port
 from ..tts import synthesize
@@ -155,7 +156,7 @@ async def wait_worker_joined(server: LiveKitServer, room: str, worker: subproces
                 raise SystemExit(f"the worker exited with {worker.returncode}; see {server.workdir / 'worker.log'}")
             with contextlib.suppress(Exception):
                 res = await lk.room.list_participants(api.ListParticipantsRequest(room=room))
-                if any(p.identity == "livenexus-agent" for p in res.participants):
+                if any(p.identity.startswith(IDENTITY_PREFIX) for p in res.participants):
                     return
             await asyncio.sleep(0.3)
     raise SystemExit("the worker did not join the room in time")

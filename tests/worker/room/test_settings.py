@@ -86,3 +86,41 @@ def test_tier_options_from_settings() -> None:
     o = s.tier_options()
     assert (o.levels, o.cpu_high, o.lag_high_s, o.down_window_s, o.up_window_s, o.cooldown_s) == (
         len(s.tiers), 0.9, 1.5, 3.0, 6.0, 2.0)
+
+
+def test_default_identity_is_unique_per_pod_and_process() -> None:
+    # One shared identity made two workers (or a restart overlapping the old pod) kick each other out forever.
+    a = WorkerSettings.from_env({"LIVENEXUS_POD_NAME": "room-a-7d9f-x2"})
+    b = WorkerSettings.from_env({"LIVENEXUS_POD_NAME": "room-a-7d9f-q8"})
+    assert a.identity == "livenexus-agent-room-a-7d9f-x2"
+    assert a.identity != b.identity and b.identity.startswith("livenexus-agent-")
+    import os
+    import socket
+
+    assert WorkerSettings.from_env({}).identity.endswith(f"-{os.getpid()}")
+    assert socket.gethostname()[:8].replace("_", "-") in WorkerSettings.from_env({}).identity
+    # Hostile pod names are cleaned and bounded; an explicit identity is kept as given.
+    odd = WorkerSettings.from_env({"LIVENEXUS_POD_NAME": "a/b c\n" + "z" * 500}).identity
+    assert odd.startswith("livenexus-agent-a-b-c-") and len(odd) <= 128 and odd.isprintable()
+    assert WorkerSettings.from_env({"LIVENEXUS_IDENTITY": "transcriber-1"}).identity == "transcriber-1"
+
+
+@pytest.mark.parametrize("env,match", [
+    ({"LIVENEXUS_IDENTITY": "x" * 200}, "LIVENEXUS_IDENTITY"),
+    ({"LIVENEXUS_IDENTITY": "bad\x00id"}, "LIVENEXUS_IDENTITY"),
+    ({"LIVENEXUS_MAX_STREAMS": "0"}, "LIVENEXUS_MAX_STREAMS"),
+    ({"LIVENEXUS_MAX_SPEAKERS": "100000"}, "LIVENEXUS_MAX_SPEAKERS"),
+    ({"LIVENEXUS_SHUTDOWN_DEADLINE_S": "nan"}, "LIVENEXUS_SHUTDOWN_DEADLINE_S"),
+    ({"LIVENEXUS_SHUTDOWN_DEADLINE_S": "0"}, "LIVENEXUS_SHUTDOWN_DEADLINE_S"),
+])
+def test_bad_hardening_env(env: dict[str, str], match: str) -> None:
+    with pytest.raises(SettingsError, match=match):
+        WorkerSettings.from_env(env)
+
+
+def test_hardening_defaults() -> None:
+    s = WorkerSettings.from_env({"LIVENEXUS_MAX_STREAMS": "4", "LIVENEXUS_MAX_SPEAKERS": "2",
+                                 "LIVENEXUS_SHUTDOWN_DEADLINE_S": "12.5"})
+    assert (s.max_streams, s.max_speakers, s.shutdown_deadline_s) == (4, 2, 12.5)
+    d = WorkerSettings.from_env({})
+    assert d.shutdown_deadline_s < 30, "must fit the pod's default terminationGracePeriodSeconds"

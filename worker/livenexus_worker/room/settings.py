@@ -7,6 +7,8 @@ template sets them, and the README lists them.
 from __future__ import annotations
 
 import os
+import re
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -17,6 +19,12 @@ from livenexus_worker.core.tier_spec import DEFAULT_TIERS, TierSpec
 if TYPE_CHECKING:
     from livenexus_worker.ops.tier_control import TierOptions
     from livenexus_worker.streaming.runtime import RuntimeOptions
+
+
+IDENTITY_PREFIX = "livenexus-agent"
+"""Every worker's identity starts with it (listeners and the demo recognise the transcriber by it)."""
+_IDENTITY_MAX = 128
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
 class SettingsError(ValueError):
@@ -35,8 +43,10 @@ class WorkerSettings:
     """LIVEKIT_API_SECRET: never logged (excluded from repr)."""
     room: str = ""
     """LIVENEXUS_ROOM: the one room this worker transcribes."""
-    identity: str = "livenexus-agent"
-    """LIVENEXUS_IDENTITY: the worker's participant identity."""
+    identity: str = IDENTITY_PREFIX
+    """LIVENEXUS_IDENTITY: the worker's participant identity. Default: ``livenexus-agent-<pod>`` with the pod
+    from LIVENEXUS_POD_NAME, else ``<host name>-<pid>`` (a pod's host name is its name). Two workers sharing
+    one identity kick each other out of the room in turn, so it must differ per pod."""
     model: str = TierSpec.model
     """LIVENEXUS_MODEL: model of the first tier when LIVENEXUS_TIERS is not set."""
     compute_type: str = TierSpec.compute_type
@@ -73,6 +83,13 @@ class WorkerSettings:
     """LIVENEXUS_THREADS: CTranslate2 intra-op threads (0 = number of usable cores)."""
     model_cache: str = ""
     """LIVENEXUS_MODEL_CACHE: directory of prepared models (default: user cache dir)."""
+    max_streams: int = 32
+    """LIVENEXUS_MAX_STREAMS: audio tracks transcribed at once; later tracks wait unsubscribed for a free slot."""
+    max_speakers: int = 8
+    """LIVENEXUS_MAX_SPEAKERS: streams inside an utterance at once; further speech is counted, not decoded."""
+    shutdown_deadline_s: float = 20.0
+    """LIVENEXUS_SHUTDOWN_DEADLINE_S: SIGTERM → exit, all stages together; keep it below the pod's
+    terminationGracePeriodSeconds (30 s by default) so the kubelet never SIGKILLs a flush."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> WorkerSettings:
@@ -90,14 +107,17 @@ class WorkerSettings:
                 raise SettingsError(f"{name} must be in [{lo}, {hi}], got {value}")
             return value
 
-        def number(name: str, default: float) -> float:
+        def number(name: str, default: float, lo: float | None = None, hi: float | None = None) -> float:
             raw = e.get(name, "").strip()
             if not raw:
                 return default
             try:
-                return float(raw)
+                value = float(raw)
             except ValueError as exc:
                 raise SettingsError(f"{name} must be a number, got {raw!r}") from exc
+            if value != value or (lo is not None and value < lo) or (hi is not None and value > hi):
+                raise SettingsError(f"{name} must be in [{lo}, {hi}], got {raw!r}")
+            return value
 
         d = cls  # the field defaults above (the tier ones are the contract's)
         model = e.get(Env.MODEL, d.model)
@@ -110,7 +130,7 @@ class WorkerSettings:
             api_key=e.get(Env.LIVEKIT_API_KEY, ""),
             api_secret=e.get(Env.LIVEKIT_API_SECRET, ""),
             room=e.get(Env.ROOM, ""),
-            identity=e.get(Env.IDENTITY, d.identity),
+            identity=_identity(e.get(Env.IDENTITY, ""), e.get(Env.POD_NAME, "")),
             model=model,
             compute_type=compute_type,
             beam_size=beam,
@@ -129,6 +149,9 @@ class WorkerSettings:
             metrics_host=e.get(Env.METRICS_HOST, d.metrics_host),
             threads=integer(Env.THREADS, d.threads, 0, 64),
             model_cache=e.get(Env.MODEL_CACHE, ""),
+            max_streams=integer(Env.MAX_STREAMS, d.max_streams, 1, 1024),
+            max_speakers=integer(Env.MAX_SPEAKERS, d.max_speakers, 1, 256),
+            shutdown_deadline_s=number(Env.SHUTDOWN_DEADLINE_S, d.shutdown_deadline_s, 1.0, 3600.0),
         )
 
     def runtime_options(self) -> RuntimeOptions:
@@ -188,3 +211,16 @@ def _parse_tiers(raw: str, first: TierSpec) -> tuple[TierSpec, ...]:
         return ladder_from_json(raw)
     except ContractError as exc:
         raise SettingsError(str(exc)) from exc
+
+
+def _identity(explicit: str, pod: str) -> str:
+    """The participant identity: LIVENEXUS_IDENTITY as given (checked), else one unique to this pod/process."""
+    if explicit.strip():
+        value = explicit.strip()
+        if len(value) > _IDENTITY_MAX or not value.isprintable():
+            raise SettingsError(f"{Env.IDENTITY} must be printable and at most {_IDENTITY_MAX} characters")
+        return value
+    # A pod's host name is its name; outside Kubernetes two workers can share a host, so the pid joins it.
+    suffix = pod.strip() or f"{socket.gethostname()}-{os.getpid()}"
+    suffix = _UNSAFE.sub("-", suffix).strip("-")[: _IDENTITY_MAX - len(IDENTITY_PREFIX) - 1]
+    return f"{IDENTITY_PREFIX}-{suffix}" if suffix else IDENTITY_PREFIX

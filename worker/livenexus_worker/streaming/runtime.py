@@ -6,6 +6,7 @@ import logging
 import threading
 import time
 import uuid
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,14 +22,23 @@ from livenexus_worker.streaming.scheduler import InferenceScheduler
 log = logging.getLogger(__name__)
 
 
+STATS_FINALS_KEPT = 4096
+"""Final latencies kept (the most recent); a worker runs for days, so nothing here may grow with uptime."""
+STATS_SEGMENTS_KEPT = 64
+"""Segments whose partial times are kept (the most recently active)."""
+STATS_PARTIALS_KEPT = 256
+"""Partial times kept per segment (the most recent)."""
+
+
 @dataclass
 class RuntimeStats:
-    """What the runtime observed; benchmarks and tests read it, metrics mirror it."""
+    """What the runtime observed; benchmarks and tests read it, metrics mirror it. Bounded: the latest
+    ``STATS_*_KEPT`` samples only (metrics keep the complete histograms)."""
 
-    final_latencies_ms: list[float] = field(default_factory=list)
-    """End of speech → final emitted, per final."""
-    partial_times: dict[str, list[float]] = field(default_factory=dict)
-    """Per segment id: monotonic times partials were emitted (cadence)."""
+    final_latencies_ms: deque[float] = field(default_factory=lambda: deque(maxlen=STATS_FINALS_KEPT))
+    """End of speech → final emitted, per final (the most recent ones)."""
+    partial_times: OrderedDict[str, deque[float]] = field(default_factory=OrderedDict)
+    """Per segment id (the most recently active ones): monotonic times partials were emitted (cadence)."""
     inference_s: float = 0.0
     """Encoder + decoder time."""
     audio_s: float = 0.0
@@ -189,9 +199,20 @@ class Runtime:
         if event.is_final:
             self.stats.final_latencies_ms.append(event.latency_ms)
         else:
-            self.stats.partial_times.setdefault(event.segment_id, []).append(time.monotonic())
+            self._record_partial(event.segment_id)
         if self.observer is not None:
             self.observer.emitted(event)
+
+    def _record_partial(self, segment_id: str) -> None:
+        times = self.stats.partial_times
+        kept = times.get(segment_id)
+        if kept is None:
+            kept = times[segment_id] = deque(maxlen=STATS_PARTIALS_KEPT)
+            while len(times) > STATS_SEGMENTS_KEPT:
+                times.popitem(last=False)
+        else:
+            times.move_to_end(segment_id)
+        kept.append(time.monotonic())
 
     def on_utterance(self, speech_s: float) -> None:
         self.stats.utterances += 1
