@@ -159,3 +159,37 @@ def test_real_sampler_sees_our_own_busy_thread() -> None:
     if s.busy is not None:
         assert s.busy >= s.process * 0.8
     assert s.pressure >= s.process
+
+
+@pytest.mark.parametrize("version", ["v2", "v1"])
+def test_sampler_sees_an_in_place_resize_at_its_next_sample(tmp_path: Path, version: str) -> None:
+    # pods/resize rewrites the quota under the running process; the next sample (the tier loop takes one
+    # every 0.5 s) must use the new budget, or the worker would keep judging itself by the old quota.
+    clock = [10.0]
+    proc = FakeProcess()
+    if version == "v2":
+        paths = CgroupPaths(v2_dir=tmp_path, v1_cpu_dir=None)
+
+        def set_quota(cores: float) -> None:
+            write(tmp_path / "cpu.max", f"{int(cores * 100000)} 100000\n")
+    else:
+        paths = CgroupPaths(v2_dir=None, v1_cpu_dir=tmp_path)
+        write(tmp_path / "cpu.cfs_period_us", "100000\n")
+
+        def set_quota(cores: float) -> None:
+            write(tmp_path / "cpu.cfs_quota_us", f"{int(cores * 100000)}\n")
+
+    set_quota(0.25)
+    sampler = CpuSampler(process=proc, cgroups=paths, psi_paths=[], min_interval_s=0.5, clock=lambda: clock[0])
+    assert sampler.usable_cores == pytest.approx(0.25)
+    clock[0] += 1.0
+    proc.cpu += 0.25  # the whole old quota
+    assert sampler.sample().process == pytest.approx(1.0)
+
+    set_quota(1.0)
+    clock[0] += 1.0
+    proc.cpu += 0.25  # the same work, now a quarter of the budget
+    s = sampler.sample()
+    expected = min(1.0, float(len(affinity_cpus())))
+    assert s.usable_cores == pytest.approx(expected) and sampler.usable_cores == pytest.approx(expected)
+    assert s.process == pytest.approx(0.25 / expected)

@@ -294,3 +294,67 @@ def test_controller_thread_survives_a_failing_signal() -> None:
         time.sleep(0.01)
     ctl.stop()
     assert len(calls) >= 3
+
+
+# -- holding the tier while the operator can still resize the pod ------------------------------------------
+
+AUTO = TierOptions(
+    levels=4, cpu_high=0.85, cpu_low=0.5, lag_high_s=1.0, lag_low_s=0.3, down_window_s=5.0, up_window_s=20.0,
+    cooldown_s=10.0, smoothing_s=0.0, autoscale_max_cores=2.0, autoscale_grace_s=10.0,
+)
+
+
+def feed(policy: TierPolicy, start: float, end: float, cpu: float, cores: float, lag: float = 0.0) -> list[int]:
+    out = []
+    t = start
+    while t < end:
+        new = policy.observe(t, cpu, lag, cores)
+        if new is not None:
+            out.append(new)
+        t += 1.0
+    return out
+
+
+def test_pressure_below_the_autoscale_ceiling_waits_for_the_resize_then_steps_down_anyway() -> None:
+    p = TierPolicy(AUTO)
+    assert feed(p, 0.0, 14.5, HOT, cores=0.5) == []  # 5 s window + 10 s grace not yet over
+    assert feed(p, 14.5, 16.0, HOT, cores=0.5) == [1]  # the node never granted it: a cheaper tier
+
+
+def test_a_resize_within_the_grace_keeps_the_tier_and_calm_on_the_new_quota_steps_back_up() -> None:
+    p = TierPolicy(AUTO, start=1)  # already one rung down (e.g. an earlier Infeasible resize)
+    assert feed(p, 0.0, 8.0, HOT, cores=0.5) == []
+    # The operator doubled the quota: the same work is now half the share, below the high mark.
+    assert feed(p, 8.0, 27.0, MID, cores=1.0) == []
+    assert feed(p, 27.0, 60.0, CALM, cores=1.0) == [0]
+
+
+def test_at_the_ceiling_the_normal_down_window_applies() -> None:
+    p = TierPolicy(AUTO)
+    assert feed(p, 0.0, 6.0, HOT, cores=2.0) == [1]
+
+
+def test_without_an_autoscaler_the_quota_changes_nothing_but_restarts_the_windows() -> None:
+    p = TierPolicy(OPTS)
+    assert feed(p, 0.0, 4.0, HOT, cores=0.5) == []
+    # A new budget (an in-place resize by someone else): pressure measured against the old one is void.
+    assert feed(p, 4.0, 9.0, HOT, cores=1.0) == []
+    assert feed(p, 9.0, 10.0, HOT, cores=1.0) == [1]
+
+
+def test_controller_reads_the_quota_on_every_tick() -> None:
+    clock = [0.0]
+    cores = [0.5]
+    manager = TierManager(LADDER, AUTO)
+    applied: list[int] = []
+    ctl = TierController(manager, lambda: (HOT, 0.0), applied.append, clock=lambda: clock[0],
+                         cores=lambda: cores[0])
+    for _ in range(14):
+        ctl.tick()
+        clock[0] += 1.0
+    assert applied == []
+    cores[0] = 2.0  # resized to the ceiling, still hot: no more CPU will come
+    for _ in range(6):
+        ctl.tick()
+        clock[0] += 1.0
+    assert applied == [1]

@@ -233,6 +233,10 @@ class CpuSampler:
         now = self._clock()
         if self._last is not None and now - self._last.at < self._min_interval:
             return self._last
+        # Re-read on every sample: the operator resizes the pod in place (pods/resize), which rewrites
+        # cpu.max / cpu.cfs_quota_us under a running process, and the policy must see the new budget
+        # at its next tick, not after a restart.
+        self._quota = cgroup_quota_cores(self._cgroups)
         proc_s = self._proc_seconds()
         busy_counters = self._busy_counters()
         psi_raw = _read(self._psi_path) if self._psi_path is not None else None

@@ -51,6 +51,13 @@ class TierOptions:
     then both drop to nothing when the queue drains. Raw 0.5 s samples of a comfortably loaded worker
     cross both thresholds, so "below low for the whole up window" would almost never hold, and an
     overloaded one whose queue drains every few seconds would never look "above high" for a window."""
+    autoscale_max_cores: float = 0.0
+    """The operator may resize the pod's CPU up to this many cores (LIVENEXUS_AUTOSCALE_MAX_CPU; 0: no
+    autoscaler). More CPU is the preferred answer to pressure, a cheaper tier the last one."""
+    autoscale_grace_s: float = 0.0
+    """While the quota is below :attr:`autoscale_max_cores`, pressure must hold this much longer than the
+    down window before stepping down: the time the operator needs to notice and resize. When it runs out
+    (the node could not grant the CPU, or no operator acts) the worker steps down as it would without one."""
 
     def __post_init__(self) -> None:
         if self.levels < 1:
@@ -63,6 +70,8 @@ class TierOptions:
             raise ValueError(f"lag_low_s ({self.lag_low_s}) must be below lag_high_s ({self.lag_high_s})")
         if min(self.down_window_s, self.up_window_s, self.cooldown_s, self.smoothing_s) < 0:
             raise ValueError("windows and cooldown must not be negative")
+        if min(self.autoscale_max_cores, self.autoscale_grace_s) < 0:
+            raise ValueError("autoscale_max_cores and autoscale_grace_s must not be negative")
 
 
 class TierPolicy:
@@ -89,6 +98,7 @@ class TierPolicy:
         self._last_change: float | None = None
         self._avg: tuple[float, float] | None = None
         self._avg_at = 0.0
+        self._cores: float | None = None
 
     @property
     def signals(self) -> tuple[float, float] | None:
@@ -116,9 +126,22 @@ class TierPolicy:
             i += step
         return None, tuple(skipped)
 
-    def observe(self, now: float, cpu: float, lag_s: float) -> int | None:
-        """Feed one sample; returns the new tier index when a change is due (and adopts it), else None."""
+    def headroom(self, cores: float | None) -> bool:
+        """True while an autoscaler may still give us more CPU than ``cores`` (our quota now)."""
         o = self.options
+        return o.autoscale_max_cores > 0 and cores is not None and cores < o.autoscale_max_cores - 1e-3
+
+    def observe(self, now: float, cpu: float, lag_s: float, cores: float | None = None) -> int | None:
+        """Feed one sample; returns the new tier index when a change is due (and adopts it), else None.
+
+        ``cores`` is the CPU budget the sample was taken under (the cgroup quota); None when unknown.
+        """
+        o = self.options
+        if cores is not None and self._cores is not None and abs(cores - self._cores) > 1e-3:
+            # The pod was resized: windows measured against the old budget say nothing about the new one.
+            self._hot_since = self._calm_since = None
+        if cores is not None:
+            self._cores = cores
         cpu, lag_s = self._smooth(now, cpu, lag_s)
         hot = cpu > o.cpu_high or lag_s > o.lag_high_s
         calm = cpu < o.cpu_low and lag_s < o.lag_low_s
@@ -130,7 +153,8 @@ class TierPolicy:
             return None
         target: int | None = None
         skipped: tuple[int, ...] = ()
-        if self._hot_since is not None and now - self._hot_since >= o.down_window_s:
+        down_after = o.down_window_s + (o.autoscale_grace_s if self.headroom(cores) else 0.0)
+        if self._hot_since is not None and now - self._hot_since >= down_after:
             target, skipped = self._next(+1)
         elif self._calm_since is not None and now - self._calm_since >= o.up_window_s:
             target, skipped = self._next(-1)
@@ -193,9 +217,9 @@ class TierManager:
     def spec(self) -> TierSpec:
         return self.tiers[self.active]
 
-    def request(self, now: float, cpu: float, lag_s: float) -> int | None:
+    def request(self, now: float, cpu: float, lag_s: float, cores: float | None = None) -> int | None:
         """Feed the policy; returns the pending index (None if the active tier stays)."""
-        target = self.policy.observe(now, cpu, lag_s)
+        target = self.policy.observe(now, cpu, lag_s, cores)
         if target is not None:
             for i in self.policy.skipped:
                 log.warning("tier %d (%s) is unavailable; skipping it", i, self.tiers[i].name)
@@ -259,8 +283,10 @@ class TierController:
         in_utterance: Callable[[], bool] = lambda: False,
         interval_s: float = 0.5,
         clock: Callable[[], float] = time.monotonic,
+        cores: Callable[[], float] | None = None,
     ) -> None:
         self.manager = manager
+        self._cores = cores
         self._signals = signals
         self._apply = apply
         self._in_utterance = in_utterance
@@ -275,7 +301,7 @@ class TierController:
         """One control step; returns the tier applied, if it changed."""
         cpu, lag = self._signals()
         now = self._clock()
-        self.manager.request(now, cpu, lag)
+        self.manager.request(now, cpu, lag, self._cores() if self._cores is not None else None)
         new = self.manager.commit_if_idle(self._in_utterance())
         if new is not None:
             self._apply(new)

@@ -46,7 +46,9 @@ class WorkerService:
             return metrics.sampler.sample().pressure, runtime.scheduler.lag_s(finals_only=True)
 
         # set_tier only affects utterances that start later, so a change never lands mid-utterance.
-        controller = TierController(manager, signals, runtime.set_tier).start()
+        # The quota is re-read every tick: an in-place resize changes it under the running process.
+        controller = TierController(manager, signals, runtime.set_tier,
+                                    cores=lambda: metrics.sampler.sample().usable_cores).start()
         return cls(settings, runtime, metrics, controller, http)
 
     def close(self) -> None:

@@ -75,6 +75,10 @@ class WorkerSettings:
     """LIVENEXUS_TIER_UP_WINDOW_S: calm must persist this long before stepping up."""
     tier_cooldown_s: float = DEFAULT_THRESHOLDS.cooldown_s
     """LIVENEXUS_TIER_COOLDOWN_S: minimum time between two tier changes."""
+    autoscale_max_cpu: float = 0.0
+    """LIVENEXUS_AUTOSCALE_MAX_CPU: cores the operator may resize this pod up to (0: no autoscaler)."""
+    autoscale_grace_s: float = 0.0
+    """LIVENEXUS_AUTOSCALE_GRACE_S: extra time the tier is held under pressure while that CPU may still come."""
     metrics_port: int = 9300
     """LIVENEXUS_METRICS_PORT: port of /metrics, /healthz and /readyz (0 disables)."""
     metrics_host: str = "0.0.0.0"
@@ -145,6 +149,8 @@ class WorkerSettings:
             tier_down_window_s=number(Env.TIER_DOWN_WINDOW_S, d.tier_down_window_s),
             tier_up_window_s=number(Env.TIER_UP_WINDOW_S, d.tier_up_window_s),
             tier_cooldown_s=number(Env.TIER_COOLDOWN_S, d.tier_cooldown_s),
+            autoscale_max_cpu=number(Env.AUTOSCALE_MAX_CPU, d.autoscale_max_cpu, 0.0, 1024.0),
+            autoscale_grace_s=number(Env.AUTOSCALE_GRACE_S, d.autoscale_grace_s, 0.0, 3600.0),
             metrics_port=integer(Env.METRICS_PORT, d.metrics_port, 0, 65535),
             metrics_host=e.get(Env.METRICS_HOST, d.metrics_host),
             threads=integer(Env.THREADS, d.threads, 0, 64),
@@ -184,6 +190,8 @@ class WorkerSettings:
             down_window_s=self.tier_down_window_s,
             up_window_s=self.tier_up_window_s,
             cooldown_s=self.tier_cooldown_s,
+            autoscale_max_cores=self.autoscale_max_cpu,
+            autoscale_grace_s=self.autoscale_grace_s,
         )
 
     def require_livekit(self) -> None:
