@@ -25,6 +25,9 @@ EXIT_ERROR: Final = 2
 """Could not do the job as asked: bad settings or input (the message on stderr names it), or an unexpected error."""
 EXIT_AUTH: Final = 3
 """LiveKit refused the credentials: retrying with the same ones cannot help."""
+EXIT_MODEL: Final = 4
+"""The model on disk is damaged (size/sha256 differ from its record) and no tier could fall back: a restart
+cannot help until the image or the model volume is replaced."""
 EXIT_INTERRUPTED: Final = 130
 """Ctrl-C outside an event loop (128 + SIGINT, what shells report)."""
 
@@ -40,6 +43,27 @@ def fail(prog: str, message: object, code: int = EXIT_ERROR) -> int:
     """Print ``<prog>: error: <message>`` on stderr (argparse's form) and return ``code`` for ``main`` to return."""
     print(f"{prog}: error: {message}", file=sys.stderr)
     return code
+
+
+TERMINATION_LOG: Final = "/dev/termination-log"
+"""Kubernetes' default ``terminationMessagePath``: what a container writes there becomes its last state's
+``message`` (``kubectl describe pod``, and what an operator can turn into a condition)."""
+
+
+def write_termination_message(message: object, path: str = TERMINATION_LOG) -> bool:
+    """Leave ``message`` (cut to Kubernetes' 4 KiB) where the kubelet reads it; False outside a pod.
+
+    Only an existing file is written: the kubelet creates it in every container, and elsewhere nothing
+    should appear under /dev.
+    """
+    text = str(message).encode("utf-8", errors="replace")[:4096]
+    try:
+        with open(path, "r+b") as f:
+            f.truncate(0)
+            f.write(text)
+    except OSError:
+        return False
+    return True
 
 
 def stop_on_signals(stop: asyncio.Event) -> None:

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from livenexus_common.cli import EXIT_INTERRUPTED, fail, setup_logging
+from livenexus_common.cli import EXIT_INTERRUPTED, EXIT_MODEL, fail, setup_logging, write_termination_message
 from livenexus_worker.core.audio import AudioError
 from livenexus_worker.inference import models
 from livenexus_worker.room.settings import SettingsError
@@ -98,6 +98,10 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.verbose)
     try:
         return int(args.func(args))
+    except models.ModelCorruptError as exc:
+        # A damaged model would fail the same way after every restart: say so where `kubectl describe` shows it.
+        write_termination_message(f"model unusable: {exc}")
+        return fail("livenexus-worker", exc, EXIT_MODEL)
     except (AudioError, models.ModelNotFoundError, SettingsError) as exc:
         return fail("livenexus-worker", exc)
     except KeyboardInterrupt:

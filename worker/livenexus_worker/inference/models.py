@@ -1,24 +1,35 @@
 """Find a CTranslate2 Whisper model directory, preparing the cache from PyPI model packages if needed.
 
 Order: explicit path → cache dir → installed model packages (joined once into the cache) → faster-whisper's
-own download by name (only when a network exists). The error lists every place searched.
+own download by name (only when a network exists). The error lists every place searched. A cached model is
+used only if its model.bin matches its recorded size and sha256 (``model_cache``); a corrupt one is prepared
+again when the packages are installed, else :class:`ModelCorruptError` says what is wrong.
 """
 
 from __future__ import annotations
 
 import hashlib
 import importlib.util
+import logging
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from livenexus_worker.inference import model_cache
+
+log = logging.getLogger(__name__)
 
 REQUIRED_FILES = ("model.bin", "config.json", "tokenizer.json")
 
 
 class ModelNotFoundError(RuntimeError):
     """No usable model; the message lists each place that was searched and why it failed."""
+
+
+class ModelCorruptError(ModelNotFoundError):
+    """The model is there but its model.bin does not match its recorded size/sha256, and it could not be
+    prepared again; the message says which file and how it differs."""
 
 
 @dataclass(frozen=True)
@@ -94,14 +105,6 @@ def _package_data_dir(module: str, folder: str = "data") -> Path | None:
     return data if data.is_dir() else None
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _mkdirs_readable(path: Path) -> None:
     """mkdir -p whose new directories are 0755 whatever the umask: the cache is read by a non-root worker.
     Directories that already existed are left as their owner made them."""
@@ -116,7 +119,11 @@ def _mkdirs_readable(path: Path) -> None:
 
 
 def join_packaged(spec: PackagedModel, target: Path) -> Path:
-    """Join the parts of ``spec`` into ``target`` atomically; raises ValueError if parts are missing or corrupt."""
+    """Join the parts of ``spec`` into ``target`` atomically and durably.
+
+    Raises ValueError if parts are missing or corrupt, :class:`model_cache.NoSpaceError` when the cache's
+    filesystem is full; either way nothing is left behind but what was there before.
+    """
     dirs = [_package_data_dir(m, spec.data_dir) for m in spec.packages]
     if any(d is None for d in dirs):
         missing = [m for m, d in zip(spec.packages, dirs, strict=True) if d is None]
@@ -127,44 +134,58 @@ def join_packaged(spec: PackagedModel, target: Path) -> Path:
         parts = [data_dirs[0] / "model.bin"]  # shipped whole: copied (and checked) like a one-part join
     if len(parts) != len(spec.packages):
         raise ValueError(f"expected {len(spec.packages)} model.bin parts, found {[str(p) for p in parts]}")
+    extras = [e for d in data_dirs for e in d.iterdir() if e.is_file() and not e.name.startswith("model.bin")]
     _mkdirs_readable(target.parent)
+    model_cache.sweep_stale(target.parent)
+    needed = spec.size + sum(e.stat().st_size for e in extras)
+    model_cache.check_space(target.parent, needed)
     # Build beside the target and rename, so a crash or a concurrent prepare never leaves a half model.
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
+    with model_cache.staging_dir(target) as staging:
         h = hashlib.sha256()
         size = 0
-        with (staging / "model.bin").open("wb") as out:
-            for part in parts:
-                with part.open("rb") as f:
-                    for chunk in iter(lambda f=f: f.read(1 << 20), b""):  # type: ignore[misc]
-                        h.update(chunk)
-                        size += len(chunk)
-                        out.write(chunk)
-        if size != spec.size or h.hexdigest() != spec.sha256:
-            raise ValueError(
-                f"joined model.bin has size {size} sha256 {h.hexdigest()}, expected {spec.size} {spec.sha256}"
-            )
-        for d in data_dirs:
-            for extra in d.iterdir():
-                if extra.is_file() and not extra.name.startswith("model.bin"):
-                    shutil.copy2(extra, staging / extra.name)
-        if not is_model_dir(staging):
-            raise ValueError(f"joined model lacks one of {REQUIRED_FILES}")
-        (staging / "SHA256").write_text(f"{spec.sha256}  model.bin\n")
+        try:
+            with (staging / "model.bin").open("wb") as out:
+                for part in parts:
+                    with part.open("rb") as f:
+                        for chunk in iter(lambda f=f: f.read(1 << 20), b""):  # type: ignore[misc]
+                            h.update(chunk)
+                            size += len(chunk)
+                            out.write(chunk)
+            if size != spec.size or h.hexdigest() != spec.sha256:
+                raise ValueError(
+                    f"joined model.bin has size {size} sha256 {h.hexdigest()}, expected {spec.size} {spec.sha256}"
+                )
+            for extra in extras:
+                shutil.copy2(extra, staging / extra.name)
+            if not is_model_dir(staging):
+                raise ValueError(f"joined model lacks one of {REQUIRED_FILES}")
+            (staging / model_cache.RECORD).write_text(f"{spec.sha256}  model.bin\n")
+        except OSError as exc:
+            raise model_cache.no_space(exc, target.parent, needed) from exc
         # mkdtemp makes the directory 0700 and the umask shapes the files: a cache prepared by root (an image
         # build) must still be readable by the non-root user that runs the worker.
         for path in staging.iterdir():
             path.chmod(0o644)
         staging.chmod(0o755)
-        try:
-            staging.rename(target)
-        except OSError:
-            if not is_model_dir(target):  # lost a race to another preparer: theirs is as good as ours
-                raise
+        if not model_cache.publish(staging, target):
+            # Lost a race to another preparer: theirs is as good as ours, if it is whole.
+            try:
+                model_cache.verify(target, spec.size, spec.sha256)
+            except model_cache.IntegrityError as exc:
+                raise ValueError(f"{target} exists and is not this model: {exc}") from exc
         return target
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
+
+
+def _expected(name: str) -> tuple[int | None, str | None]:
+    """Size and sha256 a cached model of this name must have (None: not known for this name)."""
+    spec = next((s for s in PACKAGED if s.name == name), None)
+    return (spec.size, spec.sha256) if spec else (None, None)
+
+
+def _packages_installed(name: str) -> bool:
+    return any(
+        s.name == name and all(_package_data_dir(m, s.data_dir) for m in s.packages) for s in PACKAGED
+    )
 
 
 def resolve(name_or_path: str, cache_dir: Path | None = None, allow_download: bool | None = None) -> Resolution:
@@ -173,15 +194,35 @@ def resolve(name_or_path: str, cache_dir: Path | None = None, allow_download: bo
     candidate = Path(name_or_path).expanduser()
     if os.sep in name_or_path or candidate.exists():
         if is_model_dir(candidate):
+            try:
+                model_cache.verify(candidate)  # checked when it carries a record; a hand-made dir may not
+            except model_cache.IntegrityError as exc:
+                tried.append(f"path {candidate}: {exc}")
+                raise ModelCorruptError(_message(name_or_path, tried, "is damaged")) from exc
             return Resolution(candidate, "path", tried)
         tried.append(f"path {candidate}: not a CTranslate2 Whisper directory (needs {', '.join(REQUIRED_FILES)})")
         raise ModelNotFoundError(_message(name_or_path, tried))
 
     cache = cache_dir or default_cache_dir()
     cached = cache / name_or_path
+    corrupt = False
     if is_model_dir(cached):
-        return Resolution(cached, "cache", tried)
-    tried.append(f"cache {cached}: not prepared")
+        size, sha256 = _expected(name_or_path)
+        try:
+            model_cache.verify(cached, size, model_cache.read_record(cached) or sha256)
+            return Resolution(cached, "cache", tried)
+        except model_cache.IntegrityError as exc:
+            corrupt = True
+            log.error("cached model %r is unusable: %s", name_or_path, exc)
+            tried.append(f"cache {cached}: {exc}")
+        if _packages_installed(name_or_path):
+            # Repairable: the packages are here to prepare it again, and a corrupt copy is worth nothing.
+            try:
+                model_cache.quarantine(cached)
+            except OSError as exc:
+                tried.append(f"cache {cached}: could not move the corrupt copy aside: {exc.strerror or exc}")
+    else:
+        tried.append(f"cache {cached}: not prepared")
 
     for spec in PACKAGED:
         if spec.name != name_or_path:
@@ -205,11 +246,13 @@ def resolve(name_or_path: str, cache_dir: Path | None = None, allow_download: bo
             tried.append(f"download {name_or_path!r}: {type(exc).__name__}: {exc}")
     else:
         tried.append("download: disabled (set LIVENEXUS_ALLOW_DOWNLOAD=1 where a model hub is reachable)")
+    if corrupt:
+        raise ModelCorruptError(_message(name_or_path, tried, "is damaged and could not be prepared again"))
     raise ModelNotFoundError(_message(name_or_path, tried))
 
 
-def _message(name: str, tried: list[str]) -> str:
-    return f"model {name!r} not found. Searched:\n" + "\n".join(f"  - {t}" for t in tried)
+def _message(name: str, tried: list[str], what: str = "not found") -> str:
+    return f"model {name!r} {what}. Searched:\n" + "\n".join(f"  - {t}" for t in tried)
 
 
 def available(cache_dir: Path | None = None) -> dict[str, str]:

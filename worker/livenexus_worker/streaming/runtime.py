@@ -15,7 +15,7 @@ from typing import Any
 from livenexus_worker.core.events import TranscriptEvent
 from livenexus_worker.core.tier_spec import TierSpec
 from livenexus_worker.inference.engine import EngineOptions, Hypothesis, WhisperEngine
-from livenexus_worker.inference.models import ModelNotFoundError, resolve
+from livenexus_worker.inference.models import ModelCorruptError, ModelNotFoundError, resolve
 from livenexus_worker.streaming.pipeline import PipelineOptions, StreamPipeline
 from livenexus_worker.streaming.scheduler import InferenceScheduler
 
@@ -98,26 +98,39 @@ class Runtime:
 
     # ---- models and tiers ------------------------------------------------------------------------------
     def load(self) -> None:
-        """Load the preferred tier's model (must work) and check the others (unavailable ones are skipped)."""
+        """Load every tier's model; a missing or corrupt one makes its tiers unavailable (skipped), and the
+        runtime starts on the best tier that loaded. Raises :class:`ModelNotFoundError` (naming each tier's
+        reason) when none did."""
         cache = Path(self.options.model_cache) if self.options.model_cache else None
+        failed: dict[tuple[str, str], str] = {}
+        damaged = False
         for i, tier in enumerate(self.options.tiers):
             key = (tier.model, tier.compute_type)
             if key in self._engines:
                 continue
-            try:
-                path = resolve(tier.model, cache).path
-            except ModelNotFoundError as exc:
-                if i == 0:
-                    raise
-                self._unavailable[i] = str(exc).splitlines()[0]
-                log.warning("tier %d (%s) unavailable, it will be skipped: %s", i, tier.name, exc)
-                continue
-            self._engines[key] = WhisperEngine(path, tier.compute_type, self.options.threads, self.options.engine)
-            log.info("loaded %s (%s) in %.2fs", tier.model, tier.compute_type, self._engines[key].load_s)
+            if key not in failed:
+                try:
+                    path = resolve(tier.model, cache).path
+                    engine = WhisperEngine(path, tier.compute_type, self.options.threads, self.options.engine)
+                except (ModelNotFoundError, RuntimeError, ValueError, OSError) as exc:
+                    # CTranslate2 raises RuntimeError/ValueError on a damaged model.bin it had no record to check.
+                    plain = isinstance(exc, ModelNotFoundError)
+                    damaged |= isinstance(exc, ModelCorruptError) or not plain
+                    failed[key] = str(exc) if plain else f"cannot load {tier.model}: {type(exc).__name__}: {exc}"
+                    log.warning("tier %d (%s) unavailable, it will be skipped: %s", i, tier.name, failed[key])
+                else:
+                    self._engines[key] = engine
+                    log.info("loaded %s (%s) in %.2fs", tier.model, tier.compute_type, engine.load_s)
+                    continue
+            self._unavailable[i] = failed[key].splitlines()[0]
+        if len(self._unavailable) == len(self.options.tiers):
+            reasons = "\n".join(f"{model} ({compute}): {why}" for (model, compute), why in failed.items())
+            raise (ModelCorruptError if damaged else ModelNotFoundError)(f"no tier has a usable model:\n{reasons}")
+        self._tier = next(i for i in range(len(self.options.tiers)) if i not in self._unavailable)
         self.ready = True
         if self.observer is not None:
             self.observer.model_loaded(True)
-            self.observer.set_tier(0, self.options.tiers[0])
+            self.observer.set_tier(self._tier, self.options.tiers[self._tier])
 
     def is_available(self, index: int) -> bool:
         return 0 <= index < len(self.options.tiers) and index not in self._unavailable
@@ -174,13 +187,13 @@ class Runtime:
     def wait_idle(self, timeout: float) -> bool:
         return self.scheduler.wait_idle(timeout)
 
-    def close(self) -> None:
+    def close(self, timeout: float = 10.0) -> None:
         with self._lock:
             streams = list(self._streams.values())
             self._streams.clear()
         for p in streams:
             p.close()
-        self.scheduler.close()
+        self.scheduler.close(timeout)
 
     # ---- hooks called by pipelines (StreamContext) ---------------------------------------------------
     def on_frames(self, frames: int, silent: int) -> None:
