@@ -17,7 +17,9 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 from livekit.api import AccessToken, VideoGrants
 
+from livenexus_console import auth
 from livenexus_console.config import ROOM_NAME_RE, ConsoleConfig
+from livenexus_console.proxies import client_address, forwarded_entries, rate_key
 from livenexus_console.ratelimit import RateLimiter
 from livenexus_console.rooms import KubeRooms, RoomSource, RoomsUnavailable, StaticRooms, kube_lister
 
@@ -66,22 +68,40 @@ class ConsoleService:
         self.limiter = limiter
         self.csp = content_security_policy(config.public_livekit_url)
 
-    def client_ip(self, request: web.Request) -> str:
-        if self.config.trust_forwarded:
-            forwarded = request.headers.get("X-Forwarded-For", "")
-            first = forwarded.split(",")[0].strip()
-            if first:
-                return first
-        return request.remote or "unknown"
+    def client_key(self, request: web.Request) -> str:
+        """The rate-limit key: the client as far as configured proxies vouch for it, else the socket peer."""
+        peer = request.transport.get_extra_info("peername") if request.transport else None
+        host = peer[0] if isinstance(peer, tuple) and peer else None
+        cfg = self.config
+        if not cfg.trusted_proxies and not cfg.proxy_hops:
+            return rate_key(client_address(host, ()))
+        entries = forwarded_entries(request.headers.getall("X-Forwarded-For", []))
+        return rate_key(client_address(host, entries, cfg.trusted_proxies, cfg.proxy_hops))
+
+    def authenticate(self, request: web.Request) -> auth.AuthResult:
+        peer = request.transport.get_extra_info("peername") if request.transport else None
+        cfg = self.config
+        return auth.check(
+            cfg.auth_mode,
+            request.headers,
+            peer[0] if isinstance(peer, tuple) and peer else None,
+            token=cfg.auth_token,
+            user_header=cfg.auth_user_header,
+            trusted=cfg.trusted_proxies,
+        )
 
     def mint(self, room: str, identity: str, name: str) -> str:
+        # The page reads transcripts from data messages and text streams (both need only subscribe) and, when
+        # visitors may speak, publishes one microphone track; it never sends data, so it may not.
+        speak = self.config.allow_microphone
         grants = VideoGrants(
             room_join=True,
             room=room,
-            can_publish=True,
-            can_publish_sources=["microphone"],
+            can_publish=speak,
+            can_publish_sources=["microphone"] if speak else [],
             can_subscribe=True,
-            can_publish_data=True,
+            can_publish_data=False,
+            can_update_own_metadata=False,
         )
         return (
             AccessToken(self.config.api_key, self.config.api_secret)
@@ -90,6 +110,18 @@ class ConsoleService:
             .with_ttl(timedelta(seconds=self.config.token_ttl_s))
             .with_grants(grants)
             .to_jwt()
+        )
+
+    def rate_limited(self, request: web.Request) -> web.Response | None:
+        """Take one token for this client; the 429 to send when there was none."""
+        decision = self.limiter.take(self.client_key(request))
+        if decision.allowed:
+            return None
+        return _error(
+            429,
+            "rate_limited",
+            f"too many token requests, retry in {decision.retry_after_s} s",
+            headers={"Retry-After": str(decision.retry_after_s)},
         )
 
     async def healthz(self, request: web.Request) -> web.Response:
@@ -106,18 +138,16 @@ class ConsoleService:
                 "livekitUrl": self.config.public_livekit_url,
                 "rooms": list(rooms),
                 "tokenTtlSeconds": self.config.token_ttl_s,
+                "auth": self.config.auth_mode,
+                "microphone": self.config.allow_microphone,
+                "agentIdentityPrefix": self.config.agent_identity_prefix,
             }
         )
 
     async def api_token(self, request: web.Request) -> web.Response:
-        decision = self.limiter.take(self.client_ip(request))
-        if not decision.allowed:
-            return _error(
-                429,
-                "rate_limited",
-                f"too many token requests, retry in {decision.retry_after_s} s",
-                headers={"Retry-After": str(decision.retry_after_s)},
-            )
+        limited = self.rate_limited(request)
+        if limited is not None:
+            return limited
         if request.content_type != "application/json":
             return _error(415, "bad_content_type", "send the request as application/json")
         if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
@@ -148,7 +178,13 @@ class ConsoleService:
         display = clean_name(name)
         identity = identity_for(display)
         token = self.mint(room, identity, display)
-        log.info("minted a %d s token for %s in room %s", self.config.token_ttl_s, identity, room)
+        log.info(
+            "minted a %d s token for %s in room %s (user %s)",
+            self.config.token_ttl_s,
+            identity,
+            room,
+            request.get(USER_KEY, "?"),
+        )
         return web.json_response(
             {
                 "token": token,
@@ -179,6 +215,29 @@ class ConsoleService:
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+USER_KEY: web.RequestKey[str] = web.RequestKey("livenexus_console_user", str)
+
+
+def _auth_middleware(service: ConsoleService) -> Middleware:
+    @web.middleware
+    async def require_auth(request: web.Request, handler: Handler) -> web.StreamResponse:
+        # The page and its assets hold nothing secret; the API (room list, tokens) is what needs a user.
+        if not request.path.startswith("/api/"):
+            return await handler(request)
+        result = service.authenticate(request)
+        if result.ok:
+            request[USER_KEY] = result.user
+            return await handler(request)
+        # Failed attempts spend the client's token budget, so an access key cannot be guessed at speed.
+        limited = service.rate_limited(request)
+        if limited is not None:
+            return limited
+        mode = service.config.auth_mode
+        headers = {"WWW-Authenticate": 'Bearer realm="livenexus-console"'} if mode == "token" else None
+        body = {"error": result.reason, "code": "unauthorized", "auth": mode}
+        return web.json_response(body, status=401, headers=headers)
+
+    return require_auth
 
 
 def _headers_middleware(service: ConsoleService) -> Middleware:
@@ -205,7 +264,7 @@ SERVICE_KEY: web.AppKey[ConsoleService] = web.AppKey("console_service", ConsoleS
 
 def default_room_source(config: ConsoleConfig) -> RoomSource:
     if config.kube:
-        return KubeRooms(kube_lister(config.namespace), ttl_s=config.rooms_cache_s)
+        return KubeRooms(kube_lister("" if config.all_namespaces else config.namespace), ttl_s=config.rooms_cache_s)
     return StaticRooms(config.rooms)
 
 
@@ -218,7 +277,8 @@ def build_app(
         rooms if rooms is not None else default_room_source(config),
         limiter if limiter is not None else RateLimiter(config.burst, config.rate_per_minute / 60.0),
     )
-    app = web.Application(middlewares=[_headers_middleware(service)], client_max_size=MAX_BODY_BYTES * 4)
+    middlewares = [_headers_middleware(service), _auth_middleware(service)]
+    app = web.Application(middlewares=middlewares, client_max_size=MAX_BODY_BYTES * 4)
     app[SERVICE_KEY] = service
     app.router.add_get("/healthz", service.healthz)
     app.router.add_get("/api/config", service.api_config)

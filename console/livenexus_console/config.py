@@ -6,6 +6,7 @@ from ``repr`` and never leaves the process except as the HMAC key of the tokens 
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -13,8 +14,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from livenexus_console.auth import AUTH_MODES, DEFAULT_USER_HEADER, HEADER_NAME_RE, MAX_TOKEN_CHARS, MIN_TOKEN_CHARS
+from livenexus_console.proxies import IPNetwork, parse_networks
+
 # A LiveKit room name as we accept it from a browser: printable, no slashes or whitespace, bounded.
 ROOM_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@=+-]{0,127}$")
+# The worker's identity prefix as the page matches it (D makes identities "livenexus-agent-<suffix>").
+IDENTITY_PREFIX_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+MAX_TOKEN_TTL_S = 3600
+MAX_PROXY_HOPS = 16
 
 
 class ConfigError(ValueError):
@@ -45,6 +53,28 @@ def parse_rooms(raw: str) -> tuple[str, ...]:
     return tuple(names)
 
 
+def is_loopback(host: str) -> bool:
+    """True for a bind address only this machine can reach (``localhost``, 127.0.0.0/8, ``::1``)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def env_flag(env: Mapping[str, str], name: str, default: bool) -> bool:
+    """A boolean variable: 1/true/yes or 0/false/no (any case); anything else is an error, not a guess."""
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes"):
+        return True
+    if raw in ("0", "false", "no"):
+        return False
+    raise ConfigError(f"{name} must be 1/true/yes or 0/false/no, got {raw!r}")
+
+
 def _ws_url(url: str) -> str:
     parts = urlsplit(url)
     if parts.scheme not in ("ws", "wss", "http", "https") or not parts.netloc:
@@ -71,17 +101,31 @@ class ConsoleConfig:
     kube: bool = False
     """Allow exactly the rooms of the TranscriptionRoom objects in the cluster (in-cluster use)."""
     namespace: str = ""
-    """Namespace whose TranscriptionRooms count; empty: all namespaces."""
+    """Namespace whose TranscriptionRooms count (with ``kube``, required unless ``all_namespaces``)."""
+    all_namespaces: bool = False
+    """List the TranscriptionRooms of every namespace: only ever on explicit request."""
     rooms_cache_s: float = 10.0
     """How long a TranscriptionRoom listing is reused before the API server is asked again."""
-    token_ttl_s: int = 900
+    token_ttl_s: int = 120
     """Lifetime of a minted token (it only has to outlive the join; LiveKit refreshes it afterwards)."""
     rate_per_minute: float = 6.0
     """Token-bucket refill: tokens minted per client IP per minute, sustained."""
     burst: int = 5
     """Token-bucket capacity: tokens one client IP may mint back to back."""
-    trust_forwarded: bool = False
-    """Take the client IP from the first X-Forwarded-For hop (only behind a proxy that sets it)."""
+    trusted_proxies: tuple[IPNetwork, ...] = ()
+    """Proxies (addresses/CIDRs) whose X-Forwarded-For entries count; the client is the first hop not in them."""
+    proxy_hops: int = 0
+    """Or: how many proxies stand in front; the client is that many X-Forwarded-For entries from the right."""
+    auth_mode: str = ""
+    """``none`` | ``token`` | ``header``; empty means ``none`` on a loopback address and is refused elsewhere."""
+    auth_token: str = field(default="", repr=False)
+    """The shared access key of ``token`` mode (environment only, never logged)."""
+    auth_user_header: str = DEFAULT_USER_HEADER
+    """Header in which the trusted auth proxy names the signed-in user (``header`` mode)."""
+    allow_microphone: bool = True
+    """Visitors may publish their microphone; off: read-only tokens (subscribe, nothing to publish)."""
+    agent_identity_prefix: str = "livenexus-agent"
+    """The page shows transcripts only from agent participants whose identity starts with this."""
     static_dir: Path = field(default_factory=default_static_dir)
     """The built page (``npm run build`` in console/ writes ``console/dist``)."""
 
@@ -91,8 +135,8 @@ class ConsoleConfig:
             raise ConfigError("LIVEKIT_API_KEY and LIVEKIT_API_SECRET must be set")
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"port must be in [0, 65535], got {self.port}")
-        if not 60 <= self.token_ttl_s <= 86400:
-            raise ConfigError(f"token TTL must be in [60, 86400] seconds, got {self.token_ttl_s}")
+        if not 60 <= self.token_ttl_s <= MAX_TOKEN_TTL_S:
+            raise ConfigError(f"token TTL must be in [60, {MAX_TOKEN_TTL_S}] seconds, got {self.token_ttl_s}")
         if self.rate_per_minute <= 0 or self.burst < 1:
             raise ConfigError("rate must be > 0 per minute and burst >= 1")
         if self.rooms_cache_s < 0:
@@ -100,6 +144,39 @@ class ConsoleConfig:
         for name in self.rooms:
             if not ROOM_NAME_RE.match(name):
                 raise ConfigError(f"invalid room name {name!r}")
+        if self.kube and self.all_namespaces == bool(self.namespace):
+            raise ConfigError("TranscriptionRooms need exactly one of --namespace NS or --all-namespaces")
+        if not IDENTITY_PREFIX_RE.match(self.agent_identity_prefix):
+            raise ConfigError(f"invalid agent identity prefix {self.agent_identity_prefix!r}")
+        self._check_proxies_and_auth()
+
+    def _check_proxies_and_auth(self) -> None:
+        if not 0 <= self.proxy_hops <= MAX_PROXY_HOPS:
+            raise ConfigError(f"proxy hops must be in [0, {MAX_PROXY_HOPS}], got {self.proxy_hops}")
+        if self.proxy_hops and self.trusted_proxies:
+            raise ConfigError("give trusted proxies as CIDRs or as a hop count, not both")
+        mode = self.auth_mode
+        if not mode:
+            if not is_loopback(self.host):
+                raise ConfigError(
+                    f"listening on {self.host} needs an auth mode: --auth token or header "
+                    "(or --auth none, explicitly, to let anyone who reaches it in)"
+                )
+            object.__setattr__(self, "auth_mode", "none")  # frozen: resolve the implicit default once
+        elif mode not in AUTH_MODES:
+            raise ConfigError(f"auth mode must be one of {', '.join(AUTH_MODES)}, got {mode!r}")
+        if mode == "token":
+            token = self.auth_token
+            if not MIN_TOKEN_CHARS <= len(token) <= MAX_TOKEN_CHARS or not token.isprintable() or " " in token:
+                raise ConfigError(
+                    f"auth mode token needs LIVENEXUS_CONSOLE_AUTH_TOKEN: {MIN_TOKEN_CHARS} to {MAX_TOKEN_CHARS} "
+                    "printable characters without spaces"
+                )
+        if mode == "header":
+            if not self.trusted_proxies:
+                raise ConfigError("auth mode header needs --trusted-proxies (only they may name the user)")
+            if not HEADER_NAME_RE.match(self.auth_user_header):
+                raise ConfigError(f"invalid user header name {self.auth_user_header!r}")
 
     @property
     def public_livekit_url(self) -> str:
@@ -135,11 +212,26 @@ class ConsoleConfig:
             "rooms": parse_rooms(e.get("LIVENEXUS_CONSOLE_ROOMS", "")),
             "kube": e.get("LIVENEXUS_CONSOLE_KUBE", "").strip().lower() in ("1", "true", "yes"),
             "namespace": e.get("LIVENEXUS_CONSOLE_NAMESPACE", ""),
-            "token_ttl_s": int(num("LIVENEXUS_CONSOLE_TOKEN_TTL", 900)),
+            "token_ttl_s": int(num("LIVENEXUS_CONSOLE_TOKEN_TTL", 120)),
             "rate_per_minute": num("LIVENEXUS_CONSOLE_RATE_PER_MINUTE", 6.0),
             "burst": int(num("LIVENEXUS_CONSOLE_BURST", 5)),
-            "trust_forwarded": e.get("LIVENEXUS_CONSOLE_TRUST_FORWARDED", "").strip().lower() in ("1", "true", "yes"),
+            "all_namespaces": env_flag(e, "LIVENEXUS_CONSOLE_ALL_NAMESPACES", False),
+            "proxy_hops": int(num("LIVENEXUS_CONSOLE_PROXY_HOPS", 0)),
+            "auth_mode": e.get("LIVENEXUS_CONSOLE_AUTH", "").strip(),
+            "auth_token": e.get("LIVENEXUS_CONSOLE_AUTH_TOKEN", "").strip(),
+            "auth_user_header": e.get("LIVENEXUS_CONSOLE_AUTH_USER_HEADER", "").strip() or DEFAULT_USER_HEADER,
+            "allow_microphone": env_flag(e, "LIVENEXUS_CONSOLE_MICROPHONE", True),
+            "agent_identity_prefix": e.get("LIVENEXUS_CONSOLE_AGENT_PREFIX", "").strip() or "livenexus-agent",
         }
+        if env_flag(e, "LIVENEXUS_CONSOLE_TRUST_FORWARDED", False):
+            raise ConfigError(
+                "LIVENEXUS_CONSOLE_TRUST_FORWARDED is gone (it let any client pick its rate-limit key): "
+                "set LIVENEXUS_CONSOLE_TRUSTED_PROXIES (CIDRs) or LIVENEXUS_CONSOLE_PROXY_HOPS"
+            )
+        try:
+            values["trusted_proxies"] = parse_networks(e.get("LIVENEXUS_CONSOLE_TRUSTED_PROXIES", ""))
+        except ValueError as exc:
+            raise ConfigError(f"LIVENEXUS_CONSOLE_TRUSTED_PROXIES: {exc}") from exc
         if e.get("LIVENEXUS_CONSOLE_DIST"):
             values["static_dir"] = Path(e["LIVENEXUS_CONSOLE_DIST"])
         values.update({k: v for k, v in overrides.items() if v is not None})

@@ -14,6 +14,7 @@ import os
 import socket
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 from typing import Any
 
@@ -27,9 +28,11 @@ NS = "livenexus"
 LK_URL = "wss://livekit.example.test"
 SECRET = "lk-console"
 ON = ("--set", "console.enabled=true", "--set", f"console.livekit.url={LK_URL}",
-      "--set", f"console.livekit.credentialsSecretRef.name={SECRET}")
+      "--set", f"console.livekit.credentialsSecretRef.name={SECRET}",
+      "--set", "console.auth.mode=token", "--set", f"console.auth.tokenSecretRef.name={SECRET}")
 # What the Secret holds in these tests, substituted for the secretKeyRefs when the env is parsed.
-SECRET_DATA = {"api-key": "APIconsole", "api-secret": "console-secret-" + "x" * 32}
+SECRET_DATA = {"api-key": "APIconsole", "api-secret": "console-secret-" + "x" * 32,
+               "console-access-key": "access-" + "k" * 24}
 
 
 def by_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
@@ -192,8 +195,10 @@ def test_env_wires_url_credentials_and_rooms_into_the_service_config() -> None:
                                 "--set", "console.livekit.credentialsSecretRef.apiSecretKey=secret"))
     refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in c["env"] if "valueFrom" in e}
     assert refs == {"LIVEKIT_API_KEY": {"name": SECRET, "key": "key"},
-                    "LIVEKIT_API_SECRET": {"name": SECRET, "key": "secret"}}
-    cfg = config_from_args(build_parser().parse_args([]), resolved_env(c, {"key": "APIk", "secret": "s" * 40}))
+                    "LIVEKIT_API_SECRET": {"name": SECRET, "key": "secret"},
+                    "LIVENEXUS_CONSOLE_AUTH_TOKEN": {"name": SECRET, "key": "console-access-key"}}
+    cfg = config_from_args(build_parser().parse_args([]), resolved_env(
+        c, {"key": "APIk", "secret": "s" * 40, "console-access-key": "a" * 20}))
     assert (cfg.api_key, cfg.api_secret) == ("APIk", "s" * 40)
     cfg = parsed(container(helm_template(*ON)))
     assert cfg.host == "0.0.0.0" and cfg.port == 8080
@@ -202,7 +207,9 @@ def test_env_wires_url_credentials_and_rooms_into_the_service_config() -> None:
     assert cfg.kube is True and cfg.namespace == NS and cfg.rooms == ()
     # Kube mode is explicit, not only inferred from KUBERNETES_SERVICE_HOST.
     assert parsed(container(helm_template(*ON)), in_pod=False).kube is True
-    assert (cfg.token_ttl_s, cfg.rate_per_minute, cfg.burst, cfg.trust_forwarded) == (900, 6.0, 5, False)
+    assert (cfg.token_ttl_s, cfg.rate_per_minute, cfg.burst) == (120, 6.0, 5)
+    assert (cfg.trusted_proxies, cfg.proxy_hops, cfg.auth_mode) == ((), 0, "token")
+    assert cfg.auth_token == SECRET_DATA["console-access-key"] and cfg.allow_microphone is False
     env = resolved_env(container(helm_template(*ON)))
     assert "LIVENEXUS_CONSOLE_DIST" not in env  # the image's own value (where it put the page) counts
     assert env["HOME"] == "/tmp"
@@ -210,10 +217,10 @@ def test_env_wires_url_credentials_and_rooms_into_the_service_config() -> None:
 
 def test_settings_reach_the_service() -> None:
     c = container(helm_template(*ON, "--set", "console.tokenTtlSeconds=120", "--set", "console.rateLimit.perMinute=30",
-                                "--set", "console.rateLimit.burst=2", "--set", "console.trustForwarded=true",
+                                "--set", "console.rateLimit.burst=2", "--set", "console.trustedProxies.hops=1",
                                 "--set", "console.staticDir=/srv/page", "--set", "console.livekit.url=http://lk:7880"))
     cfg = parsed(c)
-    assert (cfg.token_ttl_s, cfg.rate_per_minute, cfg.burst, cfg.trust_forwarded) == (120, 30.0, 2, True)
+    assert (cfg.token_ttl_s, cfg.rate_per_minute, cfg.burst, cfg.proxy_hops) == (120, 30.0, 2, 1)
     assert str(cfg.static_dir) == "/srv/page"
     assert cfg.public_livekit_url == "ws://lk:7880"
 
@@ -234,7 +241,7 @@ def test_all_namespaces_use_a_list_only_cluster_role() -> None:
     assert role["rules"] == [{"apiGroups": ["livenexus.io"], "resources": ["transcriptionrooms"], "verbs": ["list"]}]
     assert binding["roleRef"]["kind"] == "ClusterRole" and binding["subjects"][0]["namespace"] == NS
     cfg = parsed(container(docs))
-    assert cfg.kube is True and cfg.namespace == ""
+    assert cfg.kube is True and cfg.namespace == "" and cfg.all_namespaces is True
 
 
 def test_a_static_room_list_needs_no_api_access() -> None:
@@ -280,8 +287,13 @@ def test_the_rendered_environment_starts_the_real_service() -> None:
         url = f"http://127.0.0.1:{port}"
         with urllib.request.urlopen(url + "/healthz", timeout=5) as r:
             assert r.status == 200
-        with urllib.request.urlopen(url + "/api/config", timeout=5) as r:
-            assert json.load(r) == {"livekitUrl": LK_URL, "rooms": ["demo"], "tokenTtlSeconds": 900}
+        with pytest.raises(urllib.error.HTTPError) as refused:  # the chart's console is never open
+            urllib.request.urlopen(url + "/api/config", timeout=5)
+        assert refused.value.code == 401
+        key = {"Authorization": f"Bearer {SECRET_DATA['console-access-key']}"}
+        with urllib.request.urlopen(urllib.request.Request(url + "/api/config", headers=key), timeout=5) as r:
+            assert json.load(r) == {"livekitUrl": LK_URL, "rooms": ["demo"], "tokenTtlSeconds": 120, "auth": "token",
+                                    "microphone": False, "agentIdentityPrefix": "livenexus-agent"}
     finally:
         proc.terminate()
         _, err = proc.communicate(timeout=15)

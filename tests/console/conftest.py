@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from .apptools import make_client  # noqa: F401 (a fixture: the in-process token service)
 from .helpers import build_console, require_browser_tools
 
 

@@ -4,58 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import jwt
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
 from livekit.api import TokenVerifier
 
-from livenexus_console import ConsoleConfig, KubeRooms, RateLimiter, StaticRooms, build_app
+from livenexus_console import ConsoleConfig, KubeRooms, RateLimiter, StaticRooms
 from livenexus_console.app import clean_name, content_security_policy, identity_for
 from livenexus_console.config import ConfigError
+from livenexus_console.proxies import parse_networks
 from livenexus_console.rooms import RoomsUnavailable, room_names
 
-KEY = "console-test-key"
-SECRET = "s3cr3t-" + "x" * 40
-
-
-def make_config(tmp_path: Path, **kw: Any) -> ConsoleConfig:
-    values: dict[str, Any] = {
-        "livekit_url": "ws://127.0.0.1:7880",
-        "api_key": KEY,
-        "api_secret": SECRET,
-        "rooms": ("demo", "other"),
-        "static_dir": tmp_path / "dist",
-        "burst": 100,
-        "rate_per_minute": 600.0,
-    }
-    values.update(kw)
-    return ConsoleConfig(**values)
-
-
-ClientFactory = Callable[..., Awaitable[TestClient[Any, Any]]]
-
-
-@pytest.fixture
-async def make_client(tmp_path: Path) -> AsyncIterator[ClientFactory]:
-    clients: list[TestClient[Any, Any]] = []
-
-    async def factory(source: Any = None, limiter: RateLimiter | None = None, **kw: Any) -> TestClient[Any, Any]:
-        client = TestClient(TestServer(build_app(make_config(tmp_path, **kw), rooms=source, limiter=limiter)))
-        await client.start_server()
-        clients.append(client)
-        return client
-
-    yield factory
-    for c in clients:
-        await c.close()
-
-
-async def post_token(client: TestClient[Any, Any], body: Any, headers: Mapping[str, str] | None = None) -> Any:
-    return await client.post("/api/token", json=body, headers=headers)
+from .apptools import KEY, SECRET, ClientFactory, make_config, post_token
 
 
 async def test_token_is_scoped_to_the_room_and_signed(make_client: ClientFactory) -> None:
@@ -72,7 +35,8 @@ async def test_token_is_scoped_to_the_room_and_signed(make_client: ClientFactory
     assert claims.identity == body["identity"] and claims.name == "Ada Lovelace"
     assert v.room == "demo" and v.room_join is True
     assert v.can_publish is True and v.can_publish_sources == ["microphone"]
-    assert v.can_subscribe is True and v.can_publish_data is True
+    # The page only reads transcripts (subscribe) and publishes its microphone: it never sends data.
+    assert v.can_subscribe is True and v.can_publish_data is False and not v.can_update_own_metadata
     assert not v.room_admin and not v.room_create and not v.room_list and not v.room_record
     assert not v.destination_room and not v.hidden and not v.recorder and not v.agent
     raw = jwt.decode(body["token"], options={"verify_signature": False})
@@ -165,12 +129,17 @@ async def test_rate_limit_per_client_ip(make_client: ClientFactory) -> None:
 
 
 async def test_forwarded_clients_are_limited_separately_behind_a_proxy(make_client: ClientFactory) -> None:
-    client = await make_client(burst=1, rate_per_minute=1.0, trust_forwarded=True)
-    a = {"X-Forwarded-For": "203.0.113.1, 10.0.0.1"}
+    # The test client connects from 127.0.0.1: that is the trusted proxy here.
+    client = await make_client(burst=1, rate_per_minute=1.0, trusted_proxies=parse_networks("127.0.0.1/32"))
+    a = {"X-Forwarded-For": "203.0.113.1"}
     b = {"X-Forwarded-For": "203.0.113.2"}
     assert (await post_token(client, {"room": "demo"}, a)).status == 200
     assert (await post_token(client, {"room": "demo"}, a)).status == 429
     assert (await post_token(client, {"room": "demo"}, b)).status == 200
+    # Client a puts a made-up hop in front; the proxy appends a's real address, which is what counts.
+    for fake in ("198.51.100.7", "198.51.100.8, 10.9.9.9", "garbage"):
+        spoofed = {"X-Forwarded-For": f"{fake}, 203.0.113.1"}
+        assert (await post_token(client, {"room": "demo"}, spoofed)).status == 429, fake
 
 
 def test_token_bucket_refills_and_forgets_idle_keys() -> None:
@@ -197,7 +166,14 @@ def test_token_bucket_refills_and_forgets_idle_keys() -> None:
 async def test_config_lists_rooms_and_the_browser_url(make_client: ClientFactory) -> None:
     client = await make_client(livekit_url="https://lk.example.test/", rooms=("b", "a"))
     body = await (await client.get("/api/config")).json()
-    assert body == {"livekitUrl": "wss://lk.example.test", "rooms": ["a", "b"], "tokenTtlSeconds": 900}
+    assert body == {
+        "livekitUrl": "wss://lk.example.test",
+        "rooms": ["a", "b"],
+        "tokenTtlSeconds": 120,
+        "auth": "none",
+        "microphone": True,
+        "agentIdentityPrefix": "livenexus-agent",
+    }
     health = await client.get("/healthz")
     assert health.status == 200 and await health.json() == {"ok": True}
     assert (await client.get("/api/config")).headers["Cache-Control"] == "no-store"

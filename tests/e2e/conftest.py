@@ -17,6 +17,8 @@ REPO_CHART = "charts/livenexus"
 NAMESPACE = "livenexus-e2e"
 RELEASE = "lnx"
 SECRET = "livekit-credentials"
+CONSOLE_ACCESS_KEY = "e2e-console-access-key-0123456789"
+"""The console's shared access key (auth mode token); the browser test types it into the page."""
 
 
 @dataclass
@@ -80,7 +82,8 @@ def installed(e2e_target: Target) -> Iterator[Installed]:
     try:
         t.kubectl("create", "namespace", NAMESPACE, check=False)
         t.apply({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": SECRET, "namespace": NAMESPACE},
-                 "stringData": {"api-key": lk.api_key, "api-secret": lk.api_secret}})
+                 "stringData": {"api-key": lk.api_key, "api-secret": lk.api_secret,
+                                "console-access-key": CONSOLE_ACCESS_KEY}})
         t.helm(
             "install", RELEASE, REPO_CHART, "--namespace", NAMESPACE, "--wait", "--timeout", "5m",
             *_image_values("operator.image", t.operator_image),
@@ -94,6 +97,8 @@ def installed(e2e_target: Target) -> Iterator[Installed]:
             "--set", "console.enabled=true",
             "--set", f"console.livekit.url={lk.url}",
             "--set", f"console.livekit.credentialsSecretRef.name={SECRET}",
+            "--set", "console.auth.mode=token", "--set", f"console.auth.tokenSecretRef.name={SECRET}",
+            "--set", "console.allowMicrophone=true",  # the console test speaks through the page
         )
         yield inst
     finally:

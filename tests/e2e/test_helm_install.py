@@ -21,7 +21,7 @@ import pytest
 
 from livenexus_operator.scrape import parse_worker_metrics
 
-from .conftest import SECRET, Installed, pod_ready, wait_ready_pods
+from .conftest import CONSOLE_ACCESS_KEY, SECRET, Installed, pod_ready, wait_ready_pods
 from .target import wait_for
 
 pytestmark = [pytest.mark.node, pytest.mark.livekit, pytest.mark.model, pytest.mark.slow]
@@ -153,6 +153,7 @@ def test_console_in_cluster_shows_live_transcript(installed: Installed, tmp_path
     with t.service_url(ns, svc["metadata"]["name"], port) as url:
         result = run_driver({
             "consoleUrl": url, "secureOrigin": url, "room": ROOM, "name": "Browser", "mode": "transcribe",
+            "accessKey": CONSOLE_ACCESS_KEY,
             "wav": str(wav),
             "minFinals": 2, "settleMs": 4000, "timeoutMs": 120_000, "outDir": str(tmp_path),
             "screenshot": str(artifacts_dir / "e2e-console.png"),
