@@ -1,8 +1,11 @@
 """`livenexus-worker run`: join one LiveKit room as an agent and transcribe every participant's audio.
 
-One StreamPipeline per subscribed audio track, all sharing the process's Runtime; events hop from the
-inference thread to the event loop and out through the publisher. Disconnects are retried with backoff and a
-fresh token; SIGTERM flushes open utterances, publishes their finals and leaves.
+One StreamPipeline per subscribed audio track (``tracks.TrackSet``, with its caps), all sharing the
+process's Runtime; events hop from the inference thread to the event loop and out through one publisher
+that outlives each connection (finals of a dropped connection go out in the next one). Lost connections are
+retried with jittered exponential backoff and a fresh token; the backoff only starts over after a stable
+connection. SIGTERM works against one deadline: stop taking audio, decode the open utterances, publish their
+finals, leave the room.
 """
 
 from __future__ import annotations
@@ -10,21 +13,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Coroutine
+import time
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 from livekit import rtc
 
 from livenexus_common.cli import EXIT_AUTH, EXIT_ERROR, EXIT_OK, sleep_or_stop, stop_on_signals
-from livenexus_worker.core.audio import SAMPLE_RATE
-from livenexus_worker.core.events import TranscriptEvent
-from livenexus_worker.room.publisher import TranscriptPublisher
+from livenexus_worker.room.backoff import Backoff, BackoffOptions
+from livenexus_worker.room.publisher import PublisherOptions, TranscriptPublisher
+from livenexus_worker.room.room_metrics import RoomMetrics
 from livenexus_worker.room.service import WorkerService
 from livenexus_worker.room.settings import SettingsError, WorkerSettings
 from livenexus_worker.room.token import mint_token
-from livenexus_worker.streaming.pipeline import StreamPipeline
+from livenexus_worker.room.tracks import TrackLimits, TrackSet
 
 log = logging.getLogger(__name__)
 
@@ -33,24 +36,31 @@ class AuthError(RuntimeError):
     """LiveKit refused our credentials: retrying cannot help."""
 
 
-@dataclass
-class _Track:
-    task: asyncio.Task[None]
-    pipe: StreamPipeline | None = None
-
-
-@dataclass
+@dataclass(frozen=True)
 class AgentOptions:
-    """Timing of the agent's connection handling."""
+    """Connection handling, shutdown and the bounds of what a room may ask."""
 
-    grace_s: float = 20.0
-    """On shutdown, how long finals may take to decode and publish."""
-    backoff_initial_s: float = 0.5
-    """First reconnect delay; doubles per failed attempt."""
-    backoff_max_s: float = 10.0
-    """Reconnect delay cap."""
-    connect_timeout_s: float = 10.0
+    deadline_s: float = 20.0
+    """SIGTERM → exit, every stage together (below the pod's 30 s terminationGracePeriodSeconds)."""
+    leave_s: float = 2.0
+    """Of the deadline, kept for leaving the room."""
+    publish_s: float = 3.0
+    """Of the deadline, kept for publishing the last finals once they are decoded."""
+    backoff: BackoffOptions = field(default_factory=BackoffOptions)
+    """Reconnect pacing."""
+    connect_timeout_s: float = 15.0
     """Per connection attempt."""
+    limits: TrackLimits = field(default_factory=TrackLimits)
+    """Tracks and speakers transcribed at once."""
+    publisher: PublisherOptions = field(default_factory=PublisherOptions)
+    """Bounds of the publish queue."""
+
+    @classmethod
+    def from_settings(cls, settings: WorkerSettings) -> AgentOptions:
+        d = settings.shutdown_deadline_s
+        # Short deadlines (tests, tiny grace periods) still keep a share for publishing and leaving.
+        return cls(deadline_s=d, leave_s=min(2.0, 0.1 * d), publish_s=min(3.0, 0.15 * d),
+                   limits=TrackLimits(max_streams=settings.max_streams, max_speakers=settings.max_speakers))
 
 
 @dataclass
@@ -62,140 +72,143 @@ class RoomAgent:
     service: WorkerService
     """Runtime, metrics, tier control."""
     options: AgentOptions = field(default_factory=AgentOptions)
-    """Reconnect and shutdown timing."""
+    """Reconnect, shutdown and caps."""
     connects: int = 0
     """Successful connections so far (reconnects = connects - 1)."""
 
     def __post_init__(self) -> None:
-        self._tracks: dict[str, _Track] = {}
-        self._disconnected = asyncio.Event()
+        self.backoff = Backoff(self.options.backoff)
+        self.publisher: TranscriptPublisher | None = None
+        self.tracks: TrackSet | None = None
+        self.disconnect_reasons: list[str] = []
+        """DisconnectReason names of the lost connections, latest last (at most 64 kept)."""
+        self.shutdown_stages: dict[str, float] = {}
+        """Seconds each shutdown stage took (tests and logs read it)."""
+        self._room_metrics = RoomMetrics.of(self.service.metrics)
 
     async def run(self, stop: asyncio.Event) -> int:
-        delay = self.options.backoff_initial_s
-        while not stop.is_set():
-            room = rtc.Room()
-            publisher = TranscriptPublisher(room, self.service.metrics)
-            try:
-                await self._connect(room)
-            except AuthError as exc:
-                log.error("LiveKit rejected the worker's credentials: %s", exc)
-                return EXIT_AUTH
-            except Exception as exc:
-                if self.connects == 0 and _looks_like_auth(exc):
-                    log.error("LiveKit rejected the worker's credentials (check LIVEKIT_API_KEY/SECRET): %s", exc)
+        publisher = self.publisher = TranscriptPublisher(self.service.metrics, self.options.publisher).start()
+        try:
+            while not stop.is_set():
+                room = rtc.Room()
+                try:
+                    if not await self._connect(room, stop):
+                        break
+                except AuthError as exc:
+                    log.error("LiveKit rejected the worker's credentials: %s", exc)
                     return EXIT_AUTH
-                log.warning("connecting to %s failed (%s); retrying in %.1fs", self.settings.livekit_url, exc, delay)
+                except Exception as exc:
+                    if self.connects == 0 and _looks_like_auth(exc):
+                        log.error("LiveKit rejected the worker's credentials (check LIVEKIT_API_KEY/SECRET): %s", exc)
+                        return EXIT_AUTH
+                    delay = self.backoff.next_delay()
+                    log.warning("connecting to %s failed (%s); retrying in %.1fs", self.settings.livekit_url, exc,
+                                delay)
+                    await _disconnect(room, 1.0)
+                    await sleep_or_stop(stop, delay)
+                    continue
+                self.backoff.connected()
+                reason = await self._session(room, publisher, stop)
+                if reason is None:
+                    return EXIT_OK  # stopped: _session shut down within the deadline
+                delay = self.backoff.next_delay()
+                if reason == "DUPLICATE_IDENTITY":
+                    log.error("another participant joined room %s as %s and replaced this worker; retrying in "
+                              "%.1fs (each worker needs its own identity)", self.settings.room,
+                              self.settings.identity, delay)
+                else:
+                    log.warning("disconnected from room %s (%s); reconnecting in %.1fs", self.settings.room, reason,
+                                delay)
                 await sleep_or_stop(stop, delay)
-                delay = min(delay * 2, self.options.backoff_max_s)
-                continue
-            delay = self.options.backoff_initial_s
-            publisher.start()
-            self._attach(room, publisher)
-            await _first(stop.wait(), self._disconnected.wait())
-            await self._detach(publisher)
+            return EXIT_OK
+        finally:
+            if publisher is not None and self.publisher is publisher:
+                await publisher.close(0.0)  # stopped while disconnected: held finals are counted and logged
             self.service.metrics.set_livekit_connected(False)
-            with contextlib.suppress(Exception):
-                await room.disconnect()  # also after a drop: releases the old room's native handles
-            if stop.is_set():
-                break
-            log.warning("disconnected from room %s; reconnecting", self.settings.room)
-        return EXIT_OK
 
-    async def _connect(self, room: rtc.Room) -> None:
-        self._disconnected = asyncio.Event()
+    async def _connect(self, room: rtc.Room, stop: asyncio.Event) -> bool:
+        """Connect, unless ``stop`` comes first (then False)."""
         token = mint_token(self.settings)
-        await asyncio.wait_for(room.connect(self.settings.livekit_url, token, rtc.RoomOptions(auto_subscribe=True)),
-                               self.options.connect_timeout_s + 5)
+        connect = asyncio.ensure_future(asyncio.wait_for(
+            room.connect(self.settings.livekit_url, token, rtc.RoomOptions(auto_subscribe=True)),
+            self.options.connect_timeout_s))
+        if not await _first(connect, stop.wait()):
+            await _disconnect(room, 1.0)
+            return False
+        connect.result()  # raises the connect error
         self.connects += 1
         if self.connects > 1:
             self.service.metrics.livekit_reconnected()
         self.service.metrics.set_livekit_connected(True)
         log.info("joined room %s as %s", self.settings.room, self.settings.identity)
+        return True
 
-    def _attach(self, room: rtc.Room, publisher: TranscriptPublisher) -> None:
-        loop = asyncio.get_running_loop()
+    async def _session(self, room: rtc.Room, publisher: TranscriptPublisher, stop: asyncio.Event) -> str | None:
+        """One connection: until it drops (returns LiveKit's reason) or ``stop`` (shuts down, returns None)."""
+        disconnected = asyncio.Event()
+        reason: list[str] = []
 
-        def on_subscribed(track: rtc.Track, pub: rtc.RemoteTrackPublication, p: rtc.RemoteParticipant) -> None:
-            if track.kind == rtc.TrackKind.KIND_AUDIO and pub.sid not in self._tracks:
-                entry = _Track(loop.create_task(self._consume(track, pub.sid, p.identity, publisher, entry_box)))
-                entry_box[pub.sid] = entry
-                self._tracks[pub.sid] = entry
+        def on_disconnected(why: Any = None) -> None:
+            with contextlib.suppress(Exception):
+                reason.append(rtc.DisconnectReason.Name(why))
+            disconnected.set()
 
-        entry_box: dict[str, _Track] = {}
-
-        def on_gone(*args: object) -> None:
-            pub = next((a for a in args if isinstance(a, rtc.RemoteTrackPublication)), None)
-            if pub is not None and pub.sid in self._tracks:
-                self._tracks.pop(pub.sid).task.cancel()
-
-        def on_participant_left(p: rtc.RemoteParticipant) -> None:
-            for sid in list(p.track_publications):
-                if sid in self._tracks:
-                    self._tracks.pop(sid).task.cancel()
-
-        def on_muted(p: rtc.Participant, pub: rtc.TrackPublication) -> None:
-            entry = self._tracks.get(pub.sid)
-            if entry is not None and entry.pipe is not None:
-                entry.pipe.flush()  # a mute ends the utterance: publish its final now
-
-        room.on("track_subscribed", on_subscribed)
-        room.on("track_unsubscribed", on_gone)
-        room.on("track_unpublished", on_gone)
-        room.on("participant_disconnected", on_participant_left)
-        room.on("track_muted", on_muted)
-        disconnected = self._disconnected  # this room's event: a late callback of an old room must not end a new one
-        room.on("disconnected", lambda *_: disconnected.set())
-        room.on("reconnecting", lambda: self.service.metrics.set_livekit_connected(False))
-        def on_reconnected() -> None:
+        def on_reconnected() -> None:  # the SDK resumed the session by itself
             self.service.metrics.set_livekit_connected(True)
             self.service.metrics.livekit_reconnected()
 
+        room.on("disconnected", on_disconnected)
+        room.on("reconnecting", lambda: self.service.metrics.set_livekit_connected(False))
         room.on("reconnected", on_reconnected)
-        # Tracks that were subscribed before the handlers existed.
-        for p in room.remote_participants.values():
-            for pub in p.track_publications.values():
-                if pub.track is not None and pub.subscribed:
-                    on_subscribed(pub.track, pub, p)
+        tracks = self.tracks = TrackSet(self.service.runtime, publisher, self.service.metrics, self.options.limits)
+        tracks.attach(room)
+        publisher.attach(room)
+        await _first(stop.wait(), disconnected.wait())
+        if stop.is_set() and not disconnected.is_set():
+            await self._shutdown(room, tracks, publisher, time.monotonic())
+            return None
+        why = reason[0] if reason else "UNKNOWN_REASON"
+        self.disconnect_reasons = [*self.disconnect_reasons[-63:], why]
+        if self._room_metrics is not None:
+            self._room_metrics.disconnects.labels(reason=why).inc()
+        self.service.metrics.set_livekit_connected(False)
+        publisher.detach()
+        await tracks.close()  # open utterances end: their finals wait in the publisher for the next room
+        await _disconnect(room, 2.0)  # releases the old room's native handles
+        if stop.is_set():
+            await self._shutdown(None, None, publisher, time.monotonic())
+            return None
+        return why
 
-    async def _consume(self, track: rtc.Track, sid: str, speaker: str, publisher: TranscriptPublisher,
-                       box: dict[str, _Track]) -> None:
-        loop = asyncio.get_running_loop()
-        rt = self.service.runtime
+    async def _shutdown(self, room: rtc.Room | None, tracks: TrackSet | None, publisher: TranscriptPublisher,
+                        t0: float) -> None:
+        """Stop taking audio, decode what is open, publish it, leave: all by ``t0 + deadline_s``."""
+        o = self.options
+        end = t0 + o.deadline_s
+        stages = self.shutdown_stages
+        mark = time.monotonic()
+        if tracks is not None:
+            await tracks.close()  # every open utterance is flushed: its final decode is queued
+        stages["flush"], mark = time.monotonic() - mark, time.monotonic()
+        budget = end - o.leave_s - o.publish_s - mark
+        idle = await asyncio.get_running_loop().run_in_executor(None, self.service.runtime.wait_idle, max(0.0, budget))
+        if not idle:
+            log.error("finals still decoding at the shutdown deadline (%.1fs) are lost", o.deadline_s)
+        await asyncio.sleep(0)  # events the inference thread handed over are queued by now; let them land
+        stages["decode"], mark = time.monotonic() - mark, time.monotonic()
+        left = await publisher.close(end - o.leave_s - mark)
+        self.publisher = None
+        stages["publish"], mark = time.monotonic() - mark, time.monotonic()
+        if room is not None:
+            await _disconnect(room, max(0.5, end - mark))
+        stages["leave"] = time.monotonic() - mark
+        log.info("shut down in %.1fs (%s); %d final(s) unpublished", time.monotonic() - t0,
+                 ", ".join(f"{k} {v:.2f}s" for k, v in stages.items()), left)
 
-        def on_event(event: TranscriptEvent) -> None:
-            loop.call_soon_threadsafe(publisher.submit, event, sid)
 
-        await asyncio.sleep(0)  # let on_subscribed register the entry before we look it up
-        pipe = rt.open_stream(sid, speaker, on_event)
-        entry = box.get(sid)
-        if entry is not None:
-            entry.pipe = pipe
-        # LiveKit resamples and downmixes for us (its own resampler): we receive 16 kHz mono int16.
-        stream = rtc.AudioStream(track, sample_rate=SAMPLE_RATE, num_channels=1)
-        log.info("transcribing track %s of %s", sid, speaker)
-        try:
-            async for ev in stream:
-                frame = ev.frame
-                try:
-                    pipe.push(np.frombuffer(frame.data, dtype=np.int16).copy())
-                except Exception:
-                    self.service.metrics.bad_audio_frame()
-                    log.exception("dropping a bad audio frame from %s", speaker)
-        except asyncio.CancelledError:
-            pass
-        finally:
-            rt.close_stream(sid)  # flushes: the open utterance's final is still published
-            await stream.aclose()
-
-    async def _detach(self, publisher: TranscriptPublisher) -> None:
-        tracks = list(self._tracks.values())
-        self._tracks.clear()
-        for t in tracks:
-            t.task.cancel()
-        await asyncio.gather(*(t.task for t in tracks), return_exceptions=True)
-        await asyncio.get_running_loop().run_in_executor(None, self.service.runtime.wait_idle, self.options.grace_s)
-        await asyncio.sleep(0.05)  # let call_soon_threadsafe deliveries reach the publisher queue
-        await publisher.close(self.options.grace_s)
+async def _disconnect(room: rtc.Room, timeout: float) -> None:
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(room.disconnect(), timeout)
 
 
 def _looks_like_auth(exc: BaseException) -> bool:
@@ -203,11 +216,15 @@ def _looks_like_auth(exc: BaseException) -> bool:
     return any(w in text for w in ("401", "unauthorized", "invalid token", "signature", "permission"))
 
 
-async def _first(*aws: Coroutine[Any, Any, Any]) -> None:
-    tasks = [asyncio.ensure_future(a) for a in aws]
-    _done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+async def _first(first: Awaitable[Any], *others: Awaitable[Any]) -> bool:
+    """Wait for whichever finishes first and cancel the rest; True when it was ``first``."""
+    head = asyncio.ensure_future(first)
+    tasks = [head, *(asyncio.ensure_future(a) for a in others)]
+    done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     for t in pending:
         t.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
+    return head in done
 
 
 async def run_agent(settings: WorkerSettings, service: WorkerService | None = None,
@@ -224,7 +241,7 @@ async def run_agent(settings: WorkerSettings, service: WorkerService | None = No
     own = service is None
     svc = service if service is not None else await loop.run_in_executor(None, WorkerService.start, settings)
     try:
-        return await RoomAgent(settings, svc, options or AgentOptions()).run(stop)
+        return await RoomAgent(settings, svc, options or AgentOptions.from_settings(settings)).run(stop)
     finally:
         if own:
-            svc.close()
+            svc.close(timeout=1.0)  # idle already, or past the deadline: never wait beyond it

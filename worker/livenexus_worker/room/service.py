@@ -51,8 +51,10 @@ class WorkerService:
                                     cores=lambda: metrics.sampler.sample().usable_cores).start()
         return cls(settings, runtime, metrics, controller, http)
 
-    def close(self) -> None:
+    def close(self, timeout: float = 10.0) -> None:
+        """Stop; waits at most ``timeout`` for inference still running (the agent's shutdown deadline
+        already waited for the finals that matter)."""
         self.tiers.stop()
-        self.runtime.close()
+        self.runtime.close(timeout)
         if self.http is not None:
             self.http.stop()
