@@ -32,6 +32,15 @@ class OperatorConfig:
     """How often each room's status is refreshed from its Deployment and metrics."""
     retry_delay_s: float = 10.0
     """Delay before retrying a room whose Secret is missing or whose API calls failed."""
+    retry_max_s: float = 300.0
+    """Upper bound of the exponential backoff after API failures (429, 5xx, unreachable)."""
+    status_heartbeat_s: float = 300.0
+    """A status whose only change is lastScrapeTime is rewritten at most this often."""
+    worker_limit: int = 64
+    """Rooms kopf handles at once (settings.queueing.worker_limit): bounds a burst such as 1,000 resumes.
+    kopf keeps a slot busy while a room waits for a retry, so this must exceed the rooms retrying at once."""
+    refresh_concurrency: int = 8
+    """Rooms the status refresher reconciles at once."""
     scrape_timeout_s: float = 3.0
     """Timeout of one /metrics scrape."""
     metrics_url: MetricsUrl = field(default=service_metrics_url)
@@ -59,6 +68,10 @@ class OperatorConfig:
             template_configmap=e.get("LIVENEXUS_WORKER_TEMPLATE_CONFIGMAP", "") or cls.template_configmap,
             status_interval_s=float(e.get("LIVENEXUS_STATUS_INTERVAL_S", "") or 15.0),
             retry_delay_s=float(e.get("LIVENEXUS_RETRY_DELAY_S", "") or 10.0),
+            retry_max_s=float(e.get("LIVENEXUS_RETRY_MAX_S", "") or 300.0),
+            status_heartbeat_s=float(e.get("LIVENEXUS_STATUS_HEARTBEAT_S", "") or 300.0),
+            worker_limit=int(e.get("LIVENEXUS_WORKER_LIMIT", "") or 64),
+            refresh_concurrency=int(e.get("LIVENEXUS_REFRESH_CONCURRENCY", "") or 8),
             leader_election=_flag(e.get("LIVENEXUS_LEADER_ELECTION", ""), True),
             lease_name=e.get("LIVENEXUS_LEASE_NAME", "") or cls.lease_name,
             identity=e.get("POD_NAME", "") or os.uname().nodename,
@@ -66,6 +79,17 @@ class OperatorConfig:
             metrics_host=e.get("LIVENEXUS_OPERATOR_METRICS_HOST", "") or "0.0.0.0",
             liveness_port=int(e.get("LIVENEXUS_OPERATOR_LIVENESS_PORT", "") or 9401),
         )
+
+
+    def __post_init__(self) -> None:
+        for name in ("status_interval_s", "retry_delay_s", "retry_max_s", "status_heartbeat_s"):
+            value = getattr(self, name)
+            if not value > 0 or value == float("inf"):
+                raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
+        for name, top in (("worker_limit", 1000), ("refresh_concurrency", 1000)):
+            value = getattr(self, name)
+            if not 1 <= value <= top:
+                raise ValueError(f"{name} must be between 1 and {top}, got {value!r}")
 
 
 _current = OperatorConfig()

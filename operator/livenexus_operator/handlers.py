@@ -1,12 +1,12 @@
-"""kopf bindings: spec changes go through kopf handlers; status is kept current by a refresher task.
+"""kopf bindings: spec changes go through kopf handlers; status is kept current by the refresher task.
 
 Children are server-side applied by name, so a restarted operator (resume), a repeated event or a
 refresh converge on the same objects instead of creating new ones. Deletion needs no handler: the
-children carry a controller ownerReference and the garbage collector removes them.
+children carry a controller ownerReference and the garbage collector removes them; the operator only
+forgets the room (metrics, schedule) when the watch reports it gone.
 
-Why a refresher task and not ``@kopf.timer``: kopf puts a finalizer on every object that has a timer
-or daemon, so a room could not be deleted while the operator is down or uninstalled. The refresher
-walks a kopf index (which needs no finalizer) and patches the status subresource itself.
+Status is written by :func:`refresher.write_status` on both paths (never through kopf's patch), so every
+write is fenced by the Lease and conditional on the resourceVersion it was computed from.
 """
 
 from __future__ import annotations
@@ -15,26 +15,22 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Mapping
 from typing import Any
 
 import kopf
 
 from livenexus_common.contract import GROUP, PLURAL, VERSION
-from livenexus_operator import config, kube
+from livenexus_operator import config, kube, refresher
+from livenexus_operator.leader import NotLeader
 from livenexus_operator.metrics import METRICS
-from livenexus_operator.reconcile import Outcome, reconcile
+from livenexus_operator.reconcile import reconcile
+from livenexus_operator.requeue import backoff_delay
 
 log = logging.getLogger(__name__)
 
 RESOURCE = (GROUP, VERSION, PLURAL)
-REFRESH_TICK_S = 1.0
-"""How often the refresher looks for rooms due a refresh (each is refreshed every status_interval_s)."""
-REFRESH_CONCURRENCY = 8
-"""Rooms refreshed at once (each refresh waits on API calls and one scrape)."""
-
-_last_reconciled: dict[tuple[str, str], float] = {}
-"""(namespace, name) → monotonic time of its last reconcile by any path."""
+MAX_SYNC_THREADS = 2
+"""Threads for sync handlers (none are left: every handler and the index are async)."""
 
 
 @kopf.on.startup()
@@ -54,8 +50,21 @@ async def configure_kopf(*, settings: kopf.OperatorSettings, memo: kopf.Memo, **
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 60
+    cfg = config.current()
+    # At most this many rooms are handled at once (kopf serialises each room already): a resume of 1,000
+    # rooms after a restart, or a burst of creates, queues up instead of opening 1,000 reconciles.
+    settings.queueing.worker_limit = cfg.worker_limit
+    # A worker keeps its slot this long after its room's last event; kopf's 5 s would cap throughput at
+    # worker_limit / 5 events per second (each status write is an event too).
+    settings.queueing.idle_timeout = 0.5
+    settings.execution.max_workers = MAX_SYNC_THREADS
+    # kopf's own API calls (watches, annotation patches) retry 429/5xx with these delays and never sooner
+    # than the server's Retry-After; after the last one the error surfaces and kopf's error throttling holds.
+    settings.networking.error_backoffs = (1, 2, 4, 8, 16, 32)
     # kopf hands every index to activity handlers by the indexing function's name.
-    memo["refresher"] = asyncio.create_task(_refresh_forever(kwargs["room_index"]), name="livenexus status refresher")
+    memo["refresher"] = asyncio.create_task(
+        refresher.refresh_forever(kwargs["room_index"]), name="livenexus status refresher"
+    )
 
 
 @kopf.on.cleanup()
@@ -73,81 +82,50 @@ def login(**_: Any) -> kopf.ConnectionInfo:
 
 
 @kopf.index(*RESOURCE)
-def room_index(*, namespace: str | None, name: str, **_: Any) -> dict[tuple[str, str], bool]:
-    """Every room kopf sees (in its namespaces), for the refresher."""
-    return {(namespace or "", name): True}
+async def room_index(*, namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[tuple[str, str], Any]:
+    """Every room kopf sees (in its namespaces), with its latest body: the refresher reads it instead of a GET."""
+    return {(namespace or "", name): refresher.slim_body(body)}
 
 
-async def _record(body: Mapping[str, Any], out: Outcome) -> None:
-    for ev in out.events:
-        await kube.post_event(body, ev.warning, ev.reason, ev.message)
-    meta = body.get("metadata") or {}
-    METRICS.set_phase(str(meta.get("uid")), out.phase or None)
+def _retry_delay(exc: BaseException, retry: int) -> float:
+    """Exponential (jittered) for a server that is failing or throttling us; the fixed retry delay otherwise."""
+    cfg = config.current()
+    reason, server, retry_after = refresher.classify(exc)
+    METRICS.requeues.labels(reason=reason).inc()
+    if reason == "conflict":
+        return refresher.CONFLICT_RETRY_S
+    if server:
+        return backoff_delay(retry + 1, min(1.0, cfg.retry_delay_s), cfg.retry_max_s, retry_after)
+    return cfg.retry_delay_s
 
 
 @kopf.on.create(*RESOURCE)
 @kopf.on.update(*RESOURCE)
 @kopf.on.resume(*RESOURCE)
-async def on_change(body: kopf.Body, patch: kopf.Patch, reason: str, **_: Any) -> None:
+async def on_change(body: kopf.Body, reason: str, retry: int, **_: Any) -> None:
     cfg = config.current()
     meta = body.get("metadata") or {}
-    _last_reconciled[(str(meta.get("namespace")), str(meta.get("name")))] = time.monotonic()
-    try:
-        out = await reconcile(body, str(reason))
-    except Exception as exc:
-        raise kopf.TemporaryError(f"reconcile failed: {exc}", delay=cfg.retry_delay_s) from exc
-    for key, value in out.status.items():
-        patch.status[key] = value
-    await _record(body, out)
+    key = (str(meta.get("namespace")), str(meta.get("name")))
+    async with refresher.LOCKS(key):
+        try:
+            out = await reconcile(body, str(reason))
+            await refresher.write_status(body, out.status)
+        except NotLeader as exc:
+            raise kopf.TemporaryError(str(exc), delay=cfg.retry_delay_s) from exc
+        except Exception as exc:
+            delay = _retry_delay(exc, retry)
+            raise kopf.TemporaryError(f"reconcile failed: {exc}", delay=delay) from exc
+        await refresher.record(body, out)
+        # A missing Secret is retried by the refresher, not by kopf: kopf keeps a worker slot (of
+        # worker_limit) asleep for every room awaiting a retry, and rooms may wait for their Secret for days.
+        refresher.SCHEDULE.reconciled(key, time.monotonic(), cfg.retry_delay_s if out.problem else None)
     if out.permanent:
         raise kopf.PermanentError(out.permanent)
-    if out.problem:
-        raise kopf.TemporaryError(out.problem, delay=cfg.retry_delay_s)
 
 
-@kopf.on.delete(*RESOURCE, optional=True)
-def on_delete(*, namespace: str | None, name: str, meta: kopf.Meta, **_: Any) -> None:
-    # Children go with the owner through the garbage collector; only our own bookkeeping is left.
-    _last_reconciled.pop((namespace or "", name), None)
-    METRICS.set_phase(str(meta.get("uid")), None)
-
-
-async def refresh_room(namespace: str, name: str) -> None:
-    """Re-reconcile one room from a fresh read and patch its status subresource."""
-    path = kube.object_path(f"{GROUP}/{VERSION}", "TranscriptionRoom", namespace, name)
-    try:
-        body = await kube.request("GET", path)
-    except kube.NotFound:
-        _last_reconciled.pop((namespace, name), None)
-        return
-    meta = body.get("metadata") or {}
-    # A spec change not yet handled belongs to the kopf handlers (retries, progress); deletions to the GC.
-    if meta.get("deletionTimestamp") or (body.get("status") or {}).get("observedGeneration") != meta.get("generation"):
-        return
-    out = await reconcile(body, "refresh")
-    if out.status:
-        await kube.request(
-            "PATCH", path + "/status", body={"status": out.status}, content_type="application/merge-patch+json"
-        )
-    await _record(body, out)
-
-
-async def _refresh_forever(index: Mapping[tuple[str, str], Any]) -> None:
-    sem = asyncio.Semaphore(REFRESH_CONCURRENCY)
-
-    async def one(key: tuple[str, str]) -> None:
-        async with sem:
-            try:
-                await refresh_room(*key)
-            except Exception as exc:  # the next round retries; one room must not stop the others
-                log.warning("status refresh of %s/%s failed: %s", key[0], key[1], exc)
-
-    while True:
-        await asyncio.sleep(REFRESH_TICK_S)
-        interval = config.current().status_interval_s
-        now = time.monotonic()
-        due = [k for k in list(index) if now - _last_reconciled.get(k, 0.0) >= interval]
-        for key in due:
-            _last_reconciled[key] = now
-        if due:
-            await asyncio.gather(*(one(k) for k in due))
+@kopf.on.event(*RESOURCE)
+async def on_event(*, type: str | None, namespace: str | None, name: str, meta: kopf.Meta, **_: Any) -> None:
+    # Rooms carry no finalizer, so no delete handler runs; the watch's DELETED event is where a room ends.
+    if type == "DELETED":
+        METRICS.set_phase(str(meta.get("uid")), None)
+        refresher.SCHEDULE.forget((namespace or "", name))

@@ -16,6 +16,7 @@ from typing import Any
 
 import kopf
 import kubernetes
+import urllib3
 from kubernetes.client import ApiClient, Configuration
 
 FIELD_MANAGER = "livenexus-operator"
@@ -96,11 +97,37 @@ def connection_info() -> kopf.ConnectionInfo:
 class ApiError(RuntimeError):
     """A non-2xx answer; ``status`` is the HTTP code and ``message`` the API server's explanation."""
 
-    def __init__(self, status: int, message: str, reason: str = "") -> None:
+    def __init__(self, status: int, message: str, reason: str = "", retry_after: float | None = None) -> None:
         super().__init__(f"HTTP {status} {reason}: {message}".strip())
         self.status = status
         self.message = message
         self.reason = reason
+        self.retry_after = retry_after
+        """Seconds the API server asked us to wait (Retry-After), None when it did not say."""
+
+
+MAX_RETRY_AFTER_S = 300.0
+"""Cap on a server-sent Retry-After: a hostile or broken proxy must not park the operator for hours."""
+
+
+def parse_retry_after(raw: str | None) -> float | None:
+    """Retry-After in delta-seconds (the form the API server sends), bounded; None when absent or unusable."""
+    if raw is None:
+        return None
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        return None  # the HTTP-date form is never sent by kube-apiserver; treat it as absent
+    if value != value or value < 0:  # NaN or negative
+        return None
+    return min(value, MAX_RETRY_AFTER_S)
+
+
+def transient(exc: BaseException) -> bool:
+    """True for failures a later retry can fix on its own: 429, 5xx, a dropped or refused connection."""
+    if isinstance(exc, ApiError):
+        return exc.status == 429 or exc.status >= 500
+    return isinstance(exc, (urllib3.exceptions.HTTPError, OSError, TimeoutError))
 
 
 class Conflict(ApiError):
@@ -144,7 +171,7 @@ def call(
         raise NotFound(f"{method} {path}: {message}")
     if resp.status == 409:
         raise Conflict(resp.status, message, reason)
-    raise ApiError(resp.status, message, reason)
+    raise ApiError(resp.status, message, reason, parse_retry_after(resp.getheader("Retry-After")))
 
 
 async def request(
@@ -183,6 +210,19 @@ async def apply(obj: Mapping[str, Any]) -> dict[str, Any]:
         content_type="application/apply-patch+yaml",
         query=[("fieldManager", FIELD_MANAGER), ("force", "true")],
     )
+
+
+async def patch_status(path: str, status: Mapping[str, Any], resource_version: str) -> dict[str, Any]:
+    """Merge-patch the status subresource only if the object is still at ``resource_version``.
+
+    The API server checks metadata.resourceVersion in a patch as a precondition (409 when it moved), so a
+    status computed from a read that someone has since overtaken (a new leader, a spec change, another
+    write of ours) is refused instead of landing over newer data.
+    """
+    if not resource_version:
+        raise ValueError("a status write needs the resourceVersion it was computed from")
+    body = {"metadata": {"resourceVersion": resource_version}, "status": dict(status)}
+    return await request("PATCH", path + "/status", body=body, content_type="application/merge-patch+json")
 
 
 async def get(api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any]:

@@ -49,6 +49,8 @@ class LeaseElector:
     """(holder, renewTime) as last seen, to detect a stale record."""
     _observed_at: float = field(default=0.0, repr=False)
     """Monotonic time of the last change of :attr:`_observed`."""
+    _renewed_at: float | None = field(default=None, repr=False)
+    """Monotonic time of our last successful acquire/renew write; None while we do not hold the Lease."""
 
     def __post_init__(self) -> None:
         if self.renew_deadline_s >= self.lease_duration_s:
@@ -75,6 +77,7 @@ class LeaseElector:
             except kube.Conflict:
                 return False
             self._remember(self.identity, now)
+            self._renewed_at = time.monotonic()
             return True
 
         spec: dict[str, Any] = lease.get("spec") or {}
@@ -86,6 +89,7 @@ class LeaseElector:
             spec.get("leaseDurationSeconds") or self.lease_duration_s
         )
         if holder and not ours and not expired:
+            self._renewed_at = None
             return False
         transitions = int(spec.get("leaseTransitions") or 0) + (0 if ours else 1)
         acquired = str(spec.get("acquireTime") or now) if ours else now
@@ -96,11 +100,21 @@ class LeaseElector:
         except kube.Conflict:
             return False
         self._remember(self.identity, now)
+        self._renewed_at = time.monotonic()
         if not ours:
             log.info(
                 "acquired lease %s/%s (previous holder: %s)", self.namespace, self.name, holder or "none"
             )
         return True
+
+    def holds(self) -> bool:
+        """True while our last successful renewal is younger than ``renew_deadline_s``.
+
+        Others may take over only ``lease_duration_s`` after the last renewal they saw, which is later than
+        this deadline, so a replica that passes this check is still the only leader (clocks are local).
+        """
+        at = self._renewed_at
+        return at is not None and time.monotonic() - at < self.renew_deadline_s
 
     def _spec(self, acquired: str, renewed: str, transitions: int) -> dict[str, Any]:
         return {
@@ -141,6 +155,7 @@ class LeaseElector:
             if ok:
                 last_ok = time.monotonic()
             elif time.monotonic() - last_ok > self.renew_deadline_s:
+                self._renewed_at = None
                 raise LostLease(
                     f"could not renew lease {self.namespace}/{self.name} for {self.renew_deadline_s}s"
                 )
@@ -148,6 +163,7 @@ class LeaseElector:
                 # Someone else holds it now (only possible after our deadline passed unseen): stop at once.
                 current = self._observed[0] if self._observed else ""
                 if current and current != self.identity:
+                    self._renewed_at = None
                     raise LostLease(f"lease {self.namespace}/{self.name} is now held by {current}")
 
     async def release(self) -> None:
@@ -159,6 +175,7 @@ class LeaseElector:
                 return
             spec.update({"holderIdentity": None, "leaseDurationSeconds": 1, "renewTime": _micro_time()})
             lease["spec"] = spec
+            self._renewed_at = None  # from here on another replica may lead: no more writes from us
             await kube.request("PUT", self._path, body=lease)
             log.info("released lease %s/%s", self.namespace, self.name)
         except Exception as exc:
@@ -167,3 +184,31 @@ class LeaseElector:
 
 class LostLease(RuntimeError):
     """Leadership was lost; the process must stop reconciling."""
+
+
+class NotLeader(RuntimeError):
+    """A write was refused because this replica cannot prove it still holds the Lease."""
+
+
+@dataclass
+class WriteFence:
+    """The gate every status write of the operator passes (handlers and refresher alike).
+
+    Leadership ends on a timer inside :meth:`LeaseElector.keep`, but a reconcile that began before may still
+    be running; without this gate its write could land after a new leader's, undoing it.
+    """
+
+    elector: LeaseElector | None = None
+    """The Lease we act under; None when leader election is off (one replica), then writes are never fenced."""
+
+    def check(self) -> None:
+        """Raise :class:`NotLeader` unless this replica holds the Lease right now."""
+        if self.elector is not None and not self.elector.holds():
+            raise NotLeader(
+                f"not writing: this replica ({self.elector.identity}) no longer holds lease "
+                f"{self.elector.namespace}/{self.elector.name}"
+            )
+
+
+FENCE = WriteFence()
+"""The process-wide fence; ``main.run`` points it at its elector."""

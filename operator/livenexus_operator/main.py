@@ -13,7 +13,7 @@ import kopf
 
 from livenexus_common.cli import EXIT_ERROR, EXIT_FAILURE, EXIT_OK, run_until_stopped, setup_logging
 from livenexus_operator import config, kube
-from livenexus_operator.leader import LeaseElector, LostLease
+from livenexus_operator.leader import FENCE, LeaseElector, LostLease
 from livenexus_operator.metrics import METRICS, serve
 
 log = logging.getLogger("livenexus_operator")
@@ -63,6 +63,7 @@ async def run(cfg: config.OperatorConfig, stop: asyncio.Event) -> int:
 
     runner = await serve(METRICS, cfg.metrics_port, health, cfg.metrics_host) if cfg.metrics_port else None
     elector = LeaseElector(cfg.namespace, cfg.lease_name, cfg.identity) if cfg.leader_election else None
+    FENCE.elector = elector  # status writes now need a live Lease (closed until acquire succeeds)
     keeper: asyncio.Task[None] | None = None
     try:
         if elector is not None:

@@ -47,6 +47,29 @@ class OperatorMetrics:
         self.scrape_errors = Counter(
             "livenexus_operator_worker_scrape_errors", "Failed scrapes of a worker's /metrics.", registry=r
         )
+        self.status_writes = Counter(
+            "livenexus_operator_status_writes",
+            "Status writes by result: written, unchanged (skipped), conflict (the room moved since it was "
+            "read), fenced (this replica could not prove it leads).",
+            ["result"],
+            registry=r,
+        )
+        self.requeues = Counter(
+            "livenexus_operator_requeues",
+            "Rooms put back for a later retry, by why: throttled (429), server_error (5xx), unreachable, "
+            "conflict, error.",
+            ["reason"],
+            registry=r,
+        )
+        self.refresh_pass = Histogram(
+            "livenexus_operator_refresh_pass_seconds",
+            "Wall time of one refresher pass over the rooms that were due.",
+            buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0),
+            registry=r,
+        )
+        self.refresh_rooms = Counter(
+            "livenexus_operator_refreshed_rooms", "Rooms the refresher reconciled.", registry=r
+        )
         self.leader = Gauge(
             "livenexus_operator_leader", "1 while this replica holds the leader Lease.", registry=r
         )
@@ -67,6 +90,19 @@ class OperatorMetrics:
                 counts[p] = counts.get(p, 0) + 1
         for p, n in counts.items():
             self.rooms.labels(phase=p).set(n)
+
+    def keep_only(self, live_uids: set[str]) -> None:
+        """Forget every room not in ``live_uids``: deletions the watch never showed us (missed while it
+        reconnected, or while another replica led) must not stay counted forever."""
+        with self._lock:
+            gone = [uid for uid in self._phase_by_room if uid not in live_uids]
+        for uid in gone:
+            self.set_phase(uid, None)
+
+    def tracked_rooms(self) -> int:
+        """How many rooms the phase gauge counts (for tests and the benchmark)."""
+        with self._lock:
+            return len(self._phase_by_room)
 
 
 METRICS = OperatorMetrics()

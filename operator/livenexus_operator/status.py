@@ -212,3 +212,34 @@ def tier_change(previous: Mapping[str, Any] | None, stats: WorkerStats | None) -
     if isinstance(old, int) and old != stats.tier_index:
         return old, stats.tier_index
     return None
+
+
+VOLATILE_FIELDS = frozenset({"lastScrapeTime"})
+"""Status fields that change on every scrape by themselves; alone they are no reason to write."""
+
+
+def _age_s(stamp: object, now: datetime.datetime) -> float | None:
+    if not isinstance(stamp, str):
+        return None
+    try:
+        then = datetime.datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.UTC)
+    except ValueError:
+        return None
+    return (now - then).total_seconds()
+
+
+def needs_write(
+    changes: Mapping[str, Any], previous: Mapping[str, Any], heartbeat_s: float, now: datetime.datetime | None = None
+) -> bool:
+    """Whether ``changes`` (the status keys that differ) are worth a write.
+
+    A write costs an etcd write and a watch event to every watcher (kopf included) per room per refresh;
+    with only the scrape stamp moving, the room is rewritten only once the stored stamp is ``heartbeat_s``
+    old (or unreadable), so ``lastScrapeTime`` still proves the operator is scraping.
+    """
+    if any(k not in VOLATILE_FIELDS for k in changes):
+        return True
+    if not changes:
+        return False
+    age = _age_s(previous.get("lastScrapeTime"), now or datetime.datetime.now(datetime.UTC))
+    return age is None or age >= heartbeat_s or age < 0
