@@ -28,6 +28,7 @@ from itertools import pairwise
 from typing import Any, Final, Literal
 
 from livenexus_common.contract import DEFAULT_THRESHOLDS
+from livenexus_operator.scrape import WorkerStats, histogram_quantile
 
 TICK_S: Final = 2.0
 """How often the operator evaluates each autoscaled room (one scrape, one pod read)."""
@@ -334,3 +335,20 @@ def decide(
             return Decision("down", smaller, f"use {use:.2f} cores over {p.down_after_s:g} s would be below "
                                              f"{p.cpu_low:g} of {format_cpu(smaller)}")
     return Decision("hold", current, "within the band")
+
+
+def sample_of(at: float, stats: WorkerStats, previous_buckets: Sequence[tuple[float, float]] = ()) -> Sample:
+    """A scrape as a :class:`Sample`; the p95 is over the finals since ``previous_buckets`` (the previous
+    scrape's cumulative buckets of the same worker), not the worker's whole life, which would hide a room
+    that just became slow behind hours of fast finals."""
+    before = dict(previous_buckets)
+    delta = [(le, count - before.get(le, 0.0)) for le, count in stats.final_latency_buckets]
+    p95 = None
+    # A counter that went backwards is a restarted worker: its buckets since then are all there is.
+    if delta and any(d < 0 for _, d in delta):
+        delta = list(stats.final_latency_buckets)
+    if delta and delta[-1][1] > 0:
+        q = histogram_quantile(0.95, delta)
+        p95 = None if q is None else q * 1000.0
+    return Sample(at=at, cpu_ratio=stats.cpu_ratio, cpu_pressure=stats.cpu_pressure, lag_s=stats.lag_seconds,
+                  p95_ms=p95, active_speakers=stats.active_speakers, tier=stats.tier_index)

@@ -56,6 +56,15 @@ class WorkerStats:
     """livenexus_tier_changes_total{direction="down"}."""
     tier_changes_up: int = 0
     """livenexus_tier_changes_total{direction="up"}."""
+    cpu_ratio: float | None = None
+    """livenexus_process_cpu_ratio: CPU use ÷ the worker's quota (the autoscaler's input)."""
+    cpu_pressure: float | None = None
+    """livenexus_cpu_pressure: the worker's tier-policy CPU signal."""
+    lag_seconds: float | None = None
+    """livenexus_lag_seconds: age of the oldest queued inference job."""
+    final_latency_buckets: tuple[tuple[float, float], ...] = ()
+    """Cumulative (upper bound, count) of the final latency histogram, so a caller holding the previous
+    scrape can take the quantiles of just the finals in between."""
 
 
 def histogram_quantile(q: float, buckets: Iterable[tuple[float, float]]) -> float | None:
@@ -98,7 +107,8 @@ def parse_worker_metrics(text: str) -> WorkerStats:
                 buckets.append((float(sample.labels["le"]), float(sample.value)))
             elif name == f"{Metric.FINAL_LATENCY}_count":
                 final_count = float(sample.value)
-            elif name in (Metric.REALTIME_FACTOR, Metric.ACTIVE_SPEAKERS, Metric.TIER_INDEX, Metric.LIVEKIT_CONNECTED):
+            elif name in (Metric.REALTIME_FACTOR, Metric.ACTIVE_SPEAKERS, Metric.TIER_INDEX, Metric.LIVEKIT_CONNECTED,
+                          Metric.CPU_RATIO, Metric.CPU_PRESSURE, Metric.LAG):
                 values[name] = float(sample.value)
             elif name == Metric.TIER_INFO and sample.value == 1:
                 tier_name = sample.labels.get("tier")
@@ -127,6 +137,10 @@ def parse_worker_metrics(text: str) -> WorkerStats:
         livekit_connected=(values[Metric.LIVEKIT_CONNECTED] == 1) if Metric.LIVEKIT_CONNECTED in values else None,
         tier_changes_down=changes["down"],
         tier_changes_up=changes["up"],
+        cpu_ratio=values.get(Metric.CPU_RATIO),
+        cpu_pressure=values.get(Metric.CPU_PRESSURE),
+        lag_seconds=values.get(Metric.LAG),
+        final_latency_buckets=tuple(sorted(buckets)),
     )
 
 
