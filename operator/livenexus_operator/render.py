@@ -15,7 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from livenexus_common.contract import API_VERSION, KIND, RENDERED_ENV, Env, ladder_to_json
+from livenexus_common.contract import API_VERSION, AUTOSCALE_ENV, KIND, RENDERED_ENV, Env, ladder_to_json
+from livenexus_operator.autoscale import AutoscaleError, AutoscalePolicy
 from livenexus_operator.spec import RoomSpec, WorkerTemplate
 
 MANAGED_BY = "livenexus-operator"
@@ -119,6 +120,22 @@ def _number(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else repr(float(value))
 
 
+def autoscale_env(room: RoomSpec, template: WorkerTemplate) -> list[dict[str, Any]]:
+    """LIVENEXUS_AUTOSCALE_*: set only when the room is autoscaled, so other rooms' pods do not change."""
+    try:
+        policy = AutoscalePolicy.resolve(room.autoscaling, template.autoscaling, cpu_high=room.cpu_high,
+                                         cpu_low=room.cpu_low, lag_high_ms=room.lag_high_ms,
+                                         lag_low_ms=room.lag_low_ms)
+    except AutoscaleError:
+        return []  # the autoscaler reports it in status.autoscaling and never resizes such a room
+    if not policy.enabled:
+        return []
+    return [
+        {"name": Env.AUTOSCALE_MAX_CPU, "value": _number(policy.max_millis / 1000.0)},
+        {"name": Env.AUTOSCALE_GRACE_S, "value": _number(policy.worker_grace_s)},
+    ]
+
+
 def worker_env(room: RoomSpec, template: WorkerTemplate) -> list[dict[str, Any]]:
     """The worker's environment, variable for variable as ``WorkerSettings.from_env`` reads it."""
 
@@ -149,7 +166,9 @@ def worker_env(room: RoomSpec, template: WorkerTemplate) -> list[dict[str, Any]]
         # The root filesystem is read-only; anything that insists on writing under $HOME gets the emptyDir.
         {"name": "HOME", "value": "/tmp"},
     ]
-    seen = {e["name"] for e in env}
+    env += autoscale_env(room, template)
+    # Only the operator may say an autoscaler stands behind the pod (extraEnv never names these).
+    seen = {e["name"] for e in env} | AUTOSCALE_ENV
     for extra in template.extra_env:
         name = str(extra.get("name", ""))
         if name and name not in RESERVED_ENV and name not in seen:

@@ -102,6 +102,8 @@ class RoomSpec:
     """spec.resources (ResourceRequirements), None to use the chart's default."""
     suspend: bool = False
     """Scale the worker to zero."""
+    autoscaling: Mapping[str, Any] | None = None
+    """spec.autoscaling as written (fields over the chart's worker.autoscaling; see autoscale.AutoscalePolicy)."""
 
     @property
     def effective_ladder(self) -> tuple[TierSpec, ...]:
@@ -161,6 +163,7 @@ class RoomSpec:
             cooldown_s=_num(tiers, "cooldownSeconds", d.cooldown_s, 0.0, 3600.0),
             resources=resources if isinstance(resources, Mapping) and resources else None,
             suspend=bool(spec.get("suspend", False)),
+            autoscaling=_obj(spec, "autoscaling") or None,
         )
         if not out.room:
             raise SpecError("neither spec.room nor metadata.name is set")
@@ -222,6 +225,8 @@ class WorkerTemplate:
     """sizeLimit of the /tmp emptyDir."""
     model_source: ModelSource = field(default_factory=ModelSource)
     """Where models come from."""
+    autoscaling: Mapping[str, Any] = field(default_factory=dict)
+    """worker.autoscaling: the defaults of every room's spec.autoscaling."""
 
     @classmethod
     def from_values(cls, raw: Mapping[str, Any]) -> WorkerTemplate:
@@ -258,4 +263,5 @@ class WorkerTemplate:
                 cache_path=str(src.get("cachePath") or ModelSource.cache_path),
                 volume=dict(volume) if isinstance(volume, Mapping) and volume else None,
             ),
+            autoscaling=dict(_obj(raw, "autoscaling")),
         )
