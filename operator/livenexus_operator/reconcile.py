@@ -17,12 +17,18 @@ import yaml
 
 from livenexus_operator import config, kube
 from livenexus_operator.metrics import METRICS
+from livenexus_operator.policy import CREDENTIALS_LABEL, POLICY_KEY, Approval, RoomPolicy
 from livenexus_operator.render import SPEC_HASH_ANNOTATION, child_name, render
 from livenexus_operator.scrape import ScrapeError, WorkerStats, scrape
 from livenexus_operator.spec import RoomSpec, SpecError, WorkerTemplate
 from livenexus_operator.status import Observation, build_status, tier_change
 
 log = logging.getLogger(__name__)
+
+# Ready reasons (and Warning event reasons) when no worker may run with the room's credentials.
+SECRET_MISSING = "SecretMissing"
+SECRET_NOT_ALLOWED = "SecretNotAllowed"
+URL_NOT_ALLOWED = "LiveKitUrlNotAllowed"
 
 
 @dataclass
@@ -53,34 +59,59 @@ class Outcome:
     """The phase the room is in after this reconcile."""
 
 
-async def load_template(cfg: config.OperatorConfig) -> WorkerTemplate:
+def _yaml_mapping(raw: str | None, what: str) -> Mapping[str, Any]:
+    values = yaml.safe_load(raw or "") or {}
+    if not isinstance(values, Mapping):
+        raise SpecError(f"{what} is not a mapping")
+    return values
+
+
+async def load_settings(cfg: config.OperatorConfig) -> tuple[WorkerTemplate, RoomPolicy]:
+    """The chart's worker template and room policy, from one read of their ConfigMap.
+
+    A ConfigMap without a policy key (rendered by an older chart) gets the strict defaults.
+    """
     cm = await kube.get("v1", "ConfigMap", cfg.namespace, cfg.template_configmap)
-    raw = (cm.get("data") or {}).get(cfg.template_key)
+    data = cm.get("data") or {}
+    raw = data.get(cfg.template_key)
     if raw is None:
         raise SpecError(f"ConfigMap {cfg.namespace}/{cfg.template_configmap} has no key {cfg.template_key!r}")
-    values = yaml.safe_load(raw) or {}
-    if not isinstance(values, Mapping):
-        raise SpecError(f"{cfg.template_key} in ConfigMap {cfg.template_configmap} is not a mapping")
-    return WorkerTemplate.from_values(values)
+    where = f"ConfigMap {cfg.namespace}/{cfg.template_configmap}"
+    template = WorkerTemplate.from_values(_yaml_mapping(raw, f"{cfg.template_key} in {where}"))
+    policy = RoomPolicy.from_values(_yaml_mapping(data.get(POLICY_KEY), f"{POLICY_KEY} in {where}"))
+    return template, policy
 
 
-async def check_secret(namespace: str, room: RoomSpec) -> tuple[str | None, str]:
-    """(problem, resourceVersion). Only the presence of the keys is checked; values are not kept."""
+async def load_template(cfg: config.OperatorConfig) -> WorkerTemplate:
+    return (await load_settings(cfg))[0]
+
+
+async def check_secret(namespace: str, room: RoomSpec, policy: RoomPolicy) -> tuple[str | None, str, str]:
+    """(problem, Ready reason, resourceVersion). Only label and key presence are looked at; values are not kept.
+
+    The policy is checked before the keys: the names of keys in a Secret the room may not use are none of
+    the room author's business.
+    """
     try:
         secret = await kube.get("v1", "Secret", namespace, room.secret_name)
     except kube.NotFound:
         return (
             f"Secret {namespace}/{room.secret_name} not found: create it with keys {room.api_key_key!r} "
-            f"and {room.api_secret_key!r} (spec.livekit.credentialsSecretRef)"
-        ), ""
+            f"and {room.api_secret_key!r} and the label {CREDENTIALS_LABEL}=true "
+            "(spec.livekit.credentialsSecretRef)"
+        ), SECRET_MISSING, ""
+    meta = secret.get("metadata") or {}
+    refused = policy.secret_problem(namespace, room.secret_name, meta.get("labels"))
+    if refused:
+        return refused, SECRET_NOT_ALLOWED, ""
     data = secret.get("data") or {}
     missing = [k for k in (room.api_key_key, room.api_secret_key) if not data.get(k)]
     if missing:
         return (
             f"Secret {namespace}/{room.secret_name} has no (or an empty) key "
             f"{', '.join(repr(k) for k in missing)}; present keys: {sorted(data) or 'none'}"
-        ), ""
-    return None, str((secret.get("metadata") or {}).get("resourceVersion", ""))
+        ), SECRET_MISSING, ""
+    return None, "", str(meta.get("resourceVersion", ""))
 
 
 async def scrape_worker(cfg: config.OperatorConfig, service: Mapping[str, Any], port: int) -> WorkerStats | None:
@@ -118,8 +149,8 @@ def _conclude(out: Outcome, obs: Observation, previous: Mapping[str, Any]) -> Ou
     previous_ready: Mapping[str, Any] = next(
         (c for c in previous.get("conditions") or [] if c.get("type") == "Ready"), {}
     )
-    if obs.secret_problem and previous_ready.get("reason") != "SecretMissing":
-        out.events.append(Event(True, "SecretMissing", obs.secret_problem))
+    if obs.secret_problem and previous_ready.get("reason") != obs.secret_reason:
+        out.events.append(Event(True, obs.secret_reason, obs.secret_problem))
     # Only changed keys are written: an unchanged status then causes no write and no watch event.
     out.status = {k: v for k, v in status.items() if previous.get(k) != v}
     return out
@@ -148,15 +179,21 @@ async def reconcile(body: Mapping[str, Any], trigger: str) -> Outcome:
         base = Observation(
             generation, room.room, room.suspend, namespace=namespace, ladder_size=len(room.effective_ladder)
         )
-        out.problem, secret_version = await check_secret(namespace, room)
+        template, policy = await load_settings(cfg)
+        # The URL is checked first: a room refused for its URL never has its Secret read.
+        out.problem = policy.url_problem(room.livekit_url)
+        reason, secret_version = URL_NOT_ALLOWED, ""
+        if not out.problem:
+            out.problem, reason, secret_version = await check_secret(namespace, room, policy)
         if out.problem:
-            METRICS.reconcile_errors.labels(reason="SecretMissing").inc()
+            # An existing worker keeps the credentials and URL it was admitted with: render never runs
+            # for a refused spec, so nothing of the refused values reaches a pod.
+            METRICS.reconcile_errors.labels(reason=reason).inc()
             exists = await _current_hash(namespace, worker) is not None
-            obs = replace(base, secret_problem=out.problem, worker_name=worker if exists else "")
+            obs = replace(base, secret_problem=out.problem, secret_reason=reason, worker_name=worker if exists else "")
             return _conclude(out, obs, previous)
 
-        template = await load_template(cfg)
-        children = render(body, template, secret_version)
+        children = render(body, template, Approval(room.secret_name, secret_version, room.livekit_url))
         old_hash = await _current_hash(namespace, worker)
         deployment = await kube.apply(children.deployment)
         service = await kube.apply(children.service)

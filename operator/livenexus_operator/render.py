@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from livenexus_common.contract import API_VERSION, AUTOSCALE_ENV, KIND, RENDERED_ENV, Env, ladder_to_json
+from livenexus_operator.podsecurity import security_contexts
+from livenexus_operator.policy import Approval, PolicyError
 from livenexus_operator.autoscale import AutoscaleError, AutoscalePolicy
 from livenexus_operator.spec import RoomSpec, WorkerTemplate
 
@@ -177,44 +179,6 @@ def worker_env(room: RoomSpec, template: WorkerTemplate) -> list[dict[str, Any]]
     return env
 
 
-POD_SECURITY_DEFAULTS: dict[str, Any] = {
-    "runAsNonRoot": True,
-    "runAsUser": 10001,
-    "runAsGroup": 10001,
-    "fsGroup": 10001,
-    "seccompProfile": {"type": "RuntimeDefault"},
-}
-
-CONTAINER_SECURITY_DEFAULTS: dict[str, Any] = {
-    "allowPrivilegeEscalation": False,
-    "readOnlyRootFilesystem": True,
-    "runAsNonRoot": True,
-    "privileged": False,
-    "capabilities": {"drop": ["ALL"]},
-    "seccompProfile": {"type": "RuntimeDefault"},
-}
-
-# Values may add to these but never loosen them: the chart promises non-root, read-only, no escalation.
-_LOCKED_CONTAINER = (
-    "allowPrivilegeEscalation",
-    "readOnlyRootFilesystem",
-    "runAsNonRoot",
-    "privileged",
-    "capabilities",
-)
-
-
-def _security_contexts(template: WorkerTemplate) -> tuple[dict[str, Any], dict[str, Any]]:
-    pod = {**POD_SECURITY_DEFAULTS, **copy.deepcopy(dict(template.pod_security_context))}
-    pod["runAsNonRoot"] = True
-    container = {**CONTAINER_SECURITY_DEFAULTS, **copy.deepcopy(dict(template.security_context))}
-    for key in _LOCKED_CONTAINER:
-        container[key] = copy.deepcopy(CONTAINER_SECURITY_DEFAULTS[key])
-    if container.get("runAsUser") == 0 or pod.get("runAsUser") == 0:
-        raise ValueError("worker securityContext may not run as uid 0")
-    return pod, container
-
-
 def _probe(path: str, period: int, failures: int, timeout: int = 3) -> dict[str, Any]:
     return {
         "httpGet": {"path": path, "port": "metrics", "scheme": "HTTP"},
@@ -229,7 +193,7 @@ def pod_template(
     owner: Owner, room: RoomSpec, template: WorkerTemplate, credentials_version: str = ""
 ) -> dict[str, Any]:
     """The worker's pod template, with the spec-hash annotation computed over everything else in it."""
-    pod_sc, container_sc = _security_contexts(template)
+    pod_sc, container_sc = security_contexts(template.pod_security_context, template.security_context)
     mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": "/tmp"}]
     volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {"sizeLimit": template.tmp_size_limit}}]
     if template.model_source.volume is not None:
@@ -294,12 +258,21 @@ def spec_hash(pod_tmpl: Mapping[str, Any]) -> str:
     return hashlib.sha256(json.dumps(clean, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
 
 
-def render(body: Mapping[str, Any], template: WorkerTemplate, credentials_version: str = "") -> Children:
-    """Desired Deployment and Service for one TranscriptionRoom body."""
+def render(body: Mapping[str, Any], template: WorkerTemplate, approval: Approval) -> Children:
+    """Desired Deployment and Service for one TranscriptionRoom body whose credentials and URL were admitted.
+
+    ``approval`` comes from the room policy check in reconcile (it needs a read of the Secret); a spec that
+    names another Secret or URL than the approved ones is refused, so no path renders an unchecked worker.
+    """
     owner = Owner.from_body(body)
     if not (owner.name and owner.namespace and owner.uid):
         raise ValueError("body lacks metadata.name/namespace/uid")
     room = RoomSpec.from_body(body)
+    if (room.secret_name, room.livekit_url) != (approval.secret_name, approval.livekit_url):
+        raise PolicyError(
+            f"room {owner.namespace}/{owner.name} names Secret {room.secret_name!r} and URL {room.livekit_url!r}, "
+            f"but {approval.secret_name!r} and {approval.livekit_url!r} were approved"
+        )
     name = child_name(owner.name)
     labels = standard_labels(owner, room)
     meta = {
@@ -309,7 +282,7 @@ def render(body: Mapping[str, Any], template: WorkerTemplate, credentials_versio
         "annotations": {ROOM_ANNOTATION: room.room},
         "ownerReferences": [owner_reference(owner)],
     }
-    pod = pod_template(owner, room, template, credentials_version)
+    pod = pod_template(owner, room, template, approval.secret_version)
     deployment: dict[str, Any] = {
         "apiVersion": "apps/v1",
         "kind": "Deployment",

@@ -19,6 +19,7 @@ from kopf.testing import KopfRunner
 from kubernetes.client import ApiClient, Configuration
 
 from livenexus_operator import config, kube
+from livenexus_operator.policy import CREDENTIALS_LABEL
 from livenexus_operator.render import SPEC_HASH_ANNOTATION, child_name
 
 T = TypeVar("T")
@@ -116,8 +117,10 @@ def condition(obj: dict[str, Any] | None, ctype: str) -> dict[str, Any]:
     return {}
 
 
-def secret_manifest(namespace: str, name: str, **data: str) -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": namespace},
+def secret_manifest(namespace: str, name: str, labelled: bool = True, **data: str) -> dict[str, Any]:
+    """A Secret; ``labelled`` opts it in as room credentials (the operator's room policy refuses it otherwise)."""
+    labels = {CREDENTIALS_LABEL: "true"} if labelled else {}
+    return {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": namespace, "labels": labels},
             "type": "Opaque", "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()}}
 
 

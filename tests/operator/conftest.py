@@ -20,12 +20,16 @@ def cluster(kube_cluster: object) -> Cluster:
 
 @pytest.fixture(scope="session")
 def release(cluster: Cluster) -> Iterator[Release]:
-    """The chart installed with default values (one operator replica: it never starts, no kubelet)."""
+    """The chart installed with default values (one operator replica: it never starts, no kubelet), except that
+    the room policy lets rooms use ws:// to 127.0.0.1."""
     name = f"lnx{secrets.token_hex(3)}"
     namespace = f"livenexus-{secrets.token_hex(3)}"
     helm = [cluster.helm, "--kubeconfig", str(cluster.kubeconfig)]
     proc = subprocess.run([*helm, "install", name, str(CHART), "--namespace", namespace, "--create-namespace",
-                           "--set", "operator.replicas=1"], capture_output=True, text=True, timeout=300)
+                           "--set", "operator.replicas=1",
+                           # The rooms of these tests reach livekit-server (or nothing) on 127.0.0.1 over ws://.
+                           "--set", "operator.roomPolicy.livekit.insecureHosts={127.0.0.1}"],
+                          capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     full = f"{name}-livenexus"
     yield Release(name, namespace, f"{full}-operator", f"{full}-worker-template", f"{full}-operator")

@@ -12,6 +12,8 @@ from typing import Any
 import pytest
 import yaml
 
+from livenexus_operator.policy import Approval
+
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "livenexus"
 CRD_FILE = CHART / "crds" / "transcriptionrooms.yaml"
@@ -73,3 +75,9 @@ def room_body(name: str = "standup", namespace: str = "team-a", uid: str = "0b6c
         "metadata": {"name": name, "namespace": namespace, "uid": uid, "generation": 1},
         "spec": base,
     }
+
+
+def approved(body: dict[str, Any], version: str = "") -> Approval:
+    """The Approval reconcile would hand render for ``body`` once its Secret and URL passed the room policy."""
+    livekit = body["spec"]["livekit"]
+    return Approval(livekit["credentialsSecretRef"]["name"], version, livekit["url"])

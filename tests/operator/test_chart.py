@@ -11,7 +11,7 @@ import yaml
 from livenexus_operator.config import OperatorConfig
 from livenexus_operator.render import render
 from livenexus_operator.spec import WorkerTemplate
-from tests.operator.helpers import CHART, CRD_FILE, ROOT, helm_binary, helm_template, room_body
+from tests.operator.helpers import CHART, CRD_FILE, ROOT, approved, helm_binary, helm_template, room_body
 
 # Everything the operator's code calls; the chart must grant exactly this and nothing more.
 EXPECTED_RULES = {
@@ -107,7 +107,7 @@ def test_worker_template_configmap_drives_rendering() -> None:
     (cm,) = [d for d in by_kind(docs, "ConfigMap") if "worker.yaml" in d.get("data", {})]
     tmpl = WorkerTemplate.from_values(yaml.safe_load(cm["data"]["worker.yaml"]))
     assert tmpl.image == "reg.test/w:0.1.0"
-    dep = render(room_body(), tmpl).deployment
+    dep = render(room_body(), tmpl, approved(room_body())).deployment
     pod = dep["spec"]["template"]["spec"]
     assert pod["nodeSelector"] == {"pool": "cpu"}
     assert {"name": "LIVENEXUS_THREADS", "value": "2"} in pod["containers"][0]["env"]

@@ -35,6 +35,7 @@ from tests.operator.clusterlib import (
     status_of,
     wait_for,
 )
+from tests.operator.helpers import approved
 
 pytestmark = [pytest.mark.kube, pytest.mark.slow]
 
@@ -72,7 +73,7 @@ def test_room_becomes_a_worker_deployment_and_service(as_operator: Cluster, rele
         secret = cluster.get("v1", "Secret", ns, "lk")
         assert secret is not None
         expected = render(live, WorkerTemplate.from_values(yaml.safe_load(cm["data"]["worker.yaml"])),
-                          secret["metadata"]["resourceVersion"])
+                          approved(live, secret["metadata"]["resourceVersion"]))
         want, got = expected.deployment, dep
         assert got["metadata"]["ownerReferences"] == want["metadata"]["ownerReferences"]
         assert got["metadata"]["ownerReferences"][0]["uid"] == live["metadata"]["uid"]

@@ -36,7 +36,7 @@ from livenexus_operator.scrape import parse_worker_metrics
 from livenexus_operator.spec import RoomSpec, WorkerTemplate
 from livenexus_worker.ops.metrics import WorkerMetrics
 from livenexus_worker.room.settings import WorkerSettings
-from tests.operator.helpers import CHART, room_body
+from tests.operator.helpers import CHART, approved, room_body
 
 SENTENCE = "the quick brown fox jumps over the lazy dog"
 TEMPLATE = WorkerTemplate.from_values({"image": {"repository": "reg.test/livenexus-worker", "tag": "1.2.3"}})
@@ -66,7 +66,7 @@ def test_rendered_env_is_read_back_by_the_worker_settings_exactly() -> None:
         },
     )
     body["spec"]["livekit"]["credentialsSecretRef"].update(apiKeyKey="key-id", apiSecretKey="key-secret")
-    (c,) = render(body, TEMPLATE).deployment["spec"]["template"]["spec"]["containers"]
+    (c,) = render(body, TEMPLATE, approved(body)).deployment["spec"]["template"]["spec"]["containers"]
     s = WorkerSettings.from_env(kubelet_env(c["env"], {"key-id": "APIabc", "key-secret": "s3cr3t"}))
     s.require_livekit()
     assert (s.livekit_url, s.api_key, s.api_secret, s.room) == (
@@ -127,7 +127,7 @@ def rendered_process(url: str, api_key: str, api_secret: str, room: str, port: i
     values["metricsPort"] = port
     values["modelSource"] = {"cachePath": str(default_cache_dir())}
     body = room_body(name="contract", room=room, livekit={"url": url, "credentialsSecretRef": {"name": "lk"}})
-    dep = render(body, WorkerTemplate.from_values(values)).deployment
+    dep = render(body, WorkerTemplate.from_values(values), approved(body)).deployment
     (c,) = dep["spec"]["template"]["spec"]["containers"]
     secrets = {"api-key": api_key, "api-secret": api_secret}
     env = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "PYTHONPATH", "VIRTUAL_ENV")}

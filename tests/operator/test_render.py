@@ -13,15 +13,21 @@ from livenexus_common.contract import RENDERED_ENV, Env, TierSpec, ladder_to_jso
 from livenexus_operator.render import (
     RESERVED_ENV,
     SPEC_HASH_ANNOTATION,
+    Children,
     child_name,
     label_value,
     render,
     worker_env,
 )
 from livenexus_operator.spec import RoomSpec, SpecError, WorkerTemplate
-from tests.operator.helpers import room_body
+from tests.operator.helpers import approved, room_body
 
 TEMPLATE = WorkerTemplate.from_values({"image": {"repository": "reg.test/livenexus-worker", "tag": "1.2.3"}})
+
+
+def rendered(body: dict[str, Any], template: WorkerTemplate = TEMPLATE, version: str = "") -> Children:
+    """render() with the Approval reconcile gives a room whose Secret and URL passed the policy."""
+    return render(body, template, approved(body, version))
 
 
 def container(children_deployment: dict[str, Any]) -> dict[str, Any]:
@@ -46,7 +52,7 @@ def test_default_ladder_is_the_models_variants() -> None:
 
 def test_credentials_come_only_from_secret_key_refs() -> None:
     body = room_body()
-    dep = render(body, TEMPLATE).deployment
+    dep = rendered(body, TEMPLATE).deployment
     env = {e["name"]: e for e in container(dep)["env"]}
     for name, key in (("LIVEKIT_API_KEY", "api-key"), ("LIVEKIT_API_SECRET", "api-secret")):
         assert "value" not in env[name]
@@ -54,7 +60,7 @@ def test_credentials_come_only_from_secret_key_refs() -> None:
 
 
 def test_deployment_shape() -> None:
-    children = render(room_body(), TEMPLATE)
+    children = rendered(room_body(), TEMPLATE)
     dep, svc = children.deployment, children.service
     assert dep["metadata"]["name"] == svc["metadata"]["name"] == "standup-worker"
     assert dep["metadata"]["namespace"] == "team-a"
@@ -83,50 +89,52 @@ def test_deployment_shape() -> None:
     assert c["readinessProbe"]["httpGet"]["port"] == "metrics"
 
 
-def test_security_context_is_locked_down_and_values_cannot_loosen_it() -> None:
-    loose = WorkerTemplate.from_values({
-        "securityContext": {"readOnlyRootFilesystem": False, "allowPrivilegeEscalation": True,
-                            "capabilities": {"add": ["NET_ADMIN"]}, "privileged": True},
-        "podSecurityContext": {"runAsNonRoot": False, "runAsUser": 2000},
+def test_security_context_is_locked_down_and_values_may_only_tighten_it() -> None:
+    tight = WorkerTemplate.from_values({
+        "securityContext": {"readOnlyRootFilesystem": True, "runAsUser": 2001,
+                            "capabilities": {"drop": ["ALL", "NET_RAW"]}},
+        "podSecurityContext": {"runAsUser": 2000, "fsGroupChangePolicy": "OnRootMismatch"},
     })
-    dep = render(room_body(), loose).deployment
+    dep = rendered(room_body(), tight).deployment
     pod = dep["spec"]["template"]["spec"]
     sc = container(dep)["securityContext"]
     assert sc["readOnlyRootFilesystem"] is True
     assert sc["allowPrivilegeEscalation"] is False
     assert sc["privileged"] is False
-    assert sc["runAsNonRoot"] is True
+    assert sc["runAsNonRoot"] is True and sc["runAsUser"] == 2001
     assert sc["capabilities"] == {"drop": ["ALL"]}
     assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
     assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
     assert pod["securityContext"]["runAsUser"] == 2000  # values may still pick the uid
     assert pod["automountServiceAccountToken"] is False
     mounts = {m["mountPath"]: m["name"] for m in container(dep)["volumeMounts"]}
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert "emptyDir" in volumes[mounts["/tmp"]]
-    with pytest.raises(ValueError, match="uid 0"):
-        render(room_body(), WorkerTemplate.from_values({"podSecurityContext": {"runAsUser": 0}}))
+    # Loosening values are refused with the field named (tests/operator/test_render_security.py has them all).
+    with pytest.raises(SpecError, match=r"podSecurityContext\.runAsUser=0"):
+        rendered(room_body(), WorkerTemplate.from_values({"podSecurityContext": {"runAsUser": 0}}))
 
 
 def test_suspend_scales_to_zero_without_rolling_the_template() -> None:
-    running = render(room_body(), TEMPLATE)
-    suspended = render(room_body(suspend=True), TEMPLATE)
+    running = rendered(room_body(), TEMPLATE)
+    suspended = rendered(room_body(suspend=True), TEMPLATE)
     assert suspended.deployment["spec"]["replicas"] == 0
     assert suspended.spec_hash == running.spec_hash
     assert suspended.deployment["spec"]["template"] == running.deployment["spec"]["template"]
 
 
 def test_spec_hash_follows_every_template_input() -> None:
-    base = render(room_body(), TEMPLATE)
-    assert render(room_body(), TEMPLATE).spec_hash == base.spec_hash  # deterministic
+    base = rendered(room_body(), TEMPLATE)
+    assert rendered(room_body(), TEMPLATE).spec_hash == base.spec_hash  # deterministic
     annotations = base.deployment["spec"]["template"]["metadata"]["annotations"]
     assert annotations[SPEC_HASH_ANNOTATION] == base.spec_hash
     variants = [
-        render(room_body(model={"name": "base", "beamSize": 2}), TEMPLATE),
-        render(room_body(vad={"hangoverMs": 300}), TEMPLATE),
-        render(room_body(room="other"), TEMPLATE),
-        render(room_body(), TEMPLATE, credentials_version="42"),
-        render(room_body(), WorkerTemplate.from_values({"image": "reg.test/livenexus-worker:1.2.4"})),
+        rendered(room_body(model={"name": "base", "beamSize": 2}), TEMPLATE),
+        rendered(room_body(vad={"hangoverMs": 300}), TEMPLATE),
+        rendered(room_body(room="other"), TEMPLATE),
+        rendered(room_body(), TEMPLATE, "42"),
+        rendered(room_body(), WorkerTemplate.from_values({"image": "reg.test/livenexus-worker:1.2.4"})),
     ]
     hashes = {v.spec_hash for v in variants}
     assert base.spec_hash not in hashes and len(hashes) == len(variants)
@@ -134,16 +142,16 @@ def test_spec_hash_follows_every_template_input() -> None:
 
 def test_room_resources_override_the_chart_default() -> None:
     tmpl = WorkerTemplate.from_values({"resources": {"requests": {"cpu": "1"}}})
-    assert container(render(room_body(), tmpl).deployment)["resources"] == {"requests": {"cpu": "1"}}
+    assert container(rendered(room_body(), tmpl).deployment)["resources"] == {"requests": {"cpu": "1"}}
     own = {"limits": {"cpu": "3", "memory": "3Gi"}}
-    assert container(render(room_body(resources=own), tmpl).deployment)["resources"] == own
+    assert container(rendered(room_body(resources=own), tmpl).deployment)["resources"] == own
 
 
 def test_extra_env_cannot_shadow_the_contract() -> None:
     tmpl = WorkerTemplate.from_values({"extraEnv": [{"name": "LIVENEXUS_ROOM", "value": "hijack"},
                                                     {"name": "LIVENEXUS_THREADS", "value": "2"},
                                                     {"name": "LIVENEXUS_THREADS", "value": "4"}]})
-    env = container(render(room_body(), tmpl).deployment)["env"]
+    env = container(rendered(room_body(), tmpl).deployment)["env"]
     names = [e["name"] for e in env]
     assert len(names) == len(set(names))
     values = {e["name"]: e.get("value") for e in env}
@@ -154,7 +162,7 @@ def test_extra_env_cannot_shadow_the_contract() -> None:
 def test_model_volume_is_mounted_read_only_at_the_cache_path() -> None:
     tmpl = WorkerTemplate.from_values({"modelSource": {"cachePath": "/models",
                                                        "volume": {"persistentVolumeClaim": {"claimName": "m"}}}})
-    dep = render(room_body(), tmpl).deployment
+    dep = rendered(room_body(), tmpl).deployment
     c = container(dep)
     assert {"name": "models", "mountPath": "/models", "readOnly": True} in c["volumeMounts"]
     assert {"name": "models", "persistentVolumeClaim": {"claimName": "m"}} in dep["spec"]["template"]["spec"][
