@@ -20,6 +20,7 @@ from typing import Any
 import kopf
 
 from livenexus_common.contract import GROUP, PLURAL, VERSION
+from livenexus_operator import autoscale_loop as _autoscale_loop  # noqa: F401  (its kopf startup/cleanup)
 from livenexus_operator import config, kube, refresher
 from livenexus_operator.leader import NotLeader
 from livenexus_operator.metrics import METRICS

@@ -1,16 +1,21 @@
 """The worker's small HTTP server: ``/metrics``, ``/healthz`` and ``/readyz``.
 
-A stdlib server on a daemon thread rather than aiohttp: it works the same whether the caller runs an
-asyncio loop (the LiveKit agent) or not (the CLI and benchmarks), and a scrape is never delayed by a
-busy event loop, so /healthz keeps answering while inference hogs the loop's thread.
+An asyncio server on its own loop in one daemon thread: it works the same whether the caller runs an asyncio
+loop (the LiveKit agent) or not (the CLI and benchmarks), and a scrape is never delayed by a busy agent loop,
+so /healthz keeps answering while inference hogs the agent's thread. One thread serves every connection, so
+idle or slow clients cost a few KiB each instead of a thread each; :class:`ServerLimits` bounds how many
+there are and how long each may take (a slowloris client is cut off, an idle one is evicted by a new one).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import socket
 import threading
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from dataclasses import dataclass
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
@@ -19,55 +24,47 @@ log = logging.getLogger(__name__)
 ReadinessCheck = Callable[[], bool | tuple[bool, str]]
 """Returns True/False, or (ready, short reason) so a 503 can say why."""
 
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    # Several workers on one node (tests, benchmarks) must be able to rebind quickly.
-    allow_reuse_address = True
-
-    def __init__(self, addr: tuple[str, int], registry: CollectorRegistry, ready: ReadinessCheck) -> None:
-        self.registry = registry
-        self.ready = ready
-        super().__init__(addr, _Handler)
+_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 408: "Request Timeout",
+            413: "Content Too Large", 431: "Request Header Fields Too Large", 500: "Internal Server Error",
+            503: "Service Unavailable"}
 
 
-class _Handler(BaseHTTPRequestHandler):
-    server: _Server
-    protocol_version = "HTTP/1.1"
+@dataclass(frozen=True)
+class ServerLimits:
+    """What one client (or many) can make the server hold. Scrapes and probes send one small request at once."""
 
-    def _reply(self, code: int, body: bytes, content_type: str = "text/plain; charset=utf-8") -> None:
-        self.send_response(code)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", "no-store")
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
+    max_connections: int = 64
+    """Open connections at once. A new one beyond this evicts the longest-waiting connection that has no
+    request in progress; when every connection is busy answering, the new one is closed at once."""
+    header_timeout_s: float = 5.0
+    """A request's line and headers must be complete this long after its first byte (or after the accept):
+    a client trickling header bytes (slowloris) is answered 408 and closed."""
+    idle_timeout_s: float = 30.0
+    """A kept-alive connection with no new request for this long is closed."""
+    write_timeout_s: float = 10.0
+    """A client that does not read its response within this long is dropped."""
+    max_header_bytes: int = 8192
+    """Request line plus headers; a longer head is answered 431 and closed."""
 
-    def do_GET(self) -> None:
-        path = self.path.split("?", 1)[0]
-        if path == "/metrics":
-            try:
-                body = generate_latest(self.server.registry)
-            except Exception as exc:  # a broken collector must not kill the server thread
-                log.exception("metrics collection failed")
-                self._reply(500, f"collection failed: {type(exc).__name__}\n".encode())
-                return
-            self._reply(200, body, CONTENT_TYPE_LATEST)
-        elif path == "/healthz":
-            self._reply(200, b"ok\n")
-        elif path == "/readyz":
-            ok, reason = _check(self.server.ready)
-            self._reply(200 if ok else 503, (reason + "\n").encode())
-        else:
-            self._reply(404, b"not found\n")
+    def __post_init__(self) -> None:
+        if self.max_connections < 1 or self.max_header_bytes < 256:
+            raise ValueError("max_connections must be >= 1 and max_header_bytes >= 256")
+        if min(self.header_timeout_s, self.idle_timeout_s, self.write_timeout_s) <= 0:
+            raise ValueError("timeouts must be positive")
 
-    do_HEAD = do_GET
 
-    def log_message(self, format: str, *args: object) -> None:
-        # Prometheus and kubelet probes hit these every few seconds; default stderr logging would
-        # drown the worker's own log.
-        log.debug("%s " + format, self.address_string(), *args)
+class _Reject(Exception):
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class _Conn:
+    """One client connection; ``busy`` while a request is being read past its first byte or answered."""
+
+    def __init__(self, writer: asyncio.StreamWriter) -> None:
+        self.writer = writer
+        self.busy = False
 
 
 def _check(ready: ReadinessCheck) -> tuple[bool, str]:
@@ -90,58 +87,216 @@ class MetricsServer:
         ready: ReadinessCheck = lambda: True,
         host: str = "0.0.0.0",
         port: int = 9300,
+        limits: ServerLimits | None = None,
     ) -> None:
         self._registry = registry
         self._ready = ready
         self._host = host
         self._requested_port = port
-        self._server: _Server | None = None
+        self.limits = limits or ServerLimits()
+        self._sock: socket.socket | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
+        self._conns: dict[asyncio.StreamWriter, _Conn] = {}  # insertion order = oldest first
+        self._stopped: asyncio.Event | None = None
 
+    # ---- lifecycle (caller's thread) -------------------------------------------------------------------
     def start(self) -> MetricsServer:
-        if self._server is not None:
+        if self._thread is not None:
             return self
-        self._server = _Server((self._host, self._requested_port), self._registry, self._ready)
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.2},
-            name="livenexus-metrics", daemon=True)
+        # Bind here, not in the thread, so a taken port or a bad LIVENEXUS_METRICS_HOST fails the caller.
+        self._sock = _listen(self._host, self._requested_port)
+        started = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(started,), name="livenexus-metrics", daemon=True)
         self._thread.start()
+        started.wait()
         log.info("metrics server listening on %s:%d", self._host, self.port)
         return self
+
+    def stop(self) -> None:
+        loop, thread, self._thread = self._loop, self._thread, None
+        if thread is None:
+            return
+        if loop is not None and self._stopped is not None:
+            loop.call_soon_threadsafe(self._stopped.set)
+        thread.join(timeout=5)
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
 
     @property
     def port(self) -> int:
         """The bound port (the real one when 0 was requested); the requested one before start()."""
-        if self._server is None:
+        if self._sock is None:
             return self._requested_port
-        return int(self._server.server_address[1])
+        return int(self._sock.getsockname()[1])
 
     @property
     def url(self) -> str:
-        host = "127.0.0.1" if self._host in ("0.0.0.0", "") else self._host
+        host = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "[::1]"}.get(self._host, self._host)
+        if ":" in host and not host.startswith("["):
+            host = f"[{host}]"
         return f"http://{host}:{self.port}"
+
+    @property
+    def open_connections(self) -> int:
+        """Client connections held right now."""
+        return len(self._conns)
 
     def set_readiness(self, ready: ReadinessCheck) -> None:
         """Replace the readiness check (e.g. once the runtime that knows the answer exists)."""
         self._ready = ready
-        if self._server is not None:
-            self._server.ready = ready
-
-    def stop(self) -> None:
-        server, thread = self._server, self._thread
-        self._server = self._thread = None
-        if server is None:
-            return
-        server.shutdown()
-        server.server_close()
-        if thread is not None:
-            thread.join(timeout=5)
 
     def __enter__(self) -> MetricsServer:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+    # ---- the server's own loop (its thread) ------------------------------------------------------------
+    def _run(self, started: threading.Event) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        try:
+            loop.run_until_complete(self._serve(started))
+        finally:
+            started.set()
+            loop.close()
+
+    async def _serve(self, started: threading.Event) -> None:
+        self._stopped = asyncio.Event()
+        assert self._sock is not None
+        server = await asyncio.start_server(self._accept, sock=self._sock, limit=self.limits.max_header_bytes)
+        started.set()
+        try:
+            await self._stopped.wait()
+        finally:
+            server.close()
+            for writer in list(self._conns):
+                writer.transport.abort()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(server.wait_closed(), 2)
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if len(self._conns) >= self.limits.max_connections and not self._evict_one():
+            writer.transport.abort()  # every slot is answering a request: refuse rather than queue
+            return
+        conn = self._conns[writer] = _Conn(writer)
+        try:
+            await self._session(reader, conn)
+        except (ConnectionError, asyncio.IncompleteReadError, TimeoutError):
+            pass  # the client went away or was cut off: nothing to answer
+        except Exception:
+            log.exception("metrics connection failed")
+        finally:
+            self._conns.pop(writer, None)
+            writer.transport.abort()
+
+    def _evict_one(self) -> bool:
+        for writer, conn in self._conns.items():
+            if not conn.busy:
+                log.debug("metrics server full: evicting a waiting connection")
+                del self._conns[writer]
+                writer.transport.abort()
+                return True
+        return False
+
+    async def _session(self, reader: asyncio.StreamReader, conn: _Conn) -> None:
+        lim = self.limits
+        first = True
+        while True:
+            # The first request must come with the connection; later ones may wait out a scrape interval.
+            wait = lim.header_timeout_s if first else lim.idle_timeout_s
+            head = await asyncio.wait_for(reader.read(1), wait)
+            if not head:
+                return
+            conn.busy = True
+            try:
+                raw = head + await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), lim.header_timeout_s)
+                method, path, keep_alive = _parse(raw)
+            except TimeoutError:
+                await self._send(conn.writer, 408, b"request header timeout\n", "GET", False)
+                return
+            except asyncio.LimitOverrunError:
+                await self._send(conn.writer, 431, b"request header too large\n", "GET", False)
+                return
+            except _Reject as exc:
+                await self._send(conn.writer, exc.code, f"{exc}\n".encode(), "GET", False)
+                return
+            code, body, ctype = self._answer(path)
+            await self._send(conn.writer, code, body, method, keep_alive, ctype)
+            if not keep_alive:
+                return
+            conn.busy = False
+            first = False
+
+    def _answer(self, path: str) -> tuple[int, bytes, str]:
+        text = "text/plain; charset=utf-8"
+        if path == "/metrics":
+            try:
+                return 200, generate_latest(self._registry), CONTENT_TYPE_LATEST
+            except Exception as exc:  # a broken collector must not take the server down
+                log.exception("metrics collection failed")
+                return 500, f"collection failed: {type(exc).__name__}\n".encode(), text
+        if path == "/healthz":
+            return 200, b"ok\n", text
+        if path == "/readyz":
+            ok, reason = _check(self._ready)
+            return (200 if ok else 503), (reason + "\n").encode(), text
+        return 404, b"not found\n", text
+
+    async def _send(self, writer: asyncio.StreamWriter, code: int, body: bytes, method: str, keep_alive: bool,
+                    content_type: str = "text/plain; charset=utf-8") -> None:
+        head = (f"HTTP/1.1 {code} {_REASONS.get(code, 'Error')}\r\nContent-Type: {content_type}\r\n"
+                f"Content-Length: {len(body)}\r\nCache-Control: no-store\r\n"
+                f"Connection: {'keep-alive' if keep_alive else 'close'}\r\n\r\n")
+        writer.write(head.encode("ascii") + (b"" if method == "HEAD" else body))
+        await asyncio.wait_for(writer.drain(), self.limits.write_timeout_s)
+
+
+def _parse(raw: bytes) -> tuple[str, str, bool]:
+    """(method, path, keep-alive) of a request head; raises _Reject for what this server will not serve."""
+    lines = raw.decode("latin-1").split("\r\n")  # latin-1 decodes any byte: bad bytes fail the checks below
+    parts = lines[0].split(" ")
+    if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
+        raise _Reject(400, "bad request line")
+    method, target, version = parts
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        if not line:
+            continue
+        name, sep, value = line.partition(":")
+        if not sep or not name or name != name.strip():
+            raise _Reject(400, "bad header line")
+        headers[name.lower()] = value.strip()
+    if method not in ("GET", "HEAD"):
+        raise _Reject(405, "only GET and HEAD")
+    # No endpoint takes a body; refusing one (rather than skipping it) leaves nothing to smuggle.
+    if "transfer-encoding" in headers or headers.get("content-length", "0") not in ("", "0"):
+        raise _Reject(413, "request bodies are not accepted")
+    conn = headers.get("connection", "").lower()
+    keep_alive = conn != "close" if version == "HTTP/1.1" else conn == "keep-alive"
+    return method, target.split("?", 1)[0], keep_alive
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A listening socket on ``host:port`` (IPv4 or IPv6 literal, or a name), with a clear error."""
+    try:
+        family, kind, proto, _name, addr = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
+                                                             flags=socket.AI_PASSIVE)[0]
+    except socket.gaierror as exc:
+        raise OSError(f"metrics server: cannot resolve bind address {host!r}: {exc.strerror}") from exc
+    sock = socket.socket(family, kind, proto)
+    try:
+        # Several workers on one node (tests, benchmarks) must be able to rebind quickly.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(addr)
+        sock.listen(128)
+        sock.setblocking(False)
+    except OSError as exc:
+        sock.close()
+        raise OSError(exc.errno, f"metrics server: cannot listen on {host}:{port}: {exc.strerror}") from exc
+    return sock
 
 
 def start_metrics_server(
