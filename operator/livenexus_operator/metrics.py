@@ -99,6 +99,11 @@ class OperatorMetrics:
         for uid in gone:
             self.set_phase(uid, None)
 
+    def phase_of(self, room_uid: str) -> str | None:
+        """The phase the gauge counts ``room_uid`` under, None when it is not counted."""
+        with self._lock:
+            return self._phase_by_room.get(room_uid)
+
     def tracked_rooms(self) -> int:
         """How many rooms the phase gauge counts (for tests and the benchmark)."""
         with self._lock:

@@ -55,6 +55,8 @@ class KubeControlPlane:
     """gitVersion reported by /version once started."""
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     """Running components by name."""
+    argv: dict[str, list[str]] = field(default_factory=dict)
+    """Command line of each component, to start it again the same way."""
     address: str = "127.0.0.1"
     """Where the apiserver binds and what it advertises."""
     port: int = 0
@@ -81,6 +83,23 @@ class KubeControlPlane:
     def _spawn(self, name: str, args: list[str]) -> None:
         log = (self.workdir / f"{name}.log").open("ab")
         self.procs[name] = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.argv[name] = args
+
+    def stop_apiserver(self) -> None:
+        """Stop kube-apiserver (etcd keeps the data), as an upgrade or a crash of the control plane would."""
+        p = self.procs["kube-apiserver"]
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGTERM)
+            try:
+                p.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait(5)
+
+    def start_apiserver(self) -> None:
+        """Start kube-apiserver again with the same flags (same port, certificates and etcd) and wait for /readyz."""
+        self._spawn("kube-apiserver", self.argv["kube-apiserver"])
+        self._wait("kube-apiserver", "/readyz", 120)
 
     def tail(self, name: str, n: int = 40) -> str:
         p = self.workdir / f"{name}.log"
