@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from livenexus_common.contract import API_VERSION, AUTOSCALE_ENV, KIND, RENDERED_ENV, Env, ladder_to_json
+from livenexus_operator.autoscale import AutoscaleError, AutoscalePolicy
 from livenexus_operator.podsecurity import security_contexts
 from livenexus_operator.policy import Approval, PolicyError
-from livenexus_operator.autoscale import AutoscaleError, AutoscalePolicy
 from livenexus_operator.spec import RoomSpec, WorkerTemplate
 
 MANAGED_BY = "livenexus-operator"
