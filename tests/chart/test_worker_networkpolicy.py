@@ -88,3 +88,28 @@ def test_schema_rejects_malformed_policy_values(bad: str) -> None:
     proc = subprocess.run([helm_binary(), "template", "x", str(CHART), "--kube-version", "1.31.0", "--set", bad],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0 and "schema" in proc.stderr.lower(), proc.stderr
+
+
+@pytest.mark.kube
+def test_a_real_apiserver_accepts_the_policies(kube_cluster: object) -> None:
+    """Server-side dry run: the object is valid NetworkPolicy as the API server sees it (named port included)."""
+    import secrets
+
+    from tests.operator.clusterlib import cluster_from_fixture
+
+    cluster = cluster_from_fixture(kube_cluster)
+    ns = f"np-{secrets.token_hex(3)}"
+    cluster.run("create", "namespace", ns)
+    try:
+        docs = policies(helm_template(
+            "--set", f"operator.watchNamespaces={{{ns}}}",
+            "--set", "worker.networkPolicy.metricsFrom[0].ipBlock.cidr=10.0.0.0/8",
+            "--set", "worker.networkPolicy.metricsFrom[1].namespaceSelector.matchLabels.team=monitoring"))
+        assert len(docs) == 1
+        proc = cluster.run("apply", "--server-side", "--dry-run=server", "-o", "yaml", "-f", "-",
+                           input=yaml.safe_dump_all(docs))
+        applied = yaml.safe_load(proc.stdout)
+        assert applied["kind"] == "NetworkPolicy" and applied["metadata"]["namespace"] == ns
+        assert applied["spec"]["ingress"][0]["ports"] == [{"port": "metrics", "protocol": "TCP"}]
+    finally:
+        cluster.run("delete", "namespace", ns, "--wait=false", check=False)
