@@ -2,8 +2,9 @@
 
 Children are server-side applied by name, so a restarted operator (resume), a repeated event or a
 refresh converge on the same objects instead of creating new ones. Deletion needs no handler: the
-children carry a controller ownerReference and the garbage collector removes them; the operator only
-forgets the room (metrics, schedule) when the watch reports it gone.
+children carry a controller ownerReference and the garbage collector removes them; the refresher forgets
+the room (metrics, schedule, lock) once it is gone from the index (kopf drops it on the watch's DELETED
+event, and again on any re-list, so a deletion missed while the watch was down is forgotten as well).
 
 Status is written by :func:`refresher.write_status` on both paths (never through kopf's patch), so every
 write is fenced by the Lease and conditional on the resourceVersion it was computed from.
@@ -122,11 +123,3 @@ async def on_change(body: kopf.Body, reason: str, retry: int, **_: Any) -> None:
         refresher.SCHEDULE.reconciled(key, time.monotonic(), cfg.retry_delay_s if out.problem else None)
     if out.permanent:
         raise kopf.PermanentError(out.permanent)
-
-
-@kopf.on.event(*RESOURCE)
-async def on_event(*, type: str | None, namespace: str | None, name: str, meta: kopf.Meta, **_: Any) -> None:
-    # Rooms carry no finalizer, so no delete handler runs; the watch's DELETED event is where a room ends.
-    if type == "DELETED":
-        METRICS.set_phase(str(meta.get("uid")), None)
-        refresher.SCHEDULE.forget((namespace or "", name))
