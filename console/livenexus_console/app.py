@@ -157,7 +157,7 @@ class ConsoleService:
             if len(raw) > MAX_BODY_BYTES:
                 return _error(413, "too_large", "request body too large")
             body: Any = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):  # deep nesting fits in 4 KB: "[[[[..."
             return _error(400, "bad_json", "the request body is not valid JSON")
         if not isinstance(body, dict):
             return _error(400, "bad_request", "expected a JSON object {room, name?}")

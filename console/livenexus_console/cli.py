@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from livenexus_common.cli import EXIT_FAILURE, EXIT_OK, fail, run_until_stopped, setup_logging
 from livenexus_console.app import build_app, static_dir_status
@@ -107,8 +108,27 @@ def config_from_args(
     )
 
 
+class QuietBadRequests(logging.Filter):
+    """aiohttp logs every unparsable request at ERROR with a traceback: one line at INFO says as much.
+
+    A client that sends garbage would otherwise write a traceback into the log per request (and bury the
+    real errors); the 400 it gets is the whole story.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError) and 400 <= (exc.code or 0) < 500:
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            record.msg, record.args = "refused a malformed request (%d): %.120s", (exc.code, exc.message)
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
 async def serve(config: ConsoleConfig, stop: asyncio.Event) -> None:
     """Serve until ``stop`` is set; prints ``LiveNexus console: <url>`` (with the real port) once listening."""
+    server_log = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, QuietBadRequests) for f in server_log.filters):
+        server_log.addFilter(QuietBadRequests())
     runner = web.AppRunner(build_app(config), access_log=log if log.isEnabledFor(logging.DEBUG) else None)
     await runner.setup()
     site = web.TCPSite(runner, config.host, config.port)

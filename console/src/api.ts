@@ -4,6 +4,12 @@ export interface ConsoleConfig {
   livekitUrl: string;
   rooms: string[];
   tokenTtlSeconds: number;
+  /** How the service checks visitors: none, token (an access key) or header (a login proxy). */
+  auth: string;
+  /** Whether tokens let the visitor publish a microphone (false: read-only). */
+  microphone: boolean;
+  /** Transcripts are accepted only from agent participants whose identity starts with this. */
+  agentIdentityPrefix: string;
 }
 
 export interface TokenGrant {
@@ -15,7 +21,21 @@ export interface TokenGrant {
   expiresInSeconds: number;
 }
 
-export type ApiErrorKind = 'unreachable' | 'refused' | 'rate-limited' | 'unavailable' | 'bad-response';
+export type ApiErrorKind = 'unreachable' | 'refused' | 'unauthorized' | 'rate-limited' | 'unavailable' | 'bad-response';
+
+const KEY_STORAGE = 'livenexus.accessKey';
+let accessKey = sessionStorage.getItem(KEY_STORAGE) ?? '';
+
+/** The access key sent as a bearer token (token mode); kept for this tab only, never in the URL. */
+export function setAccessKey(key: string): void {
+  accessKey = key;
+  if (key) sessionStorage.setItem(KEY_STORAGE, key);
+  else sessionStorage.removeItem(KEY_STORAGE);
+}
+
+export function hasAccessKey(): boolean {
+  return accessKey !== '';
+}
 
 /** A failure the page shows as it is: ``kind`` picks the wording, ``message`` is the detail. */
 export class ApiError extends Error {
@@ -33,7 +53,9 @@ export class ApiError extends Error {
 async function request(path: string, init?: RequestInit): Promise<unknown> {
   let resp: Response;
   try {
-    resp = await fetch(path, { ...init, cache: 'no-store', signal: AbortSignal.timeout(10_000) });
+    const headers = new Headers(init?.headers);
+    if (accessKey) headers.set('Authorization', `Bearer ${accessKey}`);
+    resp = await fetch(path, { ...init, headers, cache: 'no-store', signal: AbortSignal.timeout(10_000) });
   } catch (err) {
     throw new ApiError('unreachable', `the console server did not answer (${String(err)})`);
   }
@@ -48,6 +70,7 @@ async function request(path: string, init?: RequestInit): Promise<unknown> {
     typeof body === 'object' && body !== null && typeof (body as { error?: unknown }).error === 'string'
       ? (body as { error: string }).error
       : `HTTP ${resp.status}`;
+  if (resp.status === 401) throw new ApiError('unauthorized', detail, 401);
   if (resp.status === 429) {
     const retry = Number.parseInt(resp.headers.get('Retry-After') ?? '', 10);
     throw new ApiError('rate-limited', detail, 429, Number.isFinite(retry) ? retry : 0);
@@ -68,6 +91,11 @@ export async function fetchConfig(): Promise<ConsoleConfig> {
     livekitUrl: b.livekitUrl,
     rooms: b.rooms.filter((r): r is string => typeof r === 'string'),
     tokenTtlSeconds: typeof b.tokenTtlSeconds === 'number' ? b.tokenTtlSeconds : 0,
+    auth: typeof b.auth === 'string' ? b.auth : 'none',
+    microphone: b.microphone === true,
+    // Never empty: an empty prefix would accept every agent-kind participant's transcripts.
+    agentIdentityPrefix:
+      typeof b.agentIdentityPrefix === 'string' && b.agentIdentityPrefix ? b.agentIdentityPrefix : 'livenexus-agent',
   };
 }
 

@@ -13,9 +13,10 @@ import {
   Track,
 } from 'livekit-client';
 import './style.css';
-import { ApiError, type ConsoleConfig, fetchConfig, fetchToken } from './api';
+import { ApiError, type ConsoleConfig, fetchConfig, fetchToken, hasAccessKey, setAccessKey } from './api';
 import { LevelMeter } from './meter';
 import { hhmmss, parseWire, type Update, TranscriptStore, toPlainText } from './transcript';
+import { isTranscriber } from './trust';
 import { byId, clearError, showError, toast, TranscriptView } from './view';
 
 const TRANSCRIPTION_TOPIC = 'lk.transcription';
@@ -26,11 +27,14 @@ const roomSelect = byId<HTMLSelectElement>('room');
 const nameInput = byId<HTMLInputElement>('name');
 const connectBtn = byId<HTMLButtonElement>('connect');
 const stateEl = byId<HTMLParagraphElement>('conn-state');
+const accessField = byId<HTMLDivElement>('access-field');
+const accessInput = byId<HTMLInputElement>('access-key');
 
 let config: ConsoleConfig | null = null;
 let room: Room | null = null;
 let roomName = '';
 let busy = false;
+let ignored = 0;
 
 const store = new TranscriptStore();
 const meter = new LevelMeter(byId<HTMLMeterElement>('mic-level'), byId('mic-db'));
@@ -56,6 +60,20 @@ function speakerOf(sender: string, trackSid: string | undefined): string {
   return sender;
 }
 
+/** A remote participant that is the LiveNexus transcriber (never the local visitor). */
+function fromTranscriber(identity: string | undefined): boolean {
+  if (room === null || !identity || identity === room.localParticipant.identity) return false;
+  const p = room.remoteParticipants.get(identity);
+  const prefix = config?.agentIdentityPrefix ?? 'livenexus-agent';
+  return p !== undefined && isTranscriber({ identity: p.identity, isAgent: p.isAgent }, prefix);
+}
+
+function ignore(what: string, sender: string | undefined): void {
+  ignored += 1;
+  byId('ignored').textContent = String(ignored);
+  console.warn(`ignored a transcript ${what} from ${sender || 'the server'}: not the transcriber`);
+}
+
 const view = new TranscriptView(byId('scroller'), byId('finals'), byId('live'), byId('empty'), nameOf);
 
 function apply(update: Update): void {
@@ -66,6 +84,7 @@ function apply(update: Update): void {
 }
 
 async function readTranscription(reader: TextStreamReader, sender: string): Promise<void> {
+  if (!fromTranscriber(sender)) return ignore('stream', sender);
   const attrs = reader.info.attributes ?? {};
   const segmentId = attrs['lk.segment_id'] || reader.info.id;
   const isFinal = attrs['lk.transcription_final'] === 'true';
@@ -85,6 +104,7 @@ async function readTranscription(reader: TextStreamReader, sender: string): Prom
 
 function onData(payload: Uint8Array, participant?: RemoteParticipant, _kind?: unknown, topic?: string): void {
   if (topic !== DATA_TOPIC) return;
+  if (!fromTranscriber(participant?.identity)) return ignore('message', participant?.identity);
   let parsed: unknown;
   try {
     parsed = JSON.parse(new TextDecoder().decode(payload));
@@ -122,7 +142,7 @@ function showPeople(): void {
   }
   const remotes = [...room.remoteParticipants.values()];
   byId('participants').textContent = String(remotes.length + 1);
-  const agent = remotes.find((p) => p.isAgent || p.identity.startsWith('livenexus'));
+  const agent = remotes.find((p) => fromTranscriber(p.identity));
   byId('transcriber').textContent = agent ? `present (${agent.identity})` : 'not in the room yet';
 }
 
@@ -132,10 +152,25 @@ async function loadConfig(): Promise<boolean> {
   } catch (err) {
     config = null;
     const detail = err instanceof Error ? err.message : String(err);
+    if (err instanceof ApiError && err.kind === 'unauthorized') {
+      accessField.hidden = false;
+      roomSelect.replaceChildren(new Option('locked', ''));
+      const title = hasAccessKey() ? 'Access key refused' : 'Access key required';
+      showError(title, `${detail}. Type the console's access key, then press Connect.`);
+      if (hasAccessKey()) setAccessKey('');
+      return false;
+    }
     showError('Console server unreachable', `${detail}. Check that livenexus-console is running, then retry.`);
     roomSelect.replaceChildren(new Option('unavailable', ''));
     return false;
   }
+  accessField.hidden = config.auth !== 'token';
+  byId('trust-note').textContent =
+    `Only transcripts sent by the LiveNexus transcriber (an agent participant named ${config.agentIdentityPrefix}…) ` +
+    'are shown; messages from anyone else are ignored and counted.';
+  byId('mic-help').textContent = config.microphone
+    ? 'Your microphone is published to the room so the transcriber can hear you.'
+    : 'Read-only console: your microphone is not published; you read what the others in the room say.';
   const wanted = new URLSearchParams(location.search).get('room');
   roomSelect.replaceChildren(...config.rooms.map((r) => new Option(r, r, false, r === wanted)));
   if (config.rooms.length === 0) {
@@ -151,6 +186,7 @@ function explainConnectError(err: unknown, url: string): [string, string] {
   if (err instanceof ApiError) {
     if (err.kind === 'unreachable') return ['Console server unreachable', err.message];
     if (err.kind === 'rate-limited') return ['Too many attempts', `Token refused: ${err.message}.`];
+    if (err.kind === 'unauthorized') return ['Access key refused', `${err.message}. Type the access key again.`];
     if (err.kind === 'unavailable') return ['Rooms unavailable', err.message];
     return ['Token refused', `${err.message} (HTTP ${err.status}).`];
   }
@@ -180,6 +216,7 @@ function explainMicError(err: unknown): [string, string] {
 async function connect(): Promise<void> {
   meter.prepare(); // inside the click: the AudioContext may start
   clearError();
+  if (!accessField.hidden && accessInput.value) setAccessKey(accessInput.value);
   if (config === null && !(await loadConfig())) return;
   const wanted = roomSelect.value;
   if (!wanted) {
@@ -214,6 +251,7 @@ async function connect(): Promise<void> {
   }
   showState(r.state);
   showPeople();
+  if (!config?.microphone) return; // read-only: the token could not publish it anyway
   try {
     await r.localParticipant.setMicrophoneEnabled(true, { echoCancellation: true, noiseSuppression: true });
     const track = r.localParticipant.getTrackPublication(Track.Source.Microphone)?.track?.mediaStreamTrack;

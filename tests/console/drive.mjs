@@ -1,8 +1,9 @@
 // Drives the LiveNexus console in Debian's headless Chromium through playwright-core (from console/node_modules).
 //
 // Usage: node drive.mjs '<json options>'; prints one JSON result line prefixed with "RESULT ".
-// Options: consoleUrl, room, name, mode ("transcribe" | "errors" | "denied-mic"), chromium, wav (fake mic file),
-// outDir (downloads), screenshot, partialScreenshot (first live line with both parts), minFinals, settleMs, timeoutMs, expectErrors.
+// Options: consoleUrl, room, name, mode ("transcribe" | "errors" | "denied-mic" | "read-only"), chromium, wav (fake mic file),
+// outDir (downloads), screenshot, partialScreenshot (first live line with both parts), minFinals, settleMs, timeoutMs, expectErrors,
+// accessKey (typed into the page's access key field before connecting).
 // The script only observes and reports; the pytest side makes the assertions.
 
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -54,6 +55,10 @@ async function snapshot(page) {
       stateAttr: q('#conn-state')?.getAttribute('data-state') ?? '',
       identity: q('#identity')?.textContent ?? '',
       transcriber: q('#transcriber')?.textContent ?? '',
+      ignored: Number(q('#ignored')?.textContent ?? -1),
+      trustNote: q('#trust-note')?.textContent?.trim() ?? '',
+      micHelp: q('#mic-help')?.textContent ?? '',
+      accessShown: !(q('#access-field')?.hidden ?? true),
       meter: Number(q('#mic-level')?.value ?? 0),
       errorShown: !(q('#error')?.hidden ?? true),
       errorTitle: q('#error-title')?.textContent ?? '',
@@ -79,6 +84,7 @@ async function snapshot(page) {
 }
 
 async function connectAndWait(page, result) {
+  if (opts.accessKey) await page.getByLabel('Access key').fill(opts.accessKey);
   await page.getByLabel('Your name').fill(opts.name ?? 'Tester');
   // Keyboard operation: focus the button and press Enter, as a keyboard user would.
   const button = page.getByRole('button', { name: 'Connect' });
@@ -182,6 +188,12 @@ async function deniedMic(page, result) {
   if (opts.screenshot) await page.screenshot({ path: opts.screenshot, fullPage: true });
 }
 
+async function readOnly(page, result) {
+  await connectAndWait(page, result);
+  await sleep(opts.settleMs ?? 2000); // long enough for a refused publish to surface as an error
+  result.final = await snapshot(page);
+}
+
 async function main() {
   const outDir = opts.outDir ?? mkdtempSync(path.join(tmpdir(), 'livenexus-drive-'));
   opts.outDir = outDir;
@@ -217,6 +229,7 @@ async function main() {
     result.initial = await snapshot(page);
     if (opts.mode === 'errors') await errors(page, result);
     else if (opts.mode === 'denied-mic') await deniedMic(page, result);
+    else if (opts.mode === 'read-only') await readOnly(page, result);
     else await transcribe(page, result);
   } catch (err) {
     result.error = String(err?.stack ?? err);

@@ -34,12 +34,14 @@ class Transcriber:
     """Every message published, in order (path, segment, final), for failure messages."""
 
     @classmethod
-    async def join(cls, url: str, api_key: str, api_secret: str, room: str) -> Transcriber:
+    async def join(
+        cls, url: str, api_key: str, api_secret: str, room: str, identity: str = "livenexus-agent", kind: str = "agent"
+    ) -> Transcriber:
         token = (
             api.AccessToken(api_key, api_secret)
-            .with_identity("livenexus-agent")
+            .with_identity(identity)
             .with_name("LiveNexus")
-            .with_kind("agent")
+            .with_kind(kind)
             .with_grants(api.VideoGrants(room_join=True, room=room, can_publish_data=True, can_subscribe=True))
             .to_jwt()
         )
@@ -96,7 +98,20 @@ def event(
     )
 
 
-async def play_script(bot: Transcriber) -> None:
+FORGERS = (("livenexus-agent-forged", "standard"), ("mallory", "agent"))
+"""Participants that publish transcripts the page must not show: the worker's prefix without the agent kind,
+and an agent with another identity."""
+
+
+async def forge(forgers: list[Transcriber], track: str, me: str) -> None:
+    """Each forger sends a final on both paths, attributed to the visitor, that the page must ignore."""
+    for n, bot in enumerate(forgers):
+        forged = event(track, me, f"forged-{n}", f"forged final number {n}", True, latency_ms=1.0)
+        await bot.data(forged)
+        await bot.stream(forged)
+
+
+async def play_script(bot: Transcriber, forgers: list[Transcriber] | None = None) -> None:
     """Four utterances covering both paths, both arrival orders of a final, one path alone, and a late partial.
 
     tests/console/test_browser.py asserts what the page must show for exactly this script.
@@ -117,6 +132,7 @@ async def play_script(bot: Transcriber) -> None:
     await bot.data(event("TR_alice", "alice", "seg-b", "second segment from data first", True, latency_ms=250))
     await bot.stream(event("TR_alice", "alice", "seg-b", "second segment from data first", True))
     await bot.stream(event(track, me, "seg-c", "third segment only on the text stream", True))
+    await forge(forgers or [], track, me)
     await bot.data(event(track, me, "seg-d", "fourth", False, stable=""))
     await asyncio.sleep(1.0)
     await bot.data(event(track, me, "seg-d", "fourth segment only as data", True, latency_ms=300))
@@ -124,13 +140,17 @@ async def play_script(bot: Transcriber) -> None:
 
 async def main() -> int:
     e = os.environ
-    bot = await Transcriber.join(e["LIVEKIT_URL"], e["LIVEKIT_API_KEY"], e["LIVEKIT_API_SECRET"], e["LIVENEXUS_ROOM"])
+    creds = (e["LIVEKIT_URL"], e["LIVEKIT_API_KEY"], e["LIVEKIT_API_SECRET"], e["LIVENEXUS_ROOM"])
+    bot = await Transcriber.join(*creds)
+    forge_too = bool(e.get("SCRIPTED_FORGE"))
+    forgers = [await Transcriber.join(*creds, identity=i, kind=k) for i, k in FORGERS] if forge_too else []
     try:
-        await play_script(bot)
+        await play_script(bot, forgers)
         await asyncio.sleep(float(e.get("SCRIPTED_LINGER_S", "8")))  # stay: the page shows the transcriber present
     finally:
-        await bot.close()
-    print("SENT " + json.dumps(bot.sent), flush=True)
+        for b in (bot, *forgers):
+            await b.close()
+    print("SENT " + json.dumps(bot.sent + [m for f in forgers for m in f.sent]), flush=True)
     return 0
 
 

@@ -25,6 +25,7 @@ from .helpers import REPO, console_service, run_driver, wait_until
 
 pytestmark = pytest.mark.browser
 
+ACCESS_KEY = "browser-access-key-" + "k" * 16
 HHMMSS = re.compile(r"^\d{2}:\d{2}:\d{2}$")
 EXPORT_LINE = re.compile(r"^\[(\d{2}:\d{2}:\d{2})\] (.+?): (.*)$")
 
@@ -62,11 +63,13 @@ def test_page_merges_both_transcript_paths(
     console_dist: Path, livekit_server: Any, artifacts_dir: Path, tmp_path: Path
 ) -> None:
     room = "console-protocol"
-    with console_service(["--rooms", f"{room},other-room"], lk_env(livekit_server)) as svc:
+    env = {**lk_env(livekit_server), "LIVENEXUS_CONSOLE_AUTH_TOKEN": ACCESS_KEY}
+    with console_service(["--rooms", f"{room},other-room", "--auth", "token"], env) as svc:
         bot = subprocess.Popen(
             [sys.executable, "-m", "tests.console.scripted"],
             cwd=REPO,
-            env={**os.environ, **lk_env(livekit_server), "LIVENEXUS_ROOM": room},
+            # Two more participants publish forged finals on both paths: not the transcriber, never shown.
+            env={**os.environ, **lk_env(livekit_server), "LIVENEXUS_ROOM": room, "SCRIPTED_FORGE": "1"},
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -78,6 +81,7 @@ def test_page_merges_both_transcript_paths(
                     "room": room,
                     "name": "Tester",
                     "mode": "transcribe",
+                    "accessKey": ACCESS_KEY,
                     "minFinals": 4,
                     "settleMs": 3000,
                     "timeoutMs": 90_000,
@@ -95,6 +99,8 @@ def test_page_merges_both_transcript_paths(
     assert "SENT " in bot_out, f"the scripted transcriber failed:\n{bot_err[-3000:]}"
     assert "error" not in result, result.get("error")
     assert not no_page_errors(result), result["console"]
+    # Token mode: the page asked for the access key before it could list rooms, then connected with it.
+    assert result["initial"]["accessShown"] and result["initial"]["errorTitle"] == "Access key required"
     assert result["afterConnect"]["stateAttr"] == "connected"
     assert result["afterConnect"]["state"] == f"Connected to {room}"
     assert result["afterConnect"]["identity"].startswith("web-tester-")
@@ -110,6 +116,9 @@ def test_page_merges_both_transcript_paths(
     ], result
     assert all(HHMMSS.match(f["time"]) for f in finals)
     assert final["live"] == []
+    # The forgers' four messages (two participants, both paths) were counted, not shown.
+    assert final["ignored"] == 4, result["console"]
+    assert "livenexus-agent" in final["trustNote"] and "ignored" in final["trustNote"]
     # The live line showed the agreed prefix and the changing tail apart, from either path.
     partials = {(p["segmentId"], p["stable"], p["unstable"]) for p in result["partialsSeen"]}
     assert {
@@ -164,6 +173,19 @@ def test_denied_microphone(console_dist: Path, livekit_server: Any, tmp_path: Pa
     assert final["stateAttr"] == "connected"
     assert final["errorTitle"] == "Microphone permission denied", final
     assert final["meter"] == 0
+
+
+@pytest.mark.livekit
+def test_read_only_console(console_dist: Path, livekit_server: Any, tmp_path: Path) -> None:
+    """With --read-only the visitor joins to read: no microphone is published, so nothing is refused either."""
+    with console_service(["--rooms", "read-only", "--read-only"], lk_env(livekit_server)) as svc:
+        result = run_driver({"consoleUrl": svc.url, "mode": "read-only", "outDir": str(tmp_path)}, timeout=120)
+    assert "error" not in result, result.get("error")
+    assert not no_page_errors(result), result["console"]
+    final = result["final"]
+    assert final["stateAttr"] == "connected" and not final["errorShown"], final
+    assert final["meter"] == 0 and "Read-only" in final["micHelp"]
+    assert not final["accessShown"]
 
 
 SENTENCES = [
