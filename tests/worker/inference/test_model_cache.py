@@ -209,3 +209,15 @@ def test_disk_full_while_preparing(small_fs: Path, monkeypatch: pytest.MonkeyPat
     assert res.source == "package"
     assert model_cache.verify(res.path, TINY.size)
     assert leftovers(cache) == []
+
+
+def test_a_cache_hit_also_sweeps_and_listing_ignores_staging(tmp_path: Path, tiny_source: Path) -> None:
+    cache = tmp_path / "cache"
+    copy_model(tiny_source, cache / "tiny.en")
+    dead = copy_model(tiny_source, cache / ".staging-base-dead01")  # complete-looking, but never published
+    t = time.time() - 2 * model_cache.STALE_STAGING_S
+    for p in (*dead.iterdir(), dead):
+        os.utime(p, (t, t))
+    assert not [name for name in models.available(cache) if name.startswith(".")]
+    assert models.resolve("tiny.en", cache, allow_download=False).source == "cache"
+    assert not dead.exists()

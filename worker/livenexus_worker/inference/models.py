@@ -204,6 +204,7 @@ def resolve(name_or_path: str, cache_dir: Path | None = None, allow_download: bo
         raise ModelNotFoundError(_message(name_or_path, tried))
 
     cache = cache_dir or default_cache_dir()
+    model_cache.sweep_stale(cache)  # crashed preparers' leftovers go even when the model itself is there
     cached = cache / name_or_path
     corrupt = False
     if is_model_dir(cached):
@@ -261,7 +262,7 @@ def available(cache_dir: Path | None = None) -> dict[str, str]:
     cache = cache_dir or default_cache_dir()
     if cache.is_dir():
         for d in sorted(cache.iterdir()):
-            if is_model_dir(d):
+            if not d.name.startswith(".") and is_model_dir(d):  # dot names: staging, quarantine, hub
                 out[d.name] = f"cache {d}"
     for spec in PACKAGED:
         if spec.name not in out and all(_package_data_dir(m, spec.data_dir) for m in spec.packages):
