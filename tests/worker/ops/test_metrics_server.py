@@ -202,3 +202,20 @@ def _non_loopback_ipv4() -> str | None:
         if "inet" in fields:
             return fields[fields.index("inet") + 1].split("/")[0]
     return None
+
+
+def test_trickling_clients_cannot_fill_the_server() -> None:
+    """Clients still sending their heads are evictable too: a full house of them never locks a scrape out."""
+    limits = ServerLimits(max_connections=16, header_timeout_s=600.0)  # only eviction can make room here
+    with MetricsServer(WorkerMetrics().registry, host="127.0.0.1", port=0, limits=limits) as srv:
+        slow = []
+        try:
+            for _ in range(100):
+                s = connect(srv)
+                s.sendall(b"GET /metrics HTTP/1.1\r\nX-Slow: ")
+                slow.append(s)
+            assert scrape(srv)[0] == 200
+            assert srv.open_connections <= limits.max_connections
+        finally:
+            for s in slow:
+                s.close()

@@ -60,7 +60,7 @@ class _Reject(Exception):
 
 
 class _Conn:
-    """One client connection; ``busy`` while a request is being read past its first byte or answered."""
+    """One client connection; ``busy`` while a complete request is being answered."""
 
     def __init__(self, writer: asyncio.StreamWriter) -> None:
         self.writer = writer
@@ -210,7 +210,6 @@ class MetricsServer:
             head = await asyncio.wait_for(reader.read(1), wait)
             if not head:
                 return
-            conn.busy = True
             try:
                 raw = head + await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), lim.header_timeout_s)
                 method, path, keep_alive = _parse(raw)
@@ -223,6 +222,7 @@ class MetricsServer:
             except _Reject as exc:
                 await self._send(conn.writer, exc.code, f"{exc}\n".encode(), "GET", False)
                 return
+            conn.busy = True  # only answering protects a connection: one still sending its head can be evicted
             code, body, ctype = self._answer(path)
             await self._send(conn.writer, code, body, method, keep_alive, ctype)
             if not keep_alive:
