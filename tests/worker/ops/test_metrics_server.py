@@ -210,10 +210,14 @@ def test_trickling_clients_cannot_fill_the_server() -> None:
     with MetricsServer(WorkerMetrics().registry, host="127.0.0.1", port=0, limits=limits) as srv:
         slow = []
         try:
-            for _ in range(100):
+            for _ in range(limits.max_connections):
                 s = connect(srv)
                 s.sendall(b"GET /metrics HTTP/1.1\r\nX-Slow: ")
                 slow.append(s)
+            # Let the server read those partial heads (a settling pause, not a measured time): the house is then
+            # full of clients that have started a request.
+            time.sleep(1.0)
+            assert srv.open_connections == limits.max_connections
             assert scrape(srv)[0] == 200
             assert srv.open_connections <= limits.max_connections
         finally:
