@@ -61,6 +61,7 @@ class StreamPipeline:
         self._lock = threading.RLock()
         self._closed = False
         self._finals: list[str] = []  # recent final texts, the decoder's optional context
+        self._partial_cost = 0.0  # seconds a partial of this stream takes to decode (moving average)
         self._pauses = PauseDetector(self.o.pauses)
 
     # ---- caller thread -------------------------------------------------------------------------------
@@ -131,13 +132,14 @@ class StreamPipeline:
         if (self.o.commit_in_speech and pause_ms >= self.o.commit_pause_ms
                 and op.utt.n >= self.o.commit_min_s * SAMPLE_RATE and op.voiced_frames >= self._min_voiced_frames()):
             pause_at = self._pos - pause_ms * SAMPLES_PER_MS
-            if op.commit_tried_at < pause_at - self._frame:  # once per pause
-                op.commit_tried_at = self._pos
+            if op.pause_seen_at < pause_at - self._frame:  # once per pause
+                op.pause_seen_at = self._pos
                 if op.utt.n >= self.o.commit_any_after_s * SAMPLE_RATE:
-                    op.pause_cut = 0
-                    self._propose_commit(op, now - pause_ms / 1000, op.utt.n)
-                elif not op.pause_cut:  # a pause still waiting for its partial keeps its turn
-                    op.pause_cut, op.pause_wall = op.utt.n, now - pause_ms / 1000
+                    if not op.commit_pending:
+                        op.pauses.clear()
+                        self._propose_commit(op, now - pause_ms / 1000, op.utt.n)
+                else:
+                    op.pauses.append((op.utt.n, now - pause_ms / 1000))
         if silence_ms >= self.o.speculative_ms and op.speculated_at != op.utt.last_voiced_sample:
             if op.commit_pending or (op.after_commit and op.voiced_frames < self._min_voiced_frames()):
                 return  # a commit decode of this pause is under way, or there is nothing new to decode
@@ -212,7 +214,7 @@ class StreamPipeline:
         """Decode the first ``cut`` samples (up to a pause) as a final and commit them when the result is in.
         Only the latest proposal of an utterance counts: ``commit_tried_at`` is its token."""
         audio = op.utt.audio()[:cut].copy()
-        token = op.commit_tried_at
+        op.commit_tried_at = token = op.utt.start_sample + cut
         op.commit_pending = True
 
         def current() -> bool:
@@ -238,25 +240,52 @@ class StreamPipeline:
 
         self._ctx.scheduler.submit_final(Job(run, "final"))
 
-    def _confirm_pause(self, op: OpenUtterance, text: str, heard: int) -> None:
-        """A partial over ``heard`` samples: does it end a sentence at the pending pause? Lock held."""
-        if not op.pause_cut or heard - op.pause_cut < self.o.commit_lookahead_ms * SAMPLES_PER_MS:
-            return
+    def _confirm_pause(self, op: OpenUtterance, text: str, heard: int, forced_chars: int,
+                       partial: TranscriptEvent) -> bool:
+        """A partial over ``heard`` samples: does it end a sentence at one of the recent pauses? If so, commit
+        the sentence; returns whether it did (the partial is then out of date). Lock held."""
+        lookahead = self.o.commit_lookahead_ms * SAMPLES_PER_MS
+        if op.commit_pending or not any(heard - c >= lookahead for c, _ in op.pauses):
+            return False
+        words = text.split()
+        word = heard / max(1, len(words))  # this speaker's pace, in samples per word
         ends = list(_SENTENCE_END.finditer(text))
         fragment = text[ends[-1].end():].split() if ends else []
         # The look-ahead holds a word or two of the next sentence (one more for each later partial): more, and
-        # Whisper's boundary is at an earlier point. The next sentence starts with a capital: a full stop the
-        # partial only inherited from its forced prefix ("results. while the") is followed by lower case.
-        # Consecutive partials must agree, as LocalAgreement asks of words: one greedy partial hearing "north.
-        # We'll" where the speaker said "north will" would otherwise split a sentence (no word is lost by a
-        # wrong cut, but the head decoded alone reads worse).
-        if 1 <= len(fragment) <= self.o.commit_max_fragment_words + op.pause_votes and fragment[0][0].isupper():
-            op.pause_votes += 1
-            if op.pause_votes >= self.o.commit_confirmations:
-                cut, op.pause_cut, op.pause_votes = op.pause_cut, 0, 0
-                self._propose_commit(op, op.pause_wall, cut)
-        else:
-            op.pause_cut, op.pause_votes = 0, 0
+        # Whisper's boundary is at an earlier point. A full stop the partial only inherited from its forced
+        # prefix and then continued in lower case ("results. while the") is no sentence end; one it wrote itself
+        # is, whatever the case of the next word (greedy partials often lower-case it).
+        inherited = bool(ends) and ends[-1].start() < forced_chars
+        fits = 1 <= len(fragment) <= self.o.commit_max_fragment_words + op.pause_votes
+        if not fits or (inherited and not fragment[0][0].isupper()):
+            op.vote_cut = op.pause_votes = 0
+            # Pauses this far back can no longer be the boundary of a short fragment: forget them.
+            horizon = heard - (self.o.commit_max_fragment_words + 1) * word - lookahead
+            while op.pauses and op.pauses[0][0] < horizon:
+                op.pauses.popleft()
+            return False
+        # The boundary lies about ``len(fragment)`` words before the end of what the partial heard (the last
+        # one only begun): the pause nearest that point is where the sentence ended; others are gaps inside
+        # it. If that pause is too recent for the look-ahead, a later partial decides.
+        estimate = heard - (len(fragment) - 0.5) * word
+        cut, wall = min(op.pauses, key=lambda p: abs(p[0] - estimate))
+        if heard - cut < lookahead or abs(cut - estimate) > 1.5 * word + lookahead:
+            return False
+        op.pause_votes = op.pause_votes + 1 if cut == op.vote_cut else 1
+        op.vote_cut = cut
+        if op.pause_votes < self.o.commit_confirmations:
+            return False
+        op.vote_cut = op.pause_votes = 0
+        while op.pauses and op.pauses[0][0] <= cut:
+            op.pauses.popleft()
+        if not self.o.commit_text_from_partial:
+            self._propose_commit(op, wall, cut)
+            return False
+        head = text[: ends[-1].end()].strip()
+        start = op.utt.start_sample / SAMPLE_RATE
+        event = replace(partial, text=head, stable=head, unstable="", is_final=True, end=start + cut / SAMPLE_RATE)
+        self._commit(op, cut, PendingFinal(event, wall))
+        return True
 
     def _commit(self, op: OpenUtterance, cut: int, result: PendingFinal) -> None:
         """Emit ``result`` as the final of the first ``cut`` samples; the rest goes on as a new utterance."""
@@ -267,7 +296,9 @@ class StreamPipeline:
         voiced_after = (rest.last_voiced_sample - rest.start_sample) // self._frame if rest.n else 0
         self._open = OpenUtterance(rest, self._ctx.tier_index(), last_voiced_wall=op.last_voiced_wall,
                            last_partial_request=time.monotonic(), after_commit=True,
-                           voiced_frames=max(0, voiced_after), commit_tried_at=op.commit_tried_at)
+                           voiced_frames=max(0, voiced_after), pause_seen_at=op.pause_seen_at)
+        # Pauses heard after the cut stay candidates of the part that goes on.
+        self._open.pauses.extend((c - cut, w) for c, w in op.pauses if c > cut)
 
     def _cut(self, op: OpenUtterance, cut: int) -> None:
         head, rest = op.utt.split_at(cut, self._new_id())
@@ -290,7 +321,13 @@ class StreamPipeline:
     def _maybe_partial(self, op: OpenUtterance, now: float) -> None:
         _idx, tier, _eng = self._ctx.engine_for(op.tier)
         interval = tier.partial_interval_ms / 1000
-        if interval <= 0 or now - op.last_partial_request < interval:
+        if interval <= 0:
+            return
+        # Partials of all speakers together may keep the inference thread busy only ``partial_share`` of the
+        # time, so the cadence stretches with the speakers and the cost of a partial before finals queue.
+        speakers = max(1, self._ctx.active_speakers())
+        interval = max(interval, self._partial_cost * speakers / self.o.partial_share)
+        if now - op.last_partial_request < interval:
             return
         if op.utt.n < self.o.min_partial_audio_ms * SAMPLES_PER_MS:
             return
@@ -310,13 +347,14 @@ class StreamPipeline:
         hyp = engine.transcribe(audio, beam_size=1, language=self.o.language, prefix=committed,
                                 max_new_tokens=self.o.partial_max_new_tokens)
         self._ctx.on_inference("partial", hyp, audio.shape[0] / SAMPLE_RATE)
+        cost = hyp.encode_s + hyp.decode_s
         text, _why = check(hyp.text, hyp.no_speech_prob, hyp.avg_logprob, audio.shape[0] / SAMPLE_RATE,
                            self.o.guards)
         with self._lock:
+            self._partial_cost = cost if not self._partial_cost else 0.7 * self._partial_cost + 0.3 * cost
             if op.ended or self._open is not op or text is None:
                 return
             stable, unstable = op.agreement.update(text)
-            self._confirm_pause(op, text, audio.shape[0])
             end = (op.utt.start_sample + audio.shape[0]) / SAMPLE_RATE
             event = TranscriptEvent(
                 stream_id=self.stream_id, speaker=self.speaker, segment_id=op.utt.segment_id,
@@ -325,7 +363,8 @@ class StreamPipeline:
                 language=hyp.language, tier=tier.name, processing_ms=(hyp.encode_s + hyp.decode_s) * 1000,
                 latency_ms=(time.monotonic() - requested) * 1000,
             )
-            self._deliver(event)
+            if not self._confirm_pause(op, text, audio.shape[0], len(committed), event):
+                self._deliver(event)
 
     def _decode_final(self, op: OpenUtterance, audio: np.ndarray, speech_end_wall: float) -> PendingFinal | None:
         _idx, tier, engine = self._ctx.engine_for(op.tier)
