@@ -9,6 +9,7 @@ import fcntl
 import os
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -221,3 +222,26 @@ def test_a_cache_hit_also_sweeps_and_listing_ignores_staging(tmp_path: Path, tin
     assert not [name for name in models.available(cache) if name.startswith(".")]
     assert models.resolve("tiny.en", cache, allow_download=False).source == "cache"
     assert not dead.exists()
+
+
+def test_file_size_limit_while_preparing(tmp_path: Path) -> None:
+    """The same promise under RLIMIT_FSIZE (where no tmpfs can be mounted, or a quota-like cap): a clear error,
+    nothing left in the cache, and the next prepare without the limit succeeds."""
+    cache = tmp_path / "cache"
+    script = (
+        "import resource, signal, sys\n"
+        "from pathlib import Path\n"
+        "from livenexus_worker.inference import models\n"
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of being killed\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (10 << 20, 10 << 20))\n"
+        "try:\n"
+        "    models.resolve('tiny.en', Path(sys.argv[1]), allow_download=False)\n"
+        "except models.ModelNotFoundError as exc:\n"
+        "    print(exc)\n"
+        "    sys.exit(7)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script, str(cache)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 7, proc.stdout + proc.stderr
+    assert "File too large" in proc.stdout and "Traceback" not in proc.stderr
+    assert list(cache.iterdir()) == []
+    assert models.resolve("tiny.en", cache, allow_download=False).source == "package"

@@ -94,3 +94,25 @@ def test_cli_leaves_a_termination_message(tmp_path: Path, tiny_source: Path, mon
 def test_termination_message_is_only_written_where_the_kubelet_made_the_file(tmp_path: Path) -> None:
     assert not write_termination_message("x", str(tmp_path / "absent"))
     assert not (tmp_path / "absent").exists()
+
+
+def test_worker_run_exits_4_before_touching_livekit(tmp_path: Path, tiny_source: Path) -> None:
+    """The pod's own command: every rung damaged → exit 4 with the reason, not a crash loop of tracebacks."""
+    import json
+
+    bad = damaged(tiny_source, tmp_path / "bad", record=True)
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "LIVEKIT_URL": "ws://127.0.0.1:9",  # never dialled: the model is loaded before joining the room
+        "LIVEKIT_API_KEY": "key",
+        "LIVEKIT_API_SECRET": "secret-secret-secret-secret-secret",
+        "LIVENEXUS_ROOM": "room",
+        "LIVENEXUS_METRICS_PORT": "0",
+        "LIVENEXUS_MODEL_CACHE": str(tmp_path / "cache"),
+        "LIVENEXUS_TIERS": json.dumps([{"model": str(bad), "beamSize": 1}, {"model": str(bad), "beamSize": 5}]),
+    }
+    proc = subprocess.run([sys.executable, "-m", "livenexus_worker.cli", "run"], capture_output=True, text=True,
+                          timeout=300, env=env)
+    assert proc.returncode == EXIT_MODEL, proc.stderr
+    assert "no tier has a usable model" in proc.stderr and "is corrupt" in proc.stderr
+    assert "Traceback" not in proc.stderr
