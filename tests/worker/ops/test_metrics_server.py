@@ -223,3 +223,14 @@ def test_trickling_clients_cannot_fill_the_server() -> None:
         finally:
             for s in slow:
                 s.close()
+
+
+def test_a_server_that_cannot_serve_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    import asyncio
+
+    async def refuse(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("no event loop support here")
+
+    monkeypatch.setattr(asyncio, "start_server", refuse)
+    with pytest.raises(OSError, match="metrics server could not start: no event loop support here"):
+        MetricsServer(WorkerMetrics().registry, host="127.0.0.1", port=0).start()

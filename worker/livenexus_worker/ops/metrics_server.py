@@ -99,6 +99,7 @@ class MetricsServer:
         self._thread: threading.Thread | None = None
         self._conns: dict[asyncio.StreamWriter, _Conn] = {}  # insertion order = oldest first
         self._stopped: asyncio.Event | None = None
+        self._failure: BaseException | None = None
 
     # ---- lifecycle (caller's thread) -------------------------------------------------------------------
     def start(self) -> MetricsServer:
@@ -110,6 +111,10 @@ class MetricsServer:
         self._thread = threading.Thread(target=self._run, args=(started,), name="livenexus-metrics", daemon=True)
         self._thread.start()
         started.wait()
+        if self._failure is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+            raise OSError(f"metrics server could not start: {self._failure}") from self._failure
         log.info("metrics server listening on %s:%d", self._host, self.port)
         return self
 
@@ -159,6 +164,9 @@ class MetricsServer:
         self._loop = loop
         try:
             loop.run_until_complete(self._serve(started))
+        except Exception as exc:  # reported by start() when it happens before serving began
+            self._failure = exc
+            log.exception("metrics server stopped")
         finally:
             started.set()
             loop.close()
