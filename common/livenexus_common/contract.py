@@ -284,6 +284,9 @@ TEXT_STREAM_TOPIC: Final = "lk.transcription"
 """Topic of the text streams LiveKit clients and livekit/agents front ends read (one stream per hypothesis)."""
 DATA_TOPIC: Final = "livenexus.transcript"
 """Topic of the JSON data messages (:class:`TranscriptMessage`)."""
+AGENT_IDENTITY_PREFIX: Final = "livenexus-agent"
+"""Every worker identity starts with this (the worker joins with kind ``agent``); the console page believes
+transcripts only from agent participants with this prefix."""
 
 
 class StreamAttr:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from livenexus_common.contract import AGENT_IDENTITY_PREFIX
 from livenexus_console.auth import AUTH_MODES, DEFAULT_USER_HEADER, HEADER_NAME_RE, MAX_TOKEN_CHARS, MIN_TOKEN_CHARS
 from livenexus_console.proxies import IPNetwork, parse_networks
 
@@ -124,7 +125,7 @@ class ConsoleConfig:
     """Header in which the trusted auth proxy names the signed-in user (``header`` mode)."""
     allow_microphone: bool = True
     """Visitors may publish their microphone; off: read-only tokens (subscribe, nothing to publish)."""
-    agent_identity_prefix: str = "livenexus-agent"
+    agent_identity_prefix: str = AGENT_IDENTITY_PREFIX
     """The page shows transcripts only from agent participants whose identity starts with this."""
     static_dir: Path = field(default_factory=default_static_dir)
     """The built page (``npm run build`` in console/ writes ``console/dist``)."""
@@ -221,7 +222,7 @@ class ConsoleConfig:
             "auth_token": e.get("LIVENEXUS_CONSOLE_AUTH_TOKEN", "").strip(),
             "auth_user_header": e.get("LIVENEXUS_CONSOLE_AUTH_USER_HEADER", "").strip() or DEFAULT_USER_HEADER,
             "allow_microphone": env_flag(e, "LIVENEXUS_CONSOLE_MICROPHONE", True),
-            "agent_identity_prefix": e.get("LIVENEXUS_CONSOLE_AGENT_PREFIX", "").strip() or "livenexus-agent",
+            "agent_identity_prefix": e.get("LIVENEXUS_CONSOLE_AGENT_PREFIX", "").strip() or AGENT_IDENTITY_PREFIX,
         }
         if env_flag(e, "LIVENEXUS_CONSOLE_TRUST_FORWARDED", False):
             raise ConfigError(

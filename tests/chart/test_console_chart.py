@@ -216,11 +216,11 @@ def test_env_wires_url_credentials_and_rooms_into_the_service_config() -> None:
 
 
 def test_settings_reach_the_service() -> None:
-    c = container(helm_template(*ON, "--set", "console.tokenTtlSeconds=120", "--set", "console.rateLimit.perMinute=30",
+    c = container(helm_template(*ON, "--set", "console.tokenTtlSeconds=300", "--set", "console.rateLimit.perMinute=30",
                                 "--set", "console.rateLimit.burst=2", "--set", "console.trustedProxies.hops=1",
                                 "--set", "console.staticDir=/srv/page", "--set", "console.livekit.url=http://lk:7880"))
     cfg = parsed(c)
-    assert (cfg.token_ttl_s, cfg.rate_per_minute, cfg.burst, cfg.proxy_hops) == (120, 30.0, 2, 1)
+    assert (cfg.token_ttl_s, cfg.rate_per_minute, cfg.burst, cfg.proxy_hops) == (300, 30.0, 2, 1)
     assert str(cfg.static_dir) == "/srv/page"
     assert cfg.public_livekit_url == "ws://lk:7880"
 

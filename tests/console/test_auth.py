@@ -130,3 +130,12 @@ def test_exposure_settings_from_the_environment() -> None:
         ConsoleConfig.from_env({**env, "LIVENEXUS_CONSOLE_TRUSTED_PROXIES": "10.0.0.0/8,not-a-cidr"})
     with pytest.raises(ConfigError, match="auth mode"):
         ConsoleConfig.from_env({**env, "LIVENEXUS_CONSOLE_HOST": "0.0.0.0"})
+
+
+def test_the_page_trusts_the_prefix_every_worker_identity_has() -> None:
+    # The worker's own identities (the default one and a per-pod one) must pass the console's prefix rule.
+    from livenexus_common.contract import AGENT_IDENTITY_PREFIX
+    from livenexus_worker.room.settings import IDENTITY_PREFIX
+
+    env = {"LIVEKIT_URL": "ws://lk:7880", "LIVEKIT_API_KEY": "k", "LIVEKIT_API_SECRET": "s" * 32}
+    assert ConsoleConfig.from_env(env).agent_identity_prefix == AGENT_IDENTITY_PREFIX == IDENTITY_PREFIX

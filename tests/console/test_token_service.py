@@ -123,7 +123,7 @@ async def test_rate_limit_per_client_ip(make_client: ClientFactory) -> None:
     assert 1 <= retry <= 60
     body = await limited.json()
     assert body["code"] == "rate_limited" and "token" not in body
-    # Without trust_forwarded a client cannot escape by claiming another address.
+    # Without trusted proxies a client cannot escape by claiming another address.
     spoof = await post_token(client, {"room": "demo"}, headers={"X-Forwarded-For": "203.0.113.9"})
     assert spoof.status == 429
 
