@@ -85,7 +85,7 @@ def test_metrics_endpoint_exposes_every_contract_name(metrics: WorkerMetrics, se
     assert REQUIRED - names == set()
     # Bounded labels only: every label name is one of the enums we chose.
     for _, labels in samples(body):
-        assert {k for k, _ in labels} <= {"kind", "stage", "le", "direction", "tier", "model",
+        assert {k for k, _ in labels} <= {"kind", "stage", "le", "direction", "tier", "model", "reason",
                                           "compute_type", "beam_size"}
 
 

@@ -10,7 +10,8 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -63,6 +64,12 @@ def closed_by_peer(s: socket.socket) -> bool:
         return False
 
 
+def dropped(srv: MetricsServer, reason: str) -> float:
+    value = srv.registry.get_sample_value("livenexus_http_dropped_connections_total", {"reason": reason})
+    assert value is not None, reason
+    return value
+
+
 def scrape(srv: MetricsServer) -> tuple[int, bytes]:
     with connect(srv) as s:
         s.sendall(GET)
@@ -82,6 +89,7 @@ def test_idle_flood_costs_no_threads_and_metrics_still_answer(server: MetricsSer
         # A scrape still answers however often the idle flood is renewed.
         idle += [connect(server) for _ in range(100)]
         assert scrape(server)[0] == 200
+        assert dropped(server, "evicted") > 0 and dropped(server, "refused") == 0
     finally:
         for s in idle:
             s.close()
@@ -102,6 +110,9 @@ def test_slowloris_is_cut_off(server: MetricsServer) -> None:
         else:
             pytest.fail("a client trickling headers kept its connection")
     assert scrape(server)[0] == 200
+    assert dropped(server, "header_timeout") == 1
+    _code, body = scrape(server)
+    assert b'livenexus_http_dropped_connections_total{reason="header_timeout"} 1.0' in body
 
 
 def test_slowloris_gets_408_when_it_still_reads(server: MetricsServer) -> None:
@@ -146,30 +157,50 @@ def test_bad_requests_get_a_clear_answer_and_a_close(server: MetricsServer, requ
         got, headers, _ = read_response(s)
         assert (got, headers["connection"]) == (code, "close")
     assert scrape(server)[0] == 200
+    assert dropped(server, "bad_request") == 1
+
+
+class _HugeCollector:
+    """A 12 MB exposition: more than the kernel buffers between a server and a client that does not read."""
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import GaugeMetricFamily
+
+        family = GaugeMetricFamily("livenexus_test_huge", "huge labels", labels=["blob"])
+        for i in range(3):
+            family.add_metric([str(i) * (4 << 20)], i)
+        yield family
+
+
+def wait_for(condition: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + 60  # a safety bound on a behavioural wait, not a timing assertion
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"never happened: {what}")
+        time.sleep(0.02)
 
 
 def test_client_that_never_reads_is_dropped() -> None:
     """A scraper that stops reading cannot pin the server: its write times out and the others are served."""
-    from prometheus_client import CollectorRegistry, Gauge
+    from prometheus_client import CollectorRegistry
 
     registry = CollectorRegistry()
-    big = Gauge("livenexus_test_big", "wide series", ["k"], registry=registry)
-    for i in range(20000):  # a multi-megabyte exposition, more than socket buffers hold
-        big.labels(k=f"{i:0>60}").set(i)
+    registry.register(_HugeCollector())  # type: ignore[arg-type]
     limits = ServerLimits(max_connections=4, write_timeout_s=0.5)
     with MetricsServer(registry, host="127.0.0.1", port=0, limits=limits) as srv:
         stuck = []
-        for _ in range(3):
-            s = connect(srv)
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-            s.sendall(GET)
-            stuck.append(s)
         try:
-            deadline = time.monotonic() + 60  # a safety bound on a behavioural wait, not a timing assertion
-            while srv.open_connections > 0 and time.monotonic() < deadline:
-                time.sleep(0.05)
+            for _ in range(3):
+                s = socket.socket()
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect: no window autotuning
+                s.connect(("127.0.0.1", srv.port))
+                s.sendall(GET)
+                stuck.append(s)
+            wait_for(lambda: dropped(srv, "write_timeout") == 3, "three write timeouts")
             assert srv.open_connections == 0, "clients that do not read still hold their connections"
-            assert scrape(srv)[0] == 200
+            assert dropped(srv, "idle_timeout") == dropped(srv, "refused") == 0
+            code, body = scrape(srv)
+            assert code == 200 and len(body) > 12 << 20
         finally:
             for s in stuck:
                 s.close()

@@ -14,10 +14,11 @@ import contextlib
 import logging
 import socket
 import threading
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 
 log = logging.getLogger(__name__)
 
@@ -53,10 +54,38 @@ class ServerLimits:
             raise ValueError("timeouts must be positive")
 
 
+DROP_REASONS = ("refused", "evicted", "header_timeout", "idle_timeout", "write_timeout", "bad_request")
+"""Values of the ``reason`` label of ``livenexus_http_dropped_connections_total``."""
+_drop_counters: weakref.WeakKeyDictionary[CollectorRegistry, Counter] = weakref.WeakKeyDictionary()
+_drop_lock = threading.Lock()
+
+
+def _drop_counter(registry: CollectorRegistry) -> Counter:
+    """One counter per registry, however many servers serve it (tests start several)."""
+    with _drop_lock:
+        counter = _drop_counters.get(registry)
+        if counter is None:
+            counter = Counter("livenexus_http_dropped_connections", "Connections the metrics server cut off, by "
+                              "reason (a flood of idle, slow or malformed clients shows here).", ["reason"],
+                              registry=registry)
+            for reason in DROP_REASONS:
+                counter.labels(reason=reason)
+            _drop_counters[registry] = counter
+        return counter
+
+
 class _Reject(Exception):
     def __init__(self, code: int, message: str) -> None:
         super().__init__(message)
         self.code = code
+
+
+class _Dropped(Exception):
+    """The server cut the connection off; ``reason`` is one of :data:`DROP_REASONS`."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 class _Conn:
@@ -100,6 +129,7 @@ class MetricsServer:
         self._conns: dict[asyncio.StreamWriter, _Conn] = {}  # insertion order = oldest first
         self._stopped: asyncio.Event | None = None
         self._failure: BaseException | None = None
+        self._dropped = _drop_counter(registry)
 
     # ---- lifecycle (caller's thread) -------------------------------------------------------------------
     def start(self) -> MetricsServer:
@@ -142,6 +172,11 @@ class MetricsServer:
         if ":" in host and not host.startswith("["):
             host = f"[{host}]"
         return f"http://{host}:{self.port}"
+
+    @property
+    def registry(self) -> CollectorRegistry:
+        """What /metrics serves (this server's own drop counter included)."""
+        return self._registry
 
     @property
     def open_connections(self) -> int:
@@ -188,12 +223,15 @@ class MetricsServer:
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if len(self._conns) >= self.limits.max_connections and not self._evict_one():
             writer.transport.abort()  # every slot is answering a request: refuse rather than queue
+            self._dropped.labels(reason="refused").inc()
             return
         conn = self._conns[writer] = _Conn(writer)
         try:
             await self._session(reader, conn)
-        except (ConnectionError, asyncio.IncompleteReadError, TimeoutError):
-            pass  # the client went away or was cut off: nothing to answer
+        except _Dropped as exc:
+            self._dropped.labels(reason=exc.reason).inc()
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass  # the client went away: nothing to answer
         except Exception:
             log.exception("metrics connection failed")
         finally:
@@ -206,6 +244,7 @@ class MetricsServer:
                 log.debug("metrics server full: evicting a waiting connection")
                 del self._conns[writer]
                 writer.transport.abort()
+                self._dropped.labels(reason="evicted").inc()
                 return True
         return False
 
@@ -215,7 +254,10 @@ class MetricsServer:
         while True:
             # The first request must come with the connection; later ones may wait out a scrape interval.
             wait = lim.header_timeout_s if first else lim.idle_timeout_s
-            head = await asyncio.wait_for(reader.read(1), wait)
+            try:
+                head = await asyncio.wait_for(reader.read(1), wait)
+            except TimeoutError:
+                raise _Dropped("header_timeout" if first else "idle_timeout") from None
             if not head:
                 return
             try:
@@ -223,13 +265,13 @@ class MetricsServer:
                 method, path, keep_alive = _parse(raw)
             except TimeoutError:
                 await self._send(conn.writer, 408, b"request header timeout\n", "GET", False)
-                return
+                raise _Dropped("header_timeout") from None
             except asyncio.LimitOverrunError:
                 await self._send(conn.writer, 431, b"request header too large\n", "GET", False)
-                return
+                raise _Dropped("bad_request") from None
             except _Reject as exc:
                 await self._send(conn.writer, exc.code, f"{exc}\n".encode(), "GET", False)
-                return
+                raise _Dropped("bad_request") from None
             conn.busy = True  # only answering protects a connection: one still sending its head can be evicted
             code, body, ctype = self._answer(path)
             await self._send(conn.writer, code, body, method, keep_alive, ctype)
@@ -259,7 +301,10 @@ class MetricsServer:
                 f"Content-Length: {len(body)}\r\nCache-Control: no-store\r\n"
                 f"Connection: {'keep-alive' if keep_alive else 'close'}\r\n\r\n")
         writer.write(head.encode("ascii") + (b"" if method == "HEAD" else body))
-        await asyncio.wait_for(writer.drain(), self.limits.write_timeout_s)
+        try:
+            await asyncio.wait_for(writer.drain(), self.limits.write_timeout_s)
+        except TimeoutError:
+            raise _Dropped("write_timeout") from None
 
 
 def _parse(raw: bytes) -> tuple[str, str, bool]:
