@@ -116,3 +116,25 @@ def test_worker_run_exits_4_before_touching_livekit(tmp_path: Path, tiny_source:
     assert proc.returncode == EXIT_MODEL, proc.stderr
     assert "no tier has a usable model" in proc.stderr and "is corrupt" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_worker_service_starts_on_the_fallback_rung_and_says_so(tmp_path: Path, cache: Path,
+                                                                 tiny_source: Path) -> None:
+    """Runtime, tier policy and /metrics agree on the rung the worker fell back to."""
+    import json
+
+    from livenexus_worker.room.service import WorkerService
+    from livenexus_worker.room.settings import WorkerSettings
+
+    bad = damaged(tiny_source, tmp_path / "bad", record=True)
+    settings = WorkerSettings.from_env({
+        "LIVENEXUS_METRICS_PORT": "0", "LIVENEXUS_MODEL_CACHE": str(cache), "LIVENEXUS_THREADS": "1",
+        "LIVENEXUS_TIERS": json.dumps([{"model": str(bad)}, {"model": "tiny.en", "beamSize": 1}]),
+    })
+    svc = WorkerService.start(settings, require_livekit=False)
+    try:
+        assert svc.runtime.tier_index() == 1 and svc.tiers.manager.active == 1
+        assert svc.metrics.registry.get_sample_value("livenexus_tier_index") == 1
+        assert svc.metrics.registry.get_sample_value("livenexus_model_loaded") == 1
+    finally:
+        svc.close()
