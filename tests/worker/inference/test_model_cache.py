@@ -245,3 +245,29 @@ def test_file_size_limit_while_preparing(tmp_path: Path) -> None:
     assert "File too large" in proc.stdout and "Traceback" not in proc.stderr
     assert list(cache.iterdir()) == []
     assert models.resolve("tiny.en", cache, allow_download=False).source == "package"
+
+
+def test_concurrent_preparers_both_succeed_and_leave_one_model(tmp_path: Path) -> None:
+    """Pods sharing a model volume start together: each stages its own copy, one rename wins, the other uses
+    the winner's after checking it, and neither sweeps the other's staging dir away mid-write."""
+    cache = tmp_path / "cache"
+    script = ("import sys\nfrom pathlib import Path\nfrom livenexus_worker.inference import models\n"
+              "r = models.resolve('tiny.en', Path(sys.argv[1]), allow_download=False)\nprint(r.source, r.path)\n")
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(cache)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], outs
+    assert {out.split()[1] for out, _ in outs} == {str(cache / "tiny.en")}
+    assert sorted(p.name for p in cache.iterdir()) == ["tiny.en"]
+    assert model_cache.verify(cache / "tiny.en", TINY.size)
+
+
+def test_losing_the_rename_race_checks_the_winner(tmp_path: Path, tiny_source: Path) -> None:
+    cache = tmp_path / "cache"
+    winner = copy_model(tiny_source, cache / "tiny.en")
+    assert models.join_packaged(TINY, winner) == winner  # a whole model got there first: ours is dropped
+    assert leftovers(cache) == []
+    os.truncate(winner / "model.bin", 10)
+    with pytest.raises(ValueError, match="exists and is not this model"):
+        models.join_packaged(TINY, winner)
+    assert leftovers(cache) == []
