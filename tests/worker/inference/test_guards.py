@@ -55,3 +55,15 @@ def test_restart_from_the_first_words_is_cut() -> None:
     assert cut_trailing_loop(text) == "The new warehouse in the north will open at the start of spring."
     assert cut_trailing_loop("we should go and we should") == "we should go and"
     assert cut_trailing_loop("go go") == "go go"
+
+
+def test_partials_agreeing_on_words_keep_a_doubtful_final() -> None:
+    # 14 s of real speech in noise came back with no-speech probability 0.81 and would have been dropped whole.
+    text = "one more thing on testing, we need more people for the test days"
+    assert check(text, 0.81, -0.44, 14.0, OPTS) == (None, "no-speech")
+    assert check(text, 0.81, -0.44, 14.0, OPTS, evidence_words=5) == (text, "ok")
+    assert check(text, 0.2, -1.3, 14.0, OPTS, evidence_words=5) == (text, "ok")
+    assert check(text, 0.2, -1.3, 14.0, OPTS, evidence_words=2)[0] is None, "two words are no evidence"
+    assert check("", 0.1, -0.1, 1.0, OPTS, evidence_words=9)[0] is None
+    runaway = " ".join(f"w{i}" for i in range(40))
+    assert check(runaway, 0.1, -0.1, 2.0, OPTS, evidence_words=9) == (None, "too-many-words")

@@ -136,3 +136,17 @@ def test_right_sized_window_matches_padded_text(runtime: Runtime, speech_cache: 
     assert short.window_frames < padded.window_frames == 3000
     assert wer(ref, short.text) <= wer(ref, padded.text) + 0.1
     print(f"encode right-sized {1000 * short.encode_s:.0f} ms vs padded {1000 * padded.encode_s:.0f} ms")
+
+
+def test_a_partial_cut_by_its_token_cap_says_so(runtime: Runtime, speech_cache: dict[str, np.ndarray]) -> None:
+    # Commit during speech trusts a partial's sentence end only when the partial covers all its audio.
+    from tests.conftest import speak
+
+    audio = speak(speech_cache, "The meeting will start at nine in the morning in the main conference room.")
+    _i, _t, engine = runtime.engine_for(1)
+    whole = engine.transcribe(audio, beam_size=1, max_new_tokens=24)
+    capped = engine.transcribe(audio, beam_size=1, max_new_tokens=4)
+    forced = engine.transcribe(audio, beam_size=1, prefix="The meeting will start", max_new_tokens=4)
+    assert not whole.truncated and capped.truncated and forced.truncated
+    assert len(capped.text.split()) < len(whole.text.split())
+    assert forced.text.startswith("The meeting will start") and len(forced.text) < len(whole.text)

@@ -59,6 +59,8 @@ class Hypothesis:
     """Decoder wall time."""
     window_frames: int
     """Mel frames fed to the encoder."""
+    truncated: bool = False
+    """Generation stopped at its token cap, not at the end of the text: the text may not cover the audio."""
 
 
 class WhisperEngine:
@@ -136,8 +138,8 @@ class WhisperEngine:
                 prompt.extend(tok.encode(" " + context.strip())[-100:])  # type: ignore[attr-defined]
             prompt.extend(tok.sot_sequence)  # type: ignore[attr-defined]
             prompt.append(tok.no_timestamps)  # type: ignore[attr-defined]
-            if prefix:
-                prompt.extend(tok.encode(" " + prefix.strip()))  # type: ignore[attr-defined]
+            forced = tok.encode(" " + prefix.strip()) if prefix else []  # type: ignore[attr-defined]
+            prompt.extend(forced)
             duration = len(samples) / SAMPLE_RATE
             max_new = int(duration * self.options.tokens_per_second) + 8
             if max_new_tokens is not None:
@@ -146,7 +148,9 @@ class WhisperEngine:
                 enc,
                 [prompt],
                 beam_size=beam_size,
-                max_length=min(448, len(prompt) + max_new),
+                # Measured: CTranslate2 counts a forced prefix against max_length twice (once in the prompt,
+                # once in the returned sequence), so without it a long prefix left almost no new tokens.
+                max_length=min(448, len(prompt) + len(forced) + max_new),
                 return_scores=True,
                 return_no_speech_prob=True,
                 suppress_blank=True,
@@ -160,5 +164,6 @@ class WhisperEngine:
             avg_logprob = float(result.scores[0]) * len(tokens) / (len(tokens) + 1) if tokens else -10.0
             # CTranslate2 returns the forced prefix tokens as part of the sequence.
             text = tok.decode(tokens).strip()  # type: ignore[attr-defined]
+            generated = len(tokens) - len(forced)
             return Hypothesis(text, float(result.no_speech_prob), avg_logprob, lang or "", t1 - t0, t2 - t1,
-                              frames)
+                              frames, truncated=generated >= max_new - 1)

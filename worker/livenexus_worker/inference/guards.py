@@ -27,6 +27,11 @@ class GuardOptions:
     """More words per second of audio than a person can speak means a loop or an invention."""
     max_repeats: int = 2
     """A phrase repeated more times than this in a row is collapsed to this many."""
+    evidence_words: int = 3
+    """Words that consecutive partials of the utterance agreed on that make it speech for sure: with this
+    many, the no-speech and log-prob rules no longer drop its final (only loops and runaways are cut).
+    Whisper's no-speech probability runs high on long windows of real speech in noise: 0.81 measured on 14 s
+    of the meeting benchmark, which would otherwise drop all 14 s."""
 
 
 def has_words(text: str) -> bool:
@@ -88,15 +93,17 @@ def check(
     avg_logprob: float,
     duration_s: float,
     options: GuardOptions,
+    evidence_words: int = 0,
 ) -> tuple[str | None, str]:
-    """Return (cleaned text or None to drop, reason)."""
+    """Return (cleaned text or None to drop, reason). ``evidence_words``: words partials agreed on."""
     if not has_words(text):
         return None, "no-words"
-    if no_speech_prob > options.no_speech_hard:
+    heard = evidence_words >= options.evidence_words
+    if no_speech_prob > options.no_speech_hard and not heard:
         return None, "no-speech"
-    if no_speech_prob > options.no_speech_threshold and avg_logprob < options.logprob_confident:
+    if no_speech_prob > options.no_speech_threshold and avg_logprob < options.logprob_confident and not heard:
         return None, "no-speech"
-    if avg_logprob < options.logprob_threshold:
+    if avg_logprob < options.logprob_threshold and not heard:
         return None, "low-logprob"
     cleaned = cut_trailing_loop(collapse_repeats(text.strip(), options.max_repeats))
     n_words = len(cleaned.split())

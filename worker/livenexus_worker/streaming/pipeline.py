@@ -306,7 +306,7 @@ class StreamPipeline:
         op.speculated_at = SpeculationMark.CUT  # invalidate any speculative final of the uncut utterance
         head_utt = Utterance(op.utt.segment_id, op.utt.start_sample)
         head_utt.append(head)
-        head_op = OpenUtterance(head_utt, op.tier, ended=True)
+        head_op = OpenUtterance(head_utt, op.tier, agreement=op.agreement, ended=True)
         wall = time.monotonic()
 
         def run() -> None:
@@ -363,7 +363,9 @@ class StreamPipeline:
                 language=hyp.language, tier=tier.name, processing_ms=(hyp.encode_s + hyp.decode_s) * 1000,
                 latency_ms=(time.monotonic() - requested) * 1000,
             )
-            if not self._confirm_pause(op, text, audio.shape[0], len(committed), event):
+            # A partial cut short by its token cap may stop before the audio does: its sentence end says
+            # nothing about where the audio's sentence ends.
+            if hyp.truncated or not self._confirm_pause(op, text, audio.shape[0], len(committed), event):
                 self._deliver(event)
 
     def _decode_final(self, op: OpenUtterance, audio: np.ndarray, speech_end_wall: float) -> PendingFinal | None:
@@ -372,7 +374,8 @@ class StreamPipeline:
         hyp = engine.transcribe(audio, beam_size=tier.beam_size, language=self.o.language, context=context)
         dur = audio.shape[0] / SAMPLE_RATE
         self._ctx.on_inference("final", hyp, dur)
-        text, why = check(hyp.text, hyp.no_speech_prob, hyp.avg_logprob, dur, self.o.guards)
+        text, why = check(hyp.text, hyp.no_speech_prob, hyp.avg_logprob, dur, self.o.guards,
+                          evidence_words=len(op.agreement.committed))
         if text is None:
             log.debug("stream %s dropped utterance %s: %s", self.stream_id, op.utt.segment_id, why)
             return None
