@@ -84,8 +84,14 @@ function apply(update: Update): void {
 }
 
 async function readTranscription(reader: TextStreamReader, sender: string): Promise<void> {
-  if (!fromTranscriber(sender)) return ignore('stream', sender);
   const attrs = reader.info.attributes ?? {};
+  if (!fromTranscriber(sender)) {
+    // LiveKit lets an agent send a text stream in the speaker's name (the worker does), so the page cannot tell
+    // it from the speaker's own; the transcriber's data message carries the same hypothesis from a sender the
+    // server vouches for. Dropped quietly when the sender claims its own track, counted when someone else's.
+    if (speakerOf(sender, attrs['lk.transcribed_track_id']) !== sender) ignore('stream', sender);
+    return;
+  }
   const segmentId = attrs['lk.segment_id'] || reader.info.id;
   const isFinal = attrs['lk.transcription_final'] === 'true';
   const speaker = speakerOf(sender, attrs['lk.transcribed_track_id']);

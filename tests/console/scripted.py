@@ -64,9 +64,14 @@ class Transcriber:
         await self.room.local_participant.publish_data(json.dumps(event.to_wire()), reliable=True, topic=DATA_TOPIC)
         self.sent.append({"path": "data", "segment": event.segment_id, "final": event.is_final})
 
-    async def stream(self, event: TranscriptEvent) -> None:
+    async def stream(self, event: TranscriptEvent, on_behalf: bool = False) -> None:
+        """A text stream in the agent's own name, or (``on_behalf``) in the speaker's, as the worker sends it."""
         attrs = stream_attributes(track_sid=event.stream_id, segment_id=event.segment_id, is_final=event.is_final)
-        await self.room.local_participant.send_text(event.text, topic=TEXT_STREAM_TOPIC, attributes=attrs)
+        writer = await self.room.local_participant.stream_text(
+            topic=TEXT_STREAM_TOPIC, attributes=attrs, sender_identity=event.speaker if on_behalf else None
+        )
+        await writer.write(event.text)
+        await writer.aclose()
         self.sent.append({"path": "stream", "segment": event.segment_id, "final": event.is_final})
 
     async def close(self) -> None:
@@ -133,6 +138,8 @@ async def play_script(bot: Transcriber, forgers: list[Transcriber] | None = None
     await bot.stream(event("TR_alice", "alice", "seg-b", "second segment from data first", True))
     await bot.stream(event(track, me, "seg-c", "third segment only on the text stream", True))
     await forge(forgers or [], track, me)
+    # In the speaker's name only (no data message): unverifiable, so never shown, and not counted as forged.
+    await bot.stream(event(track, me, "seg-e", "fifth segment only in the speaker's name", True), on_behalf=True)
     await bot.data(event(track, me, "seg-d", "fourth", False, stable=""))
     await asyncio.sleep(1.0)
     await bot.data(event(track, me, "seg-d", "fourth segment only as data", True, latency_ms=300))
