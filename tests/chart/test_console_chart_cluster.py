@@ -35,6 +35,7 @@ def installed(kube_cluster: object) -> Iterator[tuple[Any, str, str]]:
                            *ON], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "port-forward svc/" in proc.stdout  # NOTES tell how to reach the console
+    assert f"access key in Secret {SECRET}" in proc.stdout  # and who may use it
     yield cluster, name, ns
     subprocess.run([*helm, "uninstall", name, "--namespace", ns, "--wait=false"], capture_output=True, timeout=300)
     cluster.run("delete", "namespace", ns, "--wait=false", check=False)
