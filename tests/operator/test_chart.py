@@ -8,24 +8,16 @@ from typing import Any
 import pytest
 import yaml
 
+from livenexus_operator.api_calls import CLUSTER, ROOMS, rules
 from livenexus_operator.config import OperatorConfig
 from livenexus_operator.render import render
 from livenexus_operator.spec import WorkerTemplate
 from tests.operator.helpers import CHART, CRD_FILE, ROOT, approved, helm_binary, helm_template, room_body
 
-# Everything the operator's code calls; the chart must grant exactly this and nothing more.
-EXPECTED_RULES = {
-    ("livenexus.io", "transcriptionrooms"): {"get", "list", "watch", "patch"},
-    ("livenexus.io", "transcriptionrooms/status"): {"get", "patch"},
-    ("apps", "deployments"): {"get", "create", "patch"},
-    ("", "services"): {"get", "create", "patch"},
-    ("", "secrets"): {"get"},
-    ("", "events"): {"create"},
-    ("", "pods"): {"list"},
-    ("", "pods/resize"): {"patch"},
-}
-# The autoscaler reads the worker's node (allocatable CPU): a cluster-scoped object, so ClusterRole only.
-CLUSTER_ONLY_RULES = {("", "nodes"): {"get"}}
+# Everything the operator's code calls (api_calls.py); the chart must grant exactly this and nothing more.
+EXPECTED_RULES = {(group, res): verbs for (group, res, _), verbs in rules(ROOMS).items()}
+# Cluster-scoped objects (the autoscaler reads the worker's node): ClusterRole only.
+CLUSTER_ONLY_RULES = {(group, res): verbs for (group, res, _), verbs in rules(CLUSTER).items()}
 
 
 def by_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:

@@ -98,7 +98,8 @@ def test_service_account_is_limited_to_what_the_operator_needs(as_operator: Clus
     forbidden = [
         ("GET", "/api/v1/namespaces/default/secrets"),  # get one by name, never list
         ("GET", f"/api/v1/namespaces/{release.namespace}/configmaps"),
-        ("GET", "/api/v1/namespaces/default/pods"),
+        ("GET", "/api/v1/namespaces/default/pods/anything"),  # pods: list only (the autoscaler)
+        ("GET", "/apis/livenexus.io/v1alpha1/namespaces/default/transcriptionrooms/anything"),  # list/watch only
         ("DELETE", "/apis/apps/v1/namespaces/default/deployments/anything"),
         ("GET", f"/apis/coordination.k8s.io/v1/namespaces/{release.namespace}/leases/someone-elses"),
     ]
