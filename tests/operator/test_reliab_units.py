@@ -268,3 +268,27 @@ def test_config_rejects_unbounded_values() -> None:
             config.OperatorConfig(**bad)  # type: ignore[arg-type]
     cfg = config.OperatorConfig.from_env({"LIVENEXUS_WORKER_LIMIT": "8", "LIVENEXUS_STATUS_HEARTBEAT_S": "60"})
     assert (cfg.worker_limit, cfg.status_heartbeat_s) == (8, 60.0)
+
+
+def test_api_calls_have_threads_of_their_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    """12 calls in flight at once (a refresh pass beside a burst of creates) need 12 threads; asyncio's default
+    pool has only cpu+4, which queued the refresher behind the handlers."""
+    import threading
+
+    width = 12
+    assert width <= kube.API_THREADS
+    barrier = threading.Barrier(width, timeout=20)
+    names: list[str] = []
+
+    def call(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        names.append(threading.current_thread().name)
+        barrier.wait()  # returns only when all calls are in flight together
+        return {}
+
+    monkeypatch.setattr(kube, "call", call)
+
+    async def many() -> None:
+        await asyncio.gather(*(kube.request("GET", f"/x/{i}") for i in range(width)))
+
+    asyncio.run(many())
+    assert len(names) == width and all(n.startswith("livenexus-kube") for n in names)
