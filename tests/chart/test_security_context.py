@@ -34,6 +34,10 @@ LOOSENING = [
     "worker.podSecurityContext.fsGroup=0",
     "worker.podSecurityContext.windowsOptions.hostProcess=true",
     "worker.securityContext.capabilities.drop={NET_RAW}",
+    "console.podSecurityContext.seccompProfile.type=Localhost",
+    "console.securityContext.seccompProfile.type=Unconfined",
+    "console.securityContext.capabilities.add={NET_RAW}",
+    "console.podSecurityContext.sysctls[0].name=kernel.shm_rmid_forced",
 ]
 
 
@@ -57,10 +61,18 @@ def test_schema_accepts_tightening_values() -> None:
     assert proc.returncode == 0, proc.stderr
 
 
-def _operator_pod(docs: list[dict[str, Any]]) -> dict[str, Any]:
-    (dep,) = [d for d in docs if d["kind"] == "Deployment"]
+def _pod(docs: list[dict[str, Any]], component: str = "operator") -> dict[str, Any]:
+    (dep,) = [d for d in docs if d["kind"] == "Deployment"
+              and d["spec"]["template"]["metadata"]["labels"].get("app.kubernetes.io/name") == f"livenexus-{component}"]
     pod: dict[str, Any] = dep["spec"]["template"]["spec"]
     return pod
+
+
+FIXED_CONTAINER = {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "runAsNonRoot": True,
+                   "privileged": False, "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"}}
+CONSOLE_ON = ("--set", "console.enabled=true", "--set", "console.livekit.url=wss://lk.example.test",
+              "--set", "console.livekit.credentialsSecretRef.name=lk", "--set", "console.auth.mode=token",
+              "--set", "console.auth.tokenSecretRef.name=lk")
 
 
 def test_operator_pod_is_fixed_even_without_the_schema() -> None:
@@ -77,13 +89,27 @@ def test_operator_pod_is_fixed_even_without_the_schema() -> None:
         "--set", "operator.securityContext.capabilities.add={SYS_ADMIN}",
         "--set", "operator.securityContext.seccompProfile.type=Unconfined",
     )
-    pod = _operator_pod(docs)
+    pod = _pod(docs)
     assert pod["securityContext"] == {"runAsNonRoot": True, "runAsUser": 4242, "runAsGroup": 10001,
                                       "fsGroup": 10001, "seccompProfile": {"type": "RuntimeDefault"}}
     (c,) = pod["containers"]
-    assert c["securityContext"] == {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
-                                    "runAsNonRoot": True, "privileged": False, "capabilities": {"drop": ["ALL"]},
-                                    "seccompProfile": {"type": "RuntimeDefault"}}
+    assert c["securityContext"] == FIXED_CONTAINER
+
+
+def test_console_pod_is_fixed_even_without_the_schema() -> None:
+    docs = helm_template(
+        *CONSOLE_ON, "--skip-schema-validation",
+        "--set", "console.podSecurityContext.seccompProfile.type=Localhost",
+        "--set", "console.podSecurityContext.seccompProfile.localhostProfile=open.json",
+        "--set", "console.securityContext.privileged=true",
+        "--set", "console.securityContext.capabilities.add={NET_RAW}",
+        "--set", "console.securityContext.runAsUser=4343",
+    )
+    pod = _pod(docs, "console")
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    (c,) = pod["containers"]
+    assert c["securityContext"] == {**FIXED_CONTAINER, "runAsUser": 4343}
 
 
 def test_operator_root_uid_fails_the_render_even_without_the_schema() -> None:
