@@ -193,3 +193,31 @@ def test_sampler_sees_an_in_place_resize_at_its_next_sample(tmp_path: Path, vers
     expected = min(1.0, float(len(affinity_cpus())))
     assert s.usable_cores == pytest.approx(expected) and sampler.usable_cores == pytest.approx(expected)
     assert s.process == pytest.approx(0.25 / expected)
+
+
+def test_under_a_quota_the_nodes_stall_is_not_ours(tmp_path: Path) -> None:
+    # cgroup v1 host: the only PSI file is the system-wide one, which counts every tenant of the node.
+    clock = [0.0]
+    proc = FakeProcess()
+    v1 = tmp_path / "cpu"
+    write(v1 / "cpu.cfs_quota_us", "50000\n")
+    write(v1 / "cpu.cfs_period_us", "100000\n")
+    system_psi = write(tmp_path / "proc" / "pressure" / "cpu", "some avg10=90.00 avg60=0 avg300=0 total=0\n")
+    sampler = CpuSampler(process=proc, cgroups=CgroupPaths(v2_dir=None, v1_cpu_dir=v1), psi_paths=[system_psi],
+                         clock=lambda: clock[0])
+    clock[0] += 1.0
+    proc.cpu += 0.05  # an idle worker: a tenth of its 500m
+    write(system_psi, "some avg10=90.00 avg60=0 avg300=0 total=900000\n")  # the node is 90 % stalled
+    s = sampler.sample()
+    assert s.stall == pytest.approx(0.9) and s.quota_limited
+    assert s.pressure == pytest.approx(0.1)  # its own share: it has no reason to step down
+    # Our own cgroup's stall (cgroup v2) still counts under a quota: those are our tasks waiting.
+    own = tmp_path / "v2"
+    write(own / "cpu.max", "50000 100000\n")
+    own_psi = write(own / "cpu.pressure", "some avg10=0 avg60=0 avg300=0 total=0\n")
+    sampler = CpuSampler(process=proc, cgroups=CgroupPaths(v2_dir=own, v1_cpu_dir=None), psi_paths=[own_psi],
+                         clock=lambda: clock[0])
+    clock[0] += 1.0
+    proc.cpu += 0.05
+    write(own_psi, "some avg10=0 avg60=0 avg300=0 total=600000\n")
+    assert sampler.sample().pressure == pytest.approx(0.6)

@@ -172,6 +172,8 @@ class CpuSampler:
             if self._cgroups.v2_dir is not None:
                 psi_paths.insert(0, self._cgroups.v2_dir / "cpu.pressure")
         self._psi_path = next((p for p in psi_paths if _read(p) is not None), None)
+        self._psi_own = self._psi_path is not None and self._psi_path.name == "cpu.pressure" and (
+            self._cgroups.v2_dir is not None and self._psi_path.parent == self._cgroups.v2_dir)
         self._min_interval = min_interval_s
         self._clock = clock
         self._cpus = affinity_cpus()
@@ -225,7 +227,7 @@ class CpuSampler:
         * PSI "some" is the direct measure of contention: time our runnable tasks waited for a CPU,
           whoever held it. Computed from the ``total`` counter over our own interval (``avg10`` is a
           10 s moving average, which would add lag to the down window); ``avg10`` is used only for the
-          first reading;
+          first reading. Under a CFS quota only our own cgroup's PSI counts, never the system-wide file;
         * busy share of the cores we run on (1 - idle) reacts to a neighbour hogging the cores even
           while we are idle, i.e. *before* our next utterance has to fight for them. It is ignored
           under a CFS quota: on a big node the other tenants' load says nothing about our quota.
@@ -259,7 +261,11 @@ class CpuSampler:
         process_share = process if process is not None else 0.0
         quota_limited = self._quota is not None and self._quota < len(self._cpus)
         candidates = [process_share]
-        if stall is not None:
+        # Under a quota only our own cgroup's stall counts: the system-wide file (cgroup v1 hosts) measures
+        # every tenant of the node, and more quota, or a cheaper tier, would not change their contention.
+        # Measured on a loaded node: an idle pod read 0.8-0.97 "pressure" from it and stepped down to its
+        # last tier, and kept the autoscaler from ever giving its CPU back.
+        if stall is not None and (self._psi_own or not quota_limited):
             candidates.append(stall)
         if busy is not None and not quota_limited:
             candidates.append(busy)
