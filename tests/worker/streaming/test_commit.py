@@ -40,15 +40,16 @@ class SentenceEngine(LengthEngine):
     samples. A partial whose audio goes on after a pause reads "samples P. Next": a sentence that ended at the
     pause and the first word of the next. Can hold every final-sized decode until released."""
 
-    def __init__(self, hold: bool = False) -> None:
+    def __init__(self, hold: bool = False, aligned: bool = True) -> None:
         super().__init__()
+        self.aligned = aligned
         self.final_sized: list[int] = []
         self.release = threading.Event()
         if not hold:
             self.release.set()
 
     def transcribe(self, audio: np.ndarray, beam_size: int = 1, language: str | None = "en", prefix: str = "",
-                   max_new_tokens: int | None = None, context: str = "") -> Hypothesis:
+                   max_new_tokens: int | None = None, context: str = "", word_times: bool = False) -> Hypothesis:
         partial = max_new_tokens is not None
         if not partial:
             assert self.release.wait(10)
@@ -63,6 +64,10 @@ class SentenceEngine(LengthEngine):
             # About one word per 0.3 s, as people speak: the pipeline reads the speaker's pace from the words.
             end = loud[gaps[-1]] + 1
             text = f"samples {end}" + "".join(f" w{i}" for i in range(end // 4800)) + ". Next"
+            if word_times and self.aligned:  # the sentence's words end evenly up to its end, "Next" at the audio's
+                n = len(text.split()) - 1
+                ends = (*(end * (i + 1) / n / SR for i in range(n)), audio.shape[0] / SR)
+                return Hypothesis(text, 0.01, -0.1, "en", 0.0, 0.0, 0, word_ends=ends)
         return Hypothesis(text, 0.01, -0.1, "en", 0.0, 0.0, 0)
 
 
@@ -140,7 +145,9 @@ def test_sentence_before_a_short_pause_is_final_while_the_speaker_goes_on(senten
     ctx.scheduler.close()
 
 
-def test_a_gap_inside_the_sentence_just_before_its_end_does_not_take_the_commit(sentence: np.ndarray) -> None:
+@pytest.mark.parametrize("aligned", [True, False], ids=["word-times", "pace-estimate"])
+def test_a_gap_inside_the_sentence_just_before_its_end_does_not_take_the_commit(sentence: np.ndarray,
+                                                                                aligned: bool) -> None:
     # A 95 ms gap 0.2 s before the sentence ends (a stop consonant, a breath) is a pause too. It is still
     # waiting for its look-ahead when the real sentence end comes: the partial that ends the sentence must
     # cut at the real end's pause, the one its words point to, not at the first pause that was waiting.
@@ -148,7 +155,7 @@ def test_a_gap_inside_the_sentence_just_before_its_end_does_not_take_the_commit(
     spoken = np.concatenate([sentence[:at], silence(95), sentence[at:]])
     det = PauseDetector()
     assert max(det.push(spoken[i : i + 480], True) for i in range(0, len(spoken) - 480, 480)) >= 80, "a pause"
-    ctx, pipe, events = pipeline(SentenceEngine())
+    ctx, pipe, events = pipeline(SentenceEngine(aligned=aligned))
     push(pipe, np.concatenate([silence(500), spoken, silence(150), sentence[: 500 * 16]]), ctx)
     assert ctx.scheduler.wait_idle(10)
     (first,) = finals(events)

@@ -27,7 +27,7 @@ class CostEngine(LengthEngine):
         self.partials = 0
 
     def transcribe(self, audio: np.ndarray, beam_size: int = 1, language: str | None = "en", prefix: str = "",
-                   max_new_tokens: int | None = None, context: str = "") -> Hypothesis:
+                   max_new_tokens: int | None = None, context: str = "", word_times: bool = False) -> Hypothesis:
         hyp = super().transcribe(audio, beam_size, language, prefix, max_new_tokens, context)
         if max_new_tokens is not None:
             self.partials += 1

@@ -27,7 +27,7 @@ class LengthEngine:
         self.contexts: list[str] = []
 
     def transcribe(self, audio: np.ndarray, beam_size: int = 1, language: str | None = "en", prefix: str = "",
-                   max_new_tokens: int | None = None, context: str = "") -> Hypothesis:
+                   max_new_tokens: int | None = None, context: str = "", word_times: bool = False) -> Hypothesis:
         self.calls.append((audio.shape[0], prefix))
         self.contexts.append(context)
         return Hypothesis(f"{prefix} samples {audio.shape[0]}".strip(), 0.01, -0.1, "en", 0.0, 0.0, 0)

@@ -150,3 +150,23 @@ def test_a_partial_cut_by_its_token_cap_says_so(runtime: Runtime, speech_cache: 
     assert not whole.truncated and capped.truncated and forced.truncated
     assert len(capped.text.split()) < len(whole.text.split())
     assert forced.text.startswith("The meeting will start") and len(forced.text) < len(whole.text)
+
+
+def test_word_ends_put_a_sentence_end_in_its_pause(runtime: Runtime, speech_cache: dict[str, np.ndarray]) -> None:
+    from tests.conftest import speak
+
+    first = speak(speech_cache, "The meeting will start at nine.")
+    second = speak(speech_cache, "Please bring your laptop.")
+    gap = np.zeros(4000, dtype=np.int16)
+    audio = np.concatenate([first, gap, second])
+    _i, _t, engine = runtime.engine_for(1)
+    hyp = engine.transcribe(audio, beam_size=1, max_new_tokens=24, word_times=True)
+    words = hyp.text.split()
+    assert len(hyp.word_ends) == len(words)
+    assert all(a <= b for a, b in itertools.pairwise(hyp.word_ends))
+    last_of_first = next(i for i, w in enumerate(words) if w.lower().startswith("please")) - 1
+    loud = np.nonzero(np.abs(first) > 300)[0]
+    # The first sentence's last word ends where its speech does (give or take two 20 ms alignment steps), not
+    # anywhere in the second sentence.
+    assert loud[-1] / 16000 - 0.3 <= hyp.word_ends[last_of_first] <= (first.shape[0] + gap.shape[0]) / 16000 + 0.04
+    assert engine.transcribe(audio, beam_size=1, max_new_tokens=24).word_ends == ()

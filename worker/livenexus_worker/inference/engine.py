@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import logging
 import os
+import string
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -22,6 +24,9 @@ log = logging.getLogger(__name__)
 
 FRAMES_PER_SECOND = 100  # mel hop of 10 ms
 HOP_SAMPLES = SAMPLE_RATE // FRAMES_PER_SECOND
+TOKENS_PER_SECOND = FRAMES_PER_SECOND // 2
+"""Encoder output steps per second (the alignment's time unit): the encoder halves the mel frame rate."""
+_PUNCTUATION = frozenset(string.punctuation)
 FULL_WINDOW_FRAMES = 3000
 
 
@@ -61,6 +66,9 @@ class Hypothesis:
     """Mel frames fed to the encoder."""
     truncated: bool = False
     """Generation stopped at its token cap, not at the end of the text: the text may not cover the audio."""
+    word_ends: tuple[float, ...] = ()
+    """End time (s, from the start of the audio) of each space-separated word of ``text``, when asked for
+    (cross-attention alignment, as faster-whisper's word timestamps); empty otherwise or when it failed."""
 
 
 class WhisperEngine:
@@ -103,7 +111,8 @@ class WhisperEngine:
         return tok
 
     def transcribe(self, audio: np.ndarray, beam_size: int = 1, language: str | None = "en",
-                   prefix: str = "", max_new_tokens: int | None = None, context: str = "") -> Hypothesis:
+                   prefix: str = "", max_new_tokens: int | None = None, context: str = "",
+                   word_times: bool = False) -> Hypothesis:
         """Decode int16 or float32 16 kHz mono audio of at most 30 s."""
         import ctranslate2
 
@@ -158,12 +167,35 @@ class WhisperEngine:
                 repetition_penalty=1.0,
                 no_repeat_ngram_size=0,
             )[0]
-            t2 = time.perf_counter()
             tokens = result.sequences_ids[0]
             # Scores are cumulative log-probs normalised by length (length_penalty=1), as in faster-whisper.
             avg_logprob = float(result.scores[0]) * len(tokens) / (len(tokens) + 1) if tokens else -10.0
             # CTranslate2 returns the forced prefix tokens as part of the sequence.
             text = tok.decode(tokens).strip()  # type: ignore[attr-defined]
             generated = len(tokens) - len(forced)
-            return Hypothesis(text, float(result.no_speech_prob), avg_logprob, lang or "", t1 - t0, t2 - t1,
-                              frames, truncated=generated >= max_new - 1)
+            ends = self._word_ends(tok, enc, tokens, samples.shape[0] // HOP_SAMPLES, text) if word_times else ()
+            return Hypothesis(text, float(result.no_speech_prob), avg_logprob, lang or "", t1 - t0,
+                              time.perf_counter() - t1, frames, truncated=generated >= max_new - 1, word_ends=ends)
+
+    def _word_ends(self, tok: Any, enc: Any, tokens: list[int], num_frames: int, text: str) -> tuple[float, ...]:
+        """Word end times from the decoder's alignment heads; () when the words do not match ``text``."""
+        if not tokens or num_frames <= 0:
+            return ()
+        result = self._wm.model.align(enc, tok.sot_sequence, [tokens], num_frames, median_filter_width=7)[0]
+        words, word_tokens = tok.split_to_word_tokens([*tokens, tok.eot])
+        pairs = np.array(result.alignments)
+        if len(word_tokens) <= 1 or pairs.size == 0:
+            return ()
+        jumps = np.pad(np.diff(pairs[:, 0]), (1, 0), constant_values=1).astype(bool)
+        jump_times = pairs[:, 1][jumps] / TOKENS_PER_SECOND
+        bounds = np.cumsum([len(t) for t in word_tokens[:-1]])
+        if bounds[-1] >= jump_times.shape[0]:
+            return ()
+        ends: list[float] = []
+        for word, b in zip(words[:-1], bounds, strict=True):
+            if ends and word.strip() and all(c in _PUNCTUATION for c in word.strip()):
+                continue  # Whisper's word split makes "." a word of its own; it belongs to the word before
+            ends.append(float(jump_times[b]))
+        if len(ends) != len(text.split()):
+            return ()  # the alignment's words and the text's disagree: no times rather than wrong ones
+        return tuple(ends)
