@@ -10,7 +10,7 @@ the pod's CPU state and returns a :class:`Decision`, so recorded series test it 
 test_autoscale*.py). The loop around it is :mod:`livenexus_operator.autoscale_loop`, the API calls
 :mod:`livenexus_operator.resize`.
 
-Hysteresis: a step up needs overload (mean CPU pressure above the room's ``tiers.cpuHigh``, or queued-final lag
+Hysteresis: a step up needs overload (mean CPU use ÷ quota above the room's ``tiers.cpuHigh``, or lag
 above ``tiers.lagHighMs``, or final latency p95 above :attr:`AutoscalePolicy.latency_high_ms`, or a worker
 below its preferred tier that is not calm) over ``upAfterSeconds``; a step down needs the worker on its
 preferred tier throughout and its mean CPU use, *predicted on the smaller allocation*, below ``tiers.cpuLow``
@@ -238,16 +238,24 @@ class WindowStats:
 
 
 def overloaded(w: WindowStats, p: AutoscalePolicy) -> str | None:
-    """Why the window shows overload, or None."""
-    if w.pressure is not None and w.pressure > p.cpu_high:
-        return f"CPU pressure {w.pressure:.2f} > {p.cpu_high:g}"
+    """Why the window shows overload, or None.
+
+    CPU counts as overload when the worker uses its quota (use ÷ quota above the high mark), or when it is
+    busy (above the low mark) and its tasks also wait for a CPU. Pressure alone is not enough: an idle
+    worker on a contended node (or one exporting the node-wide stall, as workers before the cgroup-only
+    PSI fix did) would be given CPU it cannot use.
+    """
+    if w.ratio is not None and w.ratio > p.cpu_high:
+        return f"CPU use {w.ratio:.2f} of the quota > {p.cpu_high:g}"
+    if w.pressure is not None and w.pressure > p.cpu_high and w.ratio is not None and w.ratio >= p.cpu_low:
+        return f"CPU pressure {w.pressure:.2f} > {p.cpu_high:g} at use {w.ratio:.2f}"
     if w.lag_s is not None and w.lag_s > p.lag_high_s:
         return f"inference lag {w.lag_s * 1000:.0f} ms > {p.lag_high_s * 1000:.0f} ms"
     if w.p95_ms is not None and w.p95_ms > p.latency_high_ms:
         return f"final latency p95 {w.p95_ms:.0f} ms > {p.latency_high_ms:.0f} ms"
-    if w.tiers and min(w.tiers) > 0 and w.pressure is not None and w.pressure >= p.cpu_low:
-        # Degraded and not calm: the worker cannot step back up with what it has.
-        return f"worker on tier {w.tiers[-1]} with CPU pressure {w.pressure:.2f} >= {p.cpu_low:g}"
+    if w.tiers and min(w.tiers) > 0 and w.ratio is not None and w.ratio >= p.cpu_low:
+        # Degraded and busy: the worker cannot step back up with what it has.
+        return f"worker on tier {w.tiers[-1]} using {w.ratio:.2f} of its quota >= {p.cpu_low:g}"
     return None
 
 
@@ -258,8 +266,6 @@ def calm_after_step_down(w: WindowStats, p: AutoscalePolicy, current: int, small
     if w.lag_s is not None and w.lag_s >= p.lag_low_s:
         return False
     if w.p95_ms is not None and w.p95_ms > p.latency_high_ms:
-        return False
-    if w.pressure is not None and w.pressure >= p.cpu_high:
         return False
     return w.ratio * current / smaller < p.cpu_low
 

@@ -82,7 +82,7 @@ def test_sustained_overload_steps_up_one_step_after_up_after() -> None:
     samples = series(0.0, 6.0, **HOT)
     d = decide(P, samples, pod(500), now=6.0)
     assert (d.action, d.target_millis) == ("up", 1000)
-    assert "CPU pressure 0.97 > 0.75" in d.reason
+    assert "CPU use 0.95 of the quota > 0.75" in d.reason
 
 
 def test_a_burst_is_not_overload_but_a_busy_mean_is() -> None:
@@ -197,3 +197,13 @@ def test_a_load_that_rises_then_falls_is_followed_up_then_down() -> None:
     peak = sizes.index(max(sizes))
     assert max(sizes) == 2000 and sizes[:peak + 1] == sorted(sizes[:peak + 1])
     assert sizes[peak:] == sorted(sizes[peak:], reverse=True) and sizes[-1] == 500
+
+
+def test_node_contention_alone_neither_buys_cpu_nor_blocks_giving_it_back() -> None:
+    # Recorded on the loaded test node: an idle worker whose pressure (node-wide PSI) read 0.8-0.97.
+    contended = series(0.0, 30.0, cpu_ratio=0.02, cpu_pressure=0.93, lag_s=0.0, tier=0)
+    assert decide(P, contended[:5], pod(500), now=8.0).action == "hold"
+    assert decide(P, contended, pod(1500), now=30.0).action == "down"
+    # Busy *and* waiting for a CPU is overload, even below the high mark of its own use.
+    busy = series(0.0, 8.0, cpu_ratio=0.6, cpu_pressure=0.9, lag_s=0.0, tier=0)
+    assert decide(P, busy, pod(500), now=8.0).action == "up"
