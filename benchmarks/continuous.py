@@ -86,6 +86,15 @@ def feed(*a, **k):
     print("LNX_FEED_START", time.monotonic(), c[0], c[2], file=sys.stderr, flush=True)
     return inner(*a, **k)
 T.feed = feed
+import dataclasses, json, os
+from livenexus_worker.streaming import pipeline as P
+over = json.loads(os.environ.get("LNX_PIPELINE") or "{}")
+if over:  # --pipeline: options read while streaming (commit_in_speech, thresholds), set after construction
+    init = P.StreamPipeline.__init__
+    def patched(self, *a, **k):
+        init(self, *a, **k)
+        self.o = dataclasses.replace(self.o, **over)
+    P.StreamPipeline.__init__ = patched
 print("LNX_SRC", livenexus_worker.__file__, file=sys.stderr, flush=True)
 from livenexus_worker.cli import main
 rc = main(sys.argv[1:])

@@ -60,6 +60,11 @@ class SentenceEngine(LengthEngine):
         loud = np.nonzero(audio)[0]
         # Sentences are apart by 110 ms or more; a shorter gap is inside a sentence (a stop, a breath).
         gaps = np.nonzero(np.diff(loud) >= 110 * 16)[0] if loud.size else loud
+        if not partial and word_times and gaps.size:
+            # A final that also hears the look-ahead: the sentence, then the next one's first word, aligned.
+            end = loud[gaps[-1]] + 1
+            ends = (end / 2 / SR, end / SR, audio.shape[0] / SR)
+            return Hypothesis(f"samples {end}. Next", 0.01, -0.1, "en", 0.0, 0.0, 0, word_ends=ends)
         if partial and gaps.size:
             # About one word per 0.3 s, as people speak: the pipeline reads the speaker's pace from the words.
             end = loud[gaps[-1]] + 1
@@ -118,8 +123,10 @@ def check_contiguous(fs: list[TranscriptEvent]) -> None:
     assert len({f.segment_id for f in fs}) == len(fs)
 
 
-def test_sentence_before_a_short_pause_is_final_while_the_speaker_goes_on(sentence: np.ndarray) -> None:
-    ctx, pipe, events = pipeline(SentenceEngine())
+@pytest.mark.parametrize("from_partial", [False, True], ids=["decoded-again", "partial-text"])
+def test_sentence_before_a_short_pause_is_final_while_the_speaker_goes_on(sentence: np.ndarray,
+                                                                          from_partial: bool) -> None:
+    ctx, pipe, events = pipeline(SentenceEngine(), PipelineOptions(commit_text_from_partial=from_partial))
     # 150 ms: a pause between sentences of someone who goes on talking (shorter than the 250 ms hangover).
     push(pipe, np.concatenate([silence(500), sentence, silence(150)]), ctx)
     assert ctx.scheduler.wait_idle(10)

@@ -192,7 +192,8 @@ class StreamPipeline:
             return
         self._ctx.on_utterance((op.utt.last_voiced_sample - op.utt.start_sample) / SAMPLE_RATE)
         # webrtcvad keeps saying "voiced" for ~0.1 s into a pause, so allow that much after the commit's cut.
-        if op.commit_pending and op.utt.last_voiced_sample - op.commit_tried_at <= 200 * SAMPLES_PER_MS:
+        if (op.commit_pending and not op.commit_with_context
+                and op.utt.last_voiced_sample - op.commit_tried_at <= 200 * SAMPLES_PER_MS):
             op.final_from_commit = True
             return
         if op.speculated_at == op.utt.last_voiced_sample:
@@ -210,12 +211,15 @@ class StreamPipeline:
 
         self._ctx.scheduler.submit_final(Job(run, "final"))
 
-    def _propose_commit(self, op: OpenUtterance, pause_wall: float, cut: int) -> None:
+    def _propose_commit(self, op: OpenUtterance, pause_wall: float, cut: int, heard: int = 0) -> None:
         """Decode the first ``cut`` samples (up to a pause) as a final and commit them when the result is in.
-        Only the latest proposal of an utterance counts: ``commit_tried_at`` is its token."""
-        audio = op.utt.audio()[:cut].copy()
+        With ``heard`` > ``cut``, the decode also hears what follows and keeps only the words that end before
+        the cut (aligned). Only the latest proposal of an utterance counts: ``commit_tried_at`` is its token."""
+        audio = op.utt.audio()[: max(cut, heard)].copy()
+        keep_until = cut if heard > cut else None
         op.commit_tried_at = token = op.utt.start_sample + cut
         op.commit_pending = True
+        op.commit_with_context = keep_until is not None
 
         def current() -> bool:
             return op.commit_tried_at == token and (op.final_from_commit or (not op.ended and self._open is op))
@@ -226,7 +230,7 @@ class StreamPipeline:
                     if op.commit_tried_at == token:
                         op.commit_pending = False
                     return
-            result = self._decode_final(op, audio, pause_wall)
+            result = self._decode_final(op, audio, pause_wall, keep_until)
             with self._lock:
                 if not current():
                     if op.commit_tried_at == token:
@@ -293,7 +297,7 @@ class StreamPipeline:
         while op.pauses and op.pauses[0][0] <= cut:
             op.pauses.popleft()
         if not self.o.commit_text_from_partial:
-            self._propose_commit(op, wall, cut)
+            self._propose_commit(op, wall, cut, heard)
             return False
         start = op.utt.start_sample / SAMPLE_RATE
         event = replace(partial, text=head, stable=head, unstable="", is_final=True, end=start + cut / SAMPLE_RATE)
@@ -384,13 +388,26 @@ class StreamPipeline:
             if hyp.truncated or not self._confirm_pause(op, text, audio.shape[0], event, word_ends):
                 self._deliver(event)
 
-    def _decode_final(self, op: OpenUtterance, audio: np.ndarray, speech_end_wall: float) -> PendingFinal | None:
+    def _decode_final(self, op: OpenUtterance, audio: np.ndarray, speech_end_wall: float,
+                      keep_until: int | None = None) -> PendingFinal | None:
+        """Decode ``audio`` as a final; with ``keep_until``, only its words that end before that sample (the
+        rest is look-ahead that belongs to the next utterance). None: dropped, or no word could be kept."""
         _idx, tier, engine = self._ctx.engine_for(op.tier)
         context = " ".join(self._finals[-self.o.context_finals:]) if self.o.context_finals else ""
-        hyp = engine.transcribe(audio, beam_size=tier.beam_size, language=self.o.language, context=context)
+        hyp = engine.transcribe(audio, beam_size=tier.beam_size, language=self.o.language, context=context,
+                                word_times=keep_until is not None)
         dur = audio.shape[0] / SAMPLE_RATE
         self._ctx.on_inference("final", hyp, dur)
-        text, why = check(hyp.text, hyp.no_speech_prob, hyp.avg_logprob, dur, self.o.guards,
+        said = hyp.text
+        if keep_until is not None:
+            # A word may end a frame or two past the cut (20 ms alignment steps); one that ends later is the
+            # next sentence's. Without word times nothing can be kept safely: the commit is declined.
+            limit = (keep_until + 40 * SAMPLES_PER_MS) / SAMPLE_RATE
+            kept = sum(1 for end in hyp.word_ends if end <= limit)
+            if not kept:
+                return None
+            said, dur = " ".join(hyp.text.split()[:kept]), keep_until / SAMPLE_RATE
+        text, why = check(said, hyp.no_speech_prob, hyp.avg_logprob, dur, self.o.guards,
                           evidence_words=len(op.agreement.committed))
         if text is None:
             log.debug("stream %s dropped utterance %s: %s", self.stream_id, op.utt.segment_id, why)

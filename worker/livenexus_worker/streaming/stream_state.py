@@ -64,11 +64,12 @@ class PipelineOptions:
     commit_confirmations: int = 1
     """Consecutive partials that must end a sentence at the pause before it commits. Measured on espeak
     sentences with 150 ms pauses: 2 merged a third of the true boundaries and still passed a misheard one."""
-    commit_text_from_partial: bool = True
+    commit_text_from_partial: bool = False
     """A committed sentence's final is the confirming partial's text up to its sentence end. That partial heard
     the sentence with the words around it, which Whisper reads better than the sentence cut out alone
     (measured on the meeting benchmark: sentences decoded alone 11 % WER, cut mid-sentence 26 %), and it costs
-    no second decode. False: decode the audio before the pause again with the tier's beam."""
+    no second decode. False: decode the sentence again with the tier's beam, hearing the look-ahead too, and
+    keep the words that end before the cut."""
     commit_min_s: float = 1.5
     """Audio the utterance must hold before a pause may commit it (shorter heads are rarely a sentence)."""
     commit_any_after_s: float = 10.0
@@ -139,6 +140,8 @@ class OpenUtterance:
     commit_pending: bool = False
     """A commit decode is queued or running: the end-of-speech guess waits for its answer instead of
     decoding the same audio a second time."""
+    commit_with_context: bool = False
+    """The pending commit decode also hears the look-ahead after its cut (it can never be the whole final)."""
     final_from_commit: bool = False
     """The utterance ended in the pause a commit decode is running for: that decode is its final."""
 
