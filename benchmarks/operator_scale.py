@@ -216,9 +216,18 @@ def bench(args: argparse.Namespace) -> int:
         print(f"status writes                  written {d('livenexus_operator_status_writes_total,result=written'):.0f}"
               f", unchanged (skipped) {d('livenexus_operator_status_writes_total,result=unchanged'):.0f}")
         if refreshed:
-            per_room = busy / refreshed * 1000
-            print(f"refresher busy                 {busy:.1f} s in {passes:.0f} ticks; one pass over all rooms "
-                  f"≈ {busy / refreshed * args.rooms:.1f} s ({per_room:.1f} ms per room, concurrency 8)")
+            rate = refreshed / window
+            print(f"refresh throughput             {rate:.1f} rooms/s at concurrency 8: one pass over all rooms "
+                  f"≈ {args.rooms / rate:.0f} s; CPU {1000 * (c1 - c0) / refreshed:.1f} ms per room refreshed")
+            print(f"refresher passes completed     {passes:.0f}, {busy:.1f} s in them")
+        items = cluster.call("GET", f"/apis/livenexus.io/v1alpha1/namespaces/{ns}/transcriptionrooms").get("items")
+        behind = [r for r in items or [] if (r.get("status") or {}).get("observedGeneration")
+                  != r["metadata"].get("generation") or not (r.get("status") or {}).get("currentModel")]
+        for r in behind[:10]:
+            st = r.get("status") or {}
+            print(f"  not current: {r['metadata']['name']} generation {r['metadata'].get('generation')} observed "
+                  f"{st.get('observedGeneration')} phase {st.get('phase')} scraped {st.get('lastScrapeTime')} "
+                  f"annotations {sorted(r['metadata'].get('annotations') or {})}")
         return 0
     finally:
         if operator is not None:
