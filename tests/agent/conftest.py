@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import pytest
 
 from livenexus_dev.livekit_server import LiveKitServer, free_port
-from livenexus_worker.room.agent import run_agent
+from livenexus_worker.room.agent import AgentOptions, RoomAgent
 from livenexus_worker.room.service import WorkerService
 from livenexus_worker.room.settings import WorkerSettings
 
@@ -23,6 +23,7 @@ class RunningAgent:
     loop: asyncio.AbstractEventLoop
     stop: asyncio.Event
     result: list[int]
+    room_agent: RoomAgent
 
     @property
     def metrics_url(self) -> str:
@@ -45,19 +46,20 @@ def start_agent(server: LiveKitServer, room: str, **env: str) -> RunningAgent:
     ready = threading.Event()
     box: dict[str, object] = {}
     result: list[int] = []
+    room_agent = RoomAgent(settings, service, AgentOptions.from_settings(settings))  # what run_agent runs
 
     def main() -> None:
         loop = asyncio.new_event_loop()
         stop = asyncio.Event()
         box.update(loop=loop, stop=stop)
         ready.set()
-        result.append(loop.run_until_complete(run_agent(settings, service, stop)))
+        result.append(loop.run_until_complete(room_agent.run(stop)))
         loop.close()
 
     t = threading.Thread(target=main, name=f"agent-{room}", daemon=True)
     t.start()
     ready.wait(10)
-    return RunningAgent(settings, service, t, box["loop"], box["stop"], result)  # type: ignore[arg-type]
+    return RunningAgent(settings, service, t, box["loop"], box["stop"], result, room_agent)  # type: ignore[arg-type]
 
 
 @pytest.fixture(scope="module")

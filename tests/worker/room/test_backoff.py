@@ -48,6 +48,14 @@ def test_a_stable_connection_starts_the_series_over() -> None:
     assert b.next_delay() == 1
 
 
+def test_a_floor_moves_the_series_on() -> None:
+    b = Backoff(BackoffOptions(initial_s=0.5, max_s=60, jitter=0))
+    assert b.next_delay() == 0.5
+    assert b.next_delay(5.0) == 8.0  # the first doubling of 0.5 that reaches 5 s
+    assert b.next_delay() == 16.0
+    assert Backoff(BackoffOptions(initial_s=0.5, max_s=3, jitter=0)).next_delay(5.0) == 3.0
+
+
 def test_delays_are_capped_and_jittered() -> None:
     a = Backoff(BackoffOptions(initial_s=0.5, max_s=10, jitter=0.5), rng=random.Random(1))
     c = Backoff(BackoffOptions(initial_s=0.5, max_s=10, jitter=0.5), rng=random.Random(2))

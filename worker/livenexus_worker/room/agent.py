@@ -42,6 +42,8 @@ class AgentOptions:
 
     deadline_s: float = 20.0
     """SIGTERM → exit, every stage together (below the pod's 30 s terminationGracePeriodSeconds)."""
+    settle_s: float = 4.0
+    """Of the deadline, first given to open utterances to end by themselves (no new one starts)."""
     leave_s: float = 2.0
     """Of the deadline, kept for leaving the room."""
     publish_s: float = 3.0
@@ -50,6 +52,9 @@ class AgentOptions:
     """Reconnect pacing."""
     connect_timeout_s: float = 15.0
     """Per connection attempt."""
+    replaced_backoff_s: float = 5.0
+    """Least delay after another participant took our identity: the one that replaced us is likely the
+    rightful worker (a newer pod), so we yield to it for longer each time instead of kicking it back."""
     limits: TrackLimits = field(default_factory=TrackLimits)
     """Tracks and speakers transcribed at once."""
     publisher: PublisherOptions = field(default_factory=PublisherOptions)
@@ -59,7 +64,7 @@ class AgentOptions:
     def from_settings(cls, settings: WorkerSettings) -> AgentOptions:
         d = settings.shutdown_deadline_s
         # Short deadlines (tests, tiny grace periods) still keep a share for publishing and leaving.
-        return cls(deadline_s=d, leave_s=min(2.0, 0.1 * d), publish_s=min(3.0, 0.15 * d),
+        return cls(deadline_s=d, settle_s=min(4.0, 0.2 * d), leave_s=min(2.0, 0.1 * d), publish_s=min(3.0, 0.15 * d),
                    limits=TrackLimits(max_streams=settings.max_streams, max_speakers=settings.max_speakers))
 
 
@@ -111,8 +116,9 @@ class RoomAgent:
                 reason = await self._session(room, publisher, stop)
                 if reason is None:
                     return EXIT_OK  # stopped: _session shut down within the deadline
-                delay = self.backoff.next_delay()
-                if reason == "DUPLICATE_IDENTITY":
+                replaced = reason == "DUPLICATE_IDENTITY"
+                delay = self.backoff.next_delay(self.options.replaced_backoff_s if replaced else 0.0)
+                if replaced:
                     log.error("another participant joined room %s as %s and replaced this worker; retrying in "
                               "%.1fs (each worker needs its own identity)", self.settings.room,
                               self.settings.identity, delay)
@@ -147,20 +153,27 @@ class RoomAgent:
         """One connection: until it drops (returns LiveKit's reason) or ``stop`` (shuts down, returns None)."""
         disconnected = asyncio.Event()
         reason: list[str] = []
+        tracks = self.tracks = TrackSet(self.service.runtime, publisher, self.service.metrics, self.options.limits)
 
         def on_disconnected(why: Any = None) -> None:
             with contextlib.suppress(Exception):
                 reason.append(rtc.DisconnectReason.Name(why))
             disconnected.set()
 
-        def on_reconnected() -> None:  # the SDK resumed the session by itself
+        def on_reconnecting() -> None:  # the SDK tries to resume (or re-join) by itself: hold finals meanwhile
+            self.service.metrics.set_livekit_connected(False)
+            publisher.detach()
+            tracks.interrupted()
+
+        def on_reconnected() -> None:
             self.service.metrics.set_livekit_connected(True)
             self.service.metrics.livekit_reconnected()
+            tracks.resumed(room)
+            publisher.attach(room)
 
         room.on("disconnected", on_disconnected)
-        room.on("reconnecting", lambda: self.service.metrics.set_livekit_connected(False))
+        room.on("reconnecting", on_reconnecting)
         room.on("reconnected", on_reconnected)
-        tracks = self.tracks = TrackSet(self.service.runtime, publisher, self.service.metrics, self.options.limits)
         tracks.attach(room)
         publisher.attach(room)
         await _first(stop.wait(), disconnected.wait())
@@ -182,13 +195,16 @@ class RoomAgent:
 
     async def _shutdown(self, room: rtc.Room | None, tracks: TrackSet | None, publisher: TranscriptPublisher,
                         t0: float) -> None:
-        """Stop taking audio, decode what is open, publish it, leave: all by ``t0 + deadline_s``."""
+        """Let open utterances end, decode them, publish them, leave: all by ``t0 + deadline_s``."""
         o = self.options
         end = t0 + o.deadline_s
         stages = self.shutdown_stages
         mark = time.monotonic()
         if tracks is not None:
-            await tracks.close()  # every open utterance is flushed: its final decode is queued
+            await tracks.settle(o.settle_s)
+        stages["settle"], mark = time.monotonic() - mark, time.monotonic()
+        if tracks is not None:
+            await tracks.close()  # what is still open is flushed: its final decode is queued
         stages["flush"], mark = time.monotonic() - mark, time.monotonic()
         budget = end - o.leave_s - o.publish_s - mark
         idle = await asyncio.get_running_loop().run_in_executor(None, self.service.runtime.wait_idle, max(0.0, budget))

@@ -49,12 +49,16 @@ class Backoff:
     def connected(self) -> None:
         self._connected_at = self.clock()
 
-    def next_delay(self) -> float:
-        """The wait before the next attempt; a connection that held ``stable_s`` starts the series over."""
+    def next_delay(self, at_least_s: float = 0.0) -> float:
+        """The wait before the next attempt; a connection that held ``stable_s`` starts the series over.
+        ``at_least_s`` moves the series on until its delay reaches that (before jitter), and it doubles on
+        from there."""
         if self._connected_at is not None and self.clock() - self._connected_at >= self.options.stable_s:
             self._attempt = 0
         self._connected_at = None
         o = self.options
+        while self._attempt < 62 and o.initial_s * 2.0 ** self._attempt < min(at_least_s, o.max_s):
+            self._attempt += 1
         base = min(o.max_s, o.initial_s * 2.0 ** min(self._attempt, 62))
         self._attempt += 1
         return base * (1.0 - o.jitter * self.rng.random())

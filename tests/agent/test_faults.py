@@ -1,0 +1,304 @@
+"""Worker faults against the real livekit-server and the real model (issue 13): duplicate identity, hostile
+data, a crowd of noisy participants, the server restarting mid-speech, SIGTERM mid-utterance.
+
+One server for the session, one in-process agent with small caps for the module; the SIGTERM test runs the
+real `livenexus-worker run` process, because the signal path and the exit are what it is about.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from livenexus_dev.demo.bots import Listener, SpeakerBot
+from livenexus_dev.livekit_server import LiveKitServer, free_port
+from livenexus_worker.inference.textnorm import wer
+from livenexus_worker.room.agent import AgentOptions, RoomAgent
+from livenexus_worker.room.backoff import BackoffOptions
+from livenexus_worker.room.settings import WorkerSettings
+
+from .conftest import RunningAgent, start_agent
+from .faultkit import LightService, LoopLag, NoiseCrowd, send_garbage
+from .test_agent import ALICE, BOB, trim, wait_ready
+
+pytestmark = [pytest.mark.livekit, pytest.mark.model]
+
+ROOM = "faults"
+MAX_STREAMS, MAX_SPEAKERS = 4, 2
+# Joining costs seconds per participant on a loaded 2-core machine (each join is announced to everyone in the
+# room; 50 took ~100 s there): 12 participants, three times the stream cap, keep the suite within minutes.
+CROWD_PROCESSES, CROWD_PER_PROCESS = 2, 6
+LONG = ("When the quarterly numbers finally arrive we will sit down together and go through every single line "
+        "of the budget before anyone makes a decision about the new hires")
+
+
+@pytest.fixture(scope="module")
+def fault_agent(livekit_server: LiveKitServer) -> Iterator[RunningAgent]:
+    a = start_agent(livekit_server, ROOM, LIVENEXUS_MAX_STREAMS=str(MAX_STREAMS),
+                    LIVENEXUS_MAX_SPEAKERS=str(MAX_SPEAKERS), LIVENEXUS_POD_NAME="faults-pod")
+    yield a
+    a.shutdown()
+    a.service.close()
+
+
+def settings_for(server: LiveKitServer, room: str, **env: str) -> WorkerSettings:
+    return WorkerSettings.from_env({"LIVEKIT_URL": server.url, "LIVEKIT_API_KEY": server.api_key,
+                                    "LIVEKIT_API_SECRET": server.api_secret, "LIVENEXUS_ROOM": room, **env})
+
+
+async def run_for(agents: list[RoomAgent], seconds: float, stagger_s: float = 1.0) -> None:
+    """Run the agents together for ``seconds``, each started ``stagger_s`` after the previous (as pods are)."""
+    stop = asyncio.Event()
+    tasks = []
+    for a in agents:
+        tasks.append(asyncio.create_task(a.run(stop)))
+        await asyncio.sleep(stagger_s)
+    await asyncio.sleep(seconds)
+    stop.set()
+    assert await asyncio.wait_for(asyncio.gather(*tasks), 30) == [0] * len(agents)
+
+
+async def until(condition: Callable[[], bool], timeout: float) -> bool:
+    """Poll ``condition`` (the agent runs on another thread) until it holds or ``timeout`` passes."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.1)
+    return True
+
+
+def rss_mb() -> float:
+    return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+async def test_duplicate_identity_backs_off_instead_of_kicking_in_a_loop(livekit_server: LiveKitServer) -> None:
+    # A misconfiguration (the same LIVENEXUS_IDENTITY twice): LiveKit lets the newer session replace the older.
+    s = settings_for(livekit_server, "dup-identity", LIVENEXUS_IDENTITY="livenexus-agent-same")
+    services = [LightService(), LightService()]
+    agents = [RoomAgent(s, svc, AgentOptions(backoff=BackoffOptions(initial_s=0.5, max_s=30))) for svc in services]
+    try:
+        await run_for(agents, 4.0)  # 5 s from the first start
+    finally:
+        for svc in services:
+            svc.close()
+    connects = [a.connects for a in agents]
+    reasons = [r for a in agents for r in a.disconnect_reasons]
+    print(f"connects in 5 s with one identity: {connects}; reasons {reasons}")
+    # Before: ~42 connects in 3 s (the delay reset on every connect, and a drop reconnected at once).
+    assert sum(connects) <= 5
+    assert "DUPLICATE_IDENTITY" in reasons
+    body = services[0].metrics.exposition().decode() + services[1].metrics.exposition().decode()
+    assert 'livenexus_livekit_disconnects_total{reason="DUPLICATE_IDENTITY"}' in body
+
+
+async def test_two_workers_of_one_room_keep_their_own_identities(livekit_server: LiveKitServer) -> None:
+    # Two pods of one room (a restart overlapping the old pod): distinct default identities, nobody is kicked.
+    services = [LightService(), LightService()]
+    agents = [RoomAgent(settings_for(livekit_server, "two-pods", LIVENEXUS_POD_NAME=pod), svc)
+              for pod, svc in zip(("room-7d9f-a", "room-7d9f-b"), services, strict=True)]
+    try:
+        await run_for(agents, 2.0)
+    finally:
+        for svc in services:
+            svc.close()
+    assert [a.settings.identity for a in agents] == ["livenexus-agent-room-7d9f-a", "livenexus-agent-room-7d9f-b"]
+    assert [a.connects for a in agents] == [1, 1] and not any(a.disconnect_reasons for a in agents)
+
+
+async def test_a_noisy_crowd_stays_within_the_caps(fault_agent: RunningAgent, livekit_server: LiveKitServer) -> None:
+    await wait_ready(fault_agent)
+    ra = fault_agent.room_agent
+    rss0 = rss_mb()
+    crowd = NoiseCrowd(livekit_server, ROOM, CROWD_PROCESSES, CROWD_PER_PROCESS)
+    try:
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, crowd.wait_joined, 150)
+        lag = LoopLag(fault_agent.loop).start()
+        assert ra.tracks is not None
+        tracks = ra.tracks
+        # Every track is either transcribed or waiting (the server announces them at its own pace).
+        assert await until(lambda: tracks.streams + tracks.waiting >= crowd.size, 120), \
+            f"{tracks.streams} + {tracks.waiting} of {crowd.size} tracks seen"
+        samples: list[tuple[int, int, int]] = []
+        rss: list[float] = []
+        for _ in range(4):  # 4 x 2 s with everyone making noise
+            await asyncio.sleep(2.0)
+            samples.append((tracks.streams, fault_agent.service.runtime.stream_count(), tracks.peak_speaking))
+            rss.append(rss_mb())
+        assert await until(lambda: tracks.speech_over_cap_s > 0.5, 30), "speech beyond the speaker cap is counted"
+        waiting_before = tracks.waiting
+        left = await loop.run_in_executor(None, crowd.leave, 0)  # slots free up: waiting tracks take them
+        assert await until(lambda: tracks.waiting <= waiting_before - left + MAX_STREAMS and
+                           tracks.streams == MAX_STREAMS and tracks.waiting < waiting_before, 60)
+        after_leave = (tracks.streams, tracks.waiting)
+        p50, p99 = lag.stop()
+    finally:
+        await asyncio.get_running_loop().run_in_executor(None, crowd.close)
+        # The next tests speak in this room: the crowd must be gone first, or it still holds the speaker slots.
+        await until(lambda: ra.tracks is not None and ra.tracks.streams == 0, 60)
+    print(f"{crowd.size} noisy participants: (tracks, streams, peak speaking) {samples}; refused {tracks.refused}; "
+          f"speech over cap {tracks.speech_over_cap_s:.1f} s; {left} left: waiting {waiting_before} -> "
+          f"{after_leave[1]}; RSS {rss0:.0f} -> {', '.join(f'{r:.0f}' for r in rss)} MiB; agent loop lag p50 "
+          f"{p50:.1f} ms p99 {p99:.1f} ms")
+    assert all(t <= MAX_STREAMS and s <= MAX_STREAMS and p <= MAX_SPEAKERS for t, s, p in samples)
+    assert samples[-1][0] == MAX_STREAMS, "the cap is used, not undershot"
+    assert tracks.refused >= crowd.size - MAX_STREAMS
+    assert after_leave[0] == MAX_STREAMS and after_leave[1] < waiting_before
+    assert rss[-1] - rss[1] < 150, "memory keeps growing under a steady load"
+    body = urllib.request.urlopen(fault_agent.metrics_url + "/metrics", timeout=5).read().decode()
+    assert "livenexus_streams_refused_total 0.0" not in body
+    assert "livenexus_speech_over_cap_seconds_total 0.0" not in body
+    assert fault_agent.thread.is_alive()
+
+
+async def test_malformed_data_is_ignored_and_transcription_goes_on(fault_agent: RunningAgent,
+                                                                   livekit_server: LiveKitServer,
+                                                                   speech_cache: dict[str, np.ndarray]) -> None:
+    from tests.conftest import speak
+
+    await wait_ready(fault_agent)
+    lk = livekit_server
+    connects = fault_agent.room_agent.connects
+    listener = await Listener.join(lk.url, lk.api_key, lk.api_secret, ROOM, "f-listener")
+    hostile = await Listener.join(lk.url, lk.api_key, lk.api_secret, ROOM, "hostile")
+    dave = await SpeakerBot.join(lk.url, lk.api_key, lk.api_secret, ROOM, "dave")
+    try:
+        sent = await send_garbage(hostile.room)
+        await dave.silence(1.0)
+        await dave.play(trim(speak(speech_cache, ALICE)))
+        tail = asyncio.create_task(dave.silence(2.5))
+        await listener.wait_finals(1, 25, speaker="dave")
+        await tail
+        finals = listener.finals(speaker="dave")  # a sentence may be committed in two finals
+    finally:
+        for p in (dave, hostile, listener):
+            await p.close()
+    print(f"{sent} hostile messages; dave: {[f.text for f in finals]}")
+    assert finals and wer(ALICE, " ".join(f.text for f in finals)) <= 0.35
+    assert fault_agent.room_agent.connects == connects, "hostile data must not cost the connection"
+
+
+async def test_server_restart_mid_speech_resumes_without_duplicate_ids(fault_agent: RunningAgent,
+                                                                      livekit_server: LiveKitServer,
+                                                                      speech_cache: dict[str, np.ndarray]) -> None:
+    from tests.conftest import speak
+
+    await wait_ready(fault_agent)
+    lk, ra = livekit_server, fault_agent.room_agent
+    pub = ra.publisher
+    assert pub is not None
+    published: list[tuple[str, str, bool, bool, float]] = []  # speaker, segment, final, delivered, when
+    real = pub.publish
+
+    async def recording(event, track_sid, room):  # type: ignore[no-untyped-def]
+        ok = await real(event, track_sid, room)
+        published.append((event.speaker, event.segment_id, event.is_final, ok, time.monotonic()))
+        return ok
+
+    pub.publish = recording  # type: ignore[method-assign]
+    listener = await Listener.join(lk.url, lk.api_key, lk.api_secret, ROOM, "r-listener")
+    erin = await SpeakerBot.join(lk.url, lk.api_key, lk.api_secret, ROOM, "erin")
+    try:
+        await erin.silence(1.0)
+        speech = asyncio.create_task(erin.play(trim(speak(speech_cache, LONG))))
+        deadline = time.monotonic() + 20
+        while not any(h.speaker == "erin" and not h.final for h in listener.heard) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert any(h.speaker == "erin" for h in listener.heard), "no partial before the restart"
+        restarted_at = time.monotonic()
+        await asyncio.get_running_loop().run_in_executor(None, lk.restart)  # SIGKILL + start, mid-utterance
+        speech.cancel()
+    finally:
+        for p in (erin, listener):
+            with __import__("contextlib").suppress(Exception):
+                await asyncio.wait_for(p.close(), 5)
+    await wait_ready(fault_agent, timeout=60)
+    listener = await Listener.join(lk.url, lk.api_key, lk.api_secret, ROOM, "r-listener2")
+    frank = await SpeakerBot.join(lk.url, lk.api_key, lk.api_secret, ROOM, "frank")
+    try:
+        await frank.silence(1.5)
+        await frank.play(trim(speak(speech_cache, BOB)))
+        tail = asyncio.create_task(frank.silence(2.5))
+        await listener.wait_finals(1, 25, speaker="frank")
+        await tail
+        finals = listener.finals(speaker="frank")
+    finally:
+        for p in (frank, listener):
+            await p.close()
+    # The SDK may re-join by itself (no "disconnected"), or the agent reconnects: either way erin's open
+    # utterance ended with her track, and its final must go out once a connection is back.
+    cut = [seg for who, seg, f, ok, t in published if who == "erin" and f and ok and t > restarted_at]
+    final_ids = [seg for _who, seg, f, ok, _t in published if f and ok]
+    print(f"erin's finals published after the restart: {len(cut)}; frank: {[f.text for f in finals]}; "
+          f"disconnects {ra.disconnect_reasons}; publish failures {pub.failures}; erin: "
+          f"{[(seg, f, ok, round(t - restarted_at, 1)) for who, seg, f, ok, t in published if who == 'erin']}")
+    assert cut, "the utterance the restart cut got its final, published once the worker was back"
+    # Recovery is judged here, not accuracy (a loaded machine may have stepped the tier down): a loose bound.
+    assert finals and wer(BOB, " ".join(f.text for f in finals)) <= 0.5
+    assert len(final_ids) == len(set(final_ids)), "a segment id was reused"
+
+
+async def test_sigterm_mid_utterance_publishes_the_final_then_exits(livekit_server: LiveKitServer,
+                                                                    speech_cache: dict[str, np.ndarray],
+                                                                    tmp_path: Path) -> None:
+    from tests.conftest import speak
+
+    lk, room, port = livekit_server, "sigterm", free_port()
+    env = {**os.environ, "LIVEKIT_URL": lk.url, "LIVEKIT_API_KEY": lk.api_key, "LIVEKIT_API_SECRET": lk.api_secret,
+           "LIVENEXUS_ROOM": room, "LIVENEXUS_METRICS_PORT": str(port), "LIVENEXUS_METRICS_HOST": "127.0.0.1",
+           "LIVENEXUS_TIERS": '[{"model": "base", "beamSize": 5}, {"model": "base", "beamSize": 1}]'}
+    log = tmp_path / "worker.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "livenexus_worker.cli", "run"], env=env, stdout=out,
+                                stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            try:
+                if urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2).status == 200:
+                    break
+            except OSError:
+                await asyncio.sleep(0.3)
+        listener = await Listener.join(lk.url, lk.api_key, lk.api_secret, room, "t-listener")
+        gina = await SpeakerBot.join(lk.url, lk.api_key, lk.api_secret, room, "gina")
+        await gina.silence(1.0)
+        speech = asyncio.create_task(gina.play(trim(speak(speech_cache, ALICE))))
+        deadline = time.monotonic() + 20
+
+        def words() -> int:  # of gina's latest partial: a few words make an utterance worth a final
+            return max((len(h.text.split()) for h in listener.heard if h.speaker == "gina" and not h.final), default=0)
+
+        while words() < 3 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert words() >= 3, "no partial: the utterance never opened"
+        sigterm_at = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        finals = await listener.wait_finals(1, 30, speaker="gina")
+        code = await asyncio.get_running_loop().run_in_executor(None, proc.wait, 40)
+        exited_at = time.monotonic()
+        speech.cancel()
+        await gina.close()
+        await listener.close()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    text = log.read_text(errors="replace")
+    print(f"SIGTERM → exit {exited_at - sigterm_at:.1f} s; finals {[f.text for f in finals]}; "
+          f"{[ln for ln in text.splitlines() if 'shut down in' in ln]}")
+    assert code == 0
+    assert finals and all(sigterm_at < f.at <= exited_at for f in finals), "the open utterance's final, before exit"
+    # The default deadline (20 s) first lets the open utterance end by itself (4 s), so the sentence is whole.
+    assert wer(ALICE, " ".join(f.text for f in finals)) <= 0.5
+    assert exited_at - sigterm_at < 30, "longer than the pod's default grace period"
+    assert "shut down in" in text and "0 final(s) unpublished" in text
