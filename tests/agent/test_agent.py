@@ -144,12 +144,13 @@ async def test_reconnects_after_server_restart(agent: RunningAgent, livekit_serv
         await carol.silence(1.5)
         await carol.play(trim(speak(speech_cache, BOB)))
         tail = asyncio.create_task(carol.silence(2.5))
-        finals = await listener.wait_finals(1, 25, speaker="carol")
+        await listener.wait_finals(1, 25, speaker="carol")
         await tail
+        finals = listener.finals(speaker="carol")  # a sentence may be committed in two finals
     finally:
         await carol.close()
         await listener.close()
     assert connects
-    assert len(finals) == 1 and wer(BOB, finals[0].text) <= 0.35
+    assert 1 <= len(finals) <= 2 and wer(BOB, " ".join(f.text for f in finals)) <= 0.35
     body = urllib.request.urlopen(agent.metrics_url + "/metrics", timeout=5).read().decode()
     assert "livenexus_livekit_reconnects_total 0.0" not in body

@@ -87,3 +87,25 @@ def test_a_stream_that_stops_frees_its_slot(tracks: TrackSet) -> None:
     assert not pipes["TR_0"].in_utterance
     feed(tracks, {"TR_2": pipes["TR_2"]}, noise, 20)
     assert pipes["TR_2"].in_utterance, "the freed slot is taken"
+
+
+def test_feed_batches_in_order_and_drops_the_oldest_past_its_bound() -> None:
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from livenexus_worker.room.tracks import _Feed
+
+    got: list[int] = []
+    gate = threading.Event()
+
+    def handle(pcm: np.ndarray) -> None:
+        gate.wait(10)  # the frames thread is busy: frames pile up
+        got.append(int(pcm[0]))
+
+    with ThreadPoolExecutor(max_workers=1) as ex:
+        feed = _Feed(handle, ex, limit=5)
+        kept = [feed.put(np.full(4, i, dtype=np.int16)) for i in range(20)]
+        gate.set()
+        ex.submit(feed.drain).result(10)
+    assert kept.count(False) == feed.dropped >= 10, "a bounded buffer: the excess is counted"
+    assert got == sorted(got) and got[-5:] == [15, 16, 17, 18, 19], "in order, newest kept"

@@ -10,19 +10,20 @@ Frames are handled on one thread of their own, not on the event loop. Measured: 
 a silent stream but ~0.5 ms on average (1.3 ms over some 5 s windows) in a long noisy utterance, and on a
 loaded machine the agent's loop stalled 0.5-0.7 s inside ``push`` with a crowd in the room; a starved loop
 delays publishing and can make the LiveKit FFI give up on the room (it panics when the loop does not answer
-in time). One thread keeps the speaker cap exact (every push and its check happen in order there); each track
-has at most one batch in flight, so when that thread falls behind, LiveKit's per-track ring
-(``stream_capacity``) is what fills. LiveKit delivers 30 ms frames, a third of the per-frame overhead of 10.
+in time). One thread keeps the speaker cap exact (every push and its check happen in order there). Frames
+reach it in batches through a bounded per-track buffer (``stream_capacity``; past it the oldest frame is
+dropped, counted and logged). LiveKit delivers 30 ms frames, a third of the per-frame overhead of 10.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -63,6 +64,43 @@ class _Track:
     pipe: StreamPipeline | None = None
 
 
+class _Feed:
+    """A track's frames on their way to the frames thread: never awaited one by one (a thread hop per frame
+    is latency-bound: two tracks on a loaded machine fell behind and lost audio), drained in batches, and
+    bounded: past ``limit`` the oldest frame is dropped and counted."""
+
+    def __init__(self, handle: Callable[[np.ndarray], None], executor: Executor, limit: int) -> None:
+        self._handle, self._executor, self._limit = handle, executor, limit
+        self._pending: deque[np.ndarray] = deque()
+        self._lock = threading.Lock()
+        self._scheduled = False
+        self.dropped = 0
+
+    def put(self, pcm: np.ndarray) -> bool:
+        """Event loop. Returns False when a frame had to be dropped."""
+        with self._lock:
+            kept = len(self._pending) < self._limit
+            if not kept:
+                self._pending.popleft()
+                self.dropped += 1
+            self._pending.append(pcm)
+            if self._scheduled:
+                return kept
+            self._scheduled = True
+        self._executor.submit(self.drain)
+        return kept
+
+    def drain(self) -> None:
+        """Frames thread."""
+        while True:
+            with self._lock:
+                if not self._pending:
+                    self._scheduled = False
+                    return
+                pcm = self._pending.popleft()
+            self._handle(pcm)
+
+
 class _Throttled:
     """One warning per ``_LOG_EVERY_S`` with the count of what happened since the last one."""
 
@@ -99,6 +137,9 @@ class TrackSet:
         self._release_ms = vad.hangover_ms + vad.frame_ms * 10  # longer than the VAD takes to start or end
         self._refused_log = _Throttled()
         self._over_cap_log = _Throttled()
+        self._behind_log = _Throttled()
+        self.frames_dropped = 0
+        """Frames dropped because the frames thread fell ``stream_capacity`` frames behind (logged)."""
         self.refused = 0
         """Tracks refused at the stream cap (also counted in the metric)."""
         self.speech_over_cap_s = 0.0
@@ -270,15 +311,23 @@ class TrackSet:
             if pipe.in_utterance:
                 self.peak_speaking = max(self.peak_speaking, self._speaking())
 
+        feed = _Feed(handle, self._frames, self.limits.stream_capacity)
         try:
             async for ev in stream:
-                await loop.run_in_executor(self._frames, handle, np.frombuffer(ev.frame.data, dtype=np.int16))
+                if not feed.put(np.frombuffer(ev.frame.data, dtype=np.int16)):
+                    self.frames_dropped += 1
+                    self._behind_log.warn("frames of %s dropped: the frames thread is %d frames behind",
+                                          speaker, self.limits.stream_capacity)
         except asyncio.CancelledError:
             pass
         finally:
-            # After the frame in flight, on the same thread; flushing publishes the open utterance's final.
+            # After its last frames, on the same thread; flushing publishes the open utterance's final.
+            def finish() -> None:
+                feed.drain()
+                self._close_stream(sid)
+
             try:
-                await loop.run_in_executor(self._frames, self._close_stream, sid)
+                await loop.run_in_executor(self._frames, finish)
             except RuntimeError:  # the frames thread is already shut down
                 self._close_stream(sid)
             await stream.aclose()
