@@ -136,7 +136,8 @@ def _pump(stream: object, sink: list[tuple[float, str]]) -> threading.Thread:
 
 
 def run_file_ours(meeting: Meeting, env: dict[str, str], threads: int, logdir: Path) -> Capture:
-    args = ["transcribe", str(meeting.path), "--realtime", "--json", *(["--threads", str(threads)] if threads else [])]
+    args = [*(["-v"] if os.environ.get("LNX_VERBOSE") else []), "transcribe", str(meeting.path), "--realtime", "--json",
+            *(["--threads", str(threads)] if threads else [])]
     out: list[tuple[float, str]] = []
     err: list[tuple[float, str]] = []
     proc = subprocess.Popen([sys.executable, "-c", WRAPPER, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,

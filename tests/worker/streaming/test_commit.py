@@ -40,9 +40,10 @@ class SentenceEngine(LengthEngine):
     samples. A partial whose audio goes on after a pause reads "samples P. Next": a sentence that ended at the
     pause and the first word of the next. Can hold every final-sized decode until released."""
 
-    def __init__(self, hold: bool = False, aligned: bool = True) -> None:
+    def __init__(self, hold: bool = False, aligned: bool = True, following: str = "Next") -> None:
         super().__init__()
         self.aligned = aligned
+        self.following = following
         self.final_sized: list[int] = []
         self.release = threading.Event()
         if not hold:
@@ -68,10 +69,11 @@ class SentenceEngine(LengthEngine):
         if partial and gaps.size:
             # About one word per 0.3 s, as people speak: the pipeline reads the speaker's pace from the words.
             end = loud[gaps[-1]] + 1
-            text = f"samples {end}" + "".join(f" w{i}" for i in range(end // 4800)) + ". Next"
-            if word_times and self.aligned:  # the sentence's words end evenly up to its end, "Next" at the audio's
-                n = len(text.split()) - 1
-                ends = (*(end * (i + 1) / n / SR for i in range(n)), audio.shape[0] / SR)
+            text = f"samples {end}" + "".join(f" w{i}" for i in range(end // 4800)) + ". " + self.following
+            if word_times and self.aligned:  # the sentence's words end evenly up to its end, the next at the audio's
+                after = len(self.following.split())
+                n = len(text.split()) - after
+                ends = (*(end * (i + 1) / n / SR for i in range(n)), *[audio.shape[0] / SR] * after)
                 return Hypothesis(text, 0.01, -0.1, "en", 0.0, 0.0, 0, word_ends=ends)
         return Hypothesis(text, 0.01, -0.1, "en", 0.0, 0.0, 0)
 
@@ -228,3 +230,16 @@ def test_a_speaker_without_any_pause_is_still_cut_at_the_cap(sentence: np.ndarra
     fs = finals(events)
     assert len(fs) >= 3
     assert max(decoded(f) for f in fs) <= 15 * SR
+
+
+@pytest.mark.parametrize("aligned", [True, False], ids=["word-times", "pace-estimate"])
+def test_with_word_times_a_lower_case_or_longer_continuation_still_commits(sentence: np.ndarray,
+                                                                          aligned: bool) -> None:
+    # Greedy partials often go on in lower case after a real full stop, and hear several words past the pause
+    # before they are asked: with word times the cut is placed by the sentence's last word, so both commit.
+    engine = SentenceEngine(aligned=aligned, following="and then we four five")
+    ctx, pipe, events = pipeline(engine)
+    push(pipe, np.concatenate([silence(500), sentence, silence(150), sentence[: 500 * 16]]), ctx)
+    assert ctx.scheduler.wait_idle(10)
+    assert len(finals(events)) == (1 if aligned else 0)
+    ctx.scheduler.close()

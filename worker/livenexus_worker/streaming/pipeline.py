@@ -261,8 +261,13 @@ class StreamPipeline:
         # also put full stops where a phrase merely pauses ("the payment service. the invoice generator"), or
         # inherit one from their forced prefix ("results. while the"), and go on in lower case. Measured on the
         # meeting benchmark, accepting those split sentences at commas and cost 4 points of WER.
-        fits = 1 <= len(fragment) <= self.o.commit_max_fragment_words + op.pause_votes
-        if not fits or not fragment[0][0].isupper():
+        # With word times the pause under the sentence's last word is found whatever follows, and a capital is
+        # no longer needed as evidence: a partial's full stop at a real pause ("joined. the main thing") is a
+        # boundary to cut at, a sentence's or a clause's, and the decode that commits it hears both sides.
+        limit = self.o.commit_max_fragment_words + op.pause_votes
+        fits = 1 <= len(fragment) <= (max(limit, self.o.commit_max_fragment_words_aligned) if word_ends else limit)
+        if not fits or not (word_ends or fragment[0][0].isupper()):
+            log.debug("stream %s: no sentence end at a pause (%r)", self.stream_id, text[-60:])
             op.vote_cut = op.pause_votes = 0
             # Pauses this far back can no longer be the boundary of a short fragment: forget them.
             horizon = heard - (self.o.commit_max_fragment_words + 1) * word - lookahead
@@ -280,6 +285,8 @@ class StreamPipeline:
             spoken = word_ends[len(head.split()) - 1] * SAMPLE_RATE
             near = [(c, w) for c, w in op.pauses if -60 * SAMPLES_PER_MS <= c - spoken <= 400 * SAMPLES_PER_MS]
             if not near:
+                log.debug("stream %s: sentence end at %.2f s, pauses at %s", self.stream_id, spoken / SAMPLE_RATE,
+                          [round(c / SAMPLE_RATE, 2) for c, _ in op.pauses])
                 return False
             cut, wall = min(near, key=lambda p: abs(p[0] - spoken))
         else:
@@ -405,6 +412,8 @@ class StreamPipeline:
             limit = (keep_until + 40 * SAMPLES_PER_MS) / SAMPLE_RATE
             kept = sum(1 for end in hyp.word_ends if end <= limit)
             if not kept:
+                log.debug("stream %s: commit declined, no word ends before %.2f s (%s)", self.stream_id,
+                          keep_until / SAMPLE_RATE, hyp.word_ends[:3])
                 return None
             said, dur = " ".join(hyp.text.split()[:kept]), keep_until / SAMPLE_RATE
         text, why = check(said, hyp.no_speech_prob, hyp.avg_logprob, dur, self.o.guards,
