@@ -96,13 +96,13 @@ def test_overload_resizes_the_pod_in_place_up_to_max_then_down_to_min(
         uid = pod["metadata"]["uid"]
         env = {e["name"]: e.get("value") for e in pod["spec"]["containers"][0]["env"]}
         assert env["LIVENEXUS_AUTOSCALE_MAX_CPU"] == "1.5"
-        st = wait_for(lambda: (status_of(cluster, ns, "busy").get("autoscaling") or {}).get("cpu"), 30, "status")
+        st = wait_for(lambda: (status_of(cluster, ns, "busy").get("autoscaling") or {}).get("cpu"), 60, "status")
         assert st == "500m"
 
         worker.value = 0.97  # overloaded: one step, then the next, then held at maxCpu
-        wait_for(lambda: cpu(worker_pod(cluster, ns)) == ("1", "1", "512Mi"), 30, "resize to 1 CPU")
-        wait_for(lambda: cpu(worker_pod(cluster, ns)) == ("1500m", "1500m", "512Mi"), 30, "resize to 1500m")
-        wait_for(lambda: messages(cluster, ns, "ResizeDeferred"), 30, "ResizeDeferred at maxCpu")
+        wait_for(lambda: cpu(worker_pod(cluster, ns)) == ("1", "1", "512Mi"), 60, "resize to 1 CPU")
+        wait_for(lambda: cpu(worker_pod(cluster, ns)) == ("1500m", "1500m", "512Mi"), 60, "resize to 1500m")
+        wait_for(lambda: messages(cluster, ns, "ResizeDeferred"), 60, "ResizeDeferred at maxCpu")
         assert "maxCpu 1500m" in messages(cluster, ns, "ResizeDeferred")[0]
         resized = messages(cluster, ns, "Resized")
         assert len(resized) == 2 and "from 500m to 1 CPU" in resized[0], resized
@@ -111,8 +111,8 @@ def test_overload_resizes_the_pod_in_place_up_to_max_then_down_to_min(
         assert auto["lastDecision"]["action"] == "Up" and auto["lastDecision"]["toCpu"] == "1500m"
 
         worker.value = 0.05  # calm: back down one step at a time to minCpu, never below
-        wait_for(lambda: cpu(worker_pod(cluster, ns))[1] == "500m", 40, "back to 500m")
-        wait_for(lambda: status_of(cluster, ns, "busy")["autoscaling"].get("cpu") == "500m", 30, "status 500m")
+        wait_for(lambda: cpu(worker_pod(cluster, ns))[1] == "500m", 90, "back to 500m")
+        wait_for(lambda: status_of(cluster, ns, "busy")["autoscaling"].get("cpu") == "500m", 60, "status 500m")
         assert status_of(cluster, ns, "busy")["autoscaling"]["lastDecision"]["action"] == "Down"
         assert len(messages(cluster, ns, "Resized")) == 4
         pod = worker_pod(cluster, ns)
@@ -131,7 +131,7 @@ def test_a_resize_the_node_cannot_grant_is_withdrawn_and_not_retried(
         apply(cluster, room(ns, "busy", resources=RESOURCES, autoscaling=POLICY))
         pod = wait_for(lambda: worker_pod(cluster, ns), 30, "worker pod")
         worker.value = 0.97
-        wait_for(lambda: cpu(worker_pod(cluster, ns))[1] == "1", 30, "resize to 1 CPU")
+        wait_for(lambda: cpu(worker_pod(cluster, ns))[1] == "1", 60, "resize to 1 CPU")
         # What a kubelet on a full node answers: it keeps running 500m and marks the resize Infeasible.
         name = pod["metadata"]["name"]
         status = {"status": {
