@@ -110,8 +110,8 @@ RENDERED_ENV: Final = frozenset(
 )
 """What the operator sets on every worker pod (a room's extraEnv may not shadow these)."""
 
-WORKER_ENV: Final = RENDERED_ENV | AUTOSCALE_ENV | {Env.IDENTITY, Env.METRICS_HOST, Env.THREADS, Env.POD_NAME, Env.MAX_STREAMS,
-                                    Env.MAX_SPEAKERS, Env.SHUTDOWN_DEADLINE_S}
+WORKER_ENV: Final = RENDERED_ENV | AUTOSCALE_ENV | {Env.IDENTITY, Env.METRICS_HOST, Env.THREADS, Env.POD_NAME,
+                                                    Env.MAX_STREAMS, Env.MAX_SPEAKERS, Env.SHUTDOWN_DEADLINE_S}
 """Everything the worker reads: the rendered names plus the knobs the operator leaves at their defaults."""
 
 

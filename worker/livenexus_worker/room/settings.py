@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from livenexus_common.contract import DEFAULT_THRESHOLDS, ContractError, Env, ladder_from_json
+from livenexus_common.contract import AGENT_IDENTITY_PREFIX, DEFAULT_THRESHOLDS, ContractError, Env, ladder_from_json
 from livenexus_worker.core.tier_spec import DEFAULT_TIERS, TierSpec
 
 if TYPE_CHECKING:
@@ -21,8 +21,8 @@ if TYPE_CHECKING:
     from livenexus_worker.streaming.runtime import RuntimeOptions
 
 
-IDENTITY_PREFIX = "livenexus-agent"
-"""Every worker's identity starts with it (listeners and the demo recognise the transcriber by it)."""
+IDENTITY_PREFIX = AGENT_IDENTITY_PREFIX
+"""Every default worker identity starts with it (the console page and the demo recognise the transcriber by it)."""
 _IDENTITY_MAX = 128
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
