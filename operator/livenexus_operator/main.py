@@ -102,6 +102,10 @@ async def run(cfg: config.OperatorConfig, stop: asyncio.Event) -> int:
                 await keeper
         if elector is not None and state["leading"]:
             await elector.release()
+        if FENCE.elector is elector:
+            # This run's Lease no longer guards anything; an operator started later in the same process (tests,
+            # embedders) brings its own.
+            FENCE.elector = None
         if runner is not None:
             await runner.cleanup()
 
