@@ -243,3 +243,28 @@ def test_with_word_times_a_lower_case_or_longer_continuation_still_commits(sente
     assert ctx.scheduler.wait_idle(10)
     assert len(finals(events)) == (1 if aligned else 0)
     ctx.scheduler.close()
+
+
+class SkippingEngine(LengthEngine):
+    """Partials hear the whole utterance; a final without a forced start skips all but its last word (Whisper
+    sometimes drops the start of an abrupt window), and with one it continues it."""
+
+    def transcribe(self, audio: np.ndarray, beam_size: int = 1, language: str | None = "en", prefix: str = "",
+                   max_new_tokens: int | None = None, context: str = "", word_times: bool = False) -> Hypothesis:
+        self.calls.append((audio.shape[0], prefix))
+        words = ["we", "missed", "several", "obvious", "bugs"]
+        if max_new_tokens is None and not prefix:
+            return Hypothesis("bugs.", 0.01, -0.1, "en", 0.0, 0.0, 0)
+        text = prefix if prefix and len(prefix.split()) >= len(words) else " ".join(words)
+        return Hypothesis(text, 0.01, -0.1, "en", 0.0, 0.0, 0)
+
+
+def test_a_final_that_skips_what_partials_agreed_on_is_decoded_from_it(sentence: np.ndarray) -> None:
+    engine = SkippingEngine()
+    ctx, pipe, events = pipeline(engine, PipelineOptions(commit_in_speech=False))
+    push(pipe, np.concatenate([silence(300), sentence, silence(1000)]), ctx)
+    assert ctx.scheduler.wait_idle(10)
+    (final,) = finals(events)
+    assert final.text == "we missed several obvious bugs", "the agreed words are in the final"
+    assert [p for _n, p in engine.calls if p][-1] == "we missed several obvious bugs"
+    ctx.scheduler.close()

@@ -42,3 +42,19 @@ class LocalAgreement:
     def reset(self) -> None:
         self.committed.clear()
         self._previous = []
+
+
+def coverage(agreed: list[str], text: str) -> float:
+    """Fraction of ``agreed`` words that ``text`` also says (as a multiset, order ignored); 1.0 when none."""
+    if not agreed:
+        return 1.0
+    pool: dict[str, int] = {}
+    for w in text.split():
+        pool[_key(w)] = pool.get(_key(w), 0) + 1
+    hit = 0
+    for w in agreed:
+        k = _key(w)
+        if pool.get(k, 0) > 0:
+            pool[k] -= 1
+            hit += 1
+    return hit / len(agreed)

@@ -44,6 +44,9 @@ class PipelineOptions:
     prompt). 0 keeps utterances independent, like condition_on_previous_text=False."""
     partial_max_new_tokens: int = 24
     """Tokens a partial may generate beyond the committed prefix."""
+    final_min_coverage: float = 0.6
+    """A final must say at least this fraction of the words its partials agreed on; otherwise it is decoded
+    again with those words forced as its start (Whisper can skip the start of a window)."""
     partial_share: float = 0.6
     """Fraction of the inference thread the partials of all speaking streams may use together: each stream
     asks for a partial at most every (its partial's decode time x speakers / share) seconds, never more often
