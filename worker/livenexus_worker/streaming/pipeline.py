@@ -7,7 +7,6 @@ thread. Shared state between the two is guarded by one lock per stream.
 from __future__ import annotations
 
 import logging
-import re
 import threading
 import time
 from collections import deque
@@ -20,6 +19,7 @@ from livenexus_worker.core.audio import SAMPLE_RATE, SAMPLES_PER_MS
 from livenexus_worker.core.events import TranscriptEvent
 from livenexus_worker.inference.guards import check
 from livenexus_worker.streaming.agreement import coverage
+from livenexus_worker.streaming.commits import find_boundary
 from livenexus_worker.streaming.pauses import PauseDetector
 from livenexus_worker.streaming.scheduler import Job
 from livenexus_worker.streaming.segmenter import Utterance, cut_point
@@ -35,8 +35,6 @@ from livenexus_worker.streaming.vad import VadEvent, VadStateMachine, WebRtcVad
 __all__ = ["PipelineOptions", "SpeculationMark", "StreamContext", "StreamPipeline"]
 
 log = logging.getLogger(__name__)
-
-_SENTENCE_END = re.compile(r"[.?!…][\"')\]]*\s+")
 
 
 class StreamPipeline:
@@ -250,60 +248,10 @@ class StreamPipeline:
         """A partial over ``heard`` samples: does it end a sentence at one of the recent pauses? If so, commit
         the sentence; returns whether it did (the partial is then out of date). ``word_ends``: end time of
         each word of ``text`` (s), when the decoder aligned them. Lock held."""
-        lookahead = self.o.commit_lookahead_ms * SAMPLES_PER_MS
-        if op.commit_pending or not any(heard - c >= lookahead for c, _ in op.pauses):
+        found = find_boundary(op, text, heard, word_ends, self.o, self.stream_id)
+        if found is None:
             return False
-        words = text.split()
-        word = heard / max(1, len(words))  # this speaker's pace, in samples per word
-        ends = list(_SENTENCE_END.finditer(text))
-        fragment = text[ends[-1].end():].split() if ends else []
-        # The look-ahead holds a word or two of the next sentence (one more for each later partial): more, and
-        # Whisper's boundary is at an earlier point. The next sentence starts with a capital: greedy partials
-        # also put full stops where a phrase merely pauses ("the payment service. the invoice generator"), or
-        # inherit one from their forced prefix ("results. while the"), and go on in lower case. Measured on the
-        # meeting benchmark, accepting those split sentences at commas and cost 4 points of WER.
-        # With word times the pause under the sentence's last word is found whatever follows, and a capital is
-        # no longer needed as evidence: a partial's full stop at a real pause ("joined. the main thing") is a
-        # boundary to cut at, a sentence's or a clause's, and the decode that commits it hears both sides.
-        limit = self.o.commit_max_fragment_words + op.pause_votes
-        fits = 1 <= len(fragment) <= (max(limit, self.o.commit_max_fragment_words_aligned) if word_ends else limit)
-        if not fits or not (word_ends or fragment[0][0].isupper()):
-            log.debug("stream %s: no sentence end at a pause (%r)", self.stream_id, text[-60:])
-            op.vote_cut = op.pause_votes = 0
-            # Pauses this far back can no longer be the boundary of a short fragment: forget them.
-            horizon = heard - (self.o.commit_max_fragment_words + 1) * word - lookahead
-            while op.pauses and op.pauses[0][0] < horizon:
-                op.pauses.popleft()
-            return False
-        # The boundary lies about ``len(fragment)`` words before the end of what the partial heard (the last
-        # one only begun): the pause nearest that point is where the sentence ended; others are gaps inside
-        # it. If that pause is too recent for the look-ahead, a later partial decides.
-        head = text[: ends[-1].end()].strip()
-        if word_ends:
-            # Aligned: the sentence's last word ends here; the pause must begin within a frame or two of it
-            # (a pause is noticed ``commit_pause_ms`` into the quiet). A pause elsewhere would put a word of
-            # this sentence after the cut, or one of the next before it.
-            spoken = word_ends[len(head.split()) - 1] * SAMPLE_RATE
-            near = [(c, w) for c, w in op.pauses if -60 * SAMPLES_PER_MS <= c - spoken <= 400 * SAMPLES_PER_MS]
-            if not near:
-                log.debug("stream %s: sentence end at %.2f s, pauses at %s", self.stream_id, spoken / SAMPLE_RATE,
-                          [round(c / SAMPLE_RATE, 2) for c, _ in op.pauses])
-                return False
-            cut, wall = min(near, key=lambda p: abs(p[0] - spoken))
-        else:
-            estimate = heard - (len(fragment) - 0.5) * word
-            cut, wall = min(op.pauses, key=lambda p: abs(p[0] - estimate))
-            if abs(cut - estimate) > 1.5 * word + lookahead:
-                return False
-        if heard - cut < lookahead:
-            return False
-        op.pause_votes = op.pause_votes + 1 if cut == op.vote_cut else 1
-        op.vote_cut = cut
-        if op.pause_votes < self.o.commit_confirmations:
-            return False
-        op.vote_cut = op.pause_votes = 0
-        while op.pauses and op.pauses[0][0] <= cut:
-            op.pauses.popleft()
+        cut, wall, head = found
         if not self.o.commit_text_from_partial:
             self._propose_commit(op, wall, cut, heard)
             return False
