@@ -89,6 +89,21 @@ def test_a_stream_that_stops_frees_its_slot(tracks: TrackSet) -> None:
     assert pipes["TR_2"].in_utterance, "the freed slot is taken"
 
 
+def test_noise_the_gate_hears_no_voice_in_cannot_start_an_utterance_past_the_cap(tracks: TrackSet) -> None:
+    # A loud 7.9 kHz whine: the pipeline's stand-in VAD (level) calls it loud, webrtcvad in the gate no voice;
+    # the two VADs disagree on noise like that. Before, such frames went through whatever the cap, and a third
+    # stream started an utterance (measured under a noise flood: 3 speaking with a cap of 2).
+    voice = np.clip(np.random.default_rng(3).standard_normal(FRAME) * 3000, -32000, 32000).astype(np.int16)
+    hum = (np.sin(np.arange(FRAME) * 2 * np.pi * 7900 / 16000) * 6000).astype(np.int16)
+    pipes = install(tracks, 3)
+    assert not tracks._gate_vad.is_speech(hum[:FRAME])
+    feed(tracks, {k: pipes[k] for k in ("TR_0", "TR_1")}, voice, 20)  # two speak: the cap is reached
+    assert feed(tracks, {"TR_2": pipes["TR_2"]}, hum, 40) == 0, "no utterance beyond the cap"
+    silence = np.zeros(FRAME, dtype=np.int16)
+    feed(tracks, {"TR_0": pipes["TR_0"]}, silence, 40)  # below the cap again: the hum reaches the pipeline
+    assert feed(tracks, {"TR_2": pipes["TR_2"]}, hum, 20) == 1
+
+
 def test_feed_batches_in_order_and_drops_the_oldest_past_its_bound() -> None:
     import threading
     from concurrent.futures import ThreadPoolExecutor

@@ -102,9 +102,9 @@ def test_partials_arrive_while_speaking(runtime: Runtime, speech_cache: dict[str
     speech_end = t0 + (lead.shape[0] + audio.shape[0]) / 16000
     partials = [(t, e) for t, e in events if not e.is_final]
     finals = [e for _t, e in events if e.is_final]
-    # One sentence of three clauses: a pause between clauses where a partial writes a full stop may be committed
-    # (see test_commit.py), so one final per clause at most, which together say the sentence (WER below).
-    assert 1 <= len(finals) <= 3
+    # One 7 s sentence of three clauses: a pause where a partial writes a full stop may be committed (see
+    # test_commit.py), so it may come as a few finals, which together must say the sentence (WER below).
+    assert 1 <= len(finals) <= 5
     assert len(partials) >= 3, "expected several partials during ~6 s of speech"
     assert partials[0][0] < speech_end - 2.0, "first partial should come while speech continues"
     for segment in {e.segment_id for _t, e in partials}:

@@ -273,9 +273,12 @@ class TrackSet:
             else:
                 self._candidates[sid] = quiet
             return pcm
-        if not voiced:
-            return pcm
         speaking = self._speaking()
+        if not voiced:
+            # The gate's VAD and the pipeline's can disagree on noise: at the cap, a frame the gate hears no voice
+            # in still must not reach a stream without a slot, or its pipeline may start an utterance past the
+            # cap (measured: 3 speaking with a cap of 2 under a noise flood).
+            return pcm if speaking < self.limits.max_speakers else np.zeros_like(pcm)
         if speaking < self.limits.max_speakers:
             self._candidates[sid] = 0
             return pcm
