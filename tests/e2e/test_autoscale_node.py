@@ -76,13 +76,17 @@ def host_quota(pod: dict[str, Any]) -> float | None:
     return None
 
 
-def test_busy_room_gets_cpu_in_place_and_gives_it_back(installed: Installed, artifacts_dir: Path) -> None:
+def test_busy_room_gets_cpu_in_place_and_gives_it_back(installed: Installed, artifacts_dir: Path,
+                                                       request: pytest.FixtureRequest) -> None:
     from livenexus_dev.demo.bots import Listener, SpeakerBot
     from livenexus_dev.tts import conversation
     from livenexus_worker.inference.textnorm import wer
 
     t, ns, lk = installed.target, installed.namespace, installed.livekit
     t.apply(manifest(installed))
+    # The tests after this one share the release: leave no room behind, whatever fails here.
+    request.addfinalizer(lambda: t.kubectl("delete", "troom", "-n", ns, ROOM, "--ignore-not-found", "--wait=true",
+                                           "--timeout=60s", check=False))
     (pod,) = wait_ready_pods(installed, SELECTOR, timeout=240)
     uid = pod["metadata"]["uid"]
     assert limits(pod) == START_CPU
@@ -151,7 +155,10 @@ def test_busy_room_gets_cpu_in_place_and_gives_it_back(installed: Installed, art
     ups = [r for r in resizes if r[1] != START_CPU]
     assert ups, f"the operator never resized the busy pod; series tail: {series[-10:]}\n{installed.describe()}"
     if t.local_node:
-        assert ups[0][2] is not None and ups[0][2] > 0.5, f"the kubelet did not raise the quota: {resizes}"
+        # The kubelet writes the cgroup a moment after the spec changes, so the quota read at a change may still
+        # be the old one: any quota above the start proves the in-place raise.
+        raised = [q for _t, _lim, q in resizes if q is not None and q > 0.5]
+        assert raised, f"the kubelet did not raise the quota: {resizes}"
     assert limits(live) == START_CPU, f"not back at minCpu after the calm: {resizes}"
     live = t.get("pod", "-n", ns, pod["metadata"]["name"])
     assert live["metadata"]["uid"] == uid and live["status"]["containerStatuses"][0]["restartCount"] == 0
