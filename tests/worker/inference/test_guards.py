@@ -67,3 +67,14 @@ def test_partials_agreeing_on_words_keep_a_doubtful_final() -> None:
     assert check("", 0.1, -0.1, 1.0, OPTS, evidence_words=9)[0] is None
     runaway = " ".join(f"w{i}" for i in range(40))
     assert check(runaway, 0.1, -0.1, 2.0, OPTS, evidence_words=9) == (None, "too-many-words")
+
+
+def test_a_loop_cut_mid_word_is_still_a_loop() -> None:
+    from livenexus_worker.inference.guards import cut_trailing_loop
+
+    # Seen in a two-speaker room: the repeat stopped inside "12%".
+    looped = "Our quarterly revenue grew by 12% compared to last year. Our quarterly revenue grew by 12"
+    assert cut_trailing_loop(looped) == "Our quarterly revenue grew by 12% compared to last year."
+    assert cut_trailing_loop("we want twelve percent and we want twelve") == "we want twelve percent and"
+    normal = "the price went up by ten and then by twenty"
+    assert cut_trailing_loop(normal) == normal

@@ -69,6 +69,11 @@ def collapse_repeats(text: str, max_repeats: int = 2, max_ngram: int = 8) -> str
         words = words[: i + keep * n] + words[i + reps * n :]
 
 
+def _repeats(earlier: list[str], tail: list[str]) -> bool:
+    return (len(earlier) == len(tail) and earlier[:-1] == tail[:-1] and bool(tail[-1])
+            and earlier[-1].startswith(tail[-1]))
+
+
 def cut_trailing_loop(text: str, min_words: int = 4, min_restart_words: int = 2) -> str:
     """Drop a tail that repeats something already said ("A B C D. A B C"): Whisper's sentence-level loop.
 
@@ -80,8 +85,10 @@ def cut_trailing_loop(text: str, min_words: int = 4, min_restart_words: int = 2)
     for j in range(min(min_words, min_restart_words), len(words)):
         tail = keys[j:]
         n = len(tail)
-        restart = n >= min_restart_words and keys[:n] == tail and n <= j
-        loop = n >= min_words and any(keys[k : k + n] == tail for k in range(0, j - n + 1))
+        # A loop is often cut mid-word by the token cap ("... grew by 12% ... grew by 12"): the tail's last word
+        # need only begin the word it repeats.
+        restart = n >= min_restart_words and n <= j and _repeats(keys[:n], tail)
+        loop = n >= min_words and any(_repeats(keys[k : k + n], tail) for k in range(0, j - n + 1))
         if restart or loop:
             return " ".join(words[:j])
     return text
