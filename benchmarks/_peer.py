@@ -29,7 +29,8 @@ import numpy as np
 import psutil
 from livekit import rtc
 
-from _meeting import Emission, cache_dir
+from _meeting import cache_dir
+from _score import Emission
 from livenexus_worker.core.audio import SAMPLE_RATE
 
 PEER = "whisper-live==0.10.0"

@@ -3,7 +3,8 @@
     .venv/bin/python benchmarks/continuous.py [--path file|livekit|both] [--minutes 3] [--no-peer] [--quick]
                                               [--worker-src worktree|GIT-REF] [--threads N]
 
-The meeting (see _meeting.py) is streamed in real time to each system in turn, never both at once (2 cores):
+The meeting (_meeting.py) is streamed in real time to each system in turn, never both at once (2 cores; how our
+worker is run: _ours.py, the peer: _peer.py, scoring: _score.py):
   file:    `livenexus-worker transcribe <wav> --realtime --json` as a subprocess, every JSON line stamped on
            arrival; WhisperLive's server fed over its websocket by our client, every message stamped on arrival.
   livekit: livekit-server on 127.0.0.1, `livenexus-worker run` in the room, a SpeakerBot publishing the meeting
@@ -23,10 +24,7 @@ import hashlib
 import json
 import os
 import signal
-import subprocess
 import sys
-import tempfile
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -35,21 +33,12 @@ from pathlib import Path
 
 import numpy as np
 
-from _meeting import Capture, Emission, Layout, Meeting, SentenceScore, build, cache_dir, pct, score
-from _peer import (
-    Bridge,
-    PeerClient,
-    PeerServer,
-    ensure_venv,
-    free_port,
-    host_busy_s,
-    proc_cpu_s,
-    proc_peak_rss_mib,
-    stop,
-)
+from _meeting import Layout, Meeting, build, cache_dir
+from _ours import REPO, git, run_file_ours, start_room_worker, worker_source
+from _peer import Bridge, PeerClient, PeerServer, ensure_venv, host_busy_s, proc_cpu_s, proc_peak_rss_mib, stop
+from _score import Capture, Emission, SentenceScore, pct, score
 from livenexus_worker.core.audio import SAMPLE_RATE
 
-REPO = Path(__file__).resolve().parents[1]
 DRAIN_S = 5.0
 """Silence sent after the meeting (which already ends in 10 s of background noise)."""
 SETTLE_S = (10.0, 40.0)
@@ -70,98 +59,6 @@ async def settle(finals: Callable[[], int]) -> None:
 
 def peer_finals(client: PeerClient) -> Callable[[], int]:
     return lambda: len({(e.key, e.text) for e in client.emissions() if e.final})
-
-WRAPPER = """
-import resource, sys, time
-import psutil
-import livenexus_worker
-import livenexus_worker.files.transcribe as T
-def cpu():
-    r, h = resource.getrusage(resource.RUSAGE_SELF), psutil.cpu_times()
-    host = sum(getattr(h, f, 0.0) for f in ("user", "nice", "system", "irq", "softirq", "steal"))
-    return r.ru_utime + r.ru_stime, r.ru_maxrss, host
-inner = T.feed
-def feed(*a, **k):
-    c = cpu()
-    print("LNX_FEED_START", time.monotonic(), c[0], c[2], file=sys.stderr, flush=True)
-    return inner(*a, **k)
-T.feed = feed
-import dataclasses, json, os
-from livenexus_worker.streaming import pipeline as P
-over = json.loads(os.environ.get("LNX_PIPELINE") or "{}")
-if over:  # --pipeline: options read while streaming (commit_in_speech, thresholds), set after construction
-    init = P.StreamPipeline.__init__
-    def patched(self, *a, **k):
-        init(self, *a, **k)
-        self.o = dataclasses.replace(self.o, **over)
-    P.StreamPipeline.__init__ = patched
-print("LNX_SRC", livenexus_worker.__file__, file=sys.stderr, flush=True)
-from livenexus_worker.cli import main
-rc = main(sys.argv[1:])
-print("LNX_END", time.monotonic(), *cpu(), file=sys.stderr, flush=True)
-sys.exit(rc)
-"""
-
-
-def git(*args: str) -> str:
-    return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
-
-
-def worker_source(spec: str) -> tuple[dict[str, str], str]:
-    """Environment that makes worker subprocesses import the wanted code, and a description of it."""
-    head = git("rev-parse", "HEAD")
-    if spec == "worktree":
-        dirty = git("status", "--porcelain", "--", "worker")
-        return {}, f"working tree at {head[:10]}" + (" + uncommitted changes in worker/" if dirty else " (clean)")
-    sha = git("rev-parse", "--verify", f"{spec}^{{commit}}")
-    dirs = [d for d in ("worker", "common", "dev") if d in git("ls-tree", "--name-only", sha).split()]
-    dest = cache_dir() / "src" / sha
-    if not (dest / "worker").is_dir():
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=dest.parent))
-        archive = subprocess.run(["git", "archive", sha, *dirs], cwd=REPO, capture_output=True, check=True)
-        subprocess.run(["tar", "-x", "-C", str(tmp)], input=archive.stdout, check=True)
-        tmp.rename(dest)
-    return {"PYTHONPATH": ":".join(str(dest / d) for d in dirs)}, f"commit {sha[:10]} (exported to {dest})"
-
-
-def _pump(stream: object, sink: list[tuple[float, str]]) -> threading.Thread:
-    def run() -> None:
-        for line in stream:  # type: ignore[attr-defined]
-            sink.append((time.monotonic(), line))
-
-    t = threading.Thread(target=run, daemon=True)
-    t.start()
-    return t
-
-
-def run_file_ours(meeting: Meeting, env: dict[str, str], threads: int, logdir: Path) -> Capture:
-    args = [*(["-v"] if os.environ.get("LNX_VERBOSE") else []), "transcribe", str(meeting.path), "--realtime", "--json",
-            *(["--threads", str(threads)] if threads else [])]
-    out: list[tuple[float, str]] = []
-    err: list[tuple[float, str]] = []
-    proc = subprocess.Popen([sys.executable, "-c", WRAPPER, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, bufsize=1, env={**os.environ, **env}, start_new_session=True)
-    try:
-        pumps = [_pump(proc.stdout, out), _pump(proc.stderr, err)]
-        proc.wait(meeting.duration_s + 300)
-        for p in pumps:
-            p.join(10)
-    finally:
-        stop(proc)
-    (logdir / "worker-file.log").write_text("".join(line for _, line in err))
-    marks = {line.split()[0]: line.split()[1:] for _, line in err if line.startswith("LNX_")}
-    if proc.returncode != 0 or "LNX_FEED_START" not in marks or "LNX_END" not in marks:
-        raise RuntimeError(f"the file run failed (exit {proc.returncode}); see {logdir / 'worker-file.log'}")
-    ems = []
-    for at, line in out:
-        ev = json.loads(line)
-        ems.append(Emission(at, ev["segment_id"], ev["text"], bool(ev["is_final"]), float(ev["start"])))
-    t0, cpu0, host0 = map(float, marks["LNX_FEED_START"])
-    t1, cpu1, maxrss, host1 = map(float, marks["LNX_END"])
-    others = (host1 - host0 - (cpu1 - cpu0)) / (t1 - t0)
-    return Capture("ours", t0, ems, cpu1 - cpu0, maxrss / 1024, others,
-                   {"imported": marks["LNX_SRC"][0], "events": len(ems)})
 
 
 def run_file_peer(meeting: Meeting, py: Path, model_dir: Path, threads: int, logdir: Path) -> Capture:
@@ -193,12 +90,7 @@ async def run_livekit(meeting: Meeting, env: dict[str, str], threads: int, peer_
     key, secret = server.api_key, server.api_secret
     try:
         room = "continuous-ours"
-        wenv = {**os.environ, **env, "LIVEKIT_URL": server.url, "LIVEKIT_API_KEY": key, "LIVEKIT_API_SECRET": secret,
-                "LIVENEXUS_ROOM": room, "LIVENEXUS_METRICS_PORT": str(free_port()),
-                "LIVENEXUS_METRICS_HOST": "127.0.0.1", **({"LIVENEXUS_THREADS": str(threads)} if threads else {})}
-        worker = subprocess.Popen([sys.executable, "-m", "livenexus_worker.cli", "run"], env=wenv,
-                                  stdout=(logdir / "worker-livekit.log").open("ab"), stderr=subprocess.STDOUT,
-                                  start_new_session=True)
+        worker = start_room_worker(env, server.url, key, secret, room, threads, logdir / "worker-livekit.log")
         try:
             await wait_worker_joined(server, room, worker, asyncio.Event(), timeout=180)
             listener = await Listener.join(server.url, key, secret, room, "bench-listener")

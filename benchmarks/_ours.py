@@ -1,0 +1,128 @@
+"""Our worker as the continuous-speech benchmark runs it: which code it imports, and the file path's run.
+
+The file path runs `livenexus-worker transcribe --realtime --json` inside a small wrapper script that stamps
+the start of the feed and the end (monotonic time, CPU seconds, host CPU) on stderr, and applies two knobs from
+the environment: LNX_PIPELINE (JSON of StreamPipeline options, set after construction because the pipeline
+reads them while streaming, e.g. ``{"commit_in_speech": false}``) and LNX_VERBOSE (debug logs, to see why a
+pause was not committed). ``--worker-src`` picks the code: the working tree, or a commit exported to the cache.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from _meeting import Meeting, cache_dir
+from _peer import free_port, stop
+from _score import Capture, Emission
+
+REPO = Path(__file__).resolve().parents[1]
+
+WRAPPER = """
+import resource, sys, time
+import psutil
+import livenexus_worker
+import livenexus_worker.files.transcribe as T
+def cpu():
+    r, h = resource.getrusage(resource.RUSAGE_SELF), psutil.cpu_times()
+    host = sum(getattr(h, f, 0.0) for f in ("user", "nice", "system", "irq", "softirq", "steal"))
+    return r.ru_utime + r.ru_stime, r.ru_maxrss, host
+inner = T.feed
+def feed(*a, **k):
+    c = cpu()
+    print("LNX_FEED_START", time.monotonic(), c[0], c[2], file=sys.stderr, flush=True)
+    return inner(*a, **k)
+T.feed = feed
+import dataclasses, json, os
+from livenexus_worker.streaming import pipeline as P
+over = json.loads(os.environ.get("LNX_PIPELINE") or "{}")
+if over:  # --pipeline: options read while streaming (commit_in_speech, thresholds), set after construction
+    init = P.StreamPipeline.__init__
+    def patched(self, *a, **k):
+        init(self, *a, **k)
+        self.o = dataclasses.replace(self.o, **over)
+    P.StreamPipeline.__init__ = patched
+print("LNX_SRC", livenexus_worker.__file__, file=sys.stderr, flush=True)
+from livenexus_worker.cli import main
+rc = main(sys.argv[1:])
+print("LNX_END", time.monotonic(), *cpu(), file=sys.stderr, flush=True)
+sys.exit(rc)
+"""
+
+
+def git(*args: str) -> str:
+    return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
+
+
+def worker_source(spec: str) -> tuple[dict[str, str], str]:
+    """Environment that makes worker subprocesses import the wanted code, and a description of it."""
+    head = git("rev-parse", "HEAD")
+    if spec == "worktree":
+        dirty = git("status", "--porcelain", "--", "worker")
+        return {}, f"working tree at {head[:10]}" + (" + uncommitted changes in worker/" if dirty else " (clean)")
+    sha = git("rev-parse", "--verify", f"{spec}^{{commit}}")
+    dirs = [d for d in ("worker", "common", "dev") if d in git("ls-tree", "--name-only", sha).split()]
+    dest = cache_dir() / "src" / sha
+    if not (dest / "worker").is_dir():
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=dest.parent))
+        archive = subprocess.run(["git", "archive", sha, *dirs], cwd=REPO, capture_output=True, check=True)
+        subprocess.run(["tar", "-x", "-C", str(tmp)], input=archive.stdout, check=True)
+        tmp.rename(dest)
+    return {"PYTHONPATH": ":".join(str(dest / d) for d in dirs)}, f"commit {sha[:10]} (exported to {dest})"
+
+
+def _pump(stream: object, sink: list[tuple[float, str]]) -> threading.Thread:
+    def run() -> None:
+        for line in stream:  # type: ignore[attr-defined]
+            sink.append((time.monotonic(), line))
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t
+
+
+def run_file_ours(meeting: Meeting, env: dict[str, str], threads: int, logdir: Path) -> Capture:
+    """The meeting's WAV through `transcribe --realtime --json`, every JSON line stamped on arrival."""
+    args = [*(["-v"] if os.environ.get("LNX_VERBOSE") else []), "transcribe", str(meeting.path), "--realtime", "--json",
+            *(["--threads", str(threads)] if threads else [])]
+    out: list[tuple[float, str]] = []
+    err: list[tuple[float, str]] = []
+    proc = subprocess.Popen([sys.executable, "-c", WRAPPER, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, bufsize=1, env={**os.environ, **env}, start_new_session=True)
+    try:
+        pumps = [_pump(proc.stdout, out), _pump(proc.stderr, err)]
+        proc.wait(meeting.duration_s + 300)
+        for p in pumps:
+            p.join(10)
+    finally:
+        stop(proc)
+    (logdir / "worker-file.log").write_text("".join(line for _, line in err))
+    marks = {line.split()[0]: line.split()[1:] for _, line in err if line.startswith("LNX_")}
+    if proc.returncode != 0 or "LNX_FEED_START" not in marks or "LNX_END" not in marks:
+        raise RuntimeError(f"the file run failed (exit {proc.returncode}); see {logdir / 'worker-file.log'}")
+    ems = []
+    for at, line in out:
+        ev = json.loads(line)
+        ems.append(Emission(at, ev["segment_id"], ev["text"], bool(ev["is_final"]), float(ev["start"])))
+    t0, cpu0, host0 = map(float, marks["LNX_FEED_START"])
+    t1, cpu1, maxrss, host1 = map(float, marks["LNX_END"])
+    others = (host1 - host0 - (cpu1 - cpu0)) / (t1 - t0)
+    return Capture("ours", t0, ems, cpu1 - cpu0, maxrss / 1024, others,
+                   {"imported": marks["LNX_SRC"][0], "events": len(ems)})
+
+
+def start_room_worker(env: dict[str, str], url: str, key: str, secret: str, room: str, threads: int,
+                      log: Path) -> subprocess.Popen[bytes]:
+    """`livenexus-worker run` in ``room`` on the LiveKit server at ``url``, metrics on a free 127.0.0.1 port."""
+    wenv = {**os.environ, **env, "LIVEKIT_URL": url, "LIVEKIT_API_KEY": key, "LIVEKIT_API_SECRET": secret,
+            "LIVENEXUS_ROOM": room, "LIVENEXUS_METRICS_PORT": str(free_port()),
+            "LIVENEXUS_METRICS_HOST": "127.0.0.1", **({"LIVENEXUS_THREADS": str(threads)} if threads else {})}
+    return subprocess.Popen([sys.executable, "-m", "livenexus_worker.cli", "run"], env=wenv,
+                            stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True)
