@@ -14,6 +14,8 @@ from livenexus_worker.room.agent import AgentOptions, RoomAgent
 from livenexus_worker.room.service import WorkerService
 from livenexus_worker.room.settings import WorkerSettings
 
+from .agentkit import TWO_TIERS, agent_env
+
 
 @dataclass
 class RunningAgent:
@@ -37,11 +39,9 @@ class RunningAgent:
 
 
 def start_agent(server: LiveKitServer, room: str, **env: str) -> RunningAgent:
-    settings = WorkerSettings.from_env({
-        "LIVEKIT_URL": server.url, "LIVEKIT_API_KEY": server.api_key, "LIVEKIT_API_SECRET": server.api_secret,
-        "LIVENEXUS_ROOM": room, "LIVENEXUS_METRICS_PORT": str(free_port()), "LIVENEXUS_METRICS_HOST": "127.0.0.1",
-        "LIVENEXUS_TIERS": '[{"model": "base", "beamSize": 5}, {"model": "base", "beamSize": 1}]', **env,
-    })
+    settings = WorkerSettings.from_env(agent_env(
+        server, room, LIVENEXUS_METRICS_PORT=str(free_port()), LIVENEXUS_METRICS_HOST="127.0.0.1",
+        LIVENEXUS_TIERS=TWO_TIERS, **env))
     service = WorkerService.start(settings)
     ready = threading.Event()
     box: dict[str, object] = {}

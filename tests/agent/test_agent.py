@@ -16,30 +16,12 @@ from livenexus_worker.inference.textnorm import wer
 from livenexus_worker.room.agent import run_agent
 from livenexus_worker.room.settings import WorkerSettings
 
+from .agentkit import ALICE, BOB, agent_env, say, trim, wait_ready
 from .conftest import RunningAgent
 
 pytestmark = [pytest.mark.livekit, pytest.mark.model]
 
 ROOM = "agent-tests"
-ALICE = "Our quarterly revenue grew by twelve percent compared to last year."
-BOB = "The new warehouse in the north will open at the start of spring."
-
-
-async def wait_ready(agent: RunningAgent, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if urllib.request.urlopen(agent.metrics_url + "/readyz", timeout=2).status == 200:
-                return
-        except OSError:
-            pass
-        await asyncio.sleep(0.2)
-    raise AssertionError("agent never became ready")
-
-
-def trim(audio: np.ndarray) -> np.ndarray:
-    loud = np.nonzero(np.abs(audio) > 300)[0]
-    return audio[loud[0] : loud[-1] + 1]
 
 
 async def test_listener_gets_text_streams_and_json(agent: RunningAgent, livekit_server: LiveKitServer,
@@ -114,10 +96,8 @@ async def test_two_speakers_at_once_are_attributed(agent: RunningAgent, livekit_
 
 
 async def test_wrong_secret_fails_fast(livekit_server: LiveKitServer) -> None:
-    settings = WorkerSettings.from_env({
-        "LIVEKIT_URL": livekit_server.url, "LIVEKIT_API_KEY": livekit_server.api_key,
-        "LIVEKIT_API_SECRET": "w" * 40, "LIVENEXUS_ROOM": ROOM, "LIVENEXUS_METRICS_PORT": "0",
-    })
+    settings = WorkerSettings.from_env(agent_env(livekit_server, ROOM, LIVEKIT_API_SECRET="w" * 40,
+                                                 LIVENEXUS_METRICS_PORT="0"))
 
     class NoModel:  # the auth check must not wait for (or need) a model
         runtime = None
@@ -137,19 +117,8 @@ async def test_reconnects_after_server_restart(agent: RunningAgent, livekit_serv
     connects = agent.result, agent.service.metrics
     livekit_server.restart()  # SIGKILL + start on the same ports and keys
     await wait_ready(agent, timeout=60)
-    lk = livekit_server
-    listener = await Listener.join(lk.url, lk.api_key, lk.api_secret, ROOM, "listener3")
-    carol = await SpeakerBot.join(lk.url, lk.api_key, lk.api_secret, ROOM, "carol")
-    try:
-        await carol.silence(1.5)
-        await carol.play(trim(speak(speech_cache, BOB)))
-        tail = asyncio.create_task(carol.silence(2.5))
-        await listener.wait_finals(1, 25, speaker="carol")
-        await tail
-        finals = listener.finals(speaker="carol")  # a sentence may be committed in two finals
-    finally:
-        await carol.close()
-        await listener.close()
+    finals = await say(livekit_server, ROOM, "carol", trim(speak(speech_cache, BOB)), "listener3", lead_s=1.5,
+                       tail_s=2.5)
     assert connects
     assert 1 <= len(finals) <= 2 and wer(BOB, " ".join(f.text for f in finals)) <= 0.35
     body = urllib.request.urlopen(agent.metrics_url + "/metrics", timeout=5).read().decode()

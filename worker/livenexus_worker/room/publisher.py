@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
@@ -36,12 +37,19 @@ class PublisherOptions:
     """Partials queued at most (one per segment at most); newer ones beyond it are dropped."""
     max_finals: int = 1024
     """Finals queued at most, also while disconnected (~1 KiB each); beyond it a final is dropped and logged."""
+    final_attempts: int = 8
+    """Tries of a final that no channel took while the connection stayed the same object (the SDK resuming a
+    dropped connection by itself); paced 0.25 s doubling to 2 s, ~10 s in all. A new connection resets them."""
+    linger_s: float = 1.0
+    """On close, time left after the last published final before the room may be left: the SDK returns once it
+    holds a data message, not once the message left, and a disconnect drops what its data channel still buffers."""
 
 
 @dataclass
 class _Item:
     event: TranscriptEvent
     track_sid: str
+    attempts: int = 0
 
 
 class TranscriptPublisher:
@@ -61,6 +69,8 @@ class TranscriptPublisher:
         self._inflight: _Item | None = None
         self.published = 0
         self.failures = 0
+        self.last_final_at = float("-inf")
+        """When a final was last published (monotonic)."""
         self.dropped: dict[str, int] = {"partial": 0, "final": 0}
 
     def start(self) -> TranscriptPublisher:
@@ -110,6 +120,7 @@ class TranscriptPublisher:
 
     async def close(self, timeout: float = 5.0) -> int:
         """Publish what is queued within ``timeout``, then stop; returns the finals left unpublished (logged)."""
+        t0, lost = time.monotonic(), self.dropped["final"]
         self._closing = True
         self._wake.set()
         if self._task is not None:
@@ -119,13 +130,18 @@ class TranscriptPublisher:
                 self._task.cancel()
                 await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
+        # A data message handed to the SDK may still sit in its data channel's buffer: leaving now would drop
+        # it (seen in 4 of 20 SIGTERM runs: the final was "published", the listener never got it).
+        linger = min(self.last_final_at + self.options.linger_s, t0 + max(0.0, timeout)) - time.monotonic()
+        if linger > 0:
+            await asyncio.sleep(linger)
         left = self._finals + (1 if self._inflight is not None and self._inflight.event.is_final else 0)
         self._inflight = None
         if left:
             log.error("%d final(s) NOT published before the shutdown deadline", left)
             for _ in range(left):
                 self._dropped("final")
-        return left
+        return self.dropped["final"] - lost  # those left queued and those no channel took while closing (logged)
 
     # ---- consumer --------------------------------------------------------------------------------------
     def _drop_queued_partial(self, item: _Item) -> None:
@@ -159,10 +175,26 @@ class TranscriptPublisher:
             self._inflight = item
             delivered = await self.publish(item.event, item.track_sid, room)
             self._inflight = None
-            if not delivered and item.event.is_final and self._room is not room and not self._closing:
+            if not item.event.is_final:
+                continue
+            if delivered:
+                self.last_final_at = time.monotonic()
+                log.debug("final %s of %s published", item.event.segment_id, item.event.speaker)
+            elif self._room is not room and not self._closing:
                 # The connection dropped under it: publish it in the next room instead of losing it.
+                item.attempts = 0
                 self._items.appendleft(item)
                 self._finals += 1
+            elif item.attempts + 1 < self.options.final_attempts and not self._closing:
+                # Same connection object: the SDK is resuming it by itself (no disconnect event). Try again.
+                item.attempts += 1
+                self._items.appendleft(item)
+                self._finals += 1
+                await asyncio.sleep(min(2.0, 0.125 * 2**item.attempts))
+            else:
+                self._dropped("final")
+                log.error("final %s of %s NOT published: no channel took it (%d attempts%s)", item.event.segment_id,
+                          item.event.speaker, item.attempts + 1, ", closing" if self._closing else "")
 
     async def publish(self, event: TranscriptEvent, track_sid: str, room: rtc.Room) -> bool:
         """Publish one event on all three channels; returns whether any of them got it out."""
