@@ -28,9 +28,9 @@ from livenexus_worker.room.agent import AgentOptions, RoomAgent
 from livenexus_worker.room.backoff import BackoffOptions
 from livenexus_worker.room.settings import WorkerSettings
 
+from .agentkit import ALICE, BOB, TWO_TIERS, agent_env, say, trim, wait_ready
 from .conftest import RunningAgent, start_agent
 from .faultkit import LightService, LoopLag, NoiseCrowd, send_garbage
-from .test_agent import ALICE, BOB, trim, wait_ready
 
 pytestmark = [pytest.mark.livekit, pytest.mark.model]
 
@@ -53,8 +53,7 @@ def fault_agent(livekit_server: LiveKitServer) -> Iterator[RunningAgent]:
 
 
 def settings_for(server: LiveKitServer, room: str, **env: str) -> WorkerSettings:
-    return WorkerSettings.from_env({"LIVEKIT_URL": server.url, "LIVEKIT_API_KEY": server.api_key,
-                                    "LIVEKIT_API_SECRET": server.api_secret, "LIVENEXUS_ROOM": room, **env})
+    return WorkerSettings.from_env(agent_env(server, room, **env))
 
 
 async def run_for(agents: list[RoomAgent], seconds: float, stagger_s: float = 1.0) -> None:
@@ -232,18 +231,7 @@ async def test_server_restart_mid_speech_resumes_without_duplicate_ids(fault_age
             with __import__("contextlib").suppress(Exception):
                 await asyncio.wait_for(p.close(), 5)
     await wait_ready(fault_agent, timeout=60)
-    listener = await Listener.join(lk.url, lk.api_key, lk.api_secret, ROOM, "r-listener2")
-    frank = await SpeakerBot.join(lk.url, lk.api_key, lk.api_secret, ROOM, "frank")
-    try:
-        await frank.silence(1.5)
-        await frank.play(trim(speak(speech_cache, BOB)))
-        tail = asyncio.create_task(frank.silence(2.5))
-        await listener.wait_finals(1, 25, speaker="frank")
-        await tail
-        finals = listener.finals(speaker="frank")
-    finally:
-        for p in (frank, listener):
-            await p.close()
+    finals = await say(lk, ROOM, "frank", trim(speak(speech_cache, BOB)), "r-listener2", lead_s=1.5, tail_s=2.5)
     # The SDK may re-join by itself (no "disconnected"), or the agent reconnects: either way erin's open
     # utterance ended with her track, and its final must go out once a connection is back.
     cut = [seg for who, seg, f, ok, t in published if who == "erin" and f and ok and t > restarted_at]
@@ -266,21 +254,14 @@ async def test_sigterm_mid_utterance_publishes_the_final_then_exits(livekit_serv
     from tests.conftest import speak
 
     lk, room, port = livekit_server, "sigterm", free_port()
-    env = {**os.environ, "LIVEKIT_URL": lk.url, "LIVEKIT_API_KEY": lk.api_key, "LIVEKIT_API_SECRET": lk.api_secret,
-           "LIVENEXUS_ROOM": room, "LIVENEXUS_METRICS_PORT": str(port), "LIVENEXUS_METRICS_HOST": "127.0.0.1",
-           "LIVENEXUS_TIERS": '[{"model": "base", "beamSize": 5}, {"model": "base", "beamSize": 1}]'}
+    env = {**os.environ, **agent_env(lk, room, LIVENEXUS_METRICS_PORT=str(port), LIVENEXUS_METRICS_HOST="127.0.0.1",
+                                     LIVENEXUS_TIERS=TWO_TIERS)}
     log = tmp_path / "worker.log"
     with log.open("wb") as out:
         proc = subprocess.Popen([sys.executable, "-m", "livenexus_worker.cli", "-v", "run"], env=env, stdout=out,
                                 stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            try:
-                if urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2).status == 200:
-                    break
-            except OSError:
-                await asyncio.sleep(0.3)
+        await wait_ready(f"http://127.0.0.1:{port}", timeout=90)
         listener = await Listener.join(lk.url, lk.api_key, lk.api_secret, room, "t-listener")
         gina = await SpeakerBot.join(lk.url, lk.api_key, lk.api_secret, room, "gina")
         await gina.silence(1.0)
