@@ -5,7 +5,8 @@ process's Runtime; events hop from the inference thread to the event loop and ou
 that outlives each connection (finals of a dropped connection go out in the next one). Lost connections are
 retried with jittered exponential backoff and a fresh token; the backoff only starts over after a stable
 connection. SIGTERM works against one deadline: stop taking audio, decode the open utterances, publish their
-finals, leave the room.
+finals, leave the room; the room's sinks (webhook, file) deliver alongside publishing and leaving, until the
+deadline.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from livekit import rtc
@@ -26,6 +27,7 @@ from livenexus_worker.room.publisher import PublisherOptions, TranscriptPublishe
 from livenexus_worker.room.room_metrics import RoomMetrics
 from livenexus_worker.room.service import WorkerService
 from livenexus_worker.room.settings import SettingsError, WorkerSettings
+from livenexus_worker.room.sinks import SinkSet, SinkSettings, TappedPublisher
 from livenexus_worker.room.token import mint_token
 from livenexus_worker.room.tracks import TrackLimits, TrackSet
 
@@ -59,6 +61,11 @@ class AgentOptions:
     """Tracks and speakers transcribed at once."""
     publisher: PublisherOptions = field(default_factory=PublisherOptions)
     """Bounds of the publish queue."""
+    sinks: SinkSettings = field(default_factory=SinkSettings)
+    """Where finals go besides the room (spec.sinks); none by default."""
+    sink_s: float = 3.0
+    """What the sinks get to deliver when the worker stops outside a connection (inside one they run
+    alongside publishing and leaving, up to the deadline)."""
 
     @classmethod
     def from_settings(cls, settings: WorkerSettings) -> AgentOptions:
@@ -90,9 +97,15 @@ class RoomAgent:
         self.shutdown_stages: dict[str, float] = {}
         """Seconds each shutdown stage took (tests and logs read it)."""
         self._room_metrics = RoomMetrics.of(self.service.metrics)
+        self.sinks: SinkSet | None = None
+        self.sinks_left: dict[str, int] | None = None
+        """Finals the sinks could not deliver by the shutdown (None until they closed)."""
 
     async def run(self, stop: asyncio.Event) -> int:
-        publisher = self.publisher = TranscriptPublisher(self.service.metrics, self.options.publisher).start()
+        tapped = TappedPublisher(self.service.metrics, self.options.publisher)
+        if self.options.sinks.enabled:
+            tapped.sinks = self.sinks = SinkSet(self.options.sinks, self.settings.room, self.service.metrics).start()
+        publisher = self.publisher = tapped.start()
         try:
             while not stop.is_set():
                 room = rtc.Room()
@@ -130,7 +143,13 @@ class RoomAgent:
         finally:
             if publisher is not None and self.publisher is publisher:
                 await publisher.close(0.0)  # stopped while disconnected: held finals are counted and logged
+            await self._close_sinks(self.options.sink_s)
             self.service.metrics.set_livekit_connected(False)
+
+    async def _close_sinks(self, timeout: float) -> None:
+        sinks, self.sinks = self.sinks, None
+        if sinks is not None:
+            self.sinks_left = await sinks.close(timeout)
 
     async def _connect(self, room: rtc.Room, stop: asyncio.Event) -> bool:
         """Connect, unless ``stop`` comes first (then False)."""
@@ -212,12 +231,17 @@ class RoomAgent:
             log.error("finals still decoding at the shutdown deadline (%.1fs) are lost", o.deadline_s)
         await asyncio.sleep(0)  # events the inference thread handed over are queued by now; let them land
         stages["decode"], mark = time.monotonic() - mark, time.monotonic()
+        # The sinks need no room: they deliver while the room's publishing and leaving go on, until the end.
+        sinks = asyncio.ensure_future(self._close_sinks(end - mark - 0.1)) if self.sinks is not None else None
         left = await publisher.close(end - o.leave_s - mark)
         self.publisher = None
         stages["publish"], mark = time.monotonic() - mark, time.monotonic()
         if room is not None:
             await _disconnect(room, max(0.5, end - mark))
-        stages["leave"] = time.monotonic() - mark
+        stages["leave"], mark = time.monotonic() - mark, time.monotonic()
+        if sinks is not None:
+            await sinks
+            stages["sinks"] = time.monotonic() - mark
         log.info("shut down in %.1fs (%s); %d final(s) unpublished", time.monotonic() - t0,
                  ", ".join(f"{k} {v:.2f}s" for k, v in stages.items()), left)
 
@@ -251,13 +275,19 @@ async def run_agent(settings: WorkerSettings, service: WorkerService | None = No
     except SettingsError as exc:
         log.error("%s", exc)
         return EXIT_ERROR
+    if options is None:
+        try:
+            options = replace(AgentOptions.from_settings(settings), sinks=SinkSettings.from_env())
+        except SettingsError as exc:
+            log.error("%s", exc)
+            return EXIT_ERROR
     stop = stop or asyncio.Event()
     stop_on_signals(stop)
     loop = asyncio.get_running_loop()
     own = service is None
     svc = service if service is not None else await loop.run_in_executor(None, WorkerService.start, settings)
     try:
-        return await RoomAgent(settings, svc, options or AgentOptions.from_settings(settings)).run(stop)
+        return await RoomAgent(settings, svc, options).run(stop)
     finally:
         if own:
             svc.close(timeout=1.0)  # idle already, or past the deadline: never wait beyond it
