@@ -241,7 +241,8 @@ async def test_server_restart_mid_speech_resumes_without_duplicate_ids(fault_age
           f"{[(seg, f, ok, round(t - restarted_at, 1)) for who, seg, f, ok, t in published if who == 'erin']}")
     # The guards may reject a decode of audio cut mid-word (low log-probability on a starved machine): then the
     # worker says so, and the utterance was still ended and judged; otherwise its final went out.
-    judged = any("dropped utterance" in r.getMessage() and erin_sid in r.getMessage() for r in caplog.records)
+    judged = any(erin_sid in r.getMessage() and ("dropped utterance" in r.getMessage() or "a click" in r.getMessage())
+                 for r in caplog.records)
     assert cut or judged, "the utterance the restart cut got its final, published once the worker was back"
     # Recovery is judged here, not accuracy (a loaded machine may have stepped the tier down): a loose bound.
     assert finals and wer(BOB, " ".join(f.text for f in finals)) <= 0.5
@@ -284,6 +285,7 @@ async def test_sigterm_mid_utterance_publishes_the_final_then_exits(livekit_serv
         code, exited_at = await asyncio.get_running_loop().run_in_executor(None, wait_exit)
         await asyncio.sleep(1.0)  # anything the worker published before leaving has reached the listener
         finals = listener.finals(speaker="gina")
+        heard = list(listener.heard)
         speech.cancel()
         await gina.close()
         await listener.close()
@@ -296,12 +298,18 @@ async def test_sigterm_mid_utterance_publishes_the_final_then_exits(livekit_serv
     assert code == 0
     assert exited_at - sigterm_at < 30, "longer than the pod's default grace period"
     assert "shut down in" in text and "0 final(s) unpublished" in text
-    if not finals:
-        # The hallucination guards may reject a decode on a starved machine (beam 1, low log-probability):
-        # then the worker says so, and that utterance was still ended, decoded and judged before the exit.
-        assert "dropped utterance" in text, "the open utterance's final was neither published nor judged"
+    # Nothing lost silently: each utterance gina's partials showed (the one open at SIGTERM among them) ends in a
+    # final the listener got before the worker left, or in a log line saying why it has none (the guards may
+    # reject a decode of audio cut mid-word on a starved machine). Under load the sentence may also have ended
+    # by itself before the signal landed; the invariant holds either way.
+    shown = {h.segment_id for h in heard if h.speaker == "gina" and not h.final}
+    got = {f.segment_id for f in finals}
+    assert shown, "no partial: the utterance never opened"
+    unexplained = sorted(seg for seg in shown if seg not in got and f"utterance {seg}" not in text)
+    assert not unexplained, f"utterances with neither a final nor a reason: {unexplained}"
+    assert all(f.at <= exited_at for f in finals), "a final arrived after the worker left"
+    if not [f for f in finals if f.at > sigterm_at]:
         return
-    assert all(sigterm_at < f.at <= exited_at for f in finals), "the open utterance's final, before exit"
     # This test is about the shutdown path, not accuracy: on a starved machine the pipeline may cut the sentence
     # at a pause and its guards reject a part (logged above). What was published must be gina's sentence.
     said = {w.strip(".,%").lower() for f in finals for w in f.text.split()}

@@ -149,3 +149,58 @@ async def test_close_gives_up_at_its_timeout_and_counts_the_final_in_flight() ->
     await asyncio.sleep(0.01)  # the consumer has taken it and waits on the room
     left = await asyncio.wait_for(pub.close(0.2), 30)
     assert left == 1 and pub.dropped["final"] == 1
+
+
+async def test_a_final_no_channel_took_is_tried_again_while_the_sdk_resumes_the_same_room() -> None:
+    # The SDK resumes a dropped connection by itself: same room object, no disconnect event, and every
+    # channel fails meanwhile. Before, the final was given up at once (a server restart lost it).
+    pub = TranscriptPublisher().start()
+    room = Room()
+    room.broken = True
+    pub.attach(room)  # type: ignore[arg-type]
+    pub.submit(ev("r", True, "said while the connection resumed"), "TR")
+    await asyncio.sleep(0.3)  # a few failed attempts
+    assert pub.failures >= 3 and room.data == []
+    room.broken = False
+    await drain(pub, room, 1)
+    assert await pub.close(5) == 0
+    assert room.segments() == [("r", True, "said while the connection resumed")]
+    assert pub.dropped == {"partial": 0, "final": 0}
+
+
+async def test_a_final_refused_past_its_attempts_is_counted_and_logged(caplog: pytest.LogCaptureFixture) -> None:
+    pub = TranscriptPublisher(None, PublisherOptions(final_attempts=2)).start()
+    room = Room()
+    room.broken = True
+    pub.attach(room)  # type: ignore[arg-type]
+    with caplog.at_level(logging.ERROR):
+        pub.submit(ev("q", True), "TR")
+        for _ in range(200):
+            if pub.dropped["final"]:
+                break
+            await asyncio.sleep(0.01)
+    assert pub.dropped["final"] == 1 and pub.pending_finals == 0
+    assert any("final q of alice NOT published" in r.message for r in caplog.records)
+    assert await pub.close(1) == 0  # counted once, when it was given up
+
+
+async def test_close_waits_for_the_last_final_to_leave_before_the_room_is_left() -> None:
+    # publish_data returns once the SDK holds the message; leaving at once dropped it from the data
+    # channel's buffer. close() gives the last final ``linger_s`` before it returns (within its timeout).
+    pub = TranscriptPublisher(None, PublisherOptions(linger_s=0.3)).start()
+    room = Room()
+    pub.attach(room)  # type: ignore[arg-type]
+    pub.submit(ev("l", True), "TR")
+    await drain(pub, room, 1)
+    published_at = asyncio.get_running_loop().time()
+    assert await pub.close(5) == 0
+    assert asyncio.get_running_loop().time() - published_at >= 0.25
+    quiet = TranscriptPublisher(None, PublisherOptions(linger_s=30)).start()  # nothing published: no wait
+    quiet.attach(Room())  # type: ignore[arg-type]
+    assert await asyncio.wait_for(quiet.close(5), 2) == 0
+    capped = TranscriptPublisher(None, PublisherOptions(linger_s=30)).start()  # never past the timeout
+    croom = Room()
+    capped.attach(croom)  # type: ignore[arg-type]
+    capped.submit(ev("c", True), "TR")
+    await drain(capped, croom, 1)
+    assert await asyncio.wait_for(capped.close(0.2), 2) == 0

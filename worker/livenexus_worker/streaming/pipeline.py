@@ -18,8 +18,8 @@ import numpy as np
 from livenexus_worker.core.audio import SAMPLE_RATE, SAMPLES_PER_MS
 from livenexus_worker.core.events import TranscriptEvent
 from livenexus_worker.inference.guards import check
-from livenexus_worker.streaming.agreement import coverage
 from livenexus_worker.streaming.commits import find_boundary
+from livenexus_worker.streaming.finals import FinalRequest, decode_final
 from livenexus_worker.streaming.pauses import PauseDetector
 from livenexus_worker.streaming.scheduler import Job
 from livenexus_worker.streaming.segmenter import Utterance, cut_point
@@ -188,12 +188,16 @@ class StreamPipeline:
             voiced_ms = op.voiced_frames * self.o.vad.frame_ms
         if (reason == "vad" or op.after_commit) and voiced_ms < self.o.vad.min_speech_ms:
             op.speculated_at = SpeculationMark.CLICK  # a speculative final already queued must not emit
+            log.debug("stream %s: utterance %s ended (%s) with %d ms of speech: a click, no final", self.stream_id,
+                      op.utt.segment_id, reason, voiced_ms)
             return
         self._ctx.on_utterance((op.utt.last_voiced_sample - op.utt.start_sample) / SAMPLE_RATE)
         # webrtcvad keeps saying "voiced" for ~0.1 s into a pause, so allow that much after the commit's cut.
         if (op.commit_pending and not op.commit_with_context
                 and op.utt.last_voiced_sample - op.commit_tried_at <= 200 * SAMPLES_PER_MS):
             op.final_from_commit = True
+            log.debug("stream %s: utterance %s ended (%s) in the pause its commit decodes: that is its final",
+                      self.stream_id, op.utt.segment_id, reason)
             return
         if op.speculated_at == op.utt.last_voiced_sample:
             if op.speculative_done:
@@ -346,47 +350,9 @@ class StreamPipeline:
 
     def _decode_final(self, op: OpenUtterance, audio: np.ndarray, speech_end_wall: float,
                       keep_until: int | None = None) -> PendingFinal | None:
-        """Decode ``audio`` as a final; with ``keep_until``, only its words that end before that sample (the
-        rest is look-ahead that belongs to the next utterance). None: dropped, or no word could be kept."""
-        _idx, tier, engine = self._ctx.engine_for(op.tier)
         context = " ".join(self._finals[-self.o.context_finals:]) if self.o.context_finals else ""
-        hyp = engine.transcribe(audio, beam_size=tier.beam_size, language=self.o.language, context=context,
-                                word_times=keep_until is not None)
-        dur = audio.shape[0] / SAMPLE_RATE
-        self._ctx.on_inference("final", hyp, dur)
-        agreed = list(op.agreement.committed)
-        if len(agreed) >= self.o.guards.evidence_words and coverage(agreed, hyp.text) < self.o.final_min_coverage:
-            # Whisper sometimes skips the first seconds of a window that starts abruptly (measured on the
-            # meeting benchmark: a final of 5 s of speech said only its last sentence). The words the partials
-            # agreed on were heard: decode again from them, so the final can only add to what was stable.
-            log.debug("stream %s: final %r misses the agreed %r; decoding from them", self.stream_id,
-                      hyp.text[:60], " ".join(agreed)[:60])
-            hyp = engine.transcribe(audio, beam_size=tier.beam_size, language=self.o.language, context=context,
-                                    prefix=" ".join(agreed), word_times=keep_until is not None)
-            self._ctx.on_inference("final", hyp, dur)
-        said = hyp.text
-        if keep_until is not None:
-            # A word may end a frame or two past the cut (20 ms alignment steps); one that ends later is the
-            # next sentence's. Without word times nothing can be kept safely: the commit is declined.
-            limit = (keep_until + 40 * SAMPLES_PER_MS) / SAMPLE_RATE
-            kept = sum(1 for end in hyp.word_ends if end <= limit)
-            if not kept:
-                log.debug("stream %s: commit declined, no word ends before %.2f s (%s)", self.stream_id,
-                          keep_until / SAMPLE_RATE, hyp.word_ends[:3])
-                return None
-            said, dur = " ".join(hyp.text.split()[:kept]), keep_until / SAMPLE_RATE
-        text, why = check(said, hyp.no_speech_prob, hyp.avg_logprob, dur, self.o.guards,
-                          evidence_words=len(op.agreement.committed))
-        if text is None:
-            log.debug("stream %s dropped utterance %s: %s", self.stream_id, op.utt.segment_id, why)
-            return None
-        start = op.utt.start_sample / SAMPLE_RATE
-        event = TranscriptEvent(
-            stream_id=self.stream_id, speaker=self.speaker, segment_id=op.utt.segment_id, text=text, is_final=True,
-            start=start, end=start + dur, stable=text, unstable="", language=hyp.language, tier=tier.name,
-            processing_ms=(hyp.encode_s + hyp.decode_s) * 1000, latency_ms=0.0,
-        )
-        return PendingFinal(event, speech_end_wall)
+        req = FinalRequest(self.stream_id, self.speaker, context)
+        return decode_final(self._ctx, self.o, req, op, audio, speech_end_wall, keep_until)
 
     def _emit_final(self, op: OpenUtterance, result: PendingFinal | None) -> None:
         if result is None or op.emitted:
