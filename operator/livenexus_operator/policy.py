@@ -61,6 +61,8 @@ class Approval:
     """Its resourceVersion: a new version rolls the worker (env from a Secret is read at container start)."""
     livekit_url: str
     """The URL that was admitted."""
+    webhook: tuple[str, str, str] = ("", "", "")
+    """spec.sinks.webhook as admitted: (signing-key Secret, its resourceVersion, URL); empty without one."""
 
 
 def _hosts(raw: Mapping[str, Any], key: str) -> tuple[str, ...]:

@@ -15,7 +15,7 @@ from typing import Any
 import aiohttp
 import yaml
 
-from livenexus_operator import config, kube
+from livenexus_operator import config, kube, sinks_admit
 from livenexus_operator.metrics import METRICS
 from livenexus_operator.policy import CREDENTIALS_LABEL, POLICY_KEY, Approval, RoomPolicy
 from livenexus_operator.render import SPEC_HASH_ANNOTATION, child_name, render
@@ -185,6 +185,11 @@ async def reconcile(body: Mapping[str, Any], trigger: str) -> Outcome:
         reason, secret_version = URL_NOT_ALLOWED, ""
         if not out.problem:
             out.problem, reason, secret_version = await check_secret(namespace, room, policy)
+        hook_version = ""
+        if not out.problem and room.sinks.webhook_url:  # the sinks' Secret and URL, under the same policy
+            out.problem, reason = sinks_admit.url_problem(room.sinks, policy), sinks_admit.SINK_URL_NOT_ALLOWED
+            if not out.problem:
+                out.problem, reason, hook_version = await sinks_admit.check_secret(namespace, room.sinks, policy)
         if out.problem:
             # An existing worker keeps the credentials and URL it was admitted with: render never runs
             # for a refused spec, so nothing of the refused values reaches a pod.
@@ -193,7 +198,10 @@ async def reconcile(body: Mapping[str, Any], trigger: str) -> Outcome:
             obs = replace(base, secret_problem=out.problem, secret_reason=reason, worker_name=worker if exists else "")
             return _conclude(out, obs, previous)
 
-        children = render(body, template, Approval(room.secret_name, secret_version, room.livekit_url))
+        hook = ("", "", "")
+        if room.sinks.webhook_url:
+            hook = (room.sinks.secret_name, hook_version, room.sinks.webhook_url)
+        children = render(body, template, Approval(room.secret_name, secret_version, room.livekit_url, hook))
         old_hash = await _current_hash(namespace, worker)
         deployment = await kube.apply(children.deployment)
         service = await kube.apply(children.service)

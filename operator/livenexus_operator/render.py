@@ -16,9 +16,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from livenexus_common.contract import API_VERSION, AUTOSCALE_ENV, KIND, RENDERED_ENV, Env, ladder_to_json
+from livenexus_common.sinks import SINK_ENV
 from livenexus_operator.autoscale import AutoscaleError, AutoscalePolicy
 from livenexus_operator.podsecurity import security_contexts
 from livenexus_operator.policy import Approval, PolicyError
+from livenexus_operator.sinks_spec import sink_env, sink_volume
 from livenexus_operator.spec import RoomSpec, WorkerTemplate
 
 MANAGED_BY = "livenexus-operator"
@@ -27,6 +29,7 @@ CONTAINER = "worker"
 SPEC_HASH_ANNOTATION = "livenexus.io/spec-hash"
 ROOM_ANNOTATION = "livenexus.io/room"
 CREDENTIALS_ANNOTATION = "livenexus.io/credentials-version"
+SINK_SECRET_ANNOTATION = "livenexus.io/sink-secret-version"
 ROOM_LABEL = "livenexus.io/room"
 
 # Names the operator owns in the worker's environment (the contract's, plus HOME); extraEnv may not shadow
@@ -170,7 +173,7 @@ def worker_env(room: RoomSpec, template: WorkerTemplate) -> list[dict[str, Any]]
     ]
     env += autoscale_env(room, template)
     # Only the operator may say an autoscaler stands behind the pod (extraEnv never names these).
-    seen = {e["name"] for e in env} | AUTOSCALE_ENV
+    seen = {e["name"] for e in env} | AUTOSCALE_ENV | SINK_ENV  # nor the sinks (sink_env, after these)
     for extra in template.extra_env:
         name = str(extra.get("name", ""))
         if name and name not in RESERVED_ENV and name not in seen:
@@ -190,7 +193,7 @@ def _probe(path: str, period: int, failures: int, timeout: int = 3) -> dict[str,
 
 
 def pod_template(
-    owner: Owner, room: RoomSpec, template: WorkerTemplate, credentials_version: str = ""
+    owner: Owner, room: RoomSpec, template: WorkerTemplate, credentials_version: str = "", sink_secret_version: str = ""
 ) -> dict[str, Any]:
     """The worker's pod template, with the spec-hash annotation computed over everything else in it."""
     pod_sc, container_sc = security_contexts(template.pod_security_context, template.security_context)
@@ -199,13 +202,17 @@ def pod_template(
     if template.model_source.volume is not None:
         mounts.append({"name": "models", "mountPath": template.model_source.cache_path, "readOnly": True})
         volumes.append({"name": "models", **copy.deepcopy(dict(template.model_source.volume))})
+    transcripts = sink_volume(room.sinks, template.transcripts)
+    if transcripts is not None:
+        volumes.append(transcripts[0])
+        mounts.append(transcripts[1])
     container: dict[str, Any] = {
         "name": CONTAINER,
         "image": template.image,
         "imagePullPolicy": template.image_pull_policy,
         "command": ["livenexus-worker"],
         "args": ["run"],
-        "env": worker_env(room, template),
+        "env": worker_env(room, template) + sink_env(room.sinks, template.transcripts, owner.namespace),
         "ports": [{"name": "metrics", "containerPort": template.metrics_port, "protocol": "TCP"}],
         # Model loading happens before /healthz exists; the startup probe gives it two minutes before
         # liveness may kill the pod. Readiness additionally waits for the LiveKit connection.
@@ -242,6 +249,8 @@ def pod_template(
     if credentials_version:
         # Env from a Secret is read once at container start: a new Secret version must roll the pod.
         annotations[CREDENTIALS_ANNOTATION] = credentials_version
+    if sink_secret_version:
+        annotations[SINK_SECRET_ANNOTATION] = sink_secret_version  # the signing key is env from a Secret too
     labels = {**template.pod_labels, **standard_labels(owner, room)}
     tmpl: dict[str, Any] = {"metadata": {"labels": labels, "annotations": annotations}, "spec": spec}
     tmpl["metadata"]["annotations"][SPEC_HASH_ANNOTATION] = spec_hash(tmpl)
@@ -273,6 +282,12 @@ def render(body: Mapping[str, Any], template: WorkerTemplate, approval: Approval
             f"room {owner.namespace}/{owner.name} names Secret {room.secret_name!r} and URL {room.livekit_url!r}, "
             f"but {approval.secret_name!r} and {approval.livekit_url!r} were approved"
         )
+    hook = room.sinks
+    if hook.webhook_url and (hook.secret_name, hook.webhook_url) != (approval.webhook[0], approval.webhook[2]):
+        raise PolicyError(
+            f"room {owner.namespace}/{owner.name}: spec.sinks.webhook ({hook.secret_name!r}, {hook.webhook_url!r}) "
+            "was not approved"
+        )
     name = child_name(owner.name)
     labels = standard_labels(owner, room)
     meta = {
@@ -282,7 +297,8 @@ def render(body: Mapping[str, Any], template: WorkerTemplate, approval: Approval
         "annotations": {ROOM_ANNOTATION: room.room},
         "ownerReferences": [owner_reference(owner)],
     }
-    pod = pod_template(owner, room, template, approval.secret_version)
+    pod = pod_template(owner, room, template, approval.secret_version,
+                       approval.webhook[1] if hook.webhook_url else "")
     deployment: dict[str, Any] = {
         "apiVersion": "apps/v1",
         "kind": "Deployment",

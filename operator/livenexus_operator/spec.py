@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from livenexus_common.contract import DEFAULT_THRESHOLDS, TierSpec, model_ladder
+from livenexus_operator.sinks_spec import SinksError, SinksSpec, TranscriptsVolume
 
 COMPUTE_TYPES = ("int8", "int8_float32", "float32")
 
@@ -104,6 +105,8 @@ class RoomSpec:
     """Scale the worker to zero."""
     autoscaling: Mapping[str, Any] | None = None
     """spec.autoscaling as written (fields over the chart's worker.autoscaling; see autoscale.AutoscalePolicy)."""
+    sinks: SinksSpec = field(default_factory=SinksSpec)
+    """spec.sinks: where finals go besides the room (webhook, JSONL file)."""
 
     @property
     def effective_ladder(self) -> tuple[TierSpec, ...]:
@@ -140,6 +143,10 @@ class RoomSpec:
         )
         language = _str(model, "language", "en")
         resources = spec.get("resources")
+        try:
+            sinks = SinksSpec.from_spec(spec.get("sinks"))
+        except SinksError as exc:
+            raise SpecError(str(exc)) from exc
         d = DEFAULT_THRESHOLDS
         out = cls(
             room=str(spec.get("room") or meta.get("name") or ""),
@@ -164,6 +171,7 @@ class RoomSpec:
             resources=resources if isinstance(resources, Mapping) and resources else None,
             suspend=bool(spec.get("suspend", False)),
             autoscaling=_obj(spec, "autoscaling") or None,
+            sinks=sinks,
         )
         if not out.room:
             raise SpecError("neither spec.room nor metadata.name is set")
@@ -227,6 +235,8 @@ class WorkerTemplate:
     """Where models come from."""
     autoscaling: Mapping[str, Any] = field(default_factory=dict)
     """worker.autoscaling: the defaults of every room's spec.autoscaling."""
+    transcripts: TranscriptsVolume = field(default_factory=TranscriptsVolume)
+    """worker.transcripts: the volume of rooms' file sinks."""
 
     @classmethod
     def from_values(cls, raw: Mapping[str, Any]) -> WorkerTemplate:
@@ -264,4 +274,12 @@ class WorkerTemplate:
                 volume=dict(volume) if isinstance(volume, Mapping) and volume else None,
             ),
             autoscaling=dict(_obj(raw, "autoscaling")),
+            transcripts=_transcripts(raw.get("transcripts")),
         )
+
+
+def _transcripts(raw: Any) -> TranscriptsVolume:
+    try:
+        return TranscriptsVolume.from_values(raw)
+    except SinksError as exc:
+        raise SpecError(str(exc)) from exc
