@@ -20,6 +20,8 @@ CLUSTER = "cluster"
 
 AUTOSCALE = "autoscale"
 """ApiCall.feature of the autoscaler's calls."""
+POLICIES = "policies"
+"""ApiCall.feature of the calls only policies cause (tests/operator/test_policy_cluster.py makes them)."""
 
 TEMPLATE = "template"
 """resourceNames: the worker-template ConfigMap."""
@@ -32,7 +34,7 @@ class ApiCall:
     """One kind of request the operator makes."""
 
     verb: str
-    """RBAC verb (get, list, watch, create, update, patch)."""
+    """RBAC verb (get, list, watch, create, update, patch, delete)."""
     group: str
     """API group ('' for core)."""
     resource: str
@@ -47,7 +49,8 @@ class ApiCall:
     """For :data:`OWN`: :data:`TEMPLATE` or :data:`LEASE` (granted by resourceName); '' for any name."""
     feature: str = ""
     """'' for calls every operator makes; :data:`AUTOSCALE` for those only rooms with spec.autoscaling cause
-    (the RBAC test's recorded run does not exercise them; the autoscaler's own cluster tests do)."""
+    (the RBAC test's recorded run does not exercise them; the autoscaler's own cluster tests do); :data:`POLICIES`
+    for those of TranscriptionPolicies."""
 
 
 API_CALLS: tuple[ApiCall, ...] = (
@@ -56,6 +59,14 @@ API_CALLS: tuple[ApiCall, ...] = (
     ApiCall("patch", "livenexus.io", "transcriptionrooms", ROOMS, "kopf", "progress and diff-base annotations"),
     ApiCall("patch", "livenexus.io", "transcriptionrooms/status", ROOMS, "kopf, refresher (kube.patch_status)",
             "status from the handlers and from the periodic refresh"),
+    ApiCall("list", "livenexus.io", "transcriptionpolicies", ROOMS, "kopf", "initial list of the policy index"),
+    ApiCall("watch", "livenexus.io", "transcriptionpolicies", ROOMS, "kopf", "events for the policy index"),
+    ApiCall("patch", "livenexus.io", "transcriptionpolicies/status", ROOMS, "dispatch_loop.Dispatcher",
+            "active and waiting rooms of a policy", feature=POLICIES),
+    ApiCall("create", "livenexus.io", "transcriptionrooms", ROOMS, "dispatch_loop.Dispatcher._create",
+            "a policy's room on its first audio track (POST: never overwrites)", feature=POLICIES),
+    ApiCall("delete", "livenexus.io", "transcriptionrooms", ROOMS, "dispatch_loop.Dispatcher._delete",
+            "a policy's room that ended (uid precondition)", feature=POLICIES),
     ApiCall("get", "apps", "deployments", ROOMS, "reconcile._current_hash", "spec hash of the live worker"),
     ApiCall("patch", "apps", "deployments", ROOMS, "kube.apply", "server-side apply of the worker"),
     # A server-side apply that creates the object is authorized as create too.

@@ -57,6 +57,19 @@ class OperatorConfig:
     """Bind address of that server (tests use 127.0.0.1)."""
     liveness_port: int = 9401
     """Port of kopf's liveness endpoint (bound to 127.0.0.1, proxied by /healthz)."""
+    livekit_url: str = ""
+    """LiveKit server of the TranscriptionPolicies (webhooks from it, RoomService resync against it); ''
+    turns policies off. From chart values, never from a CR: the operator's credentials go only here."""
+    livekit_api_key: str = field(default="", repr=False)
+    """API key that signs its webhooks and lists its rooms (from the Secret named in the chart values)."""
+    livekit_api_secret: str = field(default="", repr=False)
+    """The matching API secret."""
+    webhook_port: int = 9402
+    """Port of the LiveKit webhook endpoint (POST /livekit/webhook); 0 disables it (resync alone)."""
+    webhook_host: str = "0.0.0.0"
+    """Bind address of that endpoint."""
+    resync_interval_s: float = 30.0
+    """How often the policy rooms are re-read from LiveKit's RoomService (repairs lost webhooks)."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> OperatorConfig:
@@ -78,11 +91,21 @@ class OperatorConfig:
             metrics_port=int(e.get("LIVENEXUS_OPERATOR_METRICS_PORT", "") or 9400),
             metrics_host=e.get("LIVENEXUS_OPERATOR_METRICS_HOST", "") or "0.0.0.0",
             liveness_port=int(e.get("LIVENEXUS_OPERATOR_LIVENESS_PORT", "") or 9401),
+            livekit_url=e.get("LIVENEXUS_LIVEKIT_URL", ""),
+            livekit_api_key=e.get("LIVENEXUS_LIVEKIT_API_KEY", ""),
+            livekit_api_secret=e.get("LIVENEXUS_LIVEKIT_API_SECRET", ""),
+            webhook_port=int(e.get("LIVENEXUS_WEBHOOK_PORT", "") or 9402),
+            resync_interval_s=float(e.get("LIVENEXUS_RESYNC_INTERVAL_S", "") or 30.0),
         )
+
+    @property
+    def policies_enabled(self) -> bool:
+        """TranscriptionPolicies act only with a LiveKit server and credentials to verify and list it."""
+        return bool(self.livekit_url and self.livekit_api_key and self.livekit_api_secret)
 
 
     def __post_init__(self) -> None:
-        for name in ("status_interval_s", "retry_delay_s", "retry_max_s", "status_heartbeat_s"):
+        for name in ("status_interval_s", "retry_delay_s", "retry_max_s", "status_heartbeat_s", "resync_interval_s"):
             value = getattr(self, name)
             if not value > 0 or value == float("inf"):
                 raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")

@@ -23,6 +23,7 @@ import kopf
 from livenexus_common.contract import GROUP, PLURAL, VERSION
 from livenexus_operator import autoscale_loop as _autoscale_loop  # noqa: F401  (its kopf startup/cleanup)
 from livenexus_operator import config, kube, refresher
+from livenexus_operator import dispatch_loop as _dispatch_loop  # noqa: F401  (policy index, startup/cleanup)
 from livenexus_operator.leader import NotLeader
 from livenexus_operator.metrics import METRICS
 from livenexus_operator.reconcile import reconcile

@@ -70,6 +70,33 @@ class OperatorMetrics:
         self.refresh_rooms = Counter(
             "livenexus_operator_refreshed_rooms", "Rooms the refresher reconciled.", registry=r
         )
+        self.webhooks = Counter(
+            "livenexus_operator_webhooks",
+            "LiveKit webhooks by event (known ones, else 'other' / 'invalid') and result: applied, duplicate, "
+            "stale (about something that already ended), ignored (agents, unknown events), dropped (over a "
+            "bound), bad_signature, unsigned, too_large, bad_request, rate_limited.",
+            ["event", "result"],
+            registry=r,
+        )
+        self.resyncs = Counter(
+            "livenexus_operator_policy_resyncs",
+            "Resyncs of the policy rooms against LiveKit's RoomService, by result (ok, error).",
+            ["result"],
+            registry=r,
+        )
+        self.policy_rooms = Gauge(
+            "livenexus_operator_policy_rooms",
+            "LiveKit rooms of all TranscriptionPolicies, by state: active (has a TranscriptionRoom), waiting "
+            "(maxRooms reached), observed (rooms the operator tracks).",
+            ["state"],
+            registry=r,
+        )
+        self.policy_actions = Counter(
+            "livenexus_operator_policy_actions",
+            "TranscriptionRooms created or deleted for policies, by action and result (ok, exists, gone, error).",
+            ["action", "result"],
+            registry=r,
+        )
         self.leader = Gauge(
             "livenexus_operator_leader", "1 while this replica holds the leader Lease.", registry=r
         )

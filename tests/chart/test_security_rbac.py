@@ -91,5 +91,8 @@ def test_rbac_off_renders_no_rbac() -> None:
 def test_every_call_says_who_makes_it_and_why(call: Any) -> None:
     assert call.by and call.why
     assert call.scope in (ROOMS, OWN, CLUSTER)
-    assert call.verb in ("get", "list", "watch", "create", "update", "patch")
+    assert call.verb in ("get", "list", "watch", "create", "update", "patch", "delete")
+    # The only thing the operator deletes is a TranscriptionRoom a policy created (uid precondition); never its
+    # workers (garbage-collected through ownerReferences), Secrets or anything cluster-scoped.
+    assert call.verb != "delete" or (call.resource == "transcriptionrooms" and call.feature == "policies")
     assert (call.scope == OWN) or not call.name, "resourceNames only for the operator's own objects"

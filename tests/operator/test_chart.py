@@ -123,8 +123,10 @@ def test_values_schema_rejects_unsafe_or_wrong_values(bad: str) -> None:
 
 def test_crd_ships_with_the_chart_only_from_crds_dir() -> None:
     docs = helm_template("--include-crds")
-    (crd,) = by_kind(docs, "CustomResourceDefinition")
-    assert crd == yaml.safe_load(CRD_FILE.read_text())
+    crds = {d["metadata"]["name"]: d for d in by_kind(docs, "CustomResourceDefinition")}
+    files = [yaml.safe_load(f.read_text()) for f in sorted(CRD_FILE.parent.glob("*.yaml"))]
+    assert crds == {d["metadata"]["name"]: d for d in files}
+    assert crds["transcriptionrooms.livenexus.io"] == yaml.safe_load(CRD_FILE.read_text())
     assert not by_kind(helm_template(), "CustomResourceDefinition")
 
 

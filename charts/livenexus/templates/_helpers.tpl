@@ -112,3 +112,16 @@ namespace
 {{- define "livenexus.consoleRoomsNamespace" -}}
 {{- default .Release.Namespace .Values.console.rooms.namespace -}}
 {{- end -}}
+
+{{/*
+"true" when TranscriptionPolicies are configured (a LiveKit URL and the Secret with its webhook key), else "".
+*/}}
+{{- define "livenexus.policiesEnabled" -}}
+{{- $pol := .Values.operator.policies | default dict -}}
+{{- $lk := $pol.livekit | default dict -}}
+{{- if and $lk.url ($lk.credentialsSecret | default dict).name -}}true{{- end -}}
+{{- end }}
+
+{{- define "livenexus.webhookName" -}}
+{{- printf "%s-webhook" (include "livenexus.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end }}
