@@ -7,6 +7,7 @@ from __future__ import annotations
 import itertools
 import threading
 import time
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -267,4 +268,36 @@ def test_a_final_that_skips_what_partials_agreed_on_is_decoded_from_it(sentence:
     (final,) = finals(events)
     assert final.text == "we missed several obvious bugs", "the agreed words are in the final"
     assert [p for _n, p in engine.calls if p][-1] == "we missed several obvious bugs"
+    ctx.scheduler.close()
+
+
+class NoStopEngine(SentenceEngine):
+    """Partials that never end a sentence where the speaker pauses ("samples P w0 w1 next"): greedy decoding
+    of a sentence that runs on, or a clause."""
+
+    def transcribe(self, audio: np.ndarray, beam_size: int = 1, language: str | None = "en", prefix: str = "",
+                   max_new_tokens: int | None = None, context: str = "", word_times: bool = False) -> Hypothesis:
+        hyp = super().transcribe(audio, beam_size, language, prefix, max_new_tokens, context, word_times)
+        if max_new_tokens is None:
+            return hyp
+        return replace(hyp, text=hyp.text.replace(".", ""))
+
+
+@pytest.mark.parametrize("clause_after_s", [0.0, 2.0, 30.0], ids=["off", "long-enough", "too-short"])
+def test_a_long_utterance_commits_at_an_aligned_pause_without_a_sentence_end(sentence: np.ndarray,
+                                                                            clause_after_s: float) -> None:
+    # Partials put no full stop at the pause: without the clause rule the sentence waits for the
+    # any-pause bound (10 s); with it, a pause that a stable word ends in commits once the utterance is long.
+    engine = NoStopEngine()
+    ctx, pipe, events = pipeline(engine, PipelineOptions(commit_clause_after_s=clause_after_s))
+    push(pipe, np.concatenate([silence(500), sentence, silence(150), sentence[: 500 * 16]]), ctx)
+    assert ctx.scheduler.wait_idle(10)
+    committed = finals(events)
+    assert len(committed) == (1 if clause_after_s == 2.0 else 0)
+    if committed:
+        # Cut in the pause: the final holds the first sentence's speech and nothing of the next one.
+        assert abs(decoded(committed[0]) - (500 * 16 + sentence.shape[0])) <= 200 * 16
+        pipe.flush()
+        assert ctx.scheduler.wait_idle(10)
+        check_contiguous(finals(events))
     ctx.scheduler.close()

@@ -38,6 +38,9 @@ def find_boundary(op: OpenUtterance, text: str, heard: int, word_ends: tuple[flo
     limit = o.commit_max_fragment_words + op.pause_votes
     fits = 1 <= len(fragment) <= (max(limit, o.commit_max_fragment_words_aligned) if word_ends else limit)
     if not fits or not (word_ends or fragment[0][0].isupper()):
+        clause = _clause(op, words, heard, word_ends, o)
+        if clause is not None:
+            return clause
         log.debug("stream %s: no sentence end at a pause (%r)", stream_id, text[-60:])
         op.vote_cut = op.pause_votes = 0
         # Pauses this far back can no longer be the boundary of a short fragment: forget them.
@@ -75,3 +78,28 @@ def find_boundary(op: OpenUtterance, text: str, heard: int, word_ends: tuple[flo
     while op.pauses and op.pauses[0][0] <= cut:
         op.pauses.popleft()
     return cut, wall, head
+
+
+def _clause(op: OpenUtterance, words: list[str], heard: int, word_ends: tuple[float, ...],
+            o: PipelineOptions) -> tuple[int, float, str] | None:
+    """No sentence end, but the utterance is long: the latest pause that one of the agreed words ends in
+    (−60…+400 ms, as for a sentence end), with the look-ahead heard after it."""
+    if not o.commit_clause_after_s or not word_ends or heard < o.commit_clause_after_s * SAMPLE_RATE:
+        return None
+    lookahead = o.commit_lookahead_ms * SAMPLES_PER_MS
+    stable = min(len(op.agreement.committed), len(word_ends), len(words))
+    found: tuple[int, float, int] | None = None
+    for c, wall in op.pauses:
+        if heard - c < lookahead:
+            break
+        ending = [i for i in range(stable) if -60 * SAMPLES_PER_MS <= c - word_ends[i] * SAMPLE_RATE
+                  <= 400 * SAMPLES_PER_MS]
+        if ending:
+            found = (c, wall, ending[-1])
+    if found is None:
+        return None
+    cut, wall, last = found
+    while op.pauses and op.pauses[0][0] <= cut:
+        op.pauses.popleft()
+    op.vote_cut = op.pause_votes = 0
+    return cut, wall, " ".join(words[: last + 1])

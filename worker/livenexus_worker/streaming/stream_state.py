@@ -80,6 +80,11 @@ class PipelineOptions:
     """Audio the utterance must hold before a pause may commit it (shorter heads are rarely a sentence)."""
     commit_any_after_s: float = 10.0
     """From this length on any pause commits, sentence end or not: it bounds the window every decode sees."""
+    commit_clause_after_s: float = 0.0
+    """From this length on (0: never), a pause that a word of the partial's agreed words ends in commits
+    without a sentence end: the speaker's sentence may run on, but the words before the pause are heard and
+    stable, and the commit's decode hears the look-ahead too. Bounds the wait of a sentence whose partials put
+    no full stop at its pause below ``commit_any_after_s``."""
     pauses: PauseOptions = field(default_factory=PauseOptions)
     """How quiet a pause is."""
 
