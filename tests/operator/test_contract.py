@@ -174,7 +174,9 @@ async def _speak(url: str, api_key: str, api_secret: str, room: str, samples: np
     await lk.local_participant.publish_track(
         track, rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE))
     frame_len = 160  # 10 ms at 16 kHz
-    padded = np.concatenate([samples, np.zeros(16000 * 2, dtype=np.int16)])
+    # Lead-in silence: on a loaded machine the worker subscribes a moment after the track is published, and
+    # speech sent before that never reaches it (a CI run under load saw no final).
+    padded = np.concatenate([np.zeros(16000 * 2, dtype=np.int16), samples, np.zeros(16000 * 2, dtype=np.int16)])
     for start in range(0, len(padded) - frame_len + 1, frame_len):
         frame = rtc.AudioFrame.create(16000, 1, frame_len)
         np.frombuffer(frame.data, dtype=np.int16)[:] = padded[start:start + frame_len]
