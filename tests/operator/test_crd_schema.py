@@ -54,7 +54,14 @@ def test_identity_and_printer_columns() -> None:
     assert version["name"] == "v1alpha1" and version["served"] and version["storage"]
     assert version["subresources"] == {"status": {}}
     columns = [c["name"] for c in version["additionalPrinterColumns"]]
-    assert columns == ["Room", "Phase", "Model", "Latency", "Age"]
+    assert columns == ["Room", "Phase", "Model", "Latency", "CPU", "Scaled", "Scaled-To", "Scaled-At", "Age"]
+    paths = {c["name"]: c["jsonPath"] for c in version["additionalPrinterColumns"]}
+    assert paths["CPU"] == ".status.autoscaling.cpu"
+    assert paths["Scaled"] == ".status.autoscaling.lastDecision.action"
+    # The columns read fields the status schema declares (a typo'd path just prints <none>).
+    status = crd_schema()["properties"]["status"]["properties"]["autoscaling"]["properties"]
+    assert {"cpu", "lastDecision"} <= status.keys()
+    assert {"action", "toCpu", "time"} <= status["lastDecision"]["properties"].keys()
 
 
 def test_schema_is_structural() -> None:
