@@ -1,0 +1,47 @@
+"""Freed heap goes back to the kernel (core/memory.py); run in a child process, whose allocator state is its own."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from livenexus_worker.core.memory import release_free_memory, rss_mib
+
+# What CTranslate2 does to glibc: one large buffer freed raises the mmap threshold, after which MiB-sized
+# buffers come from the heap; a smaller block kept between each two (a decoder's longer-lived state) keeps
+# their freed space off the top, so glibc's automatic trim cannot return it.
+FRAGMENT = """
+import json, sys
+from livenexus_worker.core.memory import release_free_memory, rss_mib
+big = bytearray(b"\\x01") * (16 << 20)
+del big
+blocks, kept = [], []
+for _ in range(100):
+    blocks.append(bytearray(b"\\x01") * (2 << 20))
+    kept.append(bytearray(b"\\x01") * (256 << 10))
+del blocks
+before = rss_mib()
+result = release_free_memory() if sys.argv[1] == "trim" else None
+print(json.dumps({"before": before, "after": rss_mib(), "released": bool(result and result.released)}))
+"""
+
+
+def child(mode: str) -> dict[str, float]:
+    out = subprocess.run([sys.executable, "-c", FRAGMENT, mode], check=True, capture_output=True, text=True,
+                         timeout=60).stdout
+    return json.loads(out)  # type: ignore[no-any-return]
+
+
+def test_freed_fragmented_heap_stays_resident_until_trimmed() -> None:
+    kept = child("none")
+    trimmed = child("trim")
+    assert kept["after"] > 200 and kept["after"] - kept["before"] > -20, "without a trim the 200 MiB freed stays"
+    assert trimmed["released"]
+    assert trimmed["before"] - trimmed["after"] > 150, trimmed
+
+
+def test_release_reports_rss_and_is_harmless_in_this_process() -> None:
+    r = release_free_memory()
+    assert r.rss_before_mib > 0 and r.rss_after_mib > 0
+    assert 0 < rss_mib() < 100_000
