@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Final, Literal, TypedDict
+from typing import Final, Literal, NotRequired, TypedDict
 
 
 class ContractError(ValueError):
@@ -95,6 +95,10 @@ class Env:
     """Streams inside an utterance at once; speech of others beyond it is counted and logged, not decoded."""
     SHUTDOWN_DEADLINE_S: Final = "LIVENEXUS_SHUTDOWN_DEADLINE_S"
     """One deadline for SIGTERM → exit (flush, decode, publish, leave); below the pod's grace period."""
+    FRAME_MS: Final = "LIVENEXUS_FRAME_MS"
+    """Frame length asked of LiveKit's AudioStream (10, 20 or 30 ms; default 30)."""
+    TRACE_STAGES: Final = "LIVENEXUS_TRACE_STAGES"
+    """``1``: stamp each transcript's stages (monotonic clock) into its data message's ``trace`` and the log."""
 
 
 AUTOSCALE_ENV: Final = frozenset({Env.AUTOSCALE_MAX_CPU, Env.AUTOSCALE_GRACE_S})
@@ -111,7 +115,8 @@ RENDERED_ENV: Final = frozenset(
 """What the operator sets on every worker pod (a room's extraEnv may not shadow these)."""
 
 WORKER_ENV: Final = RENDERED_ENV | AUTOSCALE_ENV | {Env.IDENTITY, Env.METRICS_HOST, Env.THREADS, Env.POD_NAME,
-                                                    Env.MAX_STREAMS, Env.MAX_SPEAKERS, Env.SHUTDOWN_DEADLINE_S}
+                                                    Env.MAX_STREAMS, Env.MAX_SPEAKERS, Env.SHUTDOWN_DEADLINE_S,
+                                                    Env.FRAME_MS, Env.TRACE_STAGES}
 """Everything the worker reads: the rendered names plus the knobs the operator leaves at their defaults."""
 
 
@@ -336,10 +341,22 @@ class TranscriptMessage(TypedDict):
     """Language code."""
     tier: str
     """:attr:`TierSpec.name` of the tier that produced it."""
+    trace: NotRequired[dict[str, float]]
+    """Only with LIVENEXUS_TRACE_STAGES=1: monotonic seconds (CLOCK_MONOTONIC, shared by the processes of one
+    machine) of the stages this transcript passed, keys from :data:`TRACE_STAGES` only. Readers may ignore it."""
 
 
-TRANSCRIPT_FIELDS: Final = frozenset(TranscriptMessage.__annotations__)
-"""Every key of a :class:`TranscriptMessage`."""
+TRANSCRIPT_OPTIONAL_FIELDS: Final = frozenset({"trace"})
+"""Keys of a :class:`TranscriptMessage` that may be absent (``NotRequired`` is not visible at run time here)."""
+TRANSCRIPT_FIELDS: Final = frozenset(TranscriptMessage.__annotations__) - TRANSCRIPT_OPTIONAL_FIELDS
+"""Every key each :class:`TranscriptMessage` has."""
+TRACE_STAGES: Final = (
+    "recv", "push", "end", "queued", "start", "decoded", "emit", "submit", "pub", "text", "transcription", "data",
+)
+"""Stage stamps a transcript may carry, in pipeline order: the frame with its last voiced audio received
+(event loop) and pushed (frames thread); utterance end decided (finals); decode job queued, started, finished;
+emitted by the pipeline; submitted to the publisher; publish started; each channel's publish returned (log only:
+the data message cannot carry its own return)."""
 
 
 def transcript_message(
@@ -355,9 +372,11 @@ def transcript_message(
     unstable: str,
     language: str,
     tier: str,
+    trace: Mapping[str, float] | None = None,
 ) -> TranscriptMessage:
-    """Build the data message; times are rounded to what a reader can use (ms, 0.1 ms for the latency)."""
-    return {
+    """Build the data message; times are rounded to what a reader can use (ms, 0.1 ms for the latency).
+    ``trace``: stage stamps (only the :data:`TRACE_STAGES` keys are kept, so it stays bounded)."""
+    msg: TranscriptMessage = {
         "type": "transcript",
         "text": text,
         "isFinal": is_final,
@@ -371,3 +390,6 @@ def transcript_message(
         "language": language,
         "tier": tier,
     }
+    if trace:
+        msg["trace"] = {k: round(float(trace[k]), 6) for k in TRACE_STAGES if k in trace}
+    return msg

@@ -17,6 +17,7 @@ from livenexus_common.contract import (
     DEFAULT_TIERS,
     RENDERED_ENV,
     TRANSCRIPT_FIELDS,
+    TRANSCRIPT_OPTIONAL_FIELDS,
     WORKER_ENV,
     ContractError,
     Env,
@@ -105,3 +106,17 @@ def test_the_console_page_reads_only_contract_fields() -> None:
     read = set(re.findall(r"\bp\.(\w+)", body))
     assert read and read <= TRANSCRIPT_FIELDS, read - TRANSCRIPT_FIELDS
     assert "'transcript'" in body
+
+
+def _message(trace: dict[str, float] | None = None) -> dict[str, object]:
+    return dict(transcript_message(text="hi", is_final=True, speaker="a", segment_id="s-1", start=0.0, end=1.0,
+                                   latency_ms=1.0, stable="hi", unstable="", language="en", tier="t", trace=trace))
+
+
+def test_transcript_message_trace_is_optional_and_bounded() -> None:
+    assert "trace" not in _message() and "trace" not in _message({})
+    # Unknown stamps (a bug, or a huge dict) never reach the wire: only the contract's stage names do.
+    hostile = {f"k{i}": 1.0 for i in range(10_000)} | {"recv": 12.3456789, "emit": 13}
+    msg = _message(hostile)
+    assert msg["trace"] == {"recv": 12.345679, "emit": 13.0}
+    assert set(msg) == TRANSCRIPT_FIELDS | TRANSCRIPT_OPTIONAL_FIELDS

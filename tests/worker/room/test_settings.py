@@ -124,3 +124,13 @@ def test_hardening_defaults() -> None:
     assert (s.max_streams, s.max_speakers, s.shutdown_deadline_s) == (4, 2, 12.5)
     d = WorkerSettings.from_env({})
     assert d.shutdown_deadline_s < 30, "must fit the pod's default terminationGracePeriodSeconds"
+
+
+def test_frame_ms_and_trace_stages() -> None:
+    d = WorkerSettings.from_env({})
+    assert (d.frame_ms, d.trace_stages) == (30, False)
+    s = WorkerSettings.from_env({"LIVENEXUS_FRAME_MS": "10", "LIVENEXUS_TRACE_STAGES": "1"})
+    assert (s.frame_ms, s.trace_stages) == (10, True)
+    for bad in ({"LIVENEXUS_FRAME_MS": "25"}, {"LIVENEXUS_FRAME_MS": "0"}, {"LIVENEXUS_TRACE_STAGES": "maybe"}):
+        with pytest.raises(SettingsError, match=next(iter(bad))):
+            WorkerSettings.from_env(bad)

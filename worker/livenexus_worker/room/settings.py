@@ -94,6 +94,11 @@ class WorkerSettings:
     shutdown_deadline_s: float = 20.0
     """LIVENEXUS_SHUTDOWN_DEADLINE_S: SIGTERM → exit, all stages together; keep it below the pod's
     terminationGracePeriodSeconds (30 s by default) so the kubelet never SIGKILLs a flush."""
+    frame_ms: int = 30
+    """LIVENEXUS_FRAME_MS: frame length asked of LiveKit's AudioStream, 10, 20 or 30 ms (webrtcvad's sizes)."""
+    trace_stages: bool = False
+    """LIVENEXUS_TRACE_STAGES: ``1`` stamps every transcript's stages (data message ``trace`` and a log line);
+    for transport measurements, off by default."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> WorkerSettings:
@@ -158,6 +163,8 @@ class WorkerSettings:
             max_streams=integer(Env.MAX_STREAMS, d.max_streams, 1, 1024),
             max_speakers=integer(Env.MAX_SPEAKERS, d.max_speakers, 1, 256),
             shutdown_deadline_s=number(Env.SHUTDOWN_DEADLINE_S, d.shutdown_deadline_s, 1.0, 3600.0),
+            frame_ms=_frame_ms(integer(Env.FRAME_MS, d.frame_ms, 10, 30)),
+            trace_stages=_flag(Env.TRACE_STAGES, e.get(Env.TRACE_STAGES, "")),
         )
 
     def runtime_options(self) -> RuntimeOptions:
@@ -219,6 +226,21 @@ def _parse_tiers(raw: str, first: TierSpec) -> tuple[TierSpec, ...]:
         return ladder_from_json(raw)
     except ContractError as exc:
         raise SettingsError(str(exc)) from exc
+
+
+def _frame_ms(value: int) -> int:
+    if value not in (10, 20, 30):
+        raise SettingsError(f"{Env.FRAME_MS} must be 10, 20 or 30, got {value}")
+    return value
+
+
+def _flag(name: str, raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("", "0", "false", "no", "off"):
+        return False
+    if value in ("1", "true", "yes", "on"):
+        return True
+    raise SettingsError(f"{name} must be 0 or 1, got {raw[:40]!r}")
 
 
 def _identity(explicit: str, pod: str) -> str:
