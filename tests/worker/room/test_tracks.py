@@ -124,3 +124,17 @@ def test_feed_batches_in_order_and_drops_the_oldest_past_its_bound() -> None:
         ex.submit(feed.drain).result(10)
     assert kept.count(False) == feed.dropped >= 10, "a bounded buffer: the excess is counted"
     assert got == sorted(got) and got[-5:] == [15, 16, 17, 18, 19], "in order, newest kept"
+
+
+def test_streams_and_waiting_are_gauges_on_metrics() -> None:
+    rt = Runtime(RuntimeOptions())
+    metrics = WorkerMetrics()
+    ts = TrackSet(rt, TranscriptPublisher(), metrics, TrackLimits(max_speakers=2))
+    try:
+        install(ts, 3)
+        ts._waiting["TR_w"] = object()  # type: ignore[assignment]
+        body = metrics.exposition().decode()
+        assert "livenexus_streams 3.0" in body and "livenexus_streams_waiting 1.0" in body
+    finally:
+        ts._frames.shutdown()
+        rt.close()

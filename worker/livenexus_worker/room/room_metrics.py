@@ -10,7 +10,7 @@ import threading
 import weakref
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from livenexus_common.contract import Metric
 
@@ -19,7 +19,8 @@ _by_registry: weakref.WeakKeyDictionary[CollectorRegistry, RoomMetrics] = weakre
 
 
 class RoomMetrics:
-    """Counters only; labels are bounded enums (a DisconnectReason name, partial/final)."""
+    """Counters, and two gauges read from the current track set; labels are bounded enums (a DisconnectReason
+    name, partial/final)."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
         r = registry
@@ -32,6 +33,10 @@ class RoomMetrics:
         self.speech_over_cap = Counter(Metric.SPEECH_OVER_CAP.removesuffix("_total"),
                                        "Voiced seconds not transcribed: the maximum of concurrent speakers spoke.",
                                        registry=r)
+        # Gauges of the track set, so the stream cap can be seen holding from outside (crowd benchmark).
+        self.streams = Gauge("livenexus_streams", "Audio tracks being transcribed.", registry=r)
+        self.streams_waiting = Gauge("livenexus_streams_waiting",
+                                     "Audio tracks waiting unsubscribed for a slot (stream cap reached).", registry=r)
         self.transcripts_dropped = Counter(Metric.TRANSCRIPTS_DROPPED.removesuffix("_total"),
                                            "Transcript events not published (partials superseded or over the "
                                            "backlog; finals only when the final backlog is full).", ["kind"],

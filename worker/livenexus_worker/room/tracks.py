@@ -146,6 +146,9 @@ class TrackSet:
         """Voiced seconds not transcribed at the speaker cap."""
         self.peak_speaking = 0
         """Most streams seen inside an utterance at once."""
+        if self._room_metrics is not None:  # the latest track set is the one a worker runs
+            self._room_metrics.streams.set_function(lambda: self.streams)
+            self._room_metrics.streams_waiting.set_function(lambda: self.waiting)
 
     # ---- admission (event-loop callbacks) ------------------------------------------------------------
     def attach(self, room: rtc.Room) -> None:
