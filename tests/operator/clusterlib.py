@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import shutil
 import subprocess
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -209,3 +210,36 @@ def output_of(runner: KopfRunner) -> str:
         return runner.output[-6000:]
     except Exception as exc:  # the runner may not have finished
         return f"(no operator output: {exc})"
+
+
+CREDENTIALS = {"api-key": "APItest", "api-secret": "not-a-real-secret"}
+"""Keys of the room credentials Secret the operator tests give their rooms (nothing checks them: no LiveKit)."""
+
+
+@dataclass
+class Scene:
+    """Where an operator test on the real control plane starts: the chart installed, the operator's client
+    pointed at the chart's ServiceAccount, a fresh "restricted" namespace and the board of worker metrics."""
+
+    cluster: Cluster
+    """The admin's view (the operator's own client is configured separately, as the ServiceAccount)."""
+    release: Release
+    """The helm release under test."""
+    ns: str
+    """The test's own namespace for rooms and Secrets."""
+    board: MetricsBoard
+    """Where the in-process operator scrapes each worker."""
+
+    def credentials(self, name: str = "lk", labelled: bool = True, **data: str) -> dict[str, Any]:
+        """Apply a room credentials Secret in ``ns`` (``data`` or :data:`CREDENTIALS`); returns its manifest."""
+        secret = secret_manifest(self.ns, name, labelled, **(data or CREDENTIALS))
+        apply(self.cluster, secret)
+        return secret
+
+    @contextlib.contextmanager
+    def operator(self, all_namespaces: bool = False) -> Iterator[KopfRunner]:
+        """The in-process operator for the block (watching ``ns`` only, unless ``all_namespaces``); once the block
+        is done it must have stopped cleanly (its log tail is the failure message)."""
+        with start_operator(self.release, self.board, *(() if all_namespaces else (self.ns,))) as runner:
+            yield runner
+        assert runner.exit_code == 0, output_of(runner)

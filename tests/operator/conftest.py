@@ -5,11 +5,14 @@ from __future__ import annotations
 import secrets
 import subprocess
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
 from livenexus_operator import kube
-from tests.operator.clusterlib import Cluster, MetricsBoard, Release, cluster_from_fixture
+from livenexus_worker.ops.metrics import WorkerMetrics
+from livenexus_worker.ops.metrics_server import MetricsServer
+from tests.operator.clusterlib import Cluster, MetricsBoard, Release, Scene, cluster_from_fixture
 from tests.operator.helpers import CHART
 
 
@@ -59,3 +62,23 @@ def ns(cluster: Cluster) -> Iterator[str]:
         "metadata": {"name": name, "labels": {"pod-security.kubernetes.io/enforce": "restricted"}}})
     yield name
     cluster.run("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture
+def scene(as_operator: Cluster, release: Release, ns: str, board: MetricsBoard) -> Scene:
+    """One operator test's setup on the real control plane (see :class:`Scene`)."""
+    return Scene(as_operator, release, ns, board)
+
+
+@pytest.fixture
+def creds(scene: Scene) -> dict[str, Any]:
+    """The room credentials Secret ``lk`` in the test's namespace (what ``room()`` names by default)."""
+    return scene.credentials()
+
+
+@pytest.fixture
+def worker() -> Iterator[tuple[WorkerMetrics, str]]:
+    """A real worker metrics registry served on 127.0.0.1 (what the worker pod would serve), and its URL."""
+    metrics = WorkerMetrics()
+    with MetricsServer(metrics.registry, host="127.0.0.1", port=0) as server:
+        yield metrics, f"{server.url}/metrics"

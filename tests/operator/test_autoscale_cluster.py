@@ -20,19 +20,7 @@ from livenexus_worker.core.tier_spec import TierSpec
 from livenexus_worker.ops.cpu import CpuSample
 from livenexus_worker.ops.metrics import WorkerMetrics
 from livenexus_worker.ops.metrics_server import MetricsServer
-from tests.operator.clusterlib import (
-    Cluster,
-    MetricsBoard,
-    Release,
-    apply,
-    events_for,
-    output_of,
-    room,
-    secret_manifest,
-    start_operator,
-    status_of,
-    wait_for,
-)
+from tests.operator.clusterlib import Cluster, MetricsBoard, Scene, apply, events_for, room, status_of, wait_for
 
 pytestmark = [pytest.mark.kube, pytest.mark.slow]
 
@@ -86,11 +74,10 @@ def messages(cluster: Cluster, ns: str, reason: str) -> list[str]:
     return [str(e.get("message")) for e in events_for(cluster, ns, "busy") if e.get("reason") == reason]
 
 
-def test_overload_resizes_the_pod_in_place_up_to_max_then_down_to_min(
-        as_operator: Cluster, release: Release, ns: str, board: MetricsBoard, worker: Knob) -> None:
-    cluster = as_operator
-    apply(cluster, secret_manifest(ns, "lk", **{"api-key": "APItest", "api-secret": "not-a-real-secret"}))
-    with start_operator(release, board, ns) as runner:
+def test_overload_resizes_the_pod_in_place_up_to_max_then_down_to_min(scene: Scene, worker: Knob) -> None:
+    cluster, ns = scene.cluster, scene.ns
+    scene.credentials()
+    with scene.operator():
         apply(cluster, room(ns, "busy", resources=RESOURCES, autoscaling=POLICY))
         pod = wait_for(lambda: worker_pod(cluster, ns), 30, "worker pod")
         uid = pod["metadata"]["uid"]
@@ -121,14 +108,12 @@ def test_overload_resizes_the_pod_in_place_up_to_max_then_down_to_min(
         # The Deployment's template (what a replacement pod would get) was never touched.
         dep = cluster.get("apps/v1", "Deployment", ns, child_name("busy"))
         assert dep is not None and dep["spec"]["template"]["spec"]["containers"][0]["resources"] == RESOURCES
-    assert runner.exit_code == 0, output_of(runner)
 
 
-def test_a_resize_the_node_cannot_grant_is_withdrawn_and_not_retried(
-        as_operator: Cluster, cluster: Cluster, release: Release, ns: str, board: MetricsBoard,
-        worker: Knob) -> None:
-    apply(cluster, secret_manifest(ns, "lk", **{"api-key": "APItest", "api-secret": "not-a-real-secret"}))
-    with start_operator(release, board, ns) as runner:
+def test_a_resize_the_node_cannot_grant_is_withdrawn_and_not_retried(scene: Scene, worker: Knob) -> None:
+    cluster, ns = scene.cluster, scene.ns
+    scene.credentials()
+    with scene.operator():
         apply(cluster, room(ns, "busy", resources=RESOURCES, autoscaling=POLICY))
         pod = wait_for(lambda: worker_pod(cluster, ns), 30, "worker pod")
         worker.value = 0.97
@@ -158,4 +143,3 @@ def test_a_resize_the_node_cannot_grant_is_withdrawn_and_not_retried(
             assert autoscale_loop_ticks == 1 and cpu(worker_pod(cluster, ns))[1] == "500m"
             wait_for(lambda: True, 1, "a few ticks")
             __import__("time").sleep(1.0)
-    assert runner.exit_code == 0, output_of(runner)

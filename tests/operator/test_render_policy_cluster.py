@@ -6,25 +6,22 @@ from __future__ import annotations
 import pytest
 
 from tests.operator.clusterlib import (
+    CREDENTIALS,
     Cluster,
-    MetricsBoard,
-    Release,
+    Scene,
     apply,
     condition,
     deployment,
     get_room,
-    output_of,
     reasons,
     room,
-    secret_manifest,
-    start_operator,
     status_of,
     wait_for,
 )
 
 pytestmark = [pytest.mark.kube, pytest.mark.slow]
 
-KEYS = {"api-key": "APItest", "api-secret": "not-a-real-secret", "db-root-password": "hunter2"}
+KEYS = {**CREDENTIALS, "db-root-password": "hunter2"}
 
 
 def _ready(cluster: Cluster, ns: str, name: str, reason: str) -> dict[str, object]:
@@ -32,11 +29,10 @@ def _ready(cluster: Cluster, ns: str, name: str, reason: str) -> dict[str, objec
                     30, f"Ready reason {reason} on {name}")
 
 
-def test_unlabelled_secret_is_refused_until_it_opts_in(as_operator: Cluster, release: Release, ns: str,
-                                                        board: MetricsBoard) -> None:
-    cluster = as_operator
-    apply(cluster, secret_manifest(ns, "app-secrets", labelled=False, **KEYS))
-    with start_operator(release, board, ns) as runner:
+def test_unlabelled_secret_is_refused_until_it_opts_in(scene: Scene) -> None:
+    cluster, ns = scene.cluster, scene.ns
+    scene.credentials("app-secrets", labelled=False, **KEYS)
+    with scene.operator():
         apply(cluster, room(ns, "exfil", secret="app-secrets"))
         ready = _ready(cluster, ns, "exfil", "SecretNotAllowed")
         assert ready["status"] == "False"
@@ -49,17 +45,15 @@ def test_unlabelled_secret_is_refused_until_it_opts_in(as_operator: Cluster, rel
         assert deployment(cluster, ns, "exfil") is None
 
         # The owner opts the Secret in: the retry creates the worker.
-        apply(cluster, secret_manifest(ns, "app-secrets", **KEYS))
+        scene.credentials("app-secrets", **KEYS)
         wait_for(lambda: deployment(cluster, ns, "exfil"), 30, "deployment once the Secret is labelled")
         _ready(cluster, ns, "exfil", "WorkerUnavailable")
-    assert runner.exit_code == 0, output_of(runner)
 
 
-def test_livekit_url_outside_the_policy_is_refused(as_operator: Cluster, release: Release, ns: str,
-                                                   board: MetricsBoard) -> None:
-    cluster = as_operator
-    apply(cluster, secret_manifest(ns, "lk", **KEYS))
-    with start_operator(release, board, ns) as runner:
+def test_livekit_url_outside_the_policy_is_refused(scene: Scene) -> None:
+    cluster, ns = scene.cluster, scene.ns
+    scene.credentials(**KEYS)
+    with scene.operator():
         # ws:// is allowed to 127.0.0.1 only (the release's policy); not to another host, even a private one.
         for name, url in (("plain-ws", "ws://10.1.2.3:7880"), ("userinfo", "wss://127.0.0.1@attacker.test")):
             apply(cluster, room(ns, name, livekit={"url": url, "credentialsSecretRef": {"name": "lk"}}))
@@ -77,4 +71,3 @@ def test_livekit_url_outside_the_policy_is_refused(as_operator: Cluster, release
         cluster.run("patch", "troom", "plain-ws", "-n", ns, "--type", "merge",
                     "-p", '{"spec":{"livekit":{"url":"ws://127.0.0.1:7880"}}}')
         wait_for(lambda: deployment(cluster, ns, "plain-ws"), 30, "deployment after the URL was fixed")
-    assert runner.exit_code == 0, output_of(runner)

@@ -15,20 +15,7 @@ from kopf._cogs.clients import api as kopf_api
 from livenexus_operator import kube
 from livenexus_operator.api_calls import API_CALLS, LEASE, OWN, TEMPLATE
 from livenexus_operator.leader import LeaseElector
-from tests.operator.clusterlib import (
-    Cluster,
-    MetricsBoard,
-    Release,
-    apply,
-    deployment,
-    output_of,
-    reasons,
-    room,
-    secret_manifest,
-    start_operator,
-    status_of,
-    wait_for,
-)
+from tests.operator.clusterlib import Scene, apply, deployment, reasons, room, status_of, wait_for
 
 pytestmark = [pytest.mark.kube, pytest.mark.slow]
 
@@ -92,9 +79,8 @@ def recorded(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[Request]]:
     yield seen
 
 
-def test_operator_makes_exactly_the_listed_calls(as_operator: Cluster, release: Release, ns: str,
-                                                 board: MetricsBoard, recorded: list[Request]) -> None:
-    cluster = as_operator
+def test_operator_makes_exactly_the_listed_calls(scene: Scene, recorded: list[Request]) -> None:
+    cluster, release, ns = scene.cluster, scene.release, scene.ns
     # Leader election from scratch: the Lease is created, renewed and released.
     cluster.call("DELETE", f"/apis/coordination.k8s.io/v1/namespaces/{release.namespace}/leases/{release.lease}") \
         if cluster.get("coordination.k8s.io/v1", "Lease", release.namespace, release.lease) else None
@@ -107,13 +93,12 @@ def test_operator_makes_exactly_the_listed_calls(as_operator: Cluster, release: 
         await elector.release()
 
     asyncio.run(lead())
-    apply(cluster, secret_manifest(ns, "lk", **{"api-key": "k", "api-secret": "s"}))
-    with start_operator(release, board, ns) as runner:
+    scene.credentials()
+    with scene.operator():
         apply(cluster, room(ns, "audited"))
         wait_for(lambda: deployment(cluster, ns, "audited"), 30, "worker deployment")
         wait_for(lambda: status_of(cluster, ns, "audited").get("phase"), 30, "status")
         wait_for(lambda: "WorkerCreated" in reasons(cluster, ns, "audited"), 15, "event")
-    assert runner.exit_code == 0, output_of(runner)
 
     made = {c for r in recorded for c in classify(*r)}
     declared = {(c.verb, c.group, c.resource) for c in API_CALLS}
