@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from dataclasses import replace
 from pathlib import Path
 
 from livenexus_worker.core.events import TranscriptEvent
@@ -64,3 +65,24 @@ async def test_sigterm_spills_what_the_receiver_refuses_to_take_in_time(tmp_path
     spilled = [json.loads(x)["segmentId"] for x in (tmp_path / "standup.undelivered.jsonl").read_text().splitlines()]
     assert spilled == [f"r-TR-{i}" for i in range(4)]
     assert took < 3.0 + 1.0
+
+
+async def test_the_sinks_get_their_share_of_the_deadline_not_all_of_it(tmp_path: Path) -> None:
+    svc = Service()
+    sinks = SinkSettings(webhook_url="http://127.0.0.1:9/hook", webhook_key=KEY)
+    options = AgentOptions.from_settings(WorkerSettings(shutdown_deadline_s=20.0))
+    agent = RoomAgent(WorkerSettings(room="standup"), svc, replace(options, sinks=sinks))  # type: ignore[arg-type]
+    pub = TappedPublisher(svc.metrics).start()
+    pub.sinks = agent.sinks = SinkSet(sinks, "standup", svc.metrics).start()
+    asked: list[float] = []
+    close = agent.sinks.close
+
+    async def spy(timeout: float) -> dict[str, int]:
+        asked.append(timeout)
+        return await close(timeout)
+
+    agent.sinks.close = spy  # type: ignore[method-assign]
+    svc.runtime.wait_idle = lambda timeout: True  # type: ignore[method-assign]  # nothing left to decode
+    await agent._shutdown(None, None, pub, asyncio.get_running_loop().time())
+    # A receiver that is down costs the shutdown the sinks' share (6 s of 20), not the whole deadline.
+    assert asked and asked[0] <= options.sink_s == 6.0

@@ -63,15 +63,16 @@ class AgentOptions:
     """Bounds of the publish queue."""
     sinks: SinkSettings = field(default_factory=SinkSettings)
     """Where finals go besides the room (spec.sinks); none by default."""
-    sink_s: float = 3.0
-    """What the sinks get to deliver when the worker stops outside a connection (inside one they run
-    alongside publishing and leaving, up to the deadline)."""
+    sink_s: float = 6.0
+    """Of the deadline, what the sinks get after decoding (alongside publishing and leaving) to deliver what
+    is queued; the rest goes to the undelivered file. A receiver that is down costs a shutdown this much."""
 
     @classmethod
     def from_settings(cls, settings: WorkerSettings) -> AgentOptions:
         d = settings.shutdown_deadline_s
         # Short deadlines (tests, tiny grace periods) still keep a share for publishing and leaving.
         return cls(deadline_s=d, settle_s=min(4.0, 0.2 * d), leave_s=min(2.0, 0.1 * d), publish_s=min(3.0, 0.15 * d),
+                   sink_s=min(6.0, 0.3 * d),
                    limits=TrackLimits(max_streams=settings.max_streams, max_speakers=settings.max_speakers))
 
 
@@ -232,7 +233,8 @@ class RoomAgent:
         await asyncio.sleep(0)  # events the inference thread handed over are queued by now; let them land
         stages["decode"], mark = time.monotonic() - mark, time.monotonic()
         # The sinks need no room: they deliver while the room's publishing and leaving go on, until the end.
-        sinks = asyncio.ensure_future(self._close_sinks(end - mark - 0.1)) if self.sinks is not None else None
+        sink_budget = min(o.sink_s, end - mark - 0.1)
+        sinks = asyncio.ensure_future(self._close_sinks(sink_budget)) if self.sinks is not None else None
         left = await publisher.close(end - o.leave_s - mark)
         self.publisher = None
         stages["publish"], mark = time.monotonic() - mark, time.monotonic()
