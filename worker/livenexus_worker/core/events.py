@@ -40,14 +40,19 @@ class TranscriptEvent:
     """For finals: wall time from the end of speech (VAD end) to emission. For partials: audio end to emission."""
     words: list[tuple[float, float, str]] = field(default_factory=list)
     """Optional word timings (start, end, word) in stream time."""
+    trace: dict[str, float] | None = None
+    """Stage stamps (monotonic s) when LIVENEXUS_TRACE_STAGES is on (see :mod:`core.stages`), else None."""
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), ensure_ascii=False)
+        fields = asdict(self)
+        if fields["trace"] is None:
+            del fields["trace"]  # output unchanged when tracing is off
+        return json.dumps(fields, ensure_ascii=False)
 
     def to_wire(self) -> TranscriptMessage:
         """The JSON data message published on topic ``livenexus.transcript``."""
         return transcript_message(
             text=self.text, is_final=self.is_final, speaker=self.speaker, segment_id=self.segment_id,
             start=self.start, end=self.end, latency_ms=self.latency_ms, stable=self.stable,
-            unstable=self.unstable, language=self.language, tier=self.tier,
+            unstable=self.unstable, language=self.language, tier=self.tier, trace=self.trace,
         )

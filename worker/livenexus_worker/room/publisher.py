@@ -17,16 +17,19 @@ import json
 import logging
 import time
 from collections import deque
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any
 
 from livekit import rtc
 
 from livenexus_common.contract import DATA_TOPIC, TEXT_STREAM_TOPIC, stream_attributes
+from livenexus_worker.core import stages
 from livenexus_worker.core.events import TranscriptEvent
 from livenexus_worker.room.room_metrics import RoomMetrics
 
 log = logging.getLogger(__name__)
+trace_log = logging.getLogger("livenexus_worker.stages")
 
 
 @dataclass(frozen=True)
@@ -94,6 +97,7 @@ class TranscriptPublisher:
 
     def submit(self, event: TranscriptEvent, track_sid: str) -> None:
         """Called on the event loop; never blocks."""
+        stages.stamp(event.trace, "submit")
         seg = event.segment_id
         queued = self._partial_of.get(seg)
         if event.is_final:
@@ -200,10 +204,15 @@ class TranscriptPublisher:
         """Publish one event on all three channels; returns whether any of them got it out."""
         # The channels go out concurrently (none waits for another's round trip); order within each channel
         # holds because the next event is only started once this one is out.
+        stages.stamp(event.trace, "pub")
         results = await asyncio.gather(
-            self._text_stream(room, event, track_sid), self._transcription(room, event, track_sid),
-            self._data(room, event), return_exceptions=True,
+            _timed(event, "text", self._text_stream(room, event, track_sid)),
+            _timed(event, "transcription", self._transcription(room, event, track_sid)),
+            _timed(event, "data", self._data(room, event)), return_exceptions=True,
         )
+        if event.trace is not None:
+            trace_log.info("stage trace %s", json.dumps({"segmentId": event.segment_id, "isFinal": event.is_final,
+                                                         "trace": event.trace}))
         failed = [(what, r) for what, r in zip(("text stream", "transcription", "data message"), results, strict=True)
                   if isinstance(r, BaseException)]
         for what, exc in failed:
@@ -238,3 +247,9 @@ class TranscriptPublisher:
         if self._metrics is not None:
             self._metrics.publish_failed()
         log.warning("publishing %s failed: %s", what, exc)
+
+
+async def _timed(event: TranscriptEvent, channel: str, publish: Awaitable[None]) -> None:
+    """``publish``, and while tracing the moment it returned (stage ``channel``)."""
+    await publish
+    stages.stamp(event.trace, channel)

@@ -19,18 +19,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 import time
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Callable
-from concurrent.futures import Executor, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from livekit import rtc
 
+from livenexus_worker.core import stages
 from livenexus_worker.core.audio import SAMPLE_RATE
 from livenexus_worker.core.events import TranscriptEvent
+from livenexus_worker.room.frame_feed import FrameFeed as _Feed
+from livenexus_worker.room.frame_feed import FrameStamps as _FrameStamps
 from livenexus_worker.room.publisher import TranscriptPublisher
 from livenexus_worker.room.room_metrics import RoomMetrics
 from livenexus_worker.streaming.pipeline import StreamPipeline
@@ -53,52 +56,19 @@ class TrackLimits:
     max_waiting: int = 1024
     """Refused tracks remembered for a free slot; beyond it they stay unsubscribed until re-published."""
     frame_ms: int = 30
-    """Frame length asked of LiveKit's AudioStream (the VAD's frame)."""
+    """Frame length asked of LiveKit's AudioStream (LIVENEXUS_FRAME_MS: 10, 20 or 30)."""
     stream_capacity: int = 100
     """Frames LiveKit buffers per track for us (3 s); when the loop falls that far behind it drops the oldest."""
+    trace_stages: bool = False
+    """LIVENEXUS_TRACE_STAGES: stamp each frame's arrival and push, and every transcript's stages."""
+    traced_frames: int = 1024
+    """Frames whose stamps are kept per track while tracing (the newest; ~30 s of 30 ms frames)."""
 
 
 @dataclass
 class _Track:
     task: asyncio.Task[None]
     pipe: StreamPipeline | None = None
-
-
-class _Feed:
-    """A track's frames on their way to the frames thread: never awaited one by one (a thread hop per frame
-    is latency-bound: two tracks on a loaded machine fell behind and lost audio), drained in batches, and
-    bounded: past ``limit`` the oldest frame is dropped and counted."""
-
-    def __init__(self, handle: Callable[[np.ndarray], None], executor: Executor, limit: int) -> None:
-        self._handle, self._executor, self._limit = handle, executor, limit
-        self._pending: deque[np.ndarray] = deque()
-        self._lock = threading.Lock()
-        self._scheduled = False
-        self.dropped = 0
-
-    def put(self, pcm: np.ndarray) -> bool:
-        """Event loop. Returns False when a frame had to be dropped."""
-        with self._lock:
-            kept = len(self._pending) < self._limit
-            if not kept:
-                self._pending.popleft()
-                self.dropped += 1
-            self._pending.append(pcm)
-            if self._scheduled:
-                return kept
-            self._scheduled = True
-        self._executor.submit(self.drain)
-        return kept
-
-    def drain(self) -> None:
-        """Frames thread."""
-        while True:
-            with self._lock:
-                if not self._pending:
-                    self._scheduled = False
-                    return
-                pcm = self._pending.popleft()
-            self._handle(pcm)
 
 
 class _Throttled:
@@ -131,6 +101,8 @@ class TrackSet:
         self._gate_vad = WebRtcVad(runtime.options.pipeline.vad)
         self._frame = runtime.options.pipeline.vad.frame_samples
         self._frames = ThreadPoolExecutor(max_workers=1, thread_name_prefix="livenexus-frames")
+        if self.limits.trace_stages:
+            stages.enable(True)  # process-wide: the pipelines stamp their events from now on
         self._closing = False  # shutting down: open utterances may end, no new one starts
         self._candidates: dict[str, int] = {}  # sid → quiet frames since its last voiced one (frames thread)
         vad = runtime.options.pipeline.vad
@@ -296,8 +268,13 @@ class TrackSet:
     async def _consume(self, track: rtc.Track, sid: str, speaker: str) -> None:
         loop = asyncio.get_running_loop()
         publisher = self.publisher
+        stamps = _FrameStamps(self.limits.traced_frames) if self.limits.trace_stages else None
 
         def on_event(event: TranscriptEvent) -> None:
+            if stamps is not None and event.trace is not None:
+                found = stamps.find(int(event.trace.pop(stages.VOICED, -1)))
+                if found is not None:
+                    event.trace["recv"], event.trace["push"] = found
             loop.call_soon_threadsafe(publisher.submit, event, sid)
 
         pipe = self.runtime.open_stream(sid, speaker, on_event)
@@ -317,10 +294,17 @@ class TrackSet:
             if pipe.in_utterance:
                 self.peak_speaking = max(self.peak_speaking, self._speaking())
 
-        feed = _Feed(handle, self._frames, self.limits.stream_capacity)
+        def traced(item: tuple[np.ndarray, float]) -> None:  # on the frames thread, tracing only
+            assert stamps is not None
+            stamps.pushed(item[0].shape[0], item[1], time.monotonic())
+            handle(item[0])
+
+        cap = self.limits.stream_capacity
+        feed: _Feed[Any] = _Feed(handle, self._frames, cap) if stamps is None else _Feed(traced, self._frames, cap)
         try:
             async for ev in stream:
-                if not feed.put(np.frombuffer(ev.frame.data, dtype=np.int16)):
+                pcm = np.frombuffer(ev.frame.data, dtype=np.int16)
+                if not feed.put(pcm if stamps is None else (pcm, time.monotonic())):
                     self.frames_dropped += 1
                     self._behind_log.warn("frames of %s dropped: the frames thread is %d frames behind",
                                           speaker, self.limits.stream_capacity)

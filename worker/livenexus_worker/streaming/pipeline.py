@@ -15,6 +15,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from livenexus_worker.core import stages
 from livenexus_worker.core.audio import SAMPLE_RATE, SAMPLES_PER_MS
 from livenexus_worker.core.events import TranscriptEvent
 from livenexus_worker.inference.guards import check
@@ -183,6 +184,7 @@ class StreamPipeline:
     def _finish(self, op: OpenUtterance, reason: str) -> None:
         self._open = None
         op.ended = True
+        op.ended_wall = time.monotonic()
         voiced_ms = self._sm.voiced_in_utterance * self.o.vad.frame_ms
         if op.after_commit:
             voiced_ms = op.voiced_frames * self.o.vad.frame_ms
@@ -222,6 +224,7 @@ class StreamPipeline:
         keep_until = cut if heard > cut else None
         op.commit_tried_at = token = op.utt.start_sample + cut
         op.commit_pending = True
+        decided = time.monotonic()
         op.commit_with_context = keep_until is not None
 
         def current() -> bool:
@@ -243,6 +246,7 @@ class StreamPipeline:
                 if op.final_from_commit:
                     self._emit_final(op, result)  # the speaker stopped in that pause: this is the final
                 elif result is not None:
+                    op.ended_wall = decided
                     self._commit(op, cut, result)
 
         self._ctx.scheduler.submit_final(Job(run, "final"))
@@ -268,6 +272,7 @@ class StreamPipeline:
         """Emit ``result`` as the final of the first ``cut`` samples; the rest goes on as a new utterance."""
         _head, rest = op.utt.split_at(cut, self._new_id())
         op.ended = True
+        op.ended_wall = op.ended_wall or time.monotonic()
         op.speculated_at = SpeculationMark.CUT  # a guess over the uncut audio must not emit
         self._emit_final(op, result)
         voiced_after = (rest.last_voiced_sample - rest.start_sample) // self._frame if rest.n else 0
@@ -283,8 +288,8 @@ class StreamPipeline:
         op.speculated_at = SpeculationMark.CUT  # invalidate any speculative final of the uncut utterance
         head_utt = Utterance(op.utt.segment_id, op.utt.start_sample)
         head_utt.append(head)
-        head_op = OpenUtterance(head_utt, op.tier, agreement=op.agreement, ended=True)
         wall = time.monotonic()
+        head_op = OpenUtterance(head_utt, op.tier, agreement=op.agreement, ended=True, ended_wall=wall)
 
         def run() -> None:
             event = self._decode_final(head_op, head, wall)
@@ -341,6 +346,7 @@ class StreamPipeline:
                 start=op.utt.start_sample / SAMPLE_RATE, end=end, stable=stable, unstable=unstable,
                 language=hyp.language, tier=tier.name, processing_ms=(hyp.encode_s + hyp.decode_s) * 1000,
                 latency_ms=(time.monotonic() - requested) * 1000,
+                trace=self._decode_stamps(op.utt.start_sample + audio.shape[0]),
             )
             # A partial cut short by its token cap may stop before the audio does: its sentence end says
             # nothing about where the audio's sentence ends.
@@ -352,7 +358,19 @@ class StreamPipeline:
                       keep_until: int | None = None) -> PendingFinal | None:
         context = " ".join(self._finals[-self.o.context_finals:]) if self.o.context_finals else ""
         req = FinalRequest(self.stream_id, self.speaker, context)
-        return decode_final(self._ctx, self.o, req, op, audio, speech_end_wall, keep_until)
+        result = decode_final(self._ctx, self.o, req, op, audio, speech_end_wall, keep_until)
+        if result is None or not stages.enabled():
+            return result
+        end = op.utt.start_sample + (keep_until if keep_until is not None else audio.shape[0])
+        voiced = min(end, op.utt.last_voiced_sample) if op.utt.last_voiced_sample > op.utt.start_sample else end
+        return PendingFinal(replace(result.event, trace=self._decode_stamps(voiced)), result.speech_end_wall)
+
+    def _decode_stamps(self, voiced_sample: int) -> dict[str, float] | None:
+        """Inference thread, right after a decode: the job's stage stamps (None unless tracing)."""
+        job = self._ctx.scheduler.running
+        if job is None or not stages.enabled():
+            return None
+        return stages.new(voiced_sample, queued=job.created, start=job.started, decoded=time.monotonic())
 
     def _emit_final(self, op: OpenUtterance, result: PendingFinal | None) -> None:
         if result is None or op.emitted:
@@ -362,9 +380,11 @@ class StreamPipeline:
         self._finals.append(result.event.text)
         del self._finals[:-8]
         latency = (time.monotonic() - result.speech_end_wall) * 1000
+        stages.stamp(result.event.trace, "end", op.ended_wall or None)
         self._deliver(replace(result.event, latency_ms=latency))
 
     def _deliver(self, event: TranscriptEvent) -> None:
+        stages.stamp(event.trace, "emit")
         self._ctx.on_emit(event)
         try:
             self._on_event(event)

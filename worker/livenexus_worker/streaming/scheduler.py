@@ -27,6 +27,8 @@ class Job:
     """'final' or 'partial'."""
     created: float = field(default_factory=time.monotonic)
     """When it was queued (for lag)."""
+    started: float = 0.0
+    """When the inference thread took it (monotonic; 0 while queued)."""
 
 
 @dataclass
@@ -58,6 +60,8 @@ class InferenceScheduler:
         self._finals: deque[Job] = deque()
         self._partials: OrderedDict[str, Job] = OrderedDict()
         self._running = False
+        self.running: Job | None = None
+        """The job the inference thread is running (read by that thread's own jobs, for stage stamps)."""
         self._closed = False
         self._thread = threading.Thread(target=self._loop, name="livenexus-inference", daemon=True)
         self._thread.start()
@@ -133,12 +137,14 @@ class InferenceScheduler:
             if job is None:
                 return
             t0 = time.perf_counter()
+            job.started, self.running = time.monotonic(), job
             try:
                 job.run()
             except Exception:
                 self.stats.errors += 1
                 log.exception("inference job failed (%s)", job.kind)
             finally:
+                self.running = None
                 self.stats.busy_s += time.perf_counter() - t0
                 if job.kind == "final":
                     self.stats.finals_run += 1

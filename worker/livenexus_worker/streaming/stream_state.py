@@ -155,6 +155,8 @@ class OpenUtterance:
     """The pending commit decode also hears the look-ahead after its cut (it can never be the whole final)."""
     final_from_commit: bool = False
     """The utterance ended in the pause a commit decode is running for: that decode is its final."""
+    ended_wall: float = 0.0
+    """When its end was decided (VAD hangover, flush, cut or commit; monotonic): the ``end`` stage stamp."""
 
 
 @dataclass(frozen=True)
