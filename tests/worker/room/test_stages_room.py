@@ -46,3 +46,13 @@ async def test_traced_event_carries_its_stamps_in_the_message_and_the_log(caplog
         assert logged["trace"][channel] >= t["pub"]
 
 
+
+
+def test_agent_takes_frame_size_and_tracing_from_the_settings() -> None:
+    from livenexus_worker.room.agent import AgentOptions
+    from livenexus_worker.room.settings import WorkerSettings
+
+    limits = AgentOptions.from_settings(WorkerSettings.from_env({"LIVENEXUS_FRAME_MS": "10",
+                                                                 "LIVENEXUS_TRACE_STAGES": "1"})).limits
+    assert (limits.frame_ms, limits.trace_stages) == (10, True)
+    assert not AgentOptions.from_settings(WorkerSettings.from_env({})).limits.trace_stages

@@ -73,7 +73,8 @@ class AgentOptions:
         # Short deadlines (tests, tiny grace periods) still keep a share for publishing and leaving.
         return cls(deadline_s=d, settle_s=min(4.0, 0.2 * d), leave_s=min(2.0, 0.1 * d), publish_s=min(3.0, 0.15 * d),
                    sink_s=min(6.0, 0.3 * d),
-                   limits=TrackLimits(max_streams=settings.max_streams, max_speakers=settings.max_speakers))
+                   limits=TrackLimits(max_streams=settings.max_streams, max_speakers=settings.max_speakers,
+                                      frame_ms=settings.frame_ms, trace_stages=settings.trace_stages))
 
 
 @dataclass
