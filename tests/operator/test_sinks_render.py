@@ -17,8 +17,31 @@ from livenexus_operator.render import SINK_SECRET_ANNOTATION, render
 from livenexus_operator.spec import RoomSpec, SpecError, WorkerTemplate
 from livenexus_worker.room.sinks import SinkSettings
 from tests.operator.helpers import crd_schema, room_body
-from tests.operator.test_contract import kubelet_env
-from tests.operator.test_render_policy import FakeApi
+
+
+class FakeApi:
+    """kube.get/apply stand-ins recording what reconcile asked for (no server)."""
+
+    def __init__(self, objects: dict[tuple[str, str], dict[str, Any]]) -> None:
+        self.objects = objects
+        self.calls: list[tuple[str, str]] = []
+
+    async def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any]:
+        self.calls.append(("get", kind))
+        try:
+            return self.objects[(kind, name)]
+        except KeyError:
+            raise kube.NotFound(name) from None
+
+    async def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
+        self.calls.append(("apply", obj["kind"]))
+        return obj
+
+
+def kubelet_env(env: list[dict[str, Any]], secrets: dict[str, str]) -> dict[str, str]:
+    """What the kubelet hands the container: plain values, secretKeyRefs resolved from ``secrets``."""
+    return {e["name"]: e["value"] if "value" in e else secrets[e["valueFrom"]["secretKeyRef"]["key"]] for e in env}
+
 
 HOOK = {"url": "https://hooks.example.com/lnx", "secretRef": {"name": "hook-key"}}
 TEMPLATE = WorkerTemplate.from_values({"image": "reg.test/w:1"})

@@ -7,16 +7,42 @@ import asyncio
 import json
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from livenexus_worker.core.events import TranscriptEvent
+from livenexus_worker.ops.metrics import WorkerMetrics
 from livenexus_worker.room.agent import AgentOptions, RoomAgent
 from livenexus_worker.room.publisher import TranscriptPublisher
 from livenexus_worker.room.settings import WorkerSettings
 from livenexus_worker.room.sinks import SinkSet, SinkSettings, TappedPublisher
 from tests.worker.room.sinks_receiver import Receiver, status
-from tests.worker.room.test_shutdown import DeadRoom, Service
 
 KEY = b"0123456789abcdef-signing-key"
+
+
+class DeadRoom:
+    """A room whose every call hangs (the server stopped answering)."""
+
+    def __init__(self) -> None:
+        self.local_participant = self
+
+    async def _hang(self, *a: Any, **kw: Any) -> None:
+        await asyncio.Event().wait()
+
+    stream_text = publish_transcription = publish_data = disconnect = _hang
+
+
+class IdleRuntime:
+    """Inference with nothing left to decode."""
+
+    def wait_idle(self, timeout: float) -> bool:
+        return True
+
+
+class Service:
+    def __init__(self) -> None:
+        self.metrics = WorkerMetrics()
+        self.runtime = IdleRuntime()
 
 
 def final(i: int) -> TranscriptEvent:
@@ -82,7 +108,6 @@ async def test_the_sinks_get_their_share_of_the_deadline_not_all_of_it(tmp_path:
         return await close(timeout)
 
     agent.sinks.close = spy  # type: ignore[method-assign]
-    svc.runtime.wait_idle = lambda timeout: True  # type: ignore[method-assign]  # nothing left to decode
     await agent._shutdown(None, None, pub, asyncio.get_running_loop().time())
     # A receiver that is down costs the shutdown the sinks' share (6 s of 20), not the whole deadline.
     assert asked and asked[0] <= options.sink_s == 6.0
