@@ -68,3 +68,32 @@ def test_the_idempotency_key_is_per_segment() -> None:
     assert a == idempotency_key("room", "TR_1", "run-TR_1-1-0")
     assert len({a, idempotency_key("room", "TR_1", "run-TR_1-1-1"), idempotency_key("room2", "TR_1", "run-TR_1-1-0"),
                 idempotency_key("room", "TR_2", "run-TR_1-1-0"), idempotency_key("roo", "mTR_1", "run-TR_1-1-0")}) == 5
+
+
+async def test_a_worker_with_bad_sink_settings_refuses_to_start_naming_the_variable(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    from livenexus_common.cli import EXIT_ERROR
+    from livenexus_worker.room.agent import run_agent
+    from livenexus_worker.room.settings import WorkerSettings
+
+    monkeypatch.setenv(SinkEnv.WEBHOOK_URL, "http://hooks.example.com/t")
+    monkeypatch.setenv(SinkEnv.WEBHOOK_SECRET, KEY)
+    settings = WorkerSettings(livekit_url="ws://127.0.0.1:9", api_key="k", api_secret="s", room="r")
+    assert await run_agent(settings) == EXIT_ERROR  # before any model load or connection
+    assert SinkEnv.WEBHOOK_URL in caplog.text and "not encrypted" in caplog.text
+
+
+async def test_a_failing_sink_never_costs_the_room_its_final(caplog: pytest.LogCaptureFixture) -> None:
+    from livenexus_worker.core.events import TranscriptEvent
+    from livenexus_worker.room.sinks import SinkSet, TappedPublisher
+
+    class Broken(SinkSet):
+        def submit(self, event: TranscriptEvent) -> None:
+            raise RuntimeError("sink bug")
+
+    pub = TappedPublisher()
+    pub.sinks = Broken(SinkSettings(), "r")
+    pub.submit(TranscriptEvent(stream_id="s", speaker="a", segment_id="x", text="t", is_final=True, start=0.0,
+                               end=1.0), "TR")
+    assert pub.pending_finals == 1  # still queued for the room
+    assert "sink bug" in caplog.text
