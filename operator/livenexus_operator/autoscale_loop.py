@@ -37,6 +37,7 @@ from livenexus_operator.autoscale import (
     format_cpu,
     sample_of,
 )
+from livenexus_operator.background import stop_task
 from livenexus_operator.leader import FENCE, NotLeader
 from livenexus_operator.reconcile import load_template
 from livenexus_operator.render import child_name
@@ -246,8 +247,4 @@ async def start_autoscaler(*, memo: kopf.Memo, **kwargs: Any) -> None:
 
 @kopf.on.cleanup()
 async def stop_autoscaler(memo: kopf.Memo, **_: Any) -> None:
-    task = memo.get("autoscaler")
-    if isinstance(task, asyncio.Task):
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    await stop_task(memo, "autoscaler")

@@ -22,6 +22,7 @@ import kopf
 
 from livenexus_common.contract import GROUP, VERSION
 from livenexus_operator import config, kube, webhooks
+from livenexus_operator.background import stop_task
 from livenexus_operator.dispatch import Owned, Plan, Want, plan, room_body
 from livenexus_operator.dispatch_book import MAX_ROOMS, RoomBook
 from livenexus_operator.leader import FENCE, NotLeader
@@ -252,11 +253,7 @@ async def start_dispatcher(memo: kopf.Memo, **kwargs: Any) -> None:
 
 @kopf.on.cleanup()
 async def stop_dispatcher(memo: kopf.Memo, **_: Any) -> None:
-    task = memo.get("dispatch_task")
-    if isinstance(task, asyncio.Task):
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    await stop_task(memo, "dispatch_task")
     runner = memo.get("webhook_runner")
     if runner is not None:
         await runner.cleanup()

@@ -13,7 +13,6 @@ write is fenced by the Lease and conditional on the resourceVersion it was compu
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from typing import Any
@@ -24,6 +23,7 @@ from livenexus_common.contract import GROUP, PLURAL, VERSION
 from livenexus_operator import autoscale_loop as _autoscale_loop  # noqa: F401  (its kopf startup/cleanup)
 from livenexus_operator import config, kube, refresher
 from livenexus_operator import dispatch_loop as _dispatch_loop  # noqa: F401  (policy index, startup/cleanup)
+from livenexus_operator.background import stop_task
 from livenexus_operator.leader import NotLeader
 from livenexus_operator.metrics import METRICS
 from livenexus_operator.reconcile import reconcile
@@ -72,11 +72,7 @@ async def configure_kopf(*, settings: kopf.OperatorSettings, memo: kopf.Memo, **
 
 @kopf.on.cleanup()
 async def stop_refresher(memo: kopf.Memo, **_: Any) -> None:
-    task = memo.get("refresher")
-    if isinstance(task, asyncio.Task):
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    await stop_task(memo, "refresher")
 
 
 @kopf.on.login()
