@@ -6,11 +6,13 @@
 
 Starts livekit-server on 127.0.0.1 and, per variant, a real worker (`livenexus-worker run`, with
 LIVENEXUS_TRACE_STAGES=1 and LIVENEXUS_FRAME_MS), a speaker bot and a listener. The bot says separated
-sentences (1.5 s of silence after each) and one continuous stretch (sentences 150 ms apart). Every frame's
+sentences (2.5 s of silence after each) and one continuous stretch (sentences 150 ms apart). Every frame's
 send time is recorded; the worker stamps each transcript's stages (CLOCK_MONOTONIC, shared by the processes of
 this machine: data message ``trace`` and its "stage trace" log lines); the listener stamps arrival.
 
 Per final, in ms (p50 / p95 over the finals of the variant):
+  send→ref       bot sends the frame with the last voiced audio → a receiver doing nothing else (the listener's
+                 own AudioStream of the speaker) gets it: LiveKit's and the machine's share of send→recv
   send→recv      bot sends the frame with the last voiced audio → the worker's AudioStream yields it
   recv→push      event loop → the frames thread pushes it into the pipeline
   push→end       VAD hangover: silence until the end is decided (design, 250 ms by default)
@@ -22,6 +24,8 @@ Per final, in ms (p50 / p95 over the finals of the variant):
   data→heard     data message publish returned → listener got it (negative: it arrived before the SDK returned)
   total          send → heard
   overhead       total − hangover − decode on the critical path (decode that ended after the end was decided)
+  worker         the same from recv to the data message's publish returned: the worker's own share
+The worker's WebRTC receive jitter buffer (inbound-rtp stats it logs while tracing) is printed per variant.
 Finals inside the stretch (commits) have no bot frame to join, their rows start at recv. Numbers only.
 """
 
@@ -39,9 +43,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from livekit import rtc
 
 from _ours import start_room_worker, worker_source
-from livenexus_dev.demo.bots import FRAME, Listener, SpeakerBot
+from livenexus_dev.demo.bots import FRAME, Heard, Listener, SpeakerBot
 from livenexus_dev.demo.run import wait_worker_joined
 from livenexus_dev.livekit_server import LiveKitServer
 from livenexus_dev.tts import synthesize
@@ -58,6 +63,7 @@ SENTENCES = [
 TIERS = '[{"model":"base","computeType":"int8","beamSize":5,"partialIntervalMs":250}]'
 """One pinned tier: the default ladder steps down under the machine's load, which would change decode times."""
 TRACE_LINE = re.compile(r"stage trace (\{.*\})\s*$")
+JITTER_LINE = re.compile(r"stage jitter (\{.*\})\s*$")
 
 
 def trim(audio: np.ndarray) -> np.ndarray:
@@ -69,14 +75,14 @@ def trim(audio: np.ndarray) -> np.ndarray:
 
 @dataclass
 class Spoken:
-    """One thing the bot said: when its last voiced frame was sent, and until when its finals may arrive."""
+    """One thing the bot said: when its first and its last voiced frame were sent."""
 
     kind: str
     """'separated' or 'stretch'."""
+    began: float
+    """Monotonic time its first frame was handed to the SDK."""
     sent: float
     """Monotonic time the frame with its last voiced audio was handed to the SDK."""
-    until: float = float("inf")
-    """Finals arriving after this belong to what was said next."""
 
 
 @dataclass
@@ -85,12 +91,35 @@ class Variant:
     env: dict[str, str]
     rows: list[dict[str, float]] = field(default_factory=list)
     partials: list[dict[str, float]] = field(default_factory=list)
+    jitter: dict[str, float] = field(default_factory=dict)
+    """The worker's receive jitter buffer over the run: mean delay and last target (ms)."""
+
+
+class Reference:
+    """The listener's own subscription to the speaker's audio, a receiver that does nothing else: when each
+    10 ms frame arrived and how loud it was. Its delay is LiveKit's and the machine's, not the worker's."""
+
+    def __init__(self, room: rtc.Room) -> None:
+        self.frames: list[tuple[float, int]] = []
+        room.on("track_subscribed", self._on_track)
+
+    def _on_track(self, track: rtc.Track, *_: object) -> None:
+        if track.kind == rtc.TrackKind.KIND_AUDIO:
+            asyncio.get_running_loop().create_task(self._consume(track))
+
+    async def _consume(self, track: rtc.Track) -> None:
+        async for ev in rtc.AudioStream(track, sample_rate=SAMPLE_RATE, num_channels=1, frame_size_ms=10):
+            self.frames.append((time.monotonic(), int(np.abs(np.frombuffer(ev.frame.data, np.int16)).max())))
+
+    def last_loud(self, began: float, sent: float) -> float | None:
+        """Arrival of the last loud frame of what was sent between ``began`` and ``sent`` (the next utterance
+        starts at least a pause later)."""
+        loud = [at for at, peak in self.frames if peak > 300 and began < at < sent + 2.0]
+        return loud[-1] if loud else None
 
 
 async def say(bot: SpeakerBot, audio: np.ndarray) -> float:
     """Send ``audio`` in real time, 10 ms frames; returns when its last frame was handed over."""
-    from livekit import rtc
-
     t0, last = time.monotonic(), 0.0
     for i in range(0, audio.shape[0], FRAME):
         frame = rtc.AudioFrame(np.ascontiguousarray(audio[i : i + FRAME]).tobytes(), SAMPLE_RATE, 1, FRAME)
@@ -112,6 +141,18 @@ def read_traces(log: Path) -> dict[tuple[str, float], dict[str, float]]:
             trace = rec["trace"]
             out[(rec["segmentId"], round(trace.get("emit", 0.0), 6))] = trace
     return out
+
+
+def read_jitter(log: Path) -> dict[str, float]:
+    """Mean jitter-buffer delay between the worker's first and last sample, and its last target (ms)."""
+    samples = [json.loads(m.group(1)) for line in log.read_text(errors="replace").splitlines()
+               if (m := JITTER_LINE.search(line))]
+    if len(samples) < 2 or samples[-1]["emitted"] <= samples[0]["emitted"]:
+        return {}
+    a, b = samples[0], samples[-1]
+    return {"mean": 1000 * (b["delay_s"] - a["delay_s"]) / (b["emitted"] - a["emitted"]),
+            "target": 1000 * (b["target_s"] - a["target_s"]) / (b["emitted"] - a["emitted"]),
+            "concealed_s": (b["concealed"] - a["concealed"]) / 48000}
 
 
 def stages_of(t: dict[str, float], heard: float, sent: float | None) -> dict[str, float]:
@@ -138,11 +179,13 @@ def stages_of(t: dict[str, float], heard: float, sent: float | None) -> dict[str
         row["total"] = heard * 1000 - start
         critical_decode = max(0.0, ms["decoded"] - max(ms.get("end", ms["start"]), ms["start"]))
         row["overhead"] = row["total"] - row.get("push→end", 0.0) - critical_decode
+        if "data" in ms and "recv" in ms:
+            row["worker"] = ms["data"] - ms["recv"] - row.get("push→end", 0.0) - critical_decode
     return row
 
 
 async def run_variant(server: LiveKitServer, v: Variant, room: str, sentences: int, stretch: int,
-                      threads: int, verbose: bool = False) -> None:
+                      threads: int, verbose: bool = False, pause_s: float = 2.5) -> None:
     log = server.workdir / f"worker-{room}.log"
     env = {"LIVENEXUS_TRACE_STAGES": "1", "LIVENEXUS_TIERS": TIERS, **v.env}
     worker = start_room_worker(env, server.url, server.api_key, server.api_secret, room, threads, log)
@@ -150,67 +193,81 @@ async def run_variant(server: LiveKitServer, v: Variant, room: str, sentences: i
     try:
         await wait_worker_joined(server, room, worker, asyncio.Event())
         listener = await Listener.join(server.url, server.api_key, server.api_secret, room)
+        reference = Reference(listener.room)
         bot = await SpeakerBot.join(server.url, server.api_key, server.api_secret, room, "speaker")
         await say(bot, np.zeros(SAMPLE_RATE * 3 // 2, dtype=np.int16))
         audio = [trim(synthesize(s)) for s in SENTENCES]
         gap = np.zeros(SAMPLE_RATE * 3 // 20, dtype=np.int16)  # 150 ms inside the stretch
+        pause = np.zeros(int(SAMPLE_RATE * pause_s), dtype=np.int16)
         for i in range(sentences):
-            spoken.append(Spoken("separated", await say(bot, audio[i % len(audio)])))
-            await say(bot, np.zeros(SAMPLE_RATE * 3 // 2, dtype=np.int16))
-            spoken[-1].until = time.monotonic()
+            began = time.monotonic()
+            spoken.append(Spoken("separated", began, await say(bot, audio[i % len(audio)])))
+            await say(bot, pause)
         if stretch:
+            began = time.monotonic()
             for i in range(stretch - 1):
                 await say(bot, np.concatenate([audio[i % len(audio)], gap]))
-            spoken.append(Spoken("stretch", await say(bot, audio[(stretch - 1) % len(audio)])))
-            await say(bot, np.zeros(SAMPLE_RATE * 2, dtype=np.int16))
-            spoken[-1].until = time.monotonic()
-        await asyncio.sleep(0.5)
+            spoken.append(Spoken("stretch", began, await say(bot, audio[(stretch - 1) % len(audio)])))
+            await say(bot, pause)
+        await asyncio.sleep(1.0)
         await bot.close()
         await listener.close()
     finally:
         os.killpg(worker.pid, signal.SIGTERM)
         worker.wait(30)
     traces = read_traces(log)
-    begin = 0.0
-    for s in spoken:
-        heard = [h for h in listener.heard if h.via == "data" and begin < h.at <= s.until]
-        finals = [h for h in heard if h.final]
-        for h in finals:
-            wire = h.attributes.get("trace") or {}
-            full = traces.get((h.segment_id, round(wire.get("emit", 0.0), 6)), wire)
-            last = h is finals[-1]  # the final that holds the sentence's (stretch's) last words
+    v.jitter = read_jitter(log)
+    finals = [(h, traces.get((h.segment_id, round((h.attributes.get("trace") or {}).get("emit", 0.0), 6)),
+                             h.attributes.get("trace") or {})) for h in listener.heard if h.via == "data" and h.final]
+    owned: dict[int, list[tuple[Heard, dict[str, float], float]]] = {}
+    for h, full in finals:
+        # Which utterance: by when its last voiced frame reached the worker (traced) or when it was heard.
+        at = full.get("recv", h.at)
+        owner = max((k for k, sp in enumerate(spoken) if sp.began - 0.2 <= at), default=None)
+        if owner is not None:
+            owned.setdefault(owner, []).append((h, full, at))
+    for k, got in owned.items():
+        sp = spoken[k]
+        last_at = max(at for _h, _f, at in got)
+        for h, full, at in got:
+            # The final holding the utterance's end: the latest one, from audio after its last frame was sent.
+            last = at == last_at and at >= sp.sent - 0.3
             if "pub" in full and "emit" in full:
-                row = stages_of(full, h.at, s.sent if last else None)
+                row = stages_of(full, h.at, sp.sent if last else None)
             elif last:  # a worker without tracing (an older commit): the listener's view only
-                row = {"total": (h.at - s.sent) * 1000}
+                row = {"total": (h.at - sp.sent) * 1000}
             else:
                 continue
-            row["kind"] = {"separated": 0.0, "stretch": 1.0}[s.kind] if last else 2.0
+            row["kind"] = {"separated": 0.0, "stretch": 1.0}[sp.kind] if last else 2.0
+            if last and (ref := reference.last_loud(sp.began, sp.sent)) is not None:
+                row["send→ref"] = (ref - sp.sent) * 1000
             v.rows.append(row)
             if verbose:
-                print(f"  {s.kind:<9} {'last' if last else 'commit':<6} {h.segment_id[-12:]:>12} "
-                      + " ".join(f"{k}={row[k]:.0f}" for k in COLUMNS if k in row) + f"  {h.text!r}")
-        for h in heard:
-            if not h.final and "trace" in h.attributes:
-                wire = h.attributes["trace"]
-                full = traces.get((h.segment_id, round(wire.get("emit", 0.0), 6)), wire)
-                if "pub" in full:
-                    v.partials.append(stages_of(full, h.at, None))
-        begin = s.until
+                print(f"  {sp.kind:<9} {'last' if last else 'commit':<6} {h.segment_id[-12:]:>12} "
+                      + " ".join(f"{c}={row[c]:.0f}" for c in COLUMNS if c in row) + f"  {h.text!r}")
+    for h in listener.heard:
+        if h.via == "data" and not h.final and "trace" in h.attributes:
+            wire = h.attributes["trace"]
+            full = traces.get((h.segment_id, round(wire.get("emit", 0.0), 6)), wire)
+            if "pub" in full:
+                v.partials.append(stages_of(full, h.at, None))
 
 
 def pct(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
 
 
-COLUMNS = ["send→recv", "recv→push", "push→end", "queue", "decode", "ready→emit", "emit→pub", "pub→data",
-           "pub→text", "pub→transcription", "data→heard", "total", "overhead"]
+COLUMNS = ["send→ref", "send→recv", "recv→push", "push→end", "queue", "decode", "ready→emit", "emit→pub", "pub→data",
+           "pub→text", "pub→transcription", "data→heard", "total", "overhead", "worker"]
 
 
 def report(variants: list[Variant]) -> None:
     kinds = {0.0: "separated", 1.0: "stretch end", 2.0: "commits"}
     for v in variants:
         print(f"\n== {v.name}: {len(v.rows)} finals, {len(v.partials)} partials (ms, p50 / p95) ==")
+        if v.jitter:
+            print("worker's receive jitter buffer: mean delay {mean:.0f} ms, mean target {target:.0f} ms, "
+                  "{concealed_s:.2f} s concealed".format(**v.jitter))
         groups = [(kinds[k], [r for r in v.rows if r["kind"] == k]) for k in kinds] + [("partials", v.partials)]
         print(f"{'stage':<18}" + "".join(f"{name:>20}" for name, _ in groups))
         for col in COLUMNS:
@@ -223,6 +280,10 @@ def report(variants: list[Variant]) -> None:
 
 async def main_async(args: argparse.Namespace) -> int:
     variants = [Variant(f"frame {ms} ms", {"LIVENEXUS_FRAME_MS": str(ms)}) for ms in args.frame_ms]
+    for spec in args.env:
+        extra = dict(kv.split("=", 1) for kv in spec.split(",") if kv)
+        variants.append(Variant(f"frame {args.frame_ms[-1]} ms, {spec}",
+                                {"LIVENEXUS_FRAME_MS": str(args.frame_ms[-1]), **extra}))
     for ref in args.worker_src:
         env, desc = worker_source(ref)
         variants.append(Variant(f"{ref}: {desc}", {**env, "LIVENEXUS_FRAME_MS": str(args.frame_ms[-1])}))
@@ -248,6 +309,8 @@ def main() -> int:
     ap.add_argument("--stretch", type=int, default=4, help="sentences in the continuous stretch (0: none)")
     ap.add_argument("--threads", type=int, default=0, help="LIVENEXUS_THREADS (0: all usable cores)")
     ap.add_argument("--worker-src", nargs="*", default=[], help="also run the worker of these commits")
+    ap.add_argument("--env", nargs="*", default=[], help="also run variants with these worker settings, "
+                    "each NAME=VALUE[,NAME=VALUE] (e.g. LIVENEXUS_THREADS=1)")
     ap.add_argument("--json", default="", help="write every row here")
     ap.add_argument("--verbose", action="store_true", help="print every final's stages and text")
     return asyncio.run(main_async(ap.parse_args()))

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Executor
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 _T = TypeVar("_T")
 
@@ -71,3 +75,24 @@ class FrameStamps:
             if start < sample <= end:
                 return recv, push
         return None
+
+
+async def log_jitter_buffer(track: Any, sid: str, every_s: float = 2.0) -> None:
+    """While tracing: every ``every_s`` log the track's WebRTC receive jitter buffer (cumulative delay and frames
+    emitted, as inbound-rtp stats count them), so a benchmark can tell how much of the speaker → worker time
+    the buffer holds. Runs until cancelled; a failed stats call is skipped."""
+    log = logging.getLogger("livenexus_worker.stages")
+    while True:
+        await asyncio.sleep(every_s)
+        try:
+            stats = await track.get_stats()
+        except Exception as exc:  # the track is going away
+            log.debug("jitter buffer stats of %s unavailable: %s", sid, exc)
+            continue
+        for st in stats:
+            if st.HasField("inbound_rtp"):
+                ib = st.inbound_rtp.inbound
+                log.info("stage jitter %s", json.dumps({
+                    "track": sid, "at": round(time.monotonic(), 6), "delay_s": ib.jitter_buffer_delay,
+                    "target_s": ib.jitter_buffer_target_delay, "emitted": ib.jitter_buffer_emitted_count,
+                    "concealed": ib.concealed_samples}))

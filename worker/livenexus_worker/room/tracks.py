@@ -34,6 +34,7 @@ from livenexus_worker.core.audio import SAMPLE_RATE
 from livenexus_worker.core.events import TranscriptEvent
 from livenexus_worker.room.frame_feed import FrameFeed as _Feed
 from livenexus_worker.room.frame_feed import FrameStamps as _FrameStamps
+from livenexus_worker.room.frame_feed import log_jitter_buffer
 from livenexus_worker.room.publisher import TranscriptPublisher
 from livenexus_worker.room.room_metrics import RoomMetrics
 from livenexus_worker.streaming.pipeline import StreamPipeline
@@ -299,6 +300,7 @@ class TrackSet:
             stamps.pushed(item[0].shape[0], item[1], time.monotonic())
             handle(item[0])
 
+        jitter = loop.create_task(log_jitter_buffer(track, sid)) if stamps is not None else None
         cap = self.limits.stream_capacity
         feed: _Feed[Any] = _Feed(handle, self._frames, cap) if stamps is None else _Feed(traced, self._frames, cap)
         try:
@@ -311,6 +313,8 @@ class TrackSet:
         except asyncio.CancelledError:
             pass
         finally:
+            if jitter is not None:
+                jitter.cancel()
             # After its last frames, on the same thread; flushing publishes the open utterance's final.
             def finish() -> None:
                 feed.drain()
