@@ -198,3 +198,30 @@ async def test_partials_and_empty_finals_are_not_delivered(receiver: Receiver) -
     await sinks.until("delivered", 1)
     assert [r.record["segmentId"] for r in receiver.received] == ["run1-TR_a-2"]
     await sinks.set.close(5.0)
+
+
+async def test_a_peer_that_does_not_speak_http_is_retried_not_fatal() -> None:
+    answers = iter([b"garbage\r\n\r\n", b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"])
+    bodies: list[bytes] = []
+
+    async def peer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                      if line.lower().startswith(b"content-length"))
+        bodies.append(await reader.readexactly(length))
+        writer.write(next(answers))
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(peer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        sinks = Sinks(f"http://127.0.0.1:{port}/hook")
+        sinks.set.submit(final(1))
+        await sinks.until("delivered", 1)
+        assert len(bodies) == 2 and bodies[0] == bodies[1]
+        assert sinks.metric("livenexus_sink_retries_total") == 1
+        await sinks.set.close(5.0)
+    finally:
+        server.close()
+        await server.wait_closed()
