@@ -93,6 +93,8 @@ class Variant:
     partials: list[dict[str, float]] = field(default_factory=list)
     jitter: dict[str, float] = field(default_factory=dict)
     """The worker's receive jitter buffer over the run: mean delay and last target (ms)."""
+    ref_jitter: dict[str, float] = field(default_factory=dict)
+    """The same of the reference receiver (over its whole subscription)."""
 
 
 class Reference:
@@ -101,11 +103,22 @@ class Reference:
 
     def __init__(self, room: rtc.Room) -> None:
         self.frames: list[tuple[float, int]] = []
+        self.tracks: list[rtc.Track] = []
         room.on("track_subscribed", self._on_track)
 
     def _on_track(self, track: rtc.Track, *_: object) -> None:
         if track.kind == rtc.TrackKind.KIND_AUDIO:
+            self.tracks.append(track)
             asyncio.get_running_loop().create_task(self._consume(track))
+
+    async def jitter(self) -> dict[str, float]:
+        """This receiver's jitter buffer over the run: mean delay and mean target (ms)."""
+        for st in await self.tracks[0].get_stats() if self.tracks else []:
+            if st.HasField("inbound_rtp"):
+                ib = st.inbound_rtp.inbound
+                n = max(1, ib.jitter_buffer_emitted_count)
+                return {"mean": 1000 * ib.jitter_buffer_delay / n, "target": 1000 * ib.jitter_buffer_target_delay / n}
+        return {}
 
     async def _consume(self, track: rtc.Track) -> None:
         async for ev in rtc.AudioStream(track, sample_rate=SAMPLE_RATE, num_channels=1, frame_size_ms=10):
@@ -210,6 +223,7 @@ async def run_variant(server: LiveKitServer, v: Variant, room: str, sentences: i
             spoken.append(Spoken("stretch", began, await say(bot, audio[(stretch - 1) % len(audio)])))
             await say(bot, pause)
         await asyncio.sleep(1.0)
+        v.ref_jitter = await reference.jitter()
         await bot.close()
         await listener.close()
     finally:
@@ -268,6 +282,9 @@ def report(variants: list[Variant]) -> None:
         if v.jitter:
             print("worker's receive jitter buffer: mean delay {mean:.0f} ms, mean target {target:.0f} ms, "
                   "{concealed_s:.2f} s concealed".format(**v.jitter))
+        if v.ref_jitter:
+            print("reference receiver's jitter buffer: mean delay {mean:.0f} ms, mean target {target:.0f} ms"
+                  .format(**v.ref_jitter))
         groups = [(kinds[k], [r for r in v.rows if r["kind"] == k]) for k in kinds] + [("partials", v.partials)]
         print(f"{'stage':<18}" + "".join(f"{name:>20}" for name, _ in groups))
         for col in COLUMNS:
@@ -281,7 +298,7 @@ def report(variants: list[Variant]) -> None:
 async def main_async(args: argparse.Namespace) -> int:
     variants = [Variant(f"frame {ms} ms", {"LIVENEXUS_FRAME_MS": str(ms)}) for ms in args.frame_ms]
     for spec in args.env:
-        extra = dict(kv.split("=", 1) for kv in spec.split(",") if kv)
+        extra = dict(kv.split("=", 1) for kv in spec.split(";") if kv)
         variants.append(Variant(f"frame {args.frame_ms[-1]} ms, {spec}",
                                 {"LIVENEXUS_FRAME_MS": str(args.frame_ms[-1]), **extra}))
     for ref in args.worker_src:
@@ -310,7 +327,7 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=0, help="LIVENEXUS_THREADS (0: all usable cores)")
     ap.add_argument("--worker-src", nargs="*", default=[], help="also run the worker of these commits")
     ap.add_argument("--env", nargs="*", default=[], help="also run variants with these worker settings, "
-                    "each NAME=VALUE[,NAME=VALUE] (e.g. LIVENEXUS_THREADS=1)")
+                    "each NAME=VALUE[;NAME=VALUE] (e.g. LIVENEXUS_THREADS=1)")
     ap.add_argument("--json", default="", help="write every row here")
     ap.add_argument("--verbose", action="store_true", help="print every final's stages and text")
     return asyncio.run(main_async(ap.parse_args()))
