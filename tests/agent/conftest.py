@@ -39,9 +39,10 @@ class RunningAgent:
 
 
 def start_agent(server: LiveKitServer, room: str, **env: str) -> RunningAgent:
-    settings = WorkerSettings.from_env(agent_env(
-        server, room, LIVENEXUS_METRICS_PORT=str(free_port()), LIVENEXUS_METRICS_HOST="127.0.0.1",
-        LIVENEXUS_TIERS=TWO_TIERS, **env))
+    # ``env`` may override the defaults (a dict, not keywords: a repeated keyword would be a TypeError).
+    settings = WorkerSettings.from_env(agent_env(server, room, **{
+        "LIVENEXUS_METRICS_PORT": str(free_port()), "LIVENEXUS_METRICS_HOST": "127.0.0.1",
+        "LIVENEXUS_TIERS": TWO_TIERS, **env}))
     service = WorkerService.start(settings)
     ready = threading.Event()
     box: dict[str, object] = {}
