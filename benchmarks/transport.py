@@ -13,6 +13,7 @@ this machine: data message ``trace`` and its "stage trace" log lines); the liste
 Per final, in ms (p50 / p95 over the finals of the variant):
   send→ref       bot sends the frame with the last voiced audio → a receiver doing nothing else (the listener's
                  own AudioStream of the speaker) gets it: LiveKit's and the machine's share of send→recv
+  ref→recv       the reference receiver got it → the worker got it (the worker's own share of send→recv)
   send→recv      bot sends the frame with the last voiced audio → the worker's AudioStream yields it
   recv→push      event loop → the frames thread pushes it into the pipeline
   push→end       VAD hangover: silence until the end is decided (design, 250 ms by default)
@@ -255,6 +256,8 @@ async def run_variant(server: LiveKitServer, v: Variant, room: str, sentences: i
             row["kind"] = {"separated": 0.0, "stretch": 1.0}[sp.kind] if last else 2.0
             if last and (ref := reference.last_loud(sp.began, sp.sent)) is not None:
                 row["send→ref"] = (ref - sp.sent) * 1000
+                if "recv" in full:
+                    row["ref→recv"] = (full["recv"] - ref) * 1000
             v.rows.append(row)
             if verbose:
                 print(f"  {sp.kind:<9} {'last' if last else 'commit':<6} {h.segment_id[-12:]:>12} "
@@ -271,8 +274,8 @@ def pct(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
 
 
-COLUMNS = ["send→ref", "send→recv", "recv→push", "push→end", "queue", "decode", "ready→emit", "emit→pub", "pub→data",
-           "pub→text", "pub→transcription", "data→heard", "total", "overhead", "worker"]
+COLUMNS = ["send→ref", "ref→recv", "send→recv", "recv→push", "push→end", "queue", "decode", "ready→emit", "emit→pub",
+           "pub→data", "pub→text", "pub→transcription", "data→heard", "total", "overhead", "worker"]
 
 
 def report(variants: list[Variant]) -> None:
