@@ -70,15 +70,25 @@ async def bot_process(room_name: str, prefix: str, n: int, seconds: float) -> No
     try:
         for i in range(n):
             t = time.monotonic()
-            r = rtc.Room()
-            await r.connect(url, participant_token(key, secret, room_name, f"{prefix}-{i}"),
-                            rtc.RoomOptions(auto_subscribe=False))  # subscribing bots would decode each other
-            src = rtc.AudioSource(RATE, 1, queue_size_ms=200)
-            await r.local_participant.publish_track(rtc.LocalAudioTrack.create_audio_track("mic", src),
-                                                    rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE))
-            rooms.append(r)
-            sources.append(src)
-            print(f"joined {time.monotonic() - t:.3f}", flush=True)
+            for attempt in range(3):  # a loaded machine times joins out now and then: try again, say so
+                r = rtc.Room()
+                try:
+                    await r.connect(url, participant_token(key, secret, room_name, f"{prefix}-{i}"),
+                                    rtc.RoomOptions(auto_subscribe=False))  # subscribing bots decode each other
+                    src = rtc.AudioSource(RATE, 1, queue_size_ms=200)
+                    await r.local_participant.publish_track(
+                        rtc.LocalAudioTrack.create_audio_track("mic", src),
+                        rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE))
+                except Exception as e:  # any failure of a join is reported and retried, not fatal
+                    print(f"retry {attempt} {type(e).__name__}: {e}", file=sys.stderr, flush=True)
+                    await r.disconnect()
+                    continue
+                rooms.append(r)
+                sources.append(src)
+                print(f"joined {time.monotonic() - t:.3f}", flush=True)
+                break
+            else:
+                print("failed", flush=True)
         print("all", flush=True)
         await flood
     finally:
@@ -118,15 +128,18 @@ def speech(meeting: object, stretch: int, max_s: float) -> tuple[np.ndarray, str
 class Crowd:
     """The noise bots' processes; collects each join's duration from their output."""
 
-    def __init__(self, server: LiveKitServer, bots: int, processes: int, seconds: float) -> None:
+    def __init__(self, server: LiveKitServer, bots: int, processes: int, seconds: float, logs: Path) -> None:
         env = {**os.environ, "LIVEKIT_URL": server.url, "LIVEKIT_API_KEY": server.api_key,
                "LIVEKIT_API_SECRET": server.api_secret}
         sizes = [bots // processes + (1 if i < bots % processes else 0) for i in range(processes)]
         self.t0 = time.monotonic()
         self.procs = [subprocess.Popen([sys.executable, __file__, "--bot-process", ROOM, f"noise{j}", str(n),
-                                        str(seconds)], env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                       text=True) for j, n in enumerate(sizes) if n]
+                                        str(seconds)], env=env, stdout=subprocess.PIPE,
+                                       stderr=(logs / f"bots{j}.log").open("wb"), text=True)
+                      for j, n in enumerate(sizes) if n]
         self.joins: list[tuple[float, float]] = []  # (since the crowd started, that join's own duration)
+        self.failed = 0
+        """Bots that could not join in three attempts."""
         self._all = [threading.Event() for _ in self.procs]
         for p, ev in zip(self.procs, self._all, strict=True):
             threading.Thread(target=self._read, args=(p, ev), daemon=True).start()
@@ -136,6 +149,8 @@ class Crowd:
         for line in p.stdout:
             if line.startswith("joined"):
                 self.joins.append((time.monotonic() - self.t0, float(line.split()[1])))
+            elif line.startswith("failed"):
+                self.failed += 1
             elif line.startswith("all"):
                 all_joined.set()
         all_joined.set()  # the process ended
@@ -220,10 +235,14 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
                 await asyncio.sleep(2.0)
 
         sampler = asyncio.create_task(sample())
-        crowd = Crowd(server, args.bots, args.processes, args.flood_s + 900)
+        logs = out_dir / f"crowd-{stamp}-logs"
+        logs.mkdir(exist_ok=True)
+        crowd = Crowd(server, args.bots, args.processes, args.flood_s + 900, logs)
         await loop.run_in_executor(None, crowd.read, 900.0)
         joined_s = time.monotonic() - t0
-        print(f"{len(crowd.joins)} of {args.bots} joined in {joined_s:.1f} s", flush=True)
+        alive = sum(p.poll() is None for p in crowd.procs)
+        print(f"{len(crowd.joins)} of {args.bots} joined in {joined_s:.1f} s ({crowd.failed} failed; bot processes "
+              f"alive {alive} of {len(crowd.procs)})", flush=True)
         phases: dict[str, tuple[float, float]] = {}
         p0 = time.monotonic()
         await asyncio.gather(*(s.play(talks[i][0]) for i, s in enumerate(speakers)))
@@ -244,7 +263,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
             worker.send_signal(signal.SIGTERM)
             exit_code = await loop.run_in_executor(None, worker.wait, 60)
         result: dict[str, object] = {"args": vars(args), "joined": len(crowd.joins), "joined_s": joined_s,
-                                     "join_durations": crowd.joins, "leave_s": leave_s, "worker_exit": exit_code,
+                                     "join_durations": crowd.joins, "failed": crowd.failed, "leave_s": leave_s,
+                                     "worker_exit": exit_code,
                                      "samples": samples, "t_crowd_joined": joined_s}
         speech_out = {}
         for phase, (a, b) in phases.items():
