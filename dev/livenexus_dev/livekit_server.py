@@ -71,6 +71,8 @@ class LiveKitServer:
     """Config and log files."""
     proc: subprocess.Popen[bytes] | None = None
     """The running process."""
+    webhook_urls: tuple[str, ...] = ()
+    """Where livekit-server POSTs its webhooks (signed with :attr:`api_key`); empty: none."""
 
     @property
     def url(self) -> str:
@@ -103,7 +105,13 @@ keys:
   {self.api_key}: {self.api_secret}
 logging:
   level: info
-"""
+""" + self._webhook_config()
+
+    def _webhook_config(self) -> str:
+        if not self.webhook_urls:
+            return ""
+        urls = ", ".join(f'"{u}"' for u in self.webhook_urls)
+        return f"webhook:\n  api_key: {self.api_key}\n  urls: [{urls}]\n"
 
     def start(self, timeout: float = 30.0) -> LiveKitServer:
         cfg = self.workdir / "livekit.yaml"

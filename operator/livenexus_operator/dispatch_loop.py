@@ -244,11 +244,12 @@ async def start_dispatcher(memo: kopf.Memo, **kwargs: Any) -> None:
     cfg = config.current()
     dispatcher = Dispatcher(cfg, kwargs["room_index"], kwargs["policy_index"])
     memo["dispatcher"] = dispatcher
-    memo["dispatch_task"] = asyncio.create_task(dispatcher.run(), name="livenexus policy dispatcher")
     if cfg.policies_enabled and cfg.webhook_port:
+        # Listening before the first resync: an event during it is then applied on top, not lost.
         endpoint = webhooks.WebhookEndpoint(dispatcher.book, cfg.livekit_api_key, cfg.livekit_api_secret,
                                             dispatcher.wake)
         memo["webhook_runner"] = await webhooks.serve(endpoint, cfg.webhook_host, cfg.webhook_port)
+    memo["dispatch_task"] = asyncio.create_task(dispatcher.run(), name="livenexus policy dispatcher")
 
 
 @kopf.on.cleanup()
