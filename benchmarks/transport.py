@@ -270,6 +270,36 @@ async def run_variant(server: LiveKitServer, v: Variant, room: str, sentences: i
                 v.partials.append(stages_of(full, h.at, None))
 
 
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def idle_cpu(server: LiveKitServer, v: Variant, room: str, speakers: int, seconds: float) -> float:
+    """The worker's CPU per second while ``speakers`` bots send silence: the receive path's cost, no decoding."""
+    log = server.workdir / f"worker-{room}.log"
+    worker = start_room_worker({"LIVENEXUS_TIERS": TIERS, **v.env}, server.url, server.api_key, server.api_secret,
+                               room, 0, log)
+    try:
+        await wait_worker_joined(server, room, worker, asyncio.Event())
+        bots = [await SpeakerBot.join(server.url, server.api_key, server.api_secret, room, f"quiet-{i}")
+                for i in range(speakers)]
+        quiet = np.zeros(int(SAMPLE_RATE * (seconds + 4)), dtype=np.int16)
+        sending = [asyncio.create_task(say(b, quiet)) for b in bots]
+        await asyncio.sleep(3)  # subscribed, streams open
+        c0, t0 = cpu_s(worker.pid), time.monotonic()
+        await asyncio.sleep(seconds)
+        used = (cpu_s(worker.pid) - c0) / (time.monotonic() - t0)
+        await asyncio.gather(*sending)
+        for b in bots:
+            await b.close()
+        return used
+    finally:
+        os.killpg(worker.pid, signal.SIGTERM)
+        worker.wait(30)
+
+
 def pct(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
 
@@ -309,6 +339,11 @@ async def main_async(args: argparse.Namespace) -> int:
         variants.append(Variant(f"{ref}: {desc}", {**env, "LIVENEXUS_FRAME_MS": str(args.frame_ms[-1])}))
     server = LiveKitServer().start()
     try:
+        if args.idle_cpu:
+            for i, v in enumerate(variants):
+                used = await idle_cpu(server, v, f"idle-{i}", args.idle_speakers, args.idle_cpu)
+                print(f"{v.name}: worker CPU {used:.3f} cores with {args.idle_speakers} tracks of silence")
+            return 0
         for i, v in enumerate(variants):
             print(f"running {v.name} ...", flush=True)
             await run_variant(server, v, f"transport-{i}", args.sentences, args.stretch, args.threads,
@@ -332,6 +367,9 @@ def main() -> int:
     ap.add_argument("--env", nargs="*", default=[], help="also run variants with these worker settings, "
                     "each NAME=VALUE[;NAME=VALUE] (e.g. LIVENEXUS_THREADS=1)")
     ap.add_argument("--json", default="", help="write every row here")
+    ap.add_argument("--idle-cpu", type=float, default=0.0, metavar="S",
+                    help="instead: the worker's CPU over S seconds of silent tracks (the receive path's cost)")
+    ap.add_argument("--idle-speakers", type=int, default=4, help="silent tracks for --idle-cpu")
     ap.add_argument("--verbose", action="store_true", help="print every final's stages and text")
     return asyncio.run(main_async(ap.parse_args()))
 

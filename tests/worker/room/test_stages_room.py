@@ -56,3 +56,12 @@ def test_agent_takes_frame_size_and_tracing_from_the_settings() -> None:
                                                                  "LIVENEXUS_TRACE_STAGES": "1"})).limits
     assert (limits.frame_ms, limits.trace_stages) == (10, True)
     assert not AgentOptions.from_settings(WorkerSettings.from_env({})).limits.trace_stages
+
+
+def test_the_per_track_buffer_holds_the_same_time_whatever_the_frame_size() -> None:
+    from livenexus_worker.room.tracks import TrackLimits
+
+    # 100 frames were 3 s of 30 ms frames but only 1 s of 10 ms ones: a loop stall of 0.5-0.7 s (measured on a
+    # loaded machine with a crowd) then came close to dropping audio.
+    assert [TrackLimits(frame_ms=ms).stream_capacity for ms in (10, 20, 30)] == [300, 150, 100]
+    assert TrackLimits(frame_ms=10, buffer_ms=5).stream_capacity == 1  # never zero: zero means unbounded to LiveKit

@@ -11,8 +11,10 @@ a silent stream but ~0.5 ms on average (1.3 ms over some 5 s windows) in a long 
 loaded machine the agent's loop stalled 0.5-0.7 s inside ``push`` with a crowd in the room; a starved loop
 delays publishing and can make the LiveKit FFI give up on the room (it panics when the loop does not answer
 in time). One thread keeps the speaker cap exact (every push and its check happen in order there). Frames
-reach it in batches through a bounded per-track buffer (``stream_capacity``; past it the oldest frame is
-dropped, counted and logged). LiveKit delivers 30 ms frames, a third of the per-frame overhead of 10.
+reach it in batches through a bounded per-track buffer (``buffer_ms``, 3 s; past it the oldest frame is
+dropped, counted and logged). LiveKit delivers 30 ms frames by default (LIVENEXUS_FRAME_MS): measured with
+benchmarks/transport.py, 10 ms frames bring the last voiced audio ~50 ms sooner (p50, beside an idle reference
+receiver) for ~0.015 core more per silent track (4 tracks: 0.11-0.13 → 0.17-0.19 cores).
 """
 
 from __future__ import annotations
@@ -58,12 +60,18 @@ class TrackLimits:
     """Refused tracks remembered for a free slot; beyond it they stay unsubscribed until re-published."""
     frame_ms: int = 30
     """Frame length asked of LiveKit's AudioStream (LIVENEXUS_FRAME_MS: 10, 20 or 30)."""
-    stream_capacity: int = 100
-    """Frames LiveKit buffers per track for us (3 s); when the loop falls that far behind it drops the oldest."""
+    buffer_ms: int = 3000
+    """Audio LiveKit buffers per track for us, and the frames thread may fall behind by; past it the oldest
+    frame is dropped (counted, logged). Held in time, not frames: 100 frames were 3 s at 30 ms but 1 s at 10."""
     trace_stages: bool = False
     """LIVENEXUS_TRACE_STAGES: stamp each frame's arrival and push, and every transcript's stages."""
     traced_frames: int = 1024
     """Frames whose stamps are kept per track while tracing (the newest; ~30 s of 30 ms frames)."""
+
+    @property
+    def stream_capacity(self) -> int:
+        """``buffer_ms`` in frames of ``frame_ms``."""
+        return max(1, self.buffer_ms // max(1, self.frame_ms))
 
 
 @dataclass
