@@ -1,6 +1,6 @@
 """Stage tracing through a real livekit-server (LIVENEXUS_TRACE_STAGES=1): the final's data message carries
 every worker stage, from the frame that held the speaker's last voiced audio to the start of publishing, in
-causal order, and joined to the bot's own send time of that frame."""
+causal order, and the frame it names is one the bot sent."""
 
 from __future__ import annotations
 
@@ -45,13 +45,13 @@ async def test_a_traced_final_carries_its_stages_in_order(livekit_server: LiveKi
         agent.shutdown()
         agent.service.close()
         stages.enable(False)  # process-wide: later tests in this process run untraced
-    final = finals[-1]
-    t = final.attributes["trace"]
-    assert set(t) == {"recv", "push", "end", "queued", "start", "decoded", "emit", "submit", "pub"}
-    assert t["recv"] <= t["push"] <= t["end"] <= t["emit"] <= t["submit"] <= t["pub"] <= final.at
-    assert t["queued"] <= t["start"] <= t["decoded"] <= t["emit"]
-    # The frame with the last voiced audio was sent while alice spoke and reached the worker after she began;
-    # the end of the utterance was decided after her last frame was sent (the hangover is silence after it).
-    assert began < t["recv"] and t["end"] > sent - 0.1
+    for final in finals:  # every final, a commit's too, carries every stage in causal order
+        t = final.attributes["trace"]
+        assert set(t) == {"recv", "push", "end", "queued", "start", "decoded", "emit", "submit", "pub"}
+        assert t["recv"] <= t["push"] <= t["end"] <= t["emit"] <= t["submit"] <= t["pub"] <= final.at
+        assert t["queued"] <= t["start"] <= t["decoded"] <= t["emit"]
+        # Its last voiced audio came in a frame alice sent: after she began, and not long after her last one
+        # (the jitter buffer of a loaded machine holds up to ~2 s).
+        assert began < t["recv"] < sent + 5, (began, sent, t)
     partials = [h for h in listener.heard if h.via == "data" and not h.final]
     assert partials and all({"recv", "push", "emit", "pub"} <= set(h.attributes["trace"]) for h in partials)
