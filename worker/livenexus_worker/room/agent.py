@@ -53,7 +53,9 @@ class AgentOptions:
     backoff: BackoffOptions = field(default_factory=BackoffOptions)
     """Reconnect pacing."""
     connect_timeout_s: float = 15.0
-    """Per connection attempt."""
+    """A connection attempt slower than this is logged (and again each time this passes), not cancelled."""
+    connect_give_up_s: float = 120.0
+    """A connection attempt still pending after this is cancelled and retried (a last resort: see _connect)."""
     replaced_backoff_s: float = 5.0
     """Least delay after another participant took our identity: the one that replaced us is likely the
     rightful worker (a newer pod), so we yield to it for longer each time instead of kicking it back."""
@@ -156,12 +158,27 @@ class RoomAgent:
     async def _connect(self, room: rtc.Room, stop: asyncio.Event) -> bool:
         """Connect, unless ``stop`` comes first (then False)."""
         token = mint_token(self.settings)
-        connect = asyncio.ensure_future(asyncio.wait_for(
-            room.connect(self.settings.livekit_url, token, rtc.RoomOptions(auto_subscribe=True)),
-            self.options.connect_timeout_s))
-        if not await _first(connect, stop.wait()):
-            await _disconnect(room, 1.0)
-            return False
+        # The SDK's connect is not cancelled when it is slow: its native side completes the join anyway, and a
+        # join nobody takes up aborts the whole process ("FFI Panic: timed out waiting for
+        # ReadyForRoomEventRequest"; seen in the 50-participant crowd on a loaded machine, where joins took
+        # > 15 s). The SDK bounds its own attempts; past connect_give_up_s it is abandoned all the same.
+        connect = asyncio.ensure_future(
+            room.connect(self.settings.livekit_url, token, rtc.RoomOptions(auto_subscribe=True)))
+        waited = 0.0
+        while not connect.done():
+            await _first(asyncio.shield(connect), stop.wait(), asyncio.sleep(self.options.connect_timeout_s))
+            if connect.done():
+                break
+            if stop.is_set():
+                await _cancel(connect)
+                await _disconnect(room, 1.0)
+                return False
+            waited += self.options.connect_timeout_s
+            if waited >= self.options.connect_give_up_s:
+                await _cancel(connect)
+                raise TimeoutError(f"joining took over {waited:.0f} s")
+            log.warning("joining room %s is slow (%.0f s so far): waiting for LiveKit's own attempts to end",
+                        self.settings.room, waited)
         connect.result()  # raises the connect error
         self.connects += 1
         if self.connects > 1:
@@ -257,6 +274,11 @@ async def _disconnect(room: rtc.Room, timeout: float) -> None:
 def _looks_like_auth(exc: BaseException) -> bool:
     text = str(exc).lower()
     return any(w in text for w in ("401", "unauthorized", "invalid token", "signature", "permission"))
+
+
+async def _cancel(task: asyncio.Future[Any]) -> None:
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
 
 
 async def _first(first: Awaitable[Any], *others: Awaitable[Any]) -> bool:
