@@ -301,3 +301,42 @@ def test_a_long_utterance_commits_at_an_aligned_pause_without_a_sentence_end(sen
         assert ctx.scheduler.wait_idle(10)
         check_contiguous(finals(events))
     ctx.scheduler.close()
+
+
+class KindEngine(LengthEngine):
+    """Records whether each decode was a partial (capped tokens) or a final."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.kinds: list[str] = []
+
+    def transcribe(self, audio: np.ndarray, beam_size: int = 1, language: str | None = "en", prefix: str = "",
+                   max_new_tokens: int | None = None, context: str = "", word_times: bool = False) -> Hypothesis:
+        self.kinds.append("partial" if max_new_tokens is not None else "final")
+        return super().transcribe(audio, beam_size, language, prefix, max_new_tokens, context, word_times)
+
+
+def test_a_partial_asked_for_in_speech_but_starting_in_the_pause_is_skipped(sentence: np.ndarray) -> None:
+    # The decoder cannot be interrupted: a partial that starts once the speaker has paused would make the
+    # end-of-speech final wait behind it, and it would only show what that final is about to say.
+    from livenexus_worker.streaming.scheduler import Job
+
+    engine = KindEngine()
+    ctx, pipe, _events = pipeline(engine)
+    busy = threading.Event()
+    ctx.scheduler.submit_final(Job(lambda: busy.wait(10), "final"))  # the inference thread is busy meanwhile
+    audio = np.concatenate([silence(300), sentence])
+    for i in range(0, audio.shape[0], 480):  # paced past the partial interval: partials are asked for
+        pipe.push(audio[i : i + 480])
+        time.sleep(0.0011)
+    pipe.push(silence(240))  # a pause past the speculation point (webrtcvad hears ~0.1 s more), within the hangover
+    busy.set()
+    assert ctx.scheduler.wait_idle(10)
+    assert engine.kinds == ["final"], engine.kinds  # the speculative final only
+    pipe.push(sentence[: 1500 * 16])  # speech again: partials as before
+    for i in range(0, 1500 * 16, 480):
+        pipe.push(sentence[i : i + 480])
+        time.sleep(0.0011)
+        assert ctx.scheduler.wait_idle(10)
+    assert "partial" in engine.kinds
+    ctx.scheduler.close()
