@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -54,11 +55,16 @@ def e2e_target(request: pytest.FixtureRequest) -> Target:
     existing = existing_cluster_from_env()
     if existing is not None:
         return existing
-    node: Any = request.getfixturevalue("kube_node")
+    return local_target(request.getfixturevalue("kube_node"))
+
+
+def local_target(node: Any, images: Any = None) -> Target:
+    """This machine's test node (a started ``KubeNode``) as a Target, with this checkout's images imported
+    (or ``images``, an ``Images`` built before)."""
     from tests.servers.images import ensure_images
     from tests.servers.nodehost import DUMMY
 
-    images = ensure_images()
+    images = images or ensure_images()
     for archive in (images.worker_archive, images.operator_archive):
         node.import_image(archive)
     return Target(
@@ -76,7 +82,13 @@ def e2e_target(request: pytest.FixtureRequest) -> Target:
 
 @pytest.fixture(scope="session")
 def installed(e2e_target: Target) -> Iterator[Installed]:
-    t = e2e_target
+    with install(e2e_target) as inst:
+        yield inst
+
+
+@contextlib.contextmanager
+def install(t: Target) -> Iterator[Installed]:
+    """The chart released into ``t`` with a livekit-server beside it; uninstalled on exit (also for benchmarks)."""
     lk = LiveKitServer(host=t.livekit_host, interface=t.livekit_interface).start()
     inst = Installed(t, lk, NAMESPACE, RELEASE)
     try:
