@@ -109,6 +109,8 @@ class OperatorConfig:
             value = getattr(self, name)
             if not value > 0 or value == float("inf"):
                 raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
+        if not 0 <= self.webhook_port <= 65535:
+            raise ValueError(f"webhook_port must be a port number or 0 (off), got {self.webhook_port!r}")
         for name, top in (("worker_limit", 1000), ("refresh_concurrency", 1000)):
             value = getattr(self, name)
             if not 1 <= value <= top:

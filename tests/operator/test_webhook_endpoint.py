@@ -134,3 +134,12 @@ async def test_serve_binds_only_the_webhook_path() -> None:
                 assert resp.status == 404
     finally:
         await runner.cleanup()
+
+
+@pytest.mark.parametrize("port", ["-1", "70000"])
+def test_a_bad_webhook_port_in_the_environment_is_refused(port: str) -> None:
+    from livenexus_operator.config import OperatorConfig
+
+    with pytest.raises(ValueError, match="webhook_port"):
+        OperatorConfig.from_env({"LIVENEXUS_WEBHOOK_PORT": port})
+    assert not OperatorConfig.from_env({}).policies_enabled  # no LiveKit configured: policies stay off
