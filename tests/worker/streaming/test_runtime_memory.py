@@ -10,6 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from livenexus_worker.core.events import TranscriptEvent
 from livenexus_worker.streaming.runtime import Runtime, RuntimeOptions
 from livenexus_worker.streaming.scheduler import Job
 
@@ -64,6 +65,7 @@ def test_can_be_switched_off() -> None:
 CHILD = """
 import json
 from livenexus_worker.core.memory import rss_mib
+from livenexus_worker.core.events import TranscriptEvent
 from livenexus_worker.streaming.runtime import Runtime, RuntimeOptions
 from livenexus_worker.streaming.scheduler import Job
 kept = []
@@ -89,3 +91,23 @@ def test_a_long_windows_freed_buffers_leave_after_it() -> None:
     # 80 x 2 MiB were freed, 80 x 256 KiB are kept: ~20 MiB should remain, not ~180.
     assert out["trimmed_mib"] > 120, out
     assert out["grew_mib"] < 60, out
+
+
+def final(segment: str = "seg") -> TranscriptEvent:
+    return TranscriptEvent(stream_id="s", speaker="s", segment_id=segment, text="x", is_final=True, start=0.0,
+                           end=1.0, latency_ms=5.0)
+
+
+def test_a_final_emitted_with_no_job_after_it_trims_once_quiet(rt: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A final decoded speculatively in the pause is emitted when the utterance ends, after its job ran.
+    rt.on_emit(final())
+    assert rt.stats.memory_trims == 1
+    monkeypatch.setattr(rt, "active_speakers", lambda: 1)  # someone else still speaks: no trim
+    rt.on_emit(final("other"))
+    assert rt.stats.memory_trims == 1
+
+
+def test_a_final_emitted_inside_a_job_leaves_the_trim_to_after_the_job(rt: Runtime) -> None:
+    rt.scheduler.submit_final(Job(lambda: rt.on_emit(final()), "final"))
+    assert rt.wait_idle(10)
+    assert rt.stats.memory_trims == 1, "once, after the job, not also inside it"
