@@ -358,3 +358,17 @@ def test_controller_reads_the_quota_on_every_tick() -> None:
         ctl.tick()
         clock[0] += 1.0
     assert applied == [1]
+
+
+def test_the_grace_is_waited_once_per_overload_not_before_every_step() -> None:
+    # The node could not grant more CPU (quota stuck below the ceiling): the first step waited for the
+    # resize; further steps at the same quota must not wait again (five speakers on the local node: every
+    # step came ~25 s late while the backlog grew).
+    p = TierPolicy(AUTO)
+    assert feed(p, 0.0, 16.0, HOT, cores=1.5) == [1]  # window + grace
+    assert feed(p, 16.0, 31.0, HOT, cores=1.5) == [2]  # cooldown 10 s, then the 5 s window only
+    # A resize that comes after all makes the autoscaler worth waiting for again.
+    p2 = TierPolicy(AUTO)
+    assert feed(p2, 0.0, 16.0, HOT, cores=1.0) == [1]
+    assert feed(p2, 16.0, 31.0, HOT, cores=1.5) == []  # grown quota: window + grace again
+    assert feed(p2, 31.0, 33.0, HOT, cores=1.5) == [2]
