@@ -165,7 +165,7 @@ def test_probes_port_and_command() -> None:
     c = container(docs)
     assert c["command"] == ["livenexus-console"] and "args" not in c
     assert c["ports"] == [{"name": "http", "containerPort": 9090, "protocol": "TCP"}]
-    for probe in ("livenessProbe", "readinessProbe"):
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
         assert c[probe]["httpGet"] == {"path": "/healthz", "port": "http"}
     assert one(docs, "Service")["spec"]["ports"][0]["port"] == 8081
     assert parsed(c).port == 9090

@@ -89,6 +89,9 @@ def test_operator_pod_is_locked_down_and_configured() -> None:
     assert cfg.leader_election is True and cfg.lease_name == "lnx-livenexus-operator"
     assert cfg.watch_namespaces == ()
     assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+    # Liveness only once it has started: a slow first start under load must not crash-loop it.
+    assert c["startupProbe"]["httpGet"] == c["livenessProbe"]["httpGet"]
+    assert c["startupProbe"]["periodSeconds"] * c["startupProbe"]["failureThreshold"] >= 120
     assert {"name": "metrics", "containerPort": cfg.metrics_port, "protocol": "TCP"} in c["ports"]
 
 
