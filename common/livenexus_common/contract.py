@@ -260,6 +260,8 @@ class Metric:
     """Gauge: 1 while the worker is connected to its room."""
     CPU_RATIO: Final = "livenexus_process_cpu_ratio"
     """Gauge: the worker's CPU time per wall second ÷ usable cores (its quota); the autoscaler's "use vs quota"."""
+    CPU_CORES: Final = "livenexus_cpu_cores"
+    """Gauge: cores the worker may use: its CFS quota (the autoscaler's in-place resize), else its CPU set."""
     CPU_PRESSURE: Final = "livenexus_cpu_pressure"
     """Gauge: the CPU signal of the worker's tier policy (max of own share, PSI stall, busy cores)."""
     LAG: Final = "livenexus_lag_seconds"

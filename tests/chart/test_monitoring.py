@@ -146,6 +146,7 @@ def test_dashboard_covers_the_issue_panels(dashboard: dict[str, Any]) -> None:
         "livenexus_frames_silence_total", "livenexus_frames_received_total",  # silence fraction
         "livenexus_tier_index",
         "livenexus_process_cpu_ratio",
+        "livenexus_cpu_cores",  # CPU allotment vs use per room (autoscaling)
         "livenexus_process_rss_bytes",
         "livenexus_active_speakers",
         "livenexus_lag_seconds",

@@ -221,3 +221,28 @@ def test_under_a_quota_the_nodes_stall_is_not_ours(tmp_path: Path) -> None:
     proc.cpu += 0.05
     write(own_psi, "some avg10=0 avg60=0 avg300=0 total=600000\n")
     assert sampler.sample().pressure == pytest.approx(0.6)
+
+
+def test_the_cpu_cores_gauge_follows_an_in_place_resize(tmp_path: Path) -> None:
+    # The dashboard's "CPU allotment vs use" reads livenexus_cpu_cores: it must show the quota the autoscaler
+    # set, re-read after a resize, not the one the worker started with.
+    from prometheus_client import generate_latest
+
+    from livenexus_common.contract import Metric
+    from livenexus_worker.ops.metrics import WorkerMetrics
+
+    clock = [100.0]
+    write(tmp_path / "cpu.max", "50000 100000\n")  # 500m
+    sampler = CpuSampler(process=FakeProcess(), cgroups=CgroupPaths(v2_dir=tmp_path, v1_cpu_dir=None), psi_paths=[],
+                         min_interval_s=0.5, clock=lambda: clock[0])
+    metrics = WorkerMetrics(sampler=sampler)
+
+    def scraped() -> float:
+        line = next(ln for ln in generate_latest(metrics.registry).decode().splitlines()
+                    if ln.startswith(Metric.CPU_CORES + " "))
+        return float(line.split()[1])
+
+    assert scraped() == pytest.approx(min(0.5, float(len(affinity_cpus()))))
+    write(tmp_path / "cpu.max", "150000 100000\n")  # resized in place to 1.5 CPU
+    clock[0] += 1.0
+    assert scraped() == pytest.approx(min(1.5, float(len(affinity_cpus()))))

@@ -137,6 +137,10 @@ class WorkerMetrics:
         self.process_cpu_ratio = Gauge(
             "livenexus_process_cpu_ratio", "Process CPU time per wall second / usable cores.", registry=r)
         self.process_cpu_ratio.set_function(lambda: self.sampler.sample().process)
+        self.cpu_cores = Gauge(
+            Metric.CPU_CORES, "Cores the worker may use: its CFS quota (resized in place by the autoscaler), else its "
+            "CPU set.", registry=r)
+        self.cpu_cores.set_function(lambda: self.sampler.sample().usable_cores)
         self.cpu_pressure = Gauge(
             "livenexus_cpu_pressure",
             "CPU pressure seen by the tier policy: max(process share, PSI stall, busy share of our cores).",
