@@ -27,6 +27,7 @@ from livenexus_common.contract import DATA_TOPIC, TEXT_STREAM_TOPIC, stream_attr
 from livenexus_worker.core import stages
 from livenexus_worker.core.events import TranscriptEvent
 from livenexus_worker.room.room_metrics import RoomMetrics
+from livenexus_worker.room.tasks import finish
 
 log = logging.getLogger(__name__)
 trace_log = logging.getLogger("livenexus_worker.stages")
@@ -128,11 +129,7 @@ class TranscriptPublisher:
         self._closing = True
         self._wake.set()
         if self._task is not None:
-            try:
-                await asyncio.wait_for(asyncio.shield(self._task), max(0.0, timeout))
-            except TimeoutError:
-                self._task.cancel()
-                await asyncio.gather(self._task, return_exceptions=True)
+            await finish(self._task, timeout)
             self._task = None
         # A data message handed to the SDK may still sit in its data channel's buffer: leaving now would drop
         # it (seen in 4 of 20 SIGTERM runs: the final was "published", the listener never got it).

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 import aiohttp
 
 from livenexus_common.sinks import IDEMPOTENCY_HEADER, SinkRecord, record_bytes, sign
+from livenexus_worker.room.tasks import finish
 
 log = logging.getLogger(__name__)
 
@@ -116,11 +117,7 @@ class WebhookSink:
         self._closing = True
         self._wake.set()
         if self._task is not None:
-            try:
-                await asyncio.wait_for(asyncio.shield(self._task), max(0.0, timeout))
-            except TimeoutError:
-                self._task.cancel()
-                await asyncio.gather(self._task, return_exceptions=True)
+            await finish(self._task, timeout)
             self._task = None
         left = [*([self._inflight] if self._inflight is not None else []), *self._items]
         self._inflight = None
