@@ -4,14 +4,18 @@ readiness, and one speaker saying a sentence while a listener collects the final
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import time
 import urllib.request
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
 from livenexus_dev.demo.bots import Heard, Listener, SpeakerBot
-from livenexus_dev.livekit_server import LiveKitServer
+from livenexus_dev.livekit_server import LiveKitServer, free_port
 
 ALICE = "Our quarterly revenue grew by twelve percent compared to last year."
 BOB = "The new warehouse in the north will open at the start of spring."
@@ -23,6 +27,18 @@ def agent_env(server: LiveKitServer, room: str, **env: str) -> dict[str, str]:
     """A worker's environment for ``room`` on ``server`` (its URL and keys); ``env`` adds or overrides."""
     return {"LIVEKIT_URL": server.url, "LIVEKIT_API_KEY": server.api_key, "LIVEKIT_API_SECRET": server.api_secret,
             "LIVENEXUS_ROOM": room, **env}
+
+
+def worker_process(server: LiveKitServer, room: str, log: Path, **env: str) -> tuple[subprocess.Popen[bytes], str]:
+    """The real `livenexus-worker run` in ``room`` (the two-tier ladder, output into ``log``, metrics on a free
+    loopback port); ``env`` adds or overrides. Returns the process and its metrics base URL (for wait_ready)."""
+    port = free_port()
+    full = {**os.environ, **agent_env(server, room, LIVENEXUS_METRICS_PORT=str(port),
+                                      LIVENEXUS_METRICS_HOST="127.0.0.1", LIVENEXUS_TIERS=TWO_TIERS, **env)}
+    with log.open("wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "livenexus_worker.cli", "-v", "run"], env=full, stdout=out,
+                                stderr=subprocess.STDOUT)
+    return proc, f"http://127.0.0.1:{port}"
 
 
 class Served(Protocol):

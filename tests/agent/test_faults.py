@@ -11,8 +11,6 @@ import asyncio
 import logging
 import os
 import signal
-import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -22,13 +20,13 @@ import numpy as np
 import pytest
 
 from livenexus_dev.demo.bots import Listener, SpeakerBot
-from livenexus_dev.livekit_server import LiveKitServer, free_port
+from livenexus_dev.livekit_server import LiveKitServer
 from livenexus_worker.inference.textnorm import wer
 from livenexus_worker.room.agent import AgentOptions, RoomAgent
 from livenexus_worker.room.backoff import BackoffOptions
 from livenexus_worker.room.settings import WorkerSettings
 
-from .agentkit import ALICE, BOB, TWO_TIERS, agent_env, say, trim, wait_ready
+from .agentkit import ALICE, BOB, agent_env, say, trim, wait_ready, worker_process
 from .conftest import RunningAgent, start_agent
 from .faultkit import LightService, LoopLag, NoiseCrowd, send_garbage
 
@@ -254,15 +252,11 @@ async def test_sigterm_mid_utterance_publishes_the_final_then_exits(livekit_serv
                                                                     tmp_path: Path) -> None:
     from tests.conftest import speak
 
-    lk, room, port = livekit_server, "sigterm", free_port()
-    env = {**os.environ, **agent_env(lk, room, LIVENEXUS_METRICS_PORT=str(port), LIVENEXUS_METRICS_HOST="127.0.0.1",
-                                     LIVENEXUS_TIERS=TWO_TIERS)}
+    lk, room = livekit_server, "sigterm"
     log = tmp_path / "worker.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "livenexus_worker.cli", "-v", "run"], env=env, stdout=out,
-                                stderr=subprocess.STDOUT)
+    proc, metrics = worker_process(lk, room, log)
     try:
-        await wait_ready(f"http://127.0.0.1:{port}", timeout=90)
+        await wait_ready(metrics, timeout=90)
         listener = await Listener.join(lk.url, lk.api_key, lk.api_secret, room, "t-listener")
         gina = await SpeakerBot.join(lk.url, lk.api_key, lk.api_secret, room, "gina")
         await gina.silence(1.0)

@@ -6,10 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
 import urllib.request
 from dataclasses import dataclass
@@ -21,18 +18,18 @@ import pytest
 
 from livenexus_common.sinks import SinkEnv, idempotency_key
 from livenexus_dev.demo.bots import Heard, Listener, SpeakerBot
-from livenexus_dev.livekit_server import LiveKitServer, free_port
+from livenexus_dev.livekit_server import LiveKitServer
 from tests.worker.room.sinks_receiver import Receiver, status
 
-from .agentkit import ALICE, BOB, TWO_TIERS, agent_env, trim, wait_ready
+from .agentkit import ALICE, BOB, trim, wait_ready, worker_process
 
 pytestmark = [pytest.mark.livekit, pytest.mark.model]
 
 KEY = "sinks-agent-test-signing-key-0123"
 
 
-def metric(port: int, name: str, **labels: str) -> float:
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+def metric(base: str, name: str, **labels: str) -> float:
+    text = urllib.request.urlopen(f"{base}/metrics", timeout=5).read().decode()
     want = name + ("{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}" if labels else "")
     for line in text.splitlines():
         if line.startswith(want + " "):
@@ -56,18 +53,13 @@ async def session(lk: LiveKitServer, room: str, receiver: Receiver, speech_cache
     """A worker process with both sinks; ``dana`` says two sentences; then SIGTERM."""
     from tests.conftest import speak
 
-    port = free_port()
     files = tmp_path / "transcripts" / "team-a"
-    env = {**os.environ, **agent_env(lk, room, LIVENEXUS_METRICS_PORT=str(port), LIVENEXUS_METRICS_HOST="127.0.0.1",
-                                     LIVENEXUS_TIERS=TWO_TIERS),
-           SinkEnv.WEBHOOK_URL: receiver.url, SinkEnv.WEBHOOK_SECRET: KEY, SinkEnv.WEBHOOK_ALLOW_HTTP: "1",
-           SinkEnv.FILE_DIR: str(files)}
     log = tmp_path / "worker.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "livenexus_worker.cli", "-v", "run"], env=env, stdout=out,
-                                stderr=subprocess.STDOUT)
+    proc, metrics = worker_process(lk, room, log, **{
+        SinkEnv.WEBHOOK_URL: receiver.url, SinkEnv.WEBHOOK_SECRET: KEY, SinkEnv.WEBHOOK_ALLOW_HTTP: "1",
+        SinkEnv.FILE_DIR: str(files)})
     try:
-        await wait_ready(f"http://127.0.0.1:{port}", timeout=90)
+        await wait_ready(metrics, timeout=90)
         listener = await Listener.join(lk.url, lk.api_key, lk.api_secret, room, "t-listener")
         dana = await SpeakerBot.join(lk.url, lk.api_key, lk.api_secret, room, "dana")
         try:
@@ -86,8 +78,8 @@ async def session(lk: LiveKitServer, room: str, receiver: Receiver, speech_cache
         while (wait_delivered and {r.record["segmentId"] for r in receiver.received} < segments
                and time.monotonic() < deadline):
             await asyncio.sleep(0.1)
-        delivered = metric(port, "livenexus_sink_deliveries_total", result="delivered", sink="webhook")
-        retries = metric(port, "livenexus_sink_retries_total")
+        delivered = metric(metrics, "livenexus_sink_deliveries_total", result="delivered", sink="webhook")
+        retries = metric(metrics, "livenexus_sink_retries_total")
         sigterm_at = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         code = await asyncio.get_running_loop().run_in_executor(None, proc.wait, 40)
