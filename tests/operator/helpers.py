@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
+from livenexus_operator import kube
 from livenexus_operator.policy import Approval
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -81,3 +82,22 @@ def approved(body: dict[str, Any], version: str = "") -> Approval:
     """The Approval reconcile would hand render for ``body`` once its Secret and URL passed the room policy."""
     livekit = body["spec"]["livekit"]
     return Approval(livekit["credentialsSecretRef"]["name"], version, livekit["url"])
+
+
+class FakeApi:
+    """kube.get/apply stand-ins recording what reconcile asked for (no server)."""
+
+    def __init__(self, objects: dict[tuple[str, str], dict[str, Any]]) -> None:
+        self.objects = objects
+        self.calls: list[tuple[str, str]] = []
+
+    async def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any]:
+        self.calls.append(("get", kind))
+        try:
+            return self.objects[(kind, name)]
+        except KeyError:
+            raise kube.NotFound(name) from None
+
+    async def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
+        self.calls.append(("apply", obj["kind"]))
+        return obj

@@ -11,7 +11,7 @@ from livenexus_operator import config, kube, reconcile
 from livenexus_operator.policy import CREDENTIALS_LABEL, MAX_ENTRIES, POLICY_KEY, Approval, PolicyError, RoomPolicy
 from livenexus_operator.render import render
 from livenexus_operator.spec import WorkerTemplate
-from tests.operator.helpers import approved, room_body
+from tests.operator.helpers import FakeApi, approved, room_body
 
 STRICT = RoomPolicy()
 LOCAL = RoomPolicy.from_values({"livekit": {"insecureHosts": ["127.0.0.1", "*.svc.cluster.local", "lk"]}})
@@ -99,23 +99,6 @@ def test_render_refuses_a_spec_other_than_the_approved_one() -> None:
             render(body, tmpl, other)
 
 
-class FakeApi:
-    """kube.get/apply/request stand-ins recording what reconcile asked for (no server)."""
-
-    def __init__(self, objects: dict[tuple[str, str], dict[str, Any]]) -> None:
-        self.objects = objects
-        self.calls: list[tuple[str, str]] = []
-
-    async def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any]:
-        self.calls.append(("get", kind))
-        try:
-            return self.objects[(kind, name)]
-        except KeyError:
-            raise kube.NotFound(name) from None
-
-    async def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
-        self.calls.append(("apply", obj["kind"]))
-        return obj
 
 
 def _fake(monkeypatch: pytest.MonkeyPatch, secret_labels: dict[str, str] | None,

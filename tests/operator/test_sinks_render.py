@@ -16,26 +16,7 @@ from livenexus_operator.policy import CREDENTIALS_LABEL, POLICY_KEY, Approval, P
 from livenexus_operator.render import SINK_SECRET_ANNOTATION, render
 from livenexus_operator.spec import RoomSpec, SpecError, WorkerTemplate
 from livenexus_worker.room.sinks import SinkSettings
-from tests.operator.helpers import crd_schema, room_body
-
-
-class FakeApi:
-    """kube.get/apply stand-ins recording what reconcile asked for (no server)."""
-
-    def __init__(self, objects: dict[tuple[str, str], dict[str, Any]]) -> None:
-        self.objects = objects
-        self.calls: list[tuple[str, str]] = []
-
-    async def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any]:
-        self.calls.append(("get", kind))
-        try:
-            return self.objects[(kind, name)]
-        except KeyError:
-            raise kube.NotFound(name) from None
-
-    async def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
-        self.calls.append(("apply", obj["kind"]))
-        return obj
+from tests.operator.helpers import FakeApi, crd_schema, room_body
 
 
 def kubelet_env(env: list[dict[str, Any]], secrets: dict[str, str]) -> dict[str, str]:
