@@ -4,13 +4,14 @@ The file path runs `livenexus-worker transcribe --realtime --json` inside a smal
 the start of the feed and the end (monotonic time, CPU seconds, host CPU) on stderr, and applies two knobs from
 the environment: LNX_PIPELINE (JSON of StreamPipeline options, set after construction because the pipeline
 reads them while streaming, e.g. ``{"commit_in_speech": false}``) and LNX_VERBOSE (debug logs, to see why a
-pause was not committed). ``--worker-src`` picks the code: the working tree, or a commit exported to the cache.
+pause was not committed), and LNX_ARGS (more `transcribe` options, e.g. ``--beam-size 1``). ``--worker-src`` picks the code: the working tree, or a commit exported to the cache.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -48,9 +49,18 @@ if over:  # --pipeline: options read while streaming (commit_in_speech, threshol
         init(self, *a, **k)
         self.o = dataclasses.replace(self.o, **over)
     P.StreamPipeline.__init__ = patched
+from livenexus_worker.streaming import runtime as R
+kinds = {}
+on_inference = R.Runtime.on_inference
+def counted(self, kind, hyp, audio_s):  # where the inference time goes, by kind of decode
+    k = kinds.setdefault(kind, [0, 0.0, 0.0, 0.0])
+    k[0] += 1; k[1] += hyp.encode_s; k[2] += hyp.decode_s; k[3] += audio_s
+    return on_inference(self, kind, hyp, audio_s)
+R.Runtime.on_inference = counted
 print("LNX_SRC", livenexus_worker.__file__, file=sys.stderr, flush=True)
 from livenexus_worker.cli import main
 rc = main(sys.argv[1:])
+print("LNX_KINDS", json.dumps(kinds, separators=(",", ":")), file=sys.stderr, flush=True)
 print("LNX_END", time.monotonic(), *cpu(), file=sys.stderr, flush=True)
 sys.exit(rc)
 """
@@ -91,7 +101,7 @@ def _pump(stream: object, sink: list[tuple[float, str]]) -> threading.Thread:
 def run_file_ours(meeting: Meeting, env: dict[str, str], threads: int, logdir: Path) -> Capture:
     """The meeting's WAV through `transcribe --realtime --json`, every JSON line stamped on arrival."""
     args = [*(["-v"] if os.environ.get("LNX_VERBOSE") else []), "transcribe", str(meeting.path), "--realtime", "--json",
-            *(["--threads", str(threads)] if threads else [])]
+            *(["--threads", str(threads)] if threads else []), *shlex.split(os.environ.get("LNX_ARGS", ""))]
     out: list[tuple[float, str]] = []
     err: list[tuple[float, str]] = []
     proc = subprocess.Popen([sys.executable, "-c", WRAPPER, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -114,8 +124,10 @@ def run_file_ours(meeting: Meeting, env: dict[str, str], threads: int, logdir: P
     t0, cpu0, host0 = map(float, marks["LNX_FEED_START"])
     t1, cpu1, maxrss, host1 = map(float, marks["LNX_END"])
     others = (host1 - host0 - (cpu1 - cpu0)) / (t1 - t0)
+    # Per kind of decode: count, encoder s, decoder s, audio s decoded.
+    kinds = json.loads(marks["LNX_KINDS"][0]) if "LNX_KINDS" in marks else {}
     return Capture("ours", t0, ems, cpu1 - cpu0, maxrss / 1024, others,
-                   {"imported": marks["LNX_SRC"][0], "events": len(ems)})
+                   {"imported": marks["LNX_SRC"][0], "events": len(ems), "decodes": kinds})
 
 
 def start_room_worker(env: dict[str, str], url: str, key: str, secret: str, room: str, threads: int,

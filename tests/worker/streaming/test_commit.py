@@ -23,19 +23,6 @@ from .test_pipeline import Ctx, LengthEngine, run, silence
 SR = 16000
 
 
-@pytest.fixture(scope="module")
-def sentence(speech_cache: dict[str, np.ndarray]) -> np.ndarray:
-    """~2.8 s of speech with no quiet stretch inside (so the only pauses are the ones the tests add)."""
-    from tests.conftest import speak
-
-    audio = speak(speech_cache, "the quick brown fox jumps over the lazy dog")
-    loud = np.nonzero(np.abs(audio) > 300)[0]
-    audio = audio[loud[0] : loud[-1] + 1]
-    det = PauseDetector()
-    assert max(det.push(audio[i : i + 480], True) for i in range(0, len(audio) - 480, 480)) < 80
-    return audio
-
-
 class SentenceEngine(LengthEngine):
     """Answers like Whisper on speech separated by digital silence. A final is one sentence, "samples N." for N
     samples. A partial whose audio goes on after a pause reads "samples P. Next": a sentence that ended at the

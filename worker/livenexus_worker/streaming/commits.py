@@ -1,13 +1,16 @@
 """Where a sentence inside an open utterance ends, from a partial's text and the pauses heard (commit during
-speech). Pure bookkeeping on the utterance; the pipeline decodes and commits what this finds."""
+speech), and what of a committed part the next one hears. Pure bookkeeping on the utterance; the pipeline
+decodes and commits what this finds."""
 
 from __future__ import annotations
 
 import logging
 import re
 
+import numpy as np
+
 from livenexus_worker.core.audio import SAMPLE_RATE, SAMPLES_PER_MS
-from livenexus_worker.streaming.stream_state import OpenUtterance, PipelineOptions
+from livenexus_worker.streaming.stream_state import LeftContext, OpenUtterance, PendingFinal, PipelineOptions
 
 log = logging.getLogger(__name__)
 
@@ -103,3 +106,22 @@ def _clause(op: OpenUtterance, words: list[str], heard: int, word_ends: tuple[fl
         op.pauses.popleft()
     op.vote_cut = op.pause_votes = 0
     return cut, wall, " ".join(words[: last + 1])
+
+
+def left_context(head: np.ndarray, result: PendingFinal | None, limit_s: float) -> LeftContext | None:
+    """What the part after a commit hears before itself: the last words of the committed ``head`` that fit
+    in ``limit_s`` seconds (from where the word before them ended), or all of it when it is that short; None
+    when nothing fits or the commit's words have no times."""
+    limit = int(limit_s * SAMPLE_RATE)
+    if result is None or not head.size or limit <= 0:
+        return None
+    if head.shape[0] <= limit:
+        return LeftContext(head.copy(), result.event.text)
+    words, ends = result.event.text.split(), result.word_ends
+    if len(ends) != len(words):
+        return None
+    for k in range(1, len(words)):
+        start = int(ends[k - 1] * SAMPLE_RATE)
+        if head.shape[0] - start <= limit:
+            return LeftContext(head[start:].copy(), " ".join(words[k:]))
+    return None

@@ -13,9 +13,16 @@ import numpy as np
 
 from livenexus_worker.core.audio import SAMPLE_RATE, SAMPLES_PER_MS
 from livenexus_worker.core.events import TranscriptEvent
+from livenexus_worker.inference.engine import Hypothesis, WhisperEngine
 from livenexus_worker.inference.guards import check
 from livenexus_worker.streaming.agreement import coverage
-from livenexus_worker.streaming.stream_state import OpenUtterance, PendingFinal, PipelineOptions, StreamContext
+from livenexus_worker.streaming.stream_state import (
+    LeftContext,
+    OpenUtterance,
+    PendingFinal,
+    PipelineOptions,
+    StreamContext,
+)
 
 log = logging.getLogger("livenexus_worker.streaming.pipeline")  # one logger for the stream's story
 
@@ -30,6 +37,8 @@ class FinalRequest:
     """Who spoke, as the events say it."""
     context: str
     """Recent finals of the stream, given to the decoder as earlier text ('' for none)."""
+    word_times: bool = False
+    """Align the final's words (for the committed part a later final hears as its left context)."""
 
 
 def decode_final(ctx: StreamContext, o: PipelineOptions, req: FinalRequest, op: OpenUtterance, audio: np.ndarray,
@@ -37,31 +46,45 @@ def decode_final(ctx: StreamContext, o: PipelineOptions, req: FinalRequest, op: 
     """Decode ``audio`` as a final; with ``keep_until``, only its words that end before that sample (the rest
     is look-ahead that belongs to the next utterance). None: dropped (logged), or no word could be kept."""
     _idx, tier, engine = ctx.engine_for(op.tier)
-    hyp = engine.transcribe(audio, beam_size=tier.beam_size, language=o.language, context=req.context,
-                            word_times=keep_until is not None)
     dur = audio.shape[0] / SAMPLE_RATE
-    ctx.on_inference("final", hyp, dur)
+    timed = keep_until is not None or req.word_times
+
+    def run(prefix: list[str]) -> tuple[Hypothesis, str, tuple[float, ...]]:
+        left = op.left
+        hyp = _decode(engine, tier.beam_size, o, req, audio, prefix, timed, left)
+        ctx.on_inference("final", hyp, dur)
+        if left is None:
+            return hyp, hyp.text, hyp.word_ends
+        forced = left.text.split()
+        if hyp.text.split()[: len(forced)] == forced:
+            offset = left.audio.shape[0] / SAMPLE_RATE
+            words = hyp.text.split()[len(forced):]
+            return hyp, " ".join(words), tuple(e - offset for e in hyp.word_ends[len(forced):])
+        # The tokenizer's round trip changed the forced text, so where it ends in the output is unknown.
+        log.debug("stream %s: left context %r came back as %r", req.stream_id, left.text[-40:], hyp.text[:80])
+        hyp = _decode(engine, tier.beam_size, o, req, audio, prefix, timed, None)
+        ctx.on_inference("final", hyp, dur)
+        return hyp, hyp.text, hyp.word_ends
+
+    hyp, said, word_ends = run([])
     agreed = list(op.agreement.committed)
-    if len(agreed) >= o.guards.evidence_words and coverage(agreed, hyp.text) < o.final_min_coverage:
+    if len(agreed) >= o.guards.evidence_words and coverage(agreed, said) < o.final_min_coverage:
         # Whisper sometimes skips the first seconds of a window that starts abruptly (measured on the meeting
         # benchmark: a final of 5 s of speech said only its last sentence). The words the partials agreed on
         # were heard: decode again from them, so the final can only add to what was stable.
-        log.debug("stream %s: final %r misses the agreed %r; decoding from them", req.stream_id, hyp.text[:60],
+        log.debug("stream %s: final %r misses the agreed %r; decoding from them", req.stream_id, said[:60],
                   " ".join(agreed)[:60])
-        hyp = engine.transcribe(audio, beam_size=tier.beam_size, language=o.language, context=req.context,
-                                prefix=" ".join(agreed), word_times=keep_until is not None)
-        ctx.on_inference("final", hyp, dur)
-    said = hyp.text
+        hyp, said, word_ends = run(agreed)
     if keep_until is not None:
         # A word may end a frame or two past the cut (20 ms alignment steps); one that ends later is the next
         # sentence's. Without word times nothing can be kept safely: the commit is declined.
         limit = (keep_until + 40 * SAMPLES_PER_MS) / SAMPLE_RATE
-        kept = sum(1 for end in hyp.word_ends if end <= limit)
+        kept = sum(1 for end in word_ends if end <= limit)
         if not kept:
             log.debug("stream %s: commit declined, no word ends before %.2f s (%s)", req.stream_id,
-                      keep_until / SAMPLE_RATE, hyp.word_ends[:3])
+                      keep_until / SAMPLE_RATE, word_ends[:3])
             return None
-        said, dur = " ".join(hyp.text.split()[:kept]), keep_until / SAMPLE_RATE
+        said, dur, word_ends = " ".join(said.split()[:kept]), keep_until / SAMPLE_RATE, word_ends[:kept]
     text, why = check(said, hyp.no_speech_prob, hyp.avg_logprob, dur, o.guards, evidence_words=len(agreed))
     if text is None:
         log.debug("stream %s dropped utterance %s: %s", req.stream_id, op.utt.segment_id, why)
@@ -72,4 +95,16 @@ def decode_final(ctx: StreamContext, o: PipelineOptions, req: FinalRequest, op: 
         start=start, end=start + dur, stable=text, unstable="", language=hyp.language, tier=tier.name,
         processing_ms=(hyp.encode_s + hyp.decode_s) * 1000, latency_ms=0.0,
     )
-    return PendingFinal(event, speech_end_wall)
+    # Word times only while they still name the text's words (the guards may have changed it).
+    return PendingFinal(event, speech_end_wall, word_ends if len(word_ends) == len(text.split()) else ())
+
+
+
+def _decode(engine: WhisperEngine, beam: int, o: PipelineOptions, req: FinalRequest, audio: np.ndarray,
+            prefix: list[str], timed: bool, left: LeftContext | None) -> Hypothesis:
+    """One decode of ``audio``, after the committed part before it when there is one (its text forced)."""
+    if left is not None:
+        audio = np.concatenate([left.audio, audio])
+        prefix = [*left.text.split(), *prefix]
+    return engine.transcribe(audio, beam_size=beam, language=o.language, context=req.context,
+                             prefix=" ".join(prefix), word_times=timed)

@@ -19,7 +19,7 @@ from livenexus_worker.core import stages
 from livenexus_worker.core.audio import SAMPLE_RATE, SAMPLES_PER_MS
 from livenexus_worker.core.events import TranscriptEvent
 from livenexus_worker.inference.guards import check
-from livenexus_worker.streaming.commits import find_boundary
+from livenexus_worker.streaming.commits import find_boundary, left_context
 from livenexus_worker.streaming.finals import FinalRequest, decode_final
 from livenexus_worker.streaming.pauses import PauseDetector
 from livenexus_worker.streaming.scheduler import Job
@@ -236,7 +236,7 @@ class StreamPipeline:
                     if op.commit_tried_at == token:
                         op.commit_pending = False
                     return
-            result = self._decode_final(op, audio, pause_wall, keep_until)
+            result = self._decode_final(op, audio, pause_wall, keep_until, commit=True)
             with self._lock:
                 if not current():
                     if op.commit_tried_at == token:
@@ -270,7 +270,7 @@ class StreamPipeline:
 
     def _commit(self, op: OpenUtterance, cut: int, result: PendingFinal) -> None:
         """Emit ``result`` as the final of the first ``cut`` samples; the rest goes on as a new utterance."""
-        _head, rest = op.utt.split_at(cut, self._new_id())
+        head, rest = op.utt.split_at(cut, self._new_id())
         op.ended = True
         op.ended_wall = op.ended_wall or time.monotonic()
         op.speculated_at = SpeculationMark.CUT  # a guess over the uncut audio must not emit
@@ -278,7 +278,8 @@ class StreamPipeline:
         voiced_after = (rest.last_voiced_sample - rest.start_sample) // self._frame if rest.n else 0
         self._open = OpenUtterance(rest, self._ctx.tier_index(), last_voiced_wall=op.last_voiced_wall,
                            last_partial_request=time.monotonic(), after_commit=True,
-                           voiced_frames=max(0, voiced_after), pause_seen_at=op.pause_seen_at)
+                           voiced_frames=max(0, voiced_after), pause_seen_at=op.pause_seen_at,
+                           left=left_context(head, result, self.o.final_left_context_s))
         # Pauses heard after the cut stay candidates of the part that goes on.
         self._open.pauses.extend((c - cut, w) for c, w in op.pauses if c > cut)
 
@@ -360,15 +361,16 @@ class StreamPipeline:
                 self._deliver(event)
 
     def _decode_final(self, op: OpenUtterance, audio: np.ndarray, speech_end_wall: float,
-                      keep_until: int | None = None) -> PendingFinal | None:
+                      keep_until: int | None = None, commit: bool = False) -> PendingFinal | None:
         context = " ".join(self._finals[-self.o.context_finals:]) if self.o.context_finals else ""
-        req = FinalRequest(self.stream_id, self.speaker, context)
+        # A commit's words are the next part's left context: their times say where its last words begin.
+        req = FinalRequest(self.stream_id, self.speaker, context, commit and self.o.final_left_context_s > 0)
         result = decode_final(self._ctx, self.o, req, op, audio, speech_end_wall, keep_until)
         if result is None or not stages.enabled():
             return result
         end = op.utt.start_sample + (keep_until if keep_until is not None else audio.shape[0])
         voiced = min(end, op.utt.last_voiced_sample) if op.utt.last_voiced_sample > op.utt.start_sample else end
-        return PendingFinal(replace(result.event, trace=self._decode_stamps(voiced)), result.speech_end_wall)
+        return replace(result, event=replace(result.event, trace=self._decode_stamps(voiced)))
 
     def _decode_stamps(self, voiced_sample: int) -> dict[str, float] | None:
         """Inference thread, right after a decode: the job's stage stamps (None unless tracing)."""

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Protocol
 
+import numpy as np
+
 from livenexus_worker.core.events import TranscriptEvent
 from livenexus_worker.core.tier_spec import TierSpec
 from livenexus_worker.inference.engine import Hypothesis, WhisperEngine
@@ -87,6 +89,11 @@ class PipelineOptions:
     no full stop at its pause below ``commit_any_after_s``."""
     pauses: PauseOptions = field(default_factory=PauseOptions)
     """How quiet a pause is."""
+    final_left_context_s: float = 0.0
+    """A final of the part that goes on after a commit also hears up to this much of the committed part before
+    it (0: never): its last words, with their text forced as the decoder's start, and keeps only what follows.
+    A sentence cut out alone loses the words around it, which Whisper reads it by. Every forced token costs a
+    decoder step (times the beam), so it is kept short."""
 
 
 class StreamContext(Protocol):
@@ -157,6 +164,18 @@ class OpenUtterance:
     """The utterance ended in the pause a commit decode is running for: that decode is its final."""
     ended_wall: float = 0.0
     """When its end was decided (VAD hangover, flush, cut or commit; monotonic): the ``end`` stage stamp."""
+    left: LeftContext | None = None
+    """The committed part this one follows, for its finals to hear (see ``final_left_context_s``)."""
+
+
+@dataclass(frozen=True)
+class LeftContext:
+    """Audio committed just before an utterance, and the final text that was emitted for it."""
+
+    audio: np.ndarray
+    """int16 samples, ending where the utterance starts."""
+    text: str
+    """Its final's text: forced as the decoder's start, so the decode goes on from there."""
 
 
 @dataclass(frozen=True)
@@ -165,3 +184,5 @@ class PendingFinal:
 
     event: TranscriptEvent
     speech_end_wall: float
+    word_ends: tuple[float, ...] = ()
+    """End time (s from the utterance start) of each word of the text, when the decode aligned them."""

@@ -1,0 +1,145 @@
+"""A final after a commit hears the committed part before it, with that part's text forced as the decoder's
+start, and keeps only what follows: no word of the committed part comes back, none of the new part is lost,
+and word times stay those of the new part (stand-in decoders; the meeting benchmark measures the real one)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from livenexus_worker.core.tier_spec import TierSpec
+from livenexus_worker.inference.engine import Hypothesis
+from livenexus_worker.streaming.finals import FinalRequest, decode_final
+from livenexus_worker.streaming.pipeline import PipelineOptions
+from livenexus_worker.streaming.segmenter import Utterance
+from livenexus_worker.streaming.stream_state import LeftContext, OpenUtterance
+
+from .test_pipeline import Ctx, LengthEngine
+
+SR = 16000
+
+
+class ContinuingEngine(LengthEngine):
+    """Says the forced start, then "tail" words, one per second of audio after ``left_s``; word ends in
+    seconds from the window's start. ``echo``: the forced start comes back changed (a tokenizer round trip
+    that is not exact), as a real decoder may."""
+
+    def __init__(self, left_s: float, echo: str | None = None) -> None:
+        super().__init__()
+        self.left_s = left_s
+        self.echo = echo
+
+    def transcribe(self, audio: np.ndarray, beam_size: int = 1, language: str | None = "en", prefix: str = "",
+                   max_new_tokens: int | None = None, context: str = "", word_times: bool = False) -> Hypothesis:
+        self.calls.append((audio.shape[0], prefix))
+        dur = audio.shape[0] / SR
+        left = self.left_s if prefix else 0.0
+        forced = (self.echo if self.echo is not None and prefix else prefix).split()
+        new = [f"w{i}" for i in range(int(dur - left))]
+        ends = [left * (i + 1) / len(forced) for i in range(len(forced))] + [left + i + 1.0 for i in range(len(new))]
+        return Hypothesis(" ".join([*forced, *new]), 0.01, -0.1, "en", 0.0, 0.0, 0,
+                          word_ends=tuple(ends) if word_times else ())
+
+
+def decode(engine: LengthEngine, left: LeftContext | None, audio_s: float, keep_until_s: float | None = None):
+    ctx = Ctx()
+    ctx.engine = engine
+    ctx.engine_for = lambda _i: (0, TierSpec("fake", "int8", 1, 250), engine)  # type: ignore[method-assign]
+    utt = Utterance("s-2", 10 * SR)
+    audio = np.ones(int(audio_s * SR), dtype=np.int16)
+    utt.append(audio)
+    op = OpenUtterance(utt, 0, left=left)
+    keep = None if keep_until_s is None else int(keep_until_s * SR)
+    result = decode_final(ctx, PipelineOptions(), FinalRequest("s", "spk", ""), op, audio, 0.0, keep)  # type: ignore[arg-type]
+    ctx.scheduler.close()
+    return result
+
+
+def test_the_final_hears_the_committed_part_and_says_only_what_follows() -> None:
+    left = LeftContext(np.ones(2 * SR, dtype=np.int16), "Okay, let's start.")
+    engine = ContinuingEngine(left_s=2.0)
+    result = decode(engine, left, 3.0)
+    assert result is not None
+    assert engine.calls == [(5 * SR, "Okay, let's start.")], "one decode over both parts, the first one forced"
+    assert result.event.text == "w0 w1 w2", "none of the committed words again, all of the new ones"
+    assert (result.event.start, result.event.end) == (10.0, 13.0), "the times are the new part's"
+
+
+def test_a_commit_after_it_keeps_the_words_before_its_cut_in_the_new_part_s_time() -> None:
+    left = LeftContext(np.ones(2 * SR, dtype=np.int16), "Okay, let's start.")
+    result = decode(ContinuingEngine(left_s=2.0), left, 4.0, keep_until_s=2.5)
+    assert result is not None
+    # Word ends of the new part are 1, 2, 3, 4 s into it; a cut at 2.5 s keeps two of them (not five, which
+    # it would with the left part's 2 s still counted in).
+    assert result.event.text == "w0 w1"
+    assert result.event.end == 12.5
+
+
+def test_a_forced_start_that_comes_back_changed_is_decoded_again_without_it() -> None:
+    left = LeftContext(np.ones(2 * SR, dtype=np.int16), "Okay, let's start.")
+    engine = ContinuingEngine(left_s=2.0, echo="Okay let us start")
+    result = decode(engine, left, 3.0)
+    assert result is not None
+    assert engine.calls == [(5 * SR, "Okay, let's start."), (3 * SR, "")], "then the new part alone"
+    assert result.event.text == "w0 w1 w2", "never the committed words twice"
+
+
+def test_without_a_committed_part_nothing_changes() -> None:
+    engine = ContinuingEngine(left_s=0.0)
+    result = decode(engine, None, 3.0)
+    assert result is not None and result.event.text == "w0 w1 w2"
+    assert engine.calls == [(3 * SR, "")]
+
+
+def test_after_a_commit_the_next_final_hears_the_last_words_before_the_cut(sentence: np.ndarray) -> None:
+    from .test_commit import SentenceEngine, finals, pipeline, push, silence
+
+    class Continuing(SentenceEngine):
+        """A final with a forced start goes on from it, saying how much audio it heard in all."""
+
+        def transcribe(self, audio: np.ndarray, beam_size: int = 1, language: str | None = "en", prefix: str = "",
+                       max_new_tokens: int | None = None, context: str = "", word_times: bool = False) -> Hypothesis:
+            hyp = super().transcribe(audio, beam_size, language, prefix, max_new_tokens, context, word_times)
+            if max_new_tokens is not None or not prefix or prefix.startswith("samples"):
+                return hyp  # a partial, or a final forced to start with the words the partials agreed on
+            return Hypothesis(f"{prefix} heard {audio.shape[0]}.", 0.01, -0.1, "en", 0.0, 0.0, 0)
+
+    engine = Continuing()
+    ctx, pipe, events = pipeline(engine, PipelineOptions(final_left_context_s=2.0))
+    push(pipe, np.concatenate([silence(500), sentence, silence(150), sentence[: 500 * 16]]), ctx)
+    assert ctx.scheduler.wait_idle(10)
+    (first,) = finals(events)
+    head = round((first.end - first.start) * SR)
+    push(pipe, np.concatenate([sentence[500 * 16 :], silence(1000)]), ctx)
+    assert ctx.scheduler.wait_idle(10)
+    second = finals(events)[1]
+    # The commit's words end at N/2 and N samples ("samples N."): 2 s holds only the last one.
+    n = int(first.text.split()[1].rstrip("."))
+    left = head - int(n / 2 / SR * SR)
+    assert left <= 2 * SR
+    prefixed = [(size, p) for size, p in engine.calls if p]
+    assert prefixed and prefixed[-1][1] == first.text.split()[1], "the committed part's last word is forced"
+    rest = round((second.end - second.start) * SR)
+    assert second.text == f"heard {prefixed[-1][0]}." and abs(prefixed[-1][0] - (left + rest)) <= 1, \
+        "the final heard the left context and its own part, and says only its own words"
+    ctx.scheduler.close()
+
+
+def test_the_left_context_is_the_last_words_that_fit_from_where_the_word_before_them_ended() -> None:
+    from livenexus_worker.core.events import TranscriptEvent
+    from livenexus_worker.streaming.commits import left_context
+    from livenexus_worker.streaming.stream_state import PendingFinal
+
+    def result(text: str, ends: tuple[float, ...] = ()) -> PendingFinal:
+        event = TranscriptEvent(stream_id="s", speaker="spk", segment_id="s-1", text=text, is_final=True,
+                                start=0.0, end=4.0)
+        return PendingFinal(event, 0.0, ends)
+
+    head = np.arange(4 * SR, dtype=np.int64).astype(np.int16)
+    got = left_context(head, result("one two three four.", (1.0, 2.0, 3.0, 3.8)), 2.0)
+    assert got is not None and got.text == "three four."
+    assert got.audio.shape[0] == 2 * SR and got.audio[0] == head[2 * SR], "from where 'two' ended to the cut"
+    short = left_context(head[: SR], result("one."), 2.0)
+    assert short is not None and short.text == "one." and short.audio.shape[0] == SR, "a short head is all heard"
+    assert left_context(head, result("one two three four."), 2.0) is None, "no word times: no safe split"
+    assert left_context(head, result("one two three four.", (1.0, 2.0, 3.0, 3.8)), 0.0) is None, "off"
+    assert left_context(head, result("one two.", (0.5, 3.9)), 2.0) is None, "not even the last word fits"
