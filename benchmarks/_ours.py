@@ -1,10 +1,11 @@
 """Our worker as the continuous-speech benchmark runs it: which code it imports, and the file path's run.
 
 The file path runs `livenexus-worker transcribe --realtime --json` inside a small wrapper script that stamps
-the start of the feed and the end (monotonic time, CPU seconds, host CPU) on stderr, and applies two knobs from
+the start of the feed and the end (monotonic time, CPU seconds, host CPU) on stderr, and applies knobs from
 the environment: LNX_PIPELINE (JSON of StreamPipeline options, set after construction because the pipeline
 reads them while streaming, e.g. ``{"commit_in_speech": false}``) and LNX_VERBOSE (debug logs, to see why a
-pause was not committed), and LNX_ARGS (more `transcribe` options, e.g. ``--beam-size 1``). ``--worker-src`` picks the code: the working tree, or a commit exported to the cache.
+pause was not committed), and LNX_ARGS (more `transcribe` options, e.g. ``--beam-size 1``). ``--worker-src``
+picks the code: the working tree, or a commit exported to the cache.
 """
 
 from __future__ import annotations

@@ -14,7 +14,6 @@ from livenexus_worker.inference.engine import Hypothesis
 from livenexus_worker.streaming import pipeline as pipeline_module
 from livenexus_worker.streaming.pipeline import PipelineOptions, StreamPipeline
 
-from .test_commit import sentence  # noqa: F401  (fixture)
 from .test_pipeline import Ctx, LengthEngine, silence
 
 
@@ -51,7 +50,7 @@ def partials_over(speech: np.ndarray, cost: float, speakers: int, monkeypatch: p
     return ctx.engine.partials
 
 
-def test_partials_stretch_with_speakers_and_cost(sentence: np.ndarray, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+def test_partials_stretch_with_speakers_and_cost(sentence: np.ndarray, monkeypatch: pytest.MonkeyPatch) -> None:
     speech = np.concatenate([sentence] * 4)  # ~11 s without a pause: one utterance
     seconds = speech.shape[0] / 16000 - 1.0  # partials start after 1 s of audio
     cheap = partials_over(speech, 0.05, 1, monkeypatch)  # 0.05 x 1 / 0.6 < the tier's 250 ms: the tier decides
