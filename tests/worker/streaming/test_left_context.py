@@ -83,6 +83,14 @@ def test_a_forced_start_that_comes_back_changed_is_decoded_again_without_it() ->
     assert result.event.text == "w0 w1 w2", "never the committed words twice"
 
 
+def test_punctuation_the_decoder_glues_to_the_last_forced_word_is_not_a_mismatch() -> None:
+    left = LeftContext(np.ones(2 * SR, dtype=np.int16), "that one is mine")
+    engine = ContinuingEngine(left_s=2.0, echo="that one is mine,")
+    result = decode(engine, left, 3.0)
+    assert result is not None and result.event.text == "w0 w1 w2"
+    assert len(engine.calls) == 1, "no second decode"
+
+
 def test_without_a_committed_part_nothing_changes() -> None:
     engine = ContinuingEngine(left_s=0.0)
     result = decode(engine, None, 3.0)

@@ -7,6 +7,7 @@ Runs on the inference thread, without the stream's lock: it reads only what a fi
 from __future__ import annotations
 
 import logging
+import string
 from dataclasses import dataclass
 
 import numpy as np
@@ -56,11 +57,12 @@ def decode_final(ctx: StreamContext, o: PipelineOptions, req: FinalRequest, op: 
         if left is None:
             return hyp, hyp.text, hyp.word_ends
         forced = left.text.split()
-        if hyp.text.split()[: len(forced)] == forced:
+        if _bare(hyp.text.split()[: len(forced)]) == _bare(forced):
             offset = left.audio.shape[0] / SAMPLE_RATE
             words = hyp.text.split()[len(forced):]
             return hyp, " ".join(words), tuple(e - offset for e in hyp.word_ends[len(forced):])
-        # The tokenizer's round trip changed the forced text, so where it ends in the output is unknown.
+        # The forced words did not come back (a tokenizer round trip that is not exact): where they end in
+        # the output is unknown.
         log.debug("stream %s: left context %r came back as %r", req.stream_id, left.text[-40:], hyp.text[:80])
         hyp = _decode(engine, tier.beam_size, o, req, audio, prefix, timed, None)
         ctx.on_inference("final", hyp, dur)
@@ -108,3 +110,8 @@ def _decode(engine: WhisperEngine, beam: int, o: PipelineOptions, req: FinalRequ
         prefix = [*left.text.split(), *prefix]
     return engine.transcribe(audio, beam_size=beam, language=o.language, context=req.context,
                              prefix=" ".join(prefix), word_times=timed)
+
+
+def _bare(words: list[str]) -> list[str]:
+    """Words without the punctuation around them: the decoder may glue a comma to the last forced word."""
+    return [w.strip(string.punctuation) for w in words]

@@ -310,10 +310,16 @@ class StreamPipeline:
         # time, so the cadence stretches with the speakers and the cost of a partial before finals queue.
         speakers = max(1, self._ctx.active_speakers())
         interval = max(interval, self._partial_cost * speakers / self.o.partial_share)
-        if now - op.last_partial_request < interval:
+        # A pause that may end a sentence is decided by the first partial that hears its look-ahead: ask for
+        # that one now rather than when the cadence comes round (at most once per pause, at the tier's pace).
+        heard = op.utt.n - self.o.commit_lookahead_ms * SAMPLES_PER_MS
+        due = [c for c, _w in op.pauses if op.confirm_asked < c <= heard] if self.o.partial_at_pause else []
+        if now - op.last_partial_request < (tier.partial_interval_ms / 1000 if due else interval):
             return
         if op.utt.n < self.o.min_partial_audio_ms * SAMPLES_PER_MS:
             return
+        if due:
+            op.confirm_asked = due[-1]
         op.last_partial_request = now
         self._ctx.scheduler.submit_partial(self.stream_id, Job(lambda: self._run_partial(op, now), "partial"))
 

@@ -78,6 +78,10 @@ class PipelineOptions:
     (measured on the meeting benchmark: sentences decoded alone 11 % WER, cut mid-sentence 26 %), and it costs
     no second decode. False: decode the sentence again with the tier's beam, hearing the look-ahead too, and
     keep the words that end before the cut."""
+    partial_at_pause: bool = True
+    """A pause that may commit gets its partial as soon as the look-ahead after it is heard (at most at the
+    tier's partial interval), not when the CPU-budgeted cadence comes round: that partial decides the commit,
+    so the budget can be small without finals waiting for it."""
     commit_min_s: float = 1.5
     """Audio the utterance must hold before a pause may commit it (shorter heads are rarely a sentence)."""
     commit_any_after_s: float = 10.0
@@ -151,6 +155,8 @@ class OpenUtterance:
     pauses: deque[tuple[int, float]] = field(default_factory=lambda: deque(maxlen=MAX_PAUSE_CANDIDATES))
     """Recent pauses a partial may confirm as a sentence end: (offset in the utterance, wall time it began;
     the latency of a committed final counts from there). Bounded: only the last few can still be confirmed."""
+    confirm_asked: int = -1
+    """The latest pause (offset) a partial was asked for as soon as its look-ahead was heard."""
     vote_cut: int = 0
     """The pause the last confirming partials chose (0: none)."""
     pause_votes: int = 0
