@@ -6,7 +6,8 @@ Every N runs in a fresh process, so RSS and allocator state do not carry over be
 Each stream speaks a different ordering of the same synthesised sentences (espeak-ng), offset in time
 so utterances do not end together, paced in real time. The tier controller runs with the settings from
 the environment (LIVENEXUS_TIER_*), so "tier" shows what the policy chose under that load. Prints p50/p95
-end-of-speech→final latency, the realtime factor (inference s per speech s), process CPU as a share of
+end-of-speech→final latency, the p50 gap between partials of one utterance, the realtime factor
+(inference s per speech s), process CPU as a share of
 the usable cores, peak RSS and the tiers used; saves a plot. Numbers are measured, never asserted: this
 machine is shared, compare runs made back to back.
 """
@@ -58,6 +59,8 @@ class RunResult:
     """Partial events delivered."""
     stale_partials: int = 0
     """Partial jobs the scheduler dropped as too old (load shedding)."""
+    partial_gaps_ms: list[float] = field(default_factory=list)
+    """Time between consecutive partials of one utterance (does text still flow while finals keep up?)."""
     rtf: float = 0.0
     """Inference seconds per second of speech."""
     cpu_share: float = 0.0
@@ -121,12 +124,19 @@ def run(n: int, clips: list[np.ndarray], seconds: float, settings: WorkerSetting
 
     controller = TierController(manager, signals, rt.set_tier if tiers else (lambda i: None), interval_s=0.5)
 
+    last_partial: dict[str, float] = {}
+
     def on_event(ev: TranscriptEvent) -> None:
         with lock:
             if ev.is_final:
                 res.latencies_ms.append(ev.latency_ms)
+                last_partial.pop(ev.segment_id, None)
             else:
                 res.partials += 1
+                now = time.monotonic()
+                if ev.segment_id in last_partial:
+                    res.partial_gaps_ms.append((now - last_partial[ev.segment_id]) * 1000)
+                last_partial[ev.segment_id] = now
 
     signals_by_stream = [stream_signal(clips, k, seconds) for k in range(n)]
     pipes = [rt.open_stream(f"s{k}", f"speaker-{k}", on_event) for k in range(n)]
@@ -178,7 +188,7 @@ def pct(values: list[float], q: float) -> float:
 
 
 def table(results: list[RunResult], settings: WorkerSettings) -> str:
-    head = (f"{'N':>3} {'finals':>6} {'p50 ms':>7} {'p95 ms':>7} {'max ms':>7} {'RTF':>6} {'CPU %':>6} "
+    head = (f"{'N':>3} {'finals':>6} {'p50 ms':>7} {'p95 ms':>7} {'max ms':>7} {'gap p50':>7} {'RTF':>6} {'CPU %':>6} "
             f"{'press.':>6} {'busy':>5} {'stall':>5} {'lag max s':>9} {'RSS MiB':>8} {'stale':>5}  "
             "tiers (s on each; end)")
     lines = [head, "-" * len(head)]
@@ -186,7 +196,8 @@ def table(results: list[RunResult], settings: WorkerSettings) -> str:
         used = ", ".join(f"{settings.tiers[i].name}:{s:.0f}" for i, s in sorted(r.tier_seconds.items()) if s >= 1)
         lines.append(
             f"{r.streams:3d} {len(r.latencies_ms):6d} {pct(r.latencies_ms, 50):7.0f} {pct(r.latencies_ms, 95):7.0f} "
-            f"{max(r.latencies_ms, default=float('nan')):7.0f} {r.rtf:6.3f} {100 * r.cpu_share:6.1f} "
+            f"{max(r.latencies_ms, default=float('nan')):7.0f} {pct(r.partial_gaps_ms, 50):7.0f} {r.rtf:6.3f} "
+            f"{100 * r.cpu_share:6.1f} "
             f"{r.pressure_mean:6.2f} {r.busy_mean:5.2f} {r.stall_mean:5.2f} {r.max_lag_s:9.2f} "
             f"{r.rss_peak_mib:8.0f} {r.stale_partials:5d}  "
             f"{used}; end {r.tier_end}")
