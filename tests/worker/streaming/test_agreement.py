@@ -24,7 +24,7 @@ def test_case_and_punctuation_do_not_break_agreement() -> None:
     la = LocalAgreement()
     la.update("Hello, world")
     stable, unstable = la.update("hello world. How")
-    assert stable == "Hello, world"
+    assert stable == "hello world.", "the newer spelling: it heard what follows, its full stop is the better guess"
     assert unstable == "How"
 
 

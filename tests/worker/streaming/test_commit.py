@@ -116,7 +116,10 @@ def check_contiguous(fs: list[TranscriptEvent]) -> None:
 @pytest.mark.parametrize("from_partial", [False, True], ids=["decoded-again", "partial-text"])
 def test_sentence_before_a_short_pause_is_final_while_the_speaker_goes_on(sentence: np.ndarray,
                                                                           from_partial: bool) -> None:
-    ctx, pipe, events = pipeline(SentenceEngine(), PipelineOptions(commit_text_from_partial=from_partial))
+    # Without left context: a final after the commit would also hear the committed words before it (on
+    # purpose, test_left_context.py), and this test checks that nothing else is decoded twice.
+    ctx, pipe, events = pipeline(SentenceEngine(), PipelineOptions(commit_text_from_partial=from_partial,
+                                                                   final_left_context_s=0.0))
     # 150 ms: a pause between sentences of someone who goes on talking (shorter than the 250 ms hangover).
     push(pipe, np.concatenate([silence(500), sentence, silence(150)]), ctx)
     assert ctx.scheduler.wait_idle(10)

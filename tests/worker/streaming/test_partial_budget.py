@@ -39,8 +39,8 @@ def partials_over(speech: np.ndarray, cost: float, speakers: int, monkeypatch: p
     ctx = Ctx()
     ctx.engine = CostEngine(cost)
     ctx.speakers = speakers
-    # No commits: the count must not depend on where pauses fall.
-    pipe = StreamPipeline("s", "spk", ctx, lambda e: None, PipelineOptions(commit_in_speech=False))  # type: ignore[arg-type]
+    # No commits: the count must not depend on where pauses fall. The share is set: the sums below use it.
+    pipe = StreamPipeline("s", "spk", ctx, lambda e: None, PipelineOptions(commit_in_speech=False, partial_share=0.6))  # type: ignore[arg-type]
     audio = np.concatenate([silence(300), speech])
     for i in range(0, audio.shape[0] - 480, 480):
         clock[0] += 0.03

@@ -70,9 +70,17 @@ def test_partials_carry_decode_stamps_without_an_end(word: np.ndarray, tracing: 
 
 def test_commit_final_end_is_when_the_commit_was_decided(word: np.ndarray, tracing: None) -> None:  # noqa: F811
     # A long utterance with short pauses: past commit_any_after_s any pause commits (no sentence end needed).
+    from tests.worker.streaming.test_commit import push
+
     opts = PipelineOptions(commit_any_after_s=2.0, commit_min_s=1.0)
-    _ctx, events = run(np.concatenate([silence(300)] + [np.concatenate([word, silence(150)])] * 4 + [silence(600)]),
-                       opts)
+    ctx = Ctx()
+    events: list[TranscriptEvent] = []
+    pipe = StreamPipeline("s", "spk", ctx, events.append, opts)  # type: ignore[arg-type]
+    # Paced (the decoder catches up after every frame): fed all at once, the VAD could end the utterance
+    # before a commit's decode ran, and there would be nothing to check (1 run in ~10 before).
+    push(pipe, np.concatenate([silence(300)] + [np.concatenate([word, silence(150)])] * 4 + [silence(600)]), ctx)
+    assert ctx.scheduler.wait_idle(10)
+    ctx.scheduler.close()
     finals = _finals(events)
     assert len(finals) >= 2
     for f in finals:

@@ -31,8 +31,11 @@ class LocalAgreement:
                 if _key(a) != _key(b):
                     break
                 agree += 1
-            # Commit the earlier spelling: it was shown first, and stable text must not flicker.
-            self.committed.extend(prev_tail[:agree])
+            # Commit the newer spelling: it heard more of what follows, so its punctuation is the better
+            # guess. The committed words are forced as the start of every later partial, and a sentence end
+            # lost here ("long support told me" for "long. Support told me") never comes back, so no pause
+            # in the utterance could be confirmed as the sentence's end (seen on the meeting benchmark).
+            self.committed.extend(tail[:agree])
             unstable = tail[agree:]
         else:
             unstable = words[n:] if len(words) > n else []

@@ -49,10 +49,11 @@ class PipelineOptions:
     final_min_coverage: float = 0.6
     """A final must say at least this fraction of the words its partials agreed on; otherwise it is decoded
     again with those words forced as its start (Whisper can skip the start of a window)."""
-    partial_share: float = 0.6
+    partial_share: float = 0.3
     """Fraction of the inference thread the partials of all speaking streams may use together: each stream
     asks for a partial at most every (its partial's decode time x speakers / share) seconds, never more often
-    than its tier's interval. The rest is kept for finals."""
+    than its tier's interval. The rest is kept for finals. Meeting benchmark, one speaker: 0.6 used 0.86-0.93
+    CPU-s per audio-s, 0.3 0.69-0.81 with visible lag p50 still under 0.25 s."""
     min_partial_audio_ms: int = 1000
     """No partials for utterances shorter than this: too little audio to say anything useful."""
     commit_in_speech: bool = True
@@ -78,22 +79,24 @@ class PipelineOptions:
     (measured on the meeting benchmark: sentences decoded alone 11 % WER, cut mid-sentence 26 %), and it costs
     no second decode. False: decode the sentence again with the tier's beam, hearing the look-ahead too, and
     keep the words that end before the cut."""
-    partial_at_pause: bool = True
+    partial_at_pause: bool = False
     """A pause that may commit gets its partial as soon as the look-ahead after it is heard (at most at the
-    tier's partial interval), not when the CPU-budgeted cadence comes round: that partial decides the commit,
-    so the budget can be small without finals waiting for it."""
+    tier's partial interval), not when the CPU-budgeted cadence comes round: that partial decides the commit.
+    Off: on the meeting benchmark it added 40 % more partials (+0.1-0.17 CPU-s per audio-s) and moved final
+    lag by less than run-to-run noise (most pauses fail for want of a full stop, not of a partial)."""
     commit_min_s: float = 1.5
     """Audio the utterance must hold before a pause may commit it (shorter heads are rarely a sentence)."""
     commit_any_after_s: float = 10.0
     """From this length on any pause commits, sentence end or not: it bounds the window every decode sees."""
-    commit_clause_after_s: float = 0.0
+    commit_clause_after_s: float = 3.0
     """From this length on (0: never), a pause that a word of the partial's agreed words ends in commits
     without a sentence end: the speaker's sentence may run on, but the words before the pause are heard and
     stable, and the commit's decode hears the look-ahead too. Bounds the wait of a sentence whose partials put
-    no full stop at its pause below ``commit_any_after_s``."""
+    no full stop at its pause below ``commit_any_after_s``. Cutting a sentence costs accuracy only when its
+    parts are decoded alone: with ``final_left_context_s`` the next part hears the words before the cut."""
     pauses: PauseOptions = field(default_factory=PauseOptions)
     """How quiet a pause is."""
-    final_left_context_s: float = 0.0
+    final_left_context_s: float = 6.0
     """A final of the part that goes on after a commit also hears up to this much of the committed part before
     it (0: never): its last words, with their text forced as the decoder's start, and keeps only what follows.
     A sentence cut out alone loses the words around it, which Whisper reads it by. Every forced token costs a
