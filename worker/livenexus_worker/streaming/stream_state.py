@@ -54,7 +54,7 @@ class PipelineOptions:
     asks for a partial at most every (its partial's decode time x speakers / share) seconds, never more often
     than its tier's interval. The rest is kept for finals. Meeting benchmark, one speaker, through LiveKit:
     0.6 visible lag p50 0.26 s at 0.88 CPU-s per audio-s; 0.3 saved 0.19 CPU-s but words showed 1.24 s late
-    (on the file path 0.11 s: LiveKit delivers audio in bursts, and a stretched cadence misses them)."""
+    (on the file path 0.11 s; why LiveKit suffers more was not measured)."""
     min_partial_audio_ms: int = 1000
     """No partials for utterances shorter than this: too little audio to say anything useful."""
     commit_in_speech: bool = True
