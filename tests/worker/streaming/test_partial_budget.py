@@ -59,33 +59,3 @@ def test_partials_stretch_with_speakers_and_cost(sentence: np.ndarray, monkeypat
     assert 0.8 * seconds / 1.0 <= crowded <= 1.2 * seconds / 1.0 + 1
     assert crowded < cheap / 3
 
-
-@pytest.mark.parametrize("at_pause", [True, False], ids=["at-pause", "cadence-only"])
-def test_a_pause_gets_its_confirming_partial_however_stretched_the_cadence(
-        sentence: np.ndarray, monkeypatch: pytest.MonkeyPatch, at_pause: bool) -> None:
-    from .test_commit import FastCtx, SentenceEngine, finals
-
-    class Dear(SentenceEngine):
-        """Every partial reports 2 s of decoding: the budget then allows one every 2 / 0.6 = 3.3 s."""
-
-        def transcribe(self, audio: np.ndarray, beam_size: int = 1, language: str | None = "en", prefix: str = "",
-                       max_new_tokens: int | None = None, context: str = "", word_times: bool = False) -> Hypothesis:
-            hyp = super().transcribe(audio, beam_size, language, prefix, max_new_tokens, context, word_times)
-            return dataclasses.replace(hyp, encode_s=1.0, decode_s=1.0)
-
-    clock = [1000.0]
-    monkeypatch.setattr(pipeline_module, "time", types.SimpleNamespace(monotonic=lambda: clock[0]))
-    ctx = FastCtx()
-    ctx.engine = Dear()
-    events: list = []
-    pipe = StreamPipeline("s", "spk", ctx, events.append, PipelineOptions(partial_at_pause=at_pause))  # type: ignore[arg-type]
-    audio = np.concatenate([silence(500), sentence, silence(150), sentence[: 600 * 16]])
-    for i in range(0, audio.shape[0] - 480, 480):
-        clock[0] += 0.03
-        pipe.push(audio[i : i + 480])
-        assert ctx.scheduler.wait_idle(10)
-    # The first partial (1 s in) set the pace; the next one by the cadence would come 3.3 s later, after the
-    # audio ends. Asked for at the pause, it hears the look-ahead and the sentence commits while talk goes on.
-    assert len(finals(events)) == (1 if at_pause else 0)
-    assert ctx.engine.calls, "partials were decoded"
-    ctx.scheduler.close()

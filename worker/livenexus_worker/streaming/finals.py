@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import logging
 import string
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, replace
 
 import numpy as np
 
+from livenexus_worker.core import stages
 from livenexus_worker.core.audio import SAMPLE_RATE, SAMPLES_PER_MS
 from livenexus_worker.core.events import TranscriptEvent
 from livenexus_worker.inference.engine import Hypothesis, WhisperEngine
@@ -115,3 +117,20 @@ def _decode(engine: WhisperEngine, beam: int, o: PipelineOptions, req: FinalRequ
 def _bare(words: list[str]) -> list[str]:
     """Words without the punctuation around them: the decoder may glue a comma to the last forced word."""
     return [w.strip(string.punctuation) for w in words]
+
+
+def decode_stamps(ctx: StreamContext, voiced_sample: int) -> dict[str, float] | None:
+    """Inference thread, right after a decode: the job's stage stamps (None unless tracing)."""
+    job = ctx.scheduler.running
+    if job is None or not stages.enabled():
+        return None
+    return stages.new(voiced_sample, queued=job.created, start=job.started, decoded=time.monotonic())
+
+
+def stamped(ctx: StreamContext, op: OpenUtterance, result: PendingFinal | None, heard: int) -> PendingFinal | None:
+    """``result`` (a final of the first ``heard`` samples of ``op``) with its decode's stage stamps."""
+    if result is None or not stages.enabled():
+        return result
+    end = op.utt.start_sample + heard
+    voiced = min(end, op.utt.last_voiced_sample) if op.utt.last_voiced_sample > op.utt.start_sample else end
+    return replace(result, event=replace(result.event, trace=decode_stamps(ctx, voiced)))

@@ -20,7 +20,7 @@ from livenexus_worker.core.audio import SAMPLE_RATE, SAMPLES_PER_MS
 from livenexus_worker.core.events import TranscriptEvent
 from livenexus_worker.inference.guards import check
 from livenexus_worker.streaming.commits import find_boundary, left_context
-from livenexus_worker.streaming.finals import FinalRequest, decode_final
+from livenexus_worker.streaming.finals import FinalRequest, decode_final, decode_stamps, stamped
 from livenexus_worker.streaming.pauses import PauseDetector
 from livenexus_worker.streaming.scheduler import Job
 from livenexus_worker.streaming.segmenter import Utterance, cut_point
@@ -117,7 +117,14 @@ class StreamPipeline:
             return
         op.utt.append(frame)
         if voiced:
+            resumed = op.utt.last_voiced_sample == op.speculated_at
+            if resumed:
+                op.resumed_at = self._pos - frame.shape[0]  # speech resumed after a speculated pause
             op.utt.last_voiced_sample = self._pos
+            if resumed:
+                self._commit_speculative(op)
+                if self._open is not op:
+                    return
             op.last_voiced_wall = now
             op.voiced_frames += 1
         if ev is VadEvent.END:
@@ -164,6 +171,7 @@ class StreamPipeline:
         op.speculative = None
         op.speculative_done = False
         audio = self._final_audio(op).copy()
+        op.speculative_samples = audio.shape[0]
         marker = op.speculated_at
         wall = op.last_voiced_wall
 
@@ -178,8 +186,23 @@ class StreamPipeline:
                 op.speculative, op.speculative_done = event, True
                 if op.ended:
                     self._emit_final(op, event)
+                else:
+                    self._commit_speculative(op)
 
         self._ctx.scheduler.submit_final(Job(run, "final"))
+
+    def _commit_speculative(self, op: OpenUtterance) -> None:
+        """The speaker went on after a pause long enough to guess a final in: once that guess is decoded, it
+        heard everything up to the pause, so it is the final of that part, cut in the pause. Not when the
+        speech resumed inside the audio it heard (the next word's start would be in both parts). Lock held."""
+        event, heard = op.speculative, op.speculative_samples
+        if (event is None or not op.speculative_done or op.utt.last_voiced_sample == op.speculated_at
+                or not (self.o.commit_speculative and self.o.commit_in_speech) or self._open is not op
+                or op.ended or op.commit_pending or op.resumed_at < op.utt.start_sample + heard):
+            return
+        log.debug("stream %s: speech went on after a guessed final; it commits %.2f s", self.stream_id,
+                  heard / SAMPLE_RATE)
+        self._commit(op, heard, event)
 
     def _finish(self, op: OpenUtterance, reason: str) -> None:
         self._open = None
@@ -310,16 +333,10 @@ class StreamPipeline:
         # time, so the cadence stretches with the speakers and the cost of a partial before finals queue.
         speakers = max(1, self._ctx.active_speakers())
         interval = max(interval, self._partial_cost * speakers / self.o.partial_share)
-        # A pause that may end a sentence is decided by the first partial that hears its look-ahead: ask for
-        # that one now rather than when the cadence comes round (at most once per pause, at the tier's pace).
-        heard = op.utt.n - self.o.commit_lookahead_ms * SAMPLES_PER_MS
-        due = [c for c, _w in op.pauses if op.confirm_asked < c <= heard] if self.o.partial_at_pause else []
-        if now - op.last_partial_request < (tier.partial_interval_ms / 1000 if due else interval):
+        if now - op.last_partial_request < interval:
             return
         if op.utt.n < self.o.min_partial_audio_ms * SAMPLES_PER_MS:
             return
-        if due:
-            op.confirm_asked = due[-1]
         op.last_partial_request = now
         self._ctx.scheduler.submit_partial(self.stream_id, Job(lambda: self._run_partial(op, now), "partial"))
 
@@ -358,7 +375,7 @@ class StreamPipeline:
                 start=op.utt.start_sample / SAMPLE_RATE, end=end, stable=stable, unstable=unstable,
                 language=hyp.language, tier=tier.name, processing_ms=(hyp.encode_s + hyp.decode_s) * 1000,
                 latency_ms=(time.monotonic() - requested) * 1000,
-                trace=self._decode_stamps(op.utt.start_sample + audio.shape[0]),
+                trace=decode_stamps(self._ctx, op.utt.start_sample + audio.shape[0]),
             )
             # A partial cut short by its token cap may stop before the audio does: its sentence end says
             # nothing about where the audio's sentence ends.
@@ -371,19 +388,8 @@ class StreamPipeline:
         context = " ".join(self._finals[-self.o.context_finals:]) if self.o.context_finals else ""
         # A commit's words are the next part's left context: their times say where its last words begin.
         req = FinalRequest(self.stream_id, self.speaker, context, commit and self.o.final_left_context_s > 0)
-        result = decode_final(self._ctx, self.o, req, op, audio, speech_end_wall, keep_until)
-        if result is None or not stages.enabled():
-            return result
-        end = op.utt.start_sample + (keep_until if keep_until is not None else audio.shape[0])
-        voiced = min(end, op.utt.last_voiced_sample) if op.utt.last_voiced_sample > op.utt.start_sample else end
-        return replace(result, event=replace(result.event, trace=self._decode_stamps(voiced)))
-
-    def _decode_stamps(self, voiced_sample: int) -> dict[str, float] | None:
-        """Inference thread, right after a decode: the job's stage stamps (None unless tracing)."""
-        job = self._ctx.scheduler.running
-        if job is None or not stages.enabled():
-            return None
-        return stages.new(voiced_sample, queued=job.created, start=job.started, decoded=time.monotonic())
+        return stamped(self._ctx, op, decode_final(self._ctx, self.o, req, op, audio, speech_end_wall, keep_until),
+                       audio.shape[0] if keep_until is None else keep_until)
 
     def _emit_final(self, op: OpenUtterance, result: PendingFinal | None) -> None:
         if result is None or op.emitted:

@@ -80,11 +80,9 @@ class PipelineOptions:
     (measured on the meeting benchmark: sentences decoded alone 11 % WER, cut mid-sentence 26 %), and it costs
     no second decode. False: decode the sentence again with the tier's beam, hearing the look-ahead too, and
     keep the words that end before the cut."""
-    partial_at_pause: bool = False
-    """A pause that may commit gets its partial as soon as the look-ahead after it is heard (at most at the
-    tier's partial interval), not when the CPU-budgeted cadence comes round: that partial decides the commit.
-    Off: on the meeting benchmark it added 40 % more partials (+0.1-0.17 CPU-s per audio-s) and moved final
-    lag by less than run-to-run noise (most pauses fail for want of a full stop, not of a partial)."""
+    commit_speculative: bool = True
+    """A speculative final of a pause the speaker then talks on after is not thrown away: it heard everything
+    up to the pause, so it becomes the final of that part (cut in the pause), like a commit."""
     commit_min_s: float = 1.5
     """Audio the utterance must hold before a pause may commit it (shorter heads are rarely a sentence)."""
     commit_any_after_s: float = 10.0
@@ -146,6 +144,8 @@ class OpenUtterance:
     """last_voiced_sample the speculative final was started for, or a :class:`SpeculationMark` value."""
     speculative: PendingFinal | None = None
     speculative_done: bool = False
+    speculative_samples: int = 0
+    """Audio (from the utterance start) the latest speculative final heard."""
     ended: bool = False
     emitted: bool = False
     after_commit: bool = False
@@ -159,8 +159,8 @@ class OpenUtterance:
     pauses: deque[tuple[int, float]] = field(default_factory=lambda: deque(maxlen=MAX_PAUSE_CANDIDATES))
     """Recent pauses a partial may confirm as a sentence end: (offset in the utterance, wall time it began;
     the latency of a committed final counts from there). Bounded: only the last few can still be confirmed."""
-    confirm_asked: int = -1
-    """The latest pause (offset) a partial was asked for as soon as its look-ahead was heard."""
+    resumed_at: int = -1
+    """Stream position where speech resumed after the latest pause a speculative final was started in."""
     vote_cut: int = 0
     """The pause the last confirming partials chose (0: none)."""
     pause_votes: int = 0
