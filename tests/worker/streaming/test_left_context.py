@@ -91,6 +91,19 @@ def test_punctuation_the_decoder_glues_to_the_last_forced_word_is_not_a_mismatch
     assert len(engine.calls) == 1, "no second decode"
 
 
+def test_the_forced_words_said_again_at_the_end_are_not_kept() -> None:
+    class Looping(ContinuingEngine):
+        def transcribe(self, audio: np.ndarray, beam_size: int = 1, language: str | None = "en", prefix: str = "",
+                       max_new_tokens: int | None = None, context: str = "",
+                       word_times: bool = False) -> Hypothesis:
+            hyp = super().transcribe(audio, beam_size, language, prefix, max_new_tokens, context, word_times)
+            return Hypothesis(f"{hyp.text} {prefix}", 0.01, -0.1, "en", 0.0, 0.0, 0)
+
+    left = LeftContext(np.ones(2 * SR, dtype=np.int16), "May have a mark.")
+    result = decode(Looping(left_s=2.0), left, 3.0)
+    assert result is not None and result.event.text == "w0 w1 w2", "the loop back to the forced words is dropped"
+
+
 def test_without_a_committed_part_nothing_changes() -> None:
     engine = ContinuingEngine(left_s=0.0)
     result = decode(engine, None, 3.0)

@@ -62,7 +62,12 @@ def decode_final(ctx: StreamContext, o: PipelineOptions, req: FinalRequest, op: 
         if _bare(hyp.text.split()[: len(forced)]) == _bare(forced):
             offset = left.audio.shape[0] / SAMPLE_RATE
             words = hyp.text.split()[len(forced):]
-            return hyp, " ".join(words), tuple(e - offset for e in hyp.word_ends[len(forced):])
+            if len(words) >= len(forced) and _bare(words[-len(forced):]) == _bare(forced):
+                # Whisper looped back to the start of its window and said the forced words again (seen on
+                # windows that end right after the speech): they are not in this part.
+                log.debug("stream %s: left context %r repeated at the end", req.stream_id, left.text[-40:])
+                words = words[: -len(forced)]
+            return hyp, " ".join(words), tuple(e - offset for e in hyp.word_ends[len(forced):][: len(words)])
         # The forced words did not come back (a tokenizer round trip that is not exact): where they end in
         # the output is unknown.
         log.debug("stream %s: left context %r came back as %r", req.stream_id, left.text[-40:], hyp.text[:80])
