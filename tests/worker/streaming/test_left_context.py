@@ -103,6 +103,18 @@ def test_the_forced_words_said_again_at_the_end_are_not_kept() -> None:
     result = decode(Looping(left_s=2.0), left, 3.0)
     assert result is not None and result.event.text == "w0 w1 w2", "the loop back to the forced words is dropped"
 
+    class CutShort(ContinuingEngine):
+        """The loop runs out of tokens part-way through the forced words, and may misspell them."""
+
+        def transcribe(self, audio: np.ndarray, beam_size: int = 1, language: str | None = "en", prefix: str = "",
+                       max_new_tokens: int | None = None, context: str = "",
+                       word_times: bool = False) -> Hypothesis:
+            hyp = super().transcribe(audio, beam_size, language, prefix, max_new_tokens, context, word_times)
+            return Hypothesis(f"{hyp.text} May have a murk", 0.01, -0.1, "en", 0.0, 0.0, 0)
+
+    result = decode(CutShort(left_s=2.0), left, 3.0)
+    assert result is not None and result.event.text == "w0 w1 w2"
+
 
 def test_without_a_committed_part_nothing_changes() -> None:
     engine = ContinuingEngine(left_s=0.0)

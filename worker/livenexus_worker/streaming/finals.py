@@ -62,11 +62,13 @@ def decode_final(ctx: StreamContext, o: PipelineOptions, req: FinalRequest, op: 
         if _bare(hyp.text.split()[: len(forced)]) == _bare(forced):
             offset = left.audio.shape[0] / SAMPLE_RATE
             words = hyp.text.split()[len(forced):]
-            if len(words) >= len(forced) and _bare(words[-len(forced):]) == _bare(forced):
-                # Whisper looped back to the start of its window and said the forced words again (seen on
-                # windows that end right after the speech): they are not in this part.
-                log.debug("stream %s: left context %r repeated at the end", req.stream_id, left.text[-40:])
-                words = words[: -len(forced)]
+            loop = _loop_start(words, forced)
+            if loop is not None:
+                # Whisper looped back to the start of its window and says it again (measured on windows that
+                # end right after the speech: "... 3 hours. May have a mark on on Tuesday afternoon that"):
+                # nothing from there on is in this part.
+                log.debug("stream %s: the decode repeats its left context %r", req.stream_id, left.text[-40:])
+                words = words[:loop]
             return hyp, " ".join(words), tuple(e - offset for e in hyp.word_ends[len(forced):][: len(words)])
         # The forced words did not come back (a tokenizer round trip that is not exact): where they end in
         # the output is unknown.
@@ -117,6 +119,16 @@ def _decode(engine: WhisperEngine, beam: int, o: PipelineOptions, req: FinalRequ
         prefix = [*left.text.split(), *prefix]
     return engine.transcribe(audio, beam_size=beam, language=o.language, context=req.context,
                              prefix=" ".join(prefix), word_times=timed)
+
+
+def _loop_start(words: list[str], forced: list[str]) -> int | None:
+    """Where ``words`` (what followed the forced start) begin to say the forced start again, if they do."""
+    k = min(3, len(forced))
+    head = _bare(forced[:k])
+    for i in range(1, len(words) - k + 1):
+        if _bare(words[i : i + k]) == head:
+            return i
+    return None
 
 
 def _bare(words: list[str]) -> list[str]:
