@@ -356,6 +356,17 @@ def test_a_guessed_final_the_speaker_talks_on_after_is_the_final_of_what_it_hear
     ctx.scheduler.close()
 
 
+def test_a_guessed_final_of_a_short_part_is_not_a_cut(sentence: np.ndarray) -> None:
+    # A guess over less than commit_speculative_min_s is mostly a breath inside a sentence: it stays one part.
+    ctx, pipe, events = pipeline(LengthEngine(), PipelineOptions(final_left_context_s=0.0,
+                                                                 commit_speculative_min_s=5.0))
+    push(pipe, np.concatenate([silence(500), sentence, silence(240), sentence, silence(1000)]), ctx)
+    assert ctx.scheduler.wait_idle(10)
+    (final,) = finals(events)
+    assert (final.end - final.start) * SR >= 2 * sentence.shape[0]
+    ctx.scheduler.close()
+
+
 def test_a_guessed_final_decoded_after_the_speaker_went_on_still_commits(sentence: np.ndarray) -> None:
     class Held(LengthEngine):
         def __init__(self) -> None:

@@ -198,7 +198,8 @@ class StreamPipeline:
         event, heard = op.speculative, op.speculative_samples
         if (event is None or not op.speculative_done or op.utt.last_voiced_sample == op.speculated_at
                 or not (self.o.commit_speculative and self.o.commit_in_speech) or self._open is not op
-                or op.ended or op.commit_pending or op.resumed_at < op.utt.start_sample + heard):
+                or op.ended or op.commit_pending or op.resumed_at < op.utt.start_sample + heard
+                or heard < self.o.commit_speculative_min_s * SAMPLE_RATE):
             return
         log.debug("stream %s: speech went on after a guessed final; it commits %.2f s", self.stream_id,
                   heard / SAMPLE_RATE)
