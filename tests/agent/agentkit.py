@@ -17,7 +17,9 @@ import numpy as np
 from livenexus_dev.demo.bots import Heard, Listener, SpeakerBot
 from livenexus_dev.livekit_server import LiveKitServer, free_port
 
-ALICE = "Our quarterly revenue grew by twelve percent compared to last year."
+# Base hears espeak's "Our quarterly revenue grew" as "I'd orderly rent a doobrub" in ~1 run of 4 through
+# LiveKit (measured on the code before and after this change alike): that tested the model, not the agent.
+ALICE = "The release meeting starts at nine tomorrow morning in the large conference room."
 BOB = "The new warehouse in the north will open at the start of spring."
 TWO_TIERS = '[{"model": "base", "beamSize": 5}, {"model": "base", "beamSize": 1}]'
 """The agents' ladder: beam 5, then beam 1 (the same model, loaded once)."""
