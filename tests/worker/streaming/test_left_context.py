@@ -5,6 +5,7 @@ and word times stay those of the new part (stand-in decoders; the meeting benchm
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from livenexus_worker.core.tier_spec import TierSpec
 from livenexus_worker.inference.engine import Hypothesis
@@ -91,29 +92,25 @@ def test_punctuation_the_decoder_glues_to_the_last_forced_word_is_not_a_mismatch
     assert len(engine.calls) == 1, "no second decode"
 
 
-def test_the_forced_words_said_again_at_the_end_are_not_kept() -> None:
-    class Looping(ContinuingEngine):
-        def transcribe(self, audio: np.ndarray, beam_size: int = 1, language: str | None = "en", prefix: str = "",
-                       max_new_tokens: int | None = None, context: str = "",
-                       word_times: bool = False) -> Hypothesis:
-            hyp = super().transcribe(audio, beam_size, language, prefix, max_new_tokens, context, word_times)
-            return Hypothesis(f"{hyp.text} {prefix}", 0.01, -0.1, "en", 0.0, 0.0, 0)
+class Looping(ContinuingEngine):
+    """Goes on after what it said with ``then``: the window's start said again."""
 
+    def __init__(self, left_s: float, then: str) -> None:
+        super().__init__(left_s)
+        self.then = then
+
+    def transcribe(self, audio: np.ndarray, beam_size: int = 1, language: str | None = "en", prefix: str = "",
+                   max_new_tokens: int | None = None, context: str = "", word_times: bool = False) -> Hypothesis:
+        hyp = super().transcribe(audio, beam_size, language, prefix, max_new_tokens, context, word_times)
+        return Hypothesis(f"{hyp.text} {self.then}", 0.01, -0.1, "en", 0.0, 0.0, 0)
+
+
+@pytest.mark.parametrize("then", ["May have a mark.", "May have a murk"], ids=["whole", "cut-short-misspelt"])
+def test_the_forced_words_said_again_at_the_end_are_not_kept(then: str) -> None:
+    # The loop may also run out of tokens part-way through the forced words, and misspell them.
     left = LeftContext(np.ones(2 * SR, dtype=np.int16), "May have a mark.")
-    result = decode(Looping(left_s=2.0), left, 3.0)
+    result = decode(Looping(left_s=2.0, then=then), left, 3.0)
     assert result is not None and result.event.text == "w0 w1 w2", "the loop back to the forced words is dropped"
-
-    class CutShort(ContinuingEngine):
-        """The loop runs out of tokens part-way through the forced words, and may misspell them."""
-
-        def transcribe(self, audio: np.ndarray, beam_size: int = 1, language: str | None = "en", prefix: str = "",
-                       max_new_tokens: int | None = None, context: str = "",
-                       word_times: bool = False) -> Hypothesis:
-            hyp = super().transcribe(audio, beam_size, language, prefix, max_new_tokens, context, word_times)
-            return Hypothesis(f"{hyp.text} May have a murk", 0.01, -0.1, "en", 0.0, 0.0, 0)
-
-    result = decode(CutShort(left_s=2.0), left, 3.0)
-    assert result is not None and result.event.text == "w0 w1 w2"
 
 
 def test_without_a_committed_part_nothing_changes() -> None:

@@ -114,7 +114,6 @@ def decode_final(ctx: StreamContext, o: PipelineOptions, req: FinalRequest, op: 
     return PendingFinal(event, speech_end_wall, word_ends if len(word_ends) == len(text.split()) else ())
 
 
-
 def _decode(engine: WhisperEngine, beam: int, o: PipelineOptions, req: FinalRequest, audio: np.ndarray,
             prefix: list[str], timed: bool, left: LeftContext | None) -> Hypothesis:
     """One decode of ``audio``, after the committed part before it when there is one (its text forced)."""
