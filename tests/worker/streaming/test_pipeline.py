@@ -137,7 +137,9 @@ def test_push_rejects_wrong_dtype() -> None:
 def test_context_finals_feed_previous_text(word: np.ndarray) -> None:
     audio = np.concatenate([silence(500), word, silence(1000), word, silence(1000), word])
     # Commits off: a declined commit decode is one more final-sized call, which this count does not expect.
-    ctx, events = run(audio, PipelineOptions(context_finals=1, speculative_ms=10_000, commit_in_speech=False))
+    # No left context either (the previous final forced as the decode's start): only the prompt is looked at.
+    ctx, events = run(audio, PipelineOptions(context_finals=1, speculative_ms=10_000, commit_in_speech=False,
+                                             final_left_context_gap_ms=0))
     finals = [e.text for e in events if e.is_final]
     assert len(finals) == 3
     final_contexts = [c for c, (n, p) in zip(ctx.engine.contexts, ctx.engine.calls, strict=True) if p == ""][-3:]

@@ -59,9 +59,17 @@ def decode_final(ctx: StreamContext, o: PipelineOptions, req: FinalRequest, op: 
         if left is None:
             return hyp, hyp.text, hyp.word_ends
         forced = left.text.split()
-        if _bare(hyp.text.split()[: len(forced)]) == _bare(forced):
-            offset = left.audio.shape[0] / SAMPLE_RATE
-            words = hyp.text.split()[len(forced):]
+        words = hyp.text.split()[len(forced):]
+        if _bare(hyp.text.split()[: len(forced)]) != _bare(forced):
+            # The forced words did not come back (a tokenizer round trip that is not exact): where they end
+            # in the output is unknown.
+            log.debug("stream %s: left context %r came back as %r", req.stream_id, left.text[-40:], hyp.text[:80])
+        elif _loop_start(words, words) is not None:
+            # It said its own part twice, a garbled and a clean reading ("We will deploy in an Uber to none
+            # Thursday morning. We will deploy the new version on Thursday morning.", through LiveKit): the
+            # context led it astray, and which reading is right is unknown.
+            log.debug("stream %s: the decode after %r says its part twice", req.stream_id, left.text[-40:])
+        else:
             loop = _loop_start(words, forced)
             if loop is not None:
                 # Whisper looped back to the start of its window and says it again (measured on windows that
@@ -69,10 +77,8 @@ def decode_final(ctx: StreamContext, o: PipelineOptions, req: FinalRequest, op: 
                 # nothing from there on is in this part.
                 log.debug("stream %s: the decode repeats its left context %r", req.stream_id, left.text[-40:])
                 words = words[:loop]
+            offset = left.audio.shape[0] / SAMPLE_RATE
             return hyp, " ".join(words), tuple(e - offset for e in hyp.word_ends[len(forced):][: len(words)])
-        # The forced words did not come back (a tokenizer round trip that is not exact): where they end in
-        # the output is unknown.
-        log.debug("stream %s: left context %r came back as %r", req.stream_id, left.text[-40:], hyp.text[:80])
         hyp = _decode(engine, tier.beam_size, o, req, audio, prefix, timed, None)
         ctx.on_inference("final", hyp, dur)
         return hyp, hyp.text, hyp.word_ends
@@ -124,10 +130,12 @@ def _decode(engine: WhisperEngine, beam: int, o: PipelineOptions, req: FinalRequ
                              prefix=" ".join(prefix), word_times=timed)
 
 
-def _loop_start(words: list[str], forced: list[str]) -> int | None:
-    """Where ``words`` (what followed the forced start) begin to say the forced start again, if they do."""
-    k = min(3, len(forced))
-    head = _bare(forced[:k])
+def _loop_start(words: list[str], start: list[str]) -> int | None:
+    """Where ``words`` begin to say ``start`` (its first three words) again, after their first word."""
+    k = min(3, len(start))
+    if not k:
+        return None
+    head = _bare(start[:k])
     for i in range(1, len(words) - k + 1):
         if _bare(words[i : i + k]) == head:
             return i

@@ -25,6 +25,7 @@ from livenexus_worker.streaming.pauses import PauseDetector
 from livenexus_worker.streaming.scheduler import Job
 from livenexus_worker.streaming.segmenter import Utterance, cut_point
 from livenexus_worker.streaming.stream_state import (
+    LeftContext,
     OpenUtterance,
     PendingFinal,
     PipelineOptions,
@@ -63,6 +64,7 @@ class StreamPipeline:
         self._finals: list[str] = []  # recent final texts, the decoder's optional context
         self._partial_cost = 0.0  # seconds a partial of this stream takes to decode (moving average)
         self._pauses = PauseDetector(self.o.pauses)
+        self._before: tuple[int, LeftContext] | None = None  # the last final's end (stream sample), its context
 
     # ---- caller thread -------------------------------------------------------------------------------
     def push(self, pcm: np.ndarray) -> None:
@@ -114,6 +116,7 @@ class StreamPipeline:
                 utt.append(audio)
                 utt.last_voiced_sample = self._pos
                 self._open = OpenUtterance(utt, self._ctx.tier_index(), last_voiced_wall=now, last_partial_request=now)
+                self._offer_left(self._open)
             return
         op.utt.append(frame)
         if voiced:
@@ -399,9 +402,24 @@ class StreamPipeline:
         # Only what was emitted is context: a discarded guess or a declined commit was never said as final.
         self._finals.append(result.event.text)
         del self._finals[:-8]
+        heard = round((result.event.end - result.event.start) * SAMPLE_RATE)
+        left = left_context(op.utt.audio()[:heard], result, self.o.final_left_context_s)
+        self._before = None if left is None else (op.utt.start_sample + heard, left)
+        if self._open is not None and self._open is not op:
+            self._offer_left(self._open)  # it started while this final was decoded
         latency = (time.monotonic() - result.speech_end_wall) * 1000
         stages.stamp(result.event.trace, "end", op.ended_wall or None)
         self._deliver(replace(result.event, latency_ms=latency))
+
+    def _offer_left(self, op: OpenUtterance) -> None:
+        """Give ``op`` the last final as its left context when it started right after that final's audio.
+        Not to the part after a commit (its context is the commit's), nor one that has it already."""
+        before, gap = self._before, self.o.final_left_context_gap_ms * SAMPLES_PER_MS
+        if before is None or op.left is not None or op.after_commit or not gap:
+            return
+        end, left = before
+        if 0 <= op.utt.start_sample - end <= gap:
+            op.left = left
 
     def _deliver(self, event: TranscriptEvent) -> None:
         stages.stamp(event.trace, "emit")
