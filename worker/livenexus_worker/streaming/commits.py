@@ -1,6 +1,6 @@
 """Where a sentence inside an open utterance ends, from a partial's text and the pauses heard (commit during
-speech), and what of a committed part the next one hears. Pure bookkeeping on the utterance; the pipeline
-decodes and commits what this finds."""
+speech), and what of a final the part or utterance after it hears. Pure bookkeeping on the utterance; the
+pipeline decodes and commits what this finds."""
 
 from __future__ import annotations
 
@@ -15,6 +15,27 @@ from livenexus_worker.streaming.stream_state import LeftContext, OpenUtterance, 
 log = logging.getLogger(__name__)
 
 _SENTENCE_END = re.compile(r"[.?!…][\"')\]]*\s+")
+
+
+def note_pause(op: OpenUtterance, o: PipelineOptions, pos: int, pause_ms: int, frame: int,
+               now: float) -> float | None:
+    """The stream is at ``pos`` after ``pause_ms`` of quiet: note the pause as a candidate cut for a partial to
+    confirm (once per pause). Returns the wall time it began when it is to be committed right away instead
+    (any pause, once the utterance is ``commit_any_after_s`` long). Caller holds the stream's lock."""
+    if not (o.commit_in_speech and pause_ms >= o.commit_pause_ms and op.utt.n >= o.commit_min_s * SAMPLE_RATE
+            and op.voiced_frames >= o.vad.min_speech_frames):
+        return None
+    if op.pause_seen_at >= pos - pause_ms * SAMPLES_PER_MS - frame:
+        return None  # seen already
+    op.pause_seen_at = pos
+    began = now - pause_ms / 1000
+    if op.utt.n < o.commit_any_after_s * SAMPLE_RATE:
+        op.pauses.append((op.utt.n, began))
+        return None
+    if op.commit_pending:
+        return None
+    op.pauses.clear()
+    return began
 
 
 def find_boundary(op: OpenUtterance, text: str, heard: int, word_ends: tuple[float, ...], o: PipelineOptions,
@@ -106,6 +127,31 @@ def _clause(op: OpenUtterance, words: list[str], heard: int, word_ends: tuple[fl
         op.pauses.popleft()
     op.vote_cut = op.pause_votes = 0
     return cut, wall, " ".join(words[: last + 1])
+
+
+class FollowOn:
+    """The stream's last final, kept as the left context of an utterance that starts right after its audio
+    (``final_left_context_gap_ms``). Caller holds the stream's lock."""
+
+    def __init__(self, o: PipelineOptions) -> None:
+        self._o = o
+        self._last: tuple[int, LeftContext] | None = None  # where its audio ends (stream sample), its context
+
+    def record(self, op: OpenUtterance, result: PendingFinal) -> None:
+        """``result`` was emitted as the final of ``op``."""
+        heard = round((result.event.end - result.event.start) * SAMPLE_RATE)
+        left = left_context(op.utt.audio()[:heard], result, self._o.final_left_context_s)
+        self._last = None if left is None else (op.utt.start_sample + heard, left)
+
+    def offer(self, op: OpenUtterance) -> None:
+        """Give ``op`` the last final as its left context when it started within the gap after that final's
+        audio. Not to the part after a commit (its context is the commit's), nor to one that has it."""
+        gap = self._o.final_left_context_gap_ms * SAMPLES_PER_MS
+        if self._last is None or op.left is not None or op.after_commit or not gap:
+            return
+        end, left = self._last
+        if 0 <= op.utt.start_sample - end <= gap:
+            op.left = left
 
 
 def left_context(head: np.ndarray, result: PendingFinal | None, limit_s: float) -> LeftContext | None:

@@ -19,13 +19,12 @@ from livenexus_worker.core import stages
 from livenexus_worker.core.audio import SAMPLE_RATE, SAMPLES_PER_MS
 from livenexus_worker.core.events import TranscriptEvent
 from livenexus_worker.inference.guards import check
-from livenexus_worker.streaming.commits import find_boundary, left_context
+from livenexus_worker.streaming.commits import FollowOn, find_boundary, left_context, note_pause
 from livenexus_worker.streaming.finals import FinalRequest, decode_final, decode_stamps, stamped
 from livenexus_worker.streaming.pauses import PauseDetector
 from livenexus_worker.streaming.scheduler import Job
 from livenexus_worker.streaming.segmenter import Utterance, cut_point
 from livenexus_worker.streaming.stream_state import (
-    LeftContext,
     OpenUtterance,
     PendingFinal,
     PipelineOptions,
@@ -64,7 +63,7 @@ class StreamPipeline:
         self._finals: list[str] = []  # recent final texts, the decoder's optional context
         self._partial_cost = 0.0  # seconds a partial of this stream takes to decode (moving average)
         self._pauses = PauseDetector(self.o.pauses)
-        self._before: tuple[int, LeftContext] | None = None  # the last final's end (stream sample), its context
+        self._follow_on = FollowOn(self.o)
 
     # ---- caller thread -------------------------------------------------------------------------------
     def push(self, pcm: np.ndarray) -> None:
@@ -116,7 +115,7 @@ class StreamPipeline:
                 utt.append(audio)
                 utt.last_voiced_sample = self._pos
                 self._open = OpenUtterance(utt, self._ctx.tier_index(), last_voiced_wall=now, last_partial_request=now)
-                self._offer_left(self._open)
+                self._follow_on.offer(self._open)
             return
         op.utt.append(frame)
         if voiced:
@@ -138,27 +137,15 @@ class StreamPipeline:
             self._cut(op, cut)
             return
         silence_ms = (self._pos - op.utt.last_voiced_sample) * 1000 // SAMPLE_RATE
-        pause_ms = max(silence_ms, quiet_ms)
-        if (self.o.commit_in_speech and pause_ms >= self.o.commit_pause_ms
-                and op.utt.n >= self.o.commit_min_s * SAMPLE_RATE and op.voiced_frames >= self._min_voiced_frames()):
-            pause_at = self._pos - pause_ms * SAMPLES_PER_MS
-            if op.pause_seen_at < pause_at - self._frame:  # once per pause
-                op.pause_seen_at = self._pos
-                if op.utt.n >= self.o.commit_any_after_s * SAMPLE_RATE:
-                    if not op.commit_pending:
-                        op.pauses.clear()
-                        self._propose_commit(op, now - pause_ms / 1000, op.utt.n)
-                else:
-                    op.pauses.append((op.utt.n, now - pause_ms / 1000))
+        began = note_pause(op, self.o, self._pos, max(silence_ms, quiet_ms), self._frame, now)
+        if began is not None:
+            self._propose_commit(op, began, op.utt.n)
         if silence_ms >= self.o.speculative_ms and op.speculated_at != op.utt.last_voiced_sample:
-            if op.commit_pending or (op.after_commit and op.voiced_frames < self._min_voiced_frames()):
+            if op.commit_pending or (op.after_commit and op.voiced_frames < self.o.vad.min_speech_frames):
                 return  # a commit decode of this pause is under way, or there is nothing new to decode
             self._speculate(op)
         elif voiced:
             self._maybe_partial(op, now)
-
-    def _min_voiced_frames(self) -> int:
-        return -(-self.o.vad.min_speech_ms // self.o.vad.frame_ms)
 
     def _new_id(self) -> str:
         self._seq += 1
@@ -402,24 +389,12 @@ class StreamPipeline:
         # Only what was emitted is context: a discarded guess or a declined commit was never said as final.
         self._finals.append(result.event.text)
         del self._finals[:-8]
-        heard = round((result.event.end - result.event.start) * SAMPLE_RATE)
-        left = left_context(op.utt.audio()[:heard], result, self.o.final_left_context_s)
-        self._before = None if left is None else (op.utt.start_sample + heard, left)
+        self._follow_on.record(op, result)
         if self._open is not None and self._open is not op:
-            self._offer_left(self._open)  # it started while this final was decoded
+            self._follow_on.offer(self._open)  # it started while this final was decoded
         latency = (time.monotonic() - result.speech_end_wall) * 1000
         stages.stamp(result.event.trace, "end", op.ended_wall or None)
         self._deliver(replace(result.event, latency_ms=latency))
-
-    def _offer_left(self, op: OpenUtterance) -> None:
-        """Give ``op`` the last final as its left context when it started right after that final's audio.
-        Not to the part after a commit (its context is the commit's), nor one that has it already."""
-        before, gap = self._before, self.o.final_left_context_gap_ms * SAMPLES_PER_MS
-        if before is None or op.left is not None or op.after_commit or not gap:
-            return
-        end, left = before
-        if 0 <= op.utt.start_sample - end <= gap:
-            op.left = left
 
     def _deliver(self, event: TranscriptEvent) -> None:
         stages.stamp(event.trace, "emit")

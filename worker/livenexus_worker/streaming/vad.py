@@ -48,6 +48,11 @@ class VadOptions:
     def frame_samples(self) -> int:
         return SAMPLE_RATE * self.frame_ms // 1000
 
+    @property
+    def min_speech_frames(self) -> int:
+        """``min_speech_ms`` in frames, rounded up."""
+        return -(-self.min_speech_ms // self.frame_ms)
+
 
 class VadEvent(Enum):
     START = "start"
