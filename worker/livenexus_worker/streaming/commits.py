@@ -135,13 +135,14 @@ class FollowOn:
 
     def __init__(self, o: PipelineOptions) -> None:
         self._o = o
-        self._last: tuple[int, LeftContext] | None = None  # where its audio ends (stream sample), its context
+        # Where its audio ends (stream sample), its utterance, the final and how many samples it heard. The
+        # context itself is cut only for an utterance that gets it: most finals are followed by none.
+        self._last: tuple[int, OpenUtterance, PendingFinal, int] | None = None
 
     def record(self, op: OpenUtterance, result: PendingFinal) -> None:
         """``result`` was emitted as the final of ``op``."""
         heard = round((result.event.end - result.event.start) * SAMPLE_RATE)
-        left = left_context(op.utt.audio()[:heard], result, self._o.final_left_context_s)
-        self._last = None if left is None else (op.utt.start_sample + heard, left)
+        self._last = (op.utt.start_sample + heard, op, result, heard)
 
     def offer(self, op: OpenUtterance) -> None:
         """Give ``op`` the last final as its left context when it started within the gap after that final's
@@ -149,9 +150,9 @@ class FollowOn:
         gap = self._o.final_left_context_gap_ms * SAMPLES_PER_MS
         if self._last is None or op.left is not None or op.after_commit or not gap:
             return
-        end, left = self._last
+        end, before, result, heard = self._last
         if 0 <= op.utt.start_sample - end <= gap:
-            op.left = left
+            op.left = left_context(before.utt.audio()[:heard], result, self._o.final_left_context_s)
 
 
 def left_context(head: np.ndarray, result: PendingFinal | None, limit_s: float) -> LeftContext | None:
