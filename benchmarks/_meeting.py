@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -267,3 +267,16 @@ def build(layout: Layout, quick: bool = False, log: bool = True) -> Meeting:
     meta.write_text(json.dumps({"key": key, "layout": asdict(layout),
                                 "sentences": [asdict(s) for s in sentences]}, indent=1))
     return Meeting(audio, sentences, wav, key)
+
+
+def slice_meeting(m: Meeting, start_s: float, dur_s: float) -> Meeting:
+    """The sentences that lie wholly in [start_s, start_s + dur_s], the audio from just before the first to just
+    after the last, positions shifted to the slice."""
+    lo, hi = int(start_s * SAMPLE_RATE), int((start_s + dur_s) * SAMPLE_RATE)
+    keep = [s for s in m.sentences if s.start >= lo and s.end <= hi]
+    if not keep:
+        raise ValueError(f"no whole sentence in {start_s:.0f}..{start_s + dur_s:.0f} s of the meeting")
+    a = max(0, keep[0].start - SAMPLE_RATE // 5)
+    b = min(m.audio.shape[0], keep[-1].end + SAMPLE_RATE // 2)
+    sents = [replace(s, index=i, start=s.start - a, end=s.end - a) for i, s in enumerate(keep)]
+    return Meeting(m.audio[a:b], sents, m.path, f"{m.key}-{a}-{b}")

@@ -7,6 +7,7 @@ words were first visible and the time they were all in finals (:func:`score`), p
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -149,3 +150,18 @@ def score(meeting: Meeting, cap: Capture) -> tuple[list[SentenceScore], float]:
 
 def pct(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q)) if values else float("nan")
+
+
+def rolling_recovery(lags: list[tuple[float, float | None]], start: float, end: float, threshold: float,
+                     window: float) -> tuple[float | None, float]:
+    """(first sentence end t >= start from which the rolling p50 stays under ``threshold`` up to ``end``, relative
+    to start; 0.0 when it never went over; None when it never came back), and the peak rolling p50."""
+    pts = sorted((t, math.inf if lag is None else lag) for t, lag in lags if start <= t <= end)
+    rolling = [(t, float(np.median([lag for u, lag in pts if t - window <= u <= t]))) for t, _ in pts]
+    if not rolling:
+        return None, math.nan
+    peak = max(r for _, r in rolling)
+    if peak < threshold:
+        return 0.0, peak
+    over = max(i for i, (_, r) in enumerate(rolling) if r >= threshold)
+    return (None if over + 1 >= len(rolling) else rolling[over + 1][0] - start), peak

@@ -42,8 +42,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from _meeting import Layout, Meeting, build  # noqa: E402
-from _score import Capture, Emission, pct, score  # noqa: E402
+from _meeting import Layout, Meeting, build, slice_meeting  # noqa: E402
+from _score import Capture, Emission, pct, rolling_recovery, score  # noqa: E402
 from livenexus_worker.core.audio import SAMPLE_RATE  # noqa: E402
 
 SPEAKERS = 5
@@ -94,39 +94,11 @@ class ModeResult:
     """Every sample of the sampler, ``at`` relative to the join."""
 
 
-def slice_meeting(m: Meeting, start_s: float, dur_s: float) -> Meeting:
-    """The sentences that lie wholly in [start_s, start_s + dur_s], the audio from just before the first to just
-    after the last, positions shifted to the slice."""
-    lo, hi = int(start_s * SAMPLE_RATE), int((start_s + dur_s) * SAMPLE_RATE)
-    keep = [s for s in m.sentences if s.start >= lo and s.end <= hi]
-    if not keep:
-        raise ValueError(f"no whole sentence in {start_s:.0f}..{start_s + dur_s:.0f} s of the meeting")
-    a = max(0, keep[0].start - SAMPLE_RATE // 5)
-    b = min(m.audio.shape[0], keep[-1].end + SAMPLE_RATE // 2)
-    sents = [replace(s, index=i, start=s.start - a, end=s.end - a) for i, s in enumerate(keep)]
-    return Meeting(m.audio[a:b], sents, m.path, f"{m.key}-{a}-{b}")
-
-
 def slices(m: Meeting, opts: Options) -> list[Meeting]:
     """s0: from the start for solo + load; s1..s4: load-long slices spread over the rest of the meeting."""
     spare = max(0.0, m.duration_s - opts.load_s)
     return [slice_meeting(m, 0.0, opts.solo_s + opts.load_s),
             *(slice_meeting(m, spare * k / SPEAKERS, opts.load_s) for k in range(1, SPEAKERS))]
-
-
-def rolling_recovery(lags: list[tuple[float, float | None]], start: float, end: float, threshold: float,
-                     window: float) -> tuple[float | None, float]:
-    """(first sentence end t >= start from which the rolling p50 stays under ``threshold`` up to ``end``, relative
-    to start; 0.0 when it never went over; None when it never came back), and the peak rolling p50."""
-    pts = sorted((t, math.inf if lag is None else lag) for t, lag in lags if start <= t <= end)
-    rolling = [(t, float(np.median([lag for u, lag in pts if t - window <= u <= t]))) for t, _ in pts]
-    if not rolling:
-        return None, math.nan
-    peak = max(r for _, r in rolling)
-    if peak < threshold:
-        return 0.0, peak
-    over = max(i for i, (_, r) in enumerate(rolling) if r >= threshold)
-    return (None if over + 1 >= len(rolling) else rolling[over + 1][0] - start), peak
 
 
 def manifest(name: str, ns: str, secret: str, lk_url: str, mode: str, opts: Options) -> dict[str, Any]:
