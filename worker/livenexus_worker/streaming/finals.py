@@ -58,9 +58,9 @@ def decode_final(ctx: StreamContext, o: PipelineOptions, req: FinalRequest, op: 
         ctx.on_inference("final", hyp, dur)
         if left is None:
             return hyp, hyp.text, hyp.word_ends
-        forced = left.text.split()
-        words = hyp.text.split()[len(forced):]
-        if _bare(hyp.text.split()[: len(forced)]) != _bare(forced):
+        forced, out = left.text.split(), hyp.text.split()
+        words = out[len(forced):]
+        if _bare(out[: len(forced)]) != _bare(forced):
             # The forced words did not come back (a tokenizer round trip that is not exact): where they end
             # in the output is unknown.
             log.debug("stream %s: left context %r came back as %r", req.stream_id, left.text[-40:], hyp.text[:80])
