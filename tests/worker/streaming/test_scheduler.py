@@ -59,3 +59,61 @@ def test_idle_thread_uses_no_cpu() -> None:
     time.sleep(1.0)
     assert sum(proc.cpu_times()[:2]) - before < 0.05
     s.close()
+
+
+def test_finals_of_different_streams_run_together_and_a_streams_own_in_order() -> None:
+    gate = threading.Event()
+    s = InferenceScheduler(max_batch=3)
+    s.submit_final(Job(gate.wait, "final", key="x"))  # occupies the thread while the rest queue
+    time.sleep(0.05)
+    # The jobs of one batch must run at the same time: each waits at a barrier only the batch can pass.
+    barrier = threading.Barrier(3, timeout=5)
+    log: list[str] = []
+    current: dict[str, bool] = {}
+
+    def job(name: str, together: bool = True) -> Job:
+        def run() -> None:
+            current[name] = s.current() is j
+            if together:
+                barrier.wait()
+            log.append(name)
+        j = Job(run, "final", key=name[0])
+        return j
+
+    for j in (job("a1"), job("a2", together=False), job("b1"), job("c1"), job("d1", together=False)):
+        s.submit_final(j)
+    gate.set()
+    assert s.wait_idle(10)
+    assert s.stats.errors == 0
+    # a1, b1, c1 formed the batch (max 3); a2 waited for a1, d1 for room in a batch.
+    assert sorted(log[:3]) == ["a1", "b1", "c1"] and sorted(log[3:]) == ["a2", "d1"]
+    assert s.stats.batches == 2 and s.stats.batched_jobs == 5 and s.stats.finals_run == 6
+    assert all(current.values()) and s.current() is None
+    s.close()
+
+
+def test_partials_batch_only_when_asked() -> None:
+    for batch_partials, batches in ((False, 0), (True, 1)):
+        gate = threading.Event()
+        s = InferenceScheduler(max_partial_age_s=10, max_batch=4, batch_partials=batch_partials)
+        s.submit_final(Job(gate.wait, "final"))
+        time.sleep(0.05)
+        for k in "abc":
+            s.submit_partial(k, Job(lambda: None, "partial", key=k))
+        gate.set()
+        assert s.wait_idle(10)
+        assert s.stats.batches == batches and s.stats.partials_run == 3
+        s.close()
+
+
+def test_unkeyed_finals_are_never_batched() -> None:
+    gate = threading.Event()
+    s = InferenceScheduler(max_batch=4)
+    s.submit_final(Job(gate.wait, "final"))
+    time.sleep(0.05)
+    for _ in range(3):
+        s.submit_final(Job(lambda: None, "final"))
+    gate.set()
+    assert s.wait_idle(10)
+    assert s.stats.batches == 0 and s.stats.finals_run == 4
+    s.close()

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from livenexus_worker.core.audio import SAMPLE_RATE
+from livenexus_worker.inference import batching
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +29,8 @@ TOKENS_PER_SECOND = FRAMES_PER_SECOND // 2
 """Encoder output steps per second (the alignment's time unit): the encoder halves the mel frame rate."""
 _PUNCTUATION = frozenset(string.punctuation)
 FULL_WINDOW_FRAMES = 3000
+MAX_RETURNED_TOKENS = 224
+"""Whisper's decoder holds 448 positions; CTranslate2 returns at most half of ``max_length`` (see ``_decode``)."""
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,26 @@ class EngineOptions:
     """Shortest window; very short inputs make Whisper unreliable."""
     tokens_per_second: float = 6.0
     """Decoding stops after this many tokens per second of audio (plus a constant): bounds loops."""
+
+
+@dataclass(frozen=True)
+class DecodeRequest:
+    """One window to decode and how."""
+
+    audio: np.ndarray
+    """int16 or float32 16 kHz mono samples; only the first 30 s are decoded."""
+    beam_size: int = 1
+    """Beam width (requests decoded in one batch share it)."""
+    language: str | None = "en"
+    """Language code, or None to detect it."""
+    prefix: str = ""
+    """Text forced as the decoder's start; it is part of the returned text."""
+    max_new_tokens: int | None = None
+    """Cap on tokens generated after the prefix (besides the per-second bound)."""
+    context: str = ""
+    """Earlier text, in Whisper's previous-text slot."""
+    word_times: bool = False
+    """Align the words (one more decoder pass)."""
 
 
 @dataclass(frozen=True)
@@ -113,69 +136,100 @@ class WhisperEngine:
     def transcribe(self, audio: np.ndarray, beam_size: int = 1, language: str | None = "en",
                    prefix: str = "", max_new_tokens: int | None = None, context: str = "",
                    word_times: bool = False) -> Hypothesis:
-        """Decode int16 or float32 16 kHz mono audio of at most 30 s."""
+        """Decode int16 or float32 16 kHz mono audio of at most 30 s.
+
+        Inside :meth:`batching.Batcher.together` the call waits for the other jobs' calls and runs in one batch."""
+        req = DecodeRequest(audio, beam_size, language, prefix, max_new_tokens, context, word_times)
+        gate = batching.current_gate()
+        if gate is not None:
+            return gate.call(self, req)
+        return self.transcribe_batch([req])[0]
+
+    def transcribe_batch(self, requests: list[DecodeRequest]) -> list[Hypothesis]:
+        """Decode several windows in one encoder and one decoder call (they must share ``beam_size``).
+
+        Windows are padded to the longest one's length. Measured (base int8, 2 threads, 3 s clips, beam 5):
+        4 windows 2.1-2.3x faster than one after another, 2 windows 1.2-1.5x; same text, same scores when the
+        windows are the same length. Encode and decode times are each request's share of the batch's."""
+
+        if not requests:
+            return []
+        beam = requests[0].beam_size
+        if any(r.beam_size != beam for r in requests):
+            raise ValueError("a batch shares one beam size")
+        if len(requests) > 1 and any(r.context for r in requests):
+            # CTranslate2 wants <|startoftranscript|> at one position across a batch, and previous text (off
+            # by default, ``context_finals``) differs in length: those requests are decoded one by one.
+            plain = [r for r in requests if not r.context]
+            done = iter(self._decode(plain) if plain else [])
+            return [self._decode([r])[0] if r.context else next(done) for r in requests]
+        return self._decode(requests)
+
+    def _decode(self, requests: list[DecodeRequest]) -> list[Hypothesis]:
         import ctranslate2
 
+        beam = requests[0].beam_size
         with self._lock:
-            if audio.dtype == np.int16:
-                samples = audio.astype(np.float32) / 32768.0
-            else:
-                samples = np.clip(np.nan_to_num(audio.astype(np.float32)), -1.0, 1.0)
-            samples = samples[: 30 * SAMPLE_RATE]
-            frames = self.window_frames(samples.shape[0] // HOP_SAMPLES)
-            # Pad with silence in the audio domain, as Whisper was trained: zero-valued mel frames are not
-            # silence after log-mel normalisation, and Whisper loops on them.
-            padded = np.zeros(frames * HOP_SAMPLES, dtype=np.float32)
-            padded[: samples.shape[0]] = samples[: padded.shape[0]]
-            feats = self._wm.feature_extractor(padded, padding=HOP_SAMPLES)
-            feats = np.ascontiguousarray(feats[None, :, :frames], dtype=np.float32)
-
+            samples = [_samples(r.audio) for r in requests]
+            frames = max(self.window_frames(s.shape[0] // HOP_SAMPLES) for s in samples)
+            feats = np.stack([self._features(s, frames) for s in samples])
             t0 = time.perf_counter()
             enc = self._wm.model.encode(ctranslate2.StorageView.from_array(feats), to_cpu=False)
             t1 = time.perf_counter()
-
-            lang = language
-            if lang is None and self.multilingual:
-                token, _prob = self._wm.model.detect_language(enc)[0][0]
-                lang = token[2:-2]
-            tok = self._tokenizer(lang)
-            prompt: list[int] = []
-            if context:
-                # Whisper's "previous text" slot: earlier finals of the same speaker, as in its own long-form
-                # decoding, bounded to the last ~100 tokens.
-                prompt.append(tok.sot_prev)  # type: ignore[attr-defined]
-                prompt.extend(tok.encode(" " + context.strip())[-100:])  # type: ignore[attr-defined]
-            prompt.extend(tok.sot_sequence)  # type: ignore[attr-defined]
-            prompt.append(tok.no_timestamps)  # type: ignore[attr-defined]
-            forced = tok.encode(" " + prefix.strip()) if prefix else []  # type: ignore[attr-defined]
-            prompt.extend(forced)
-            duration = len(samples) / SAMPLE_RATE
-            max_new = int(duration * self.options.tokens_per_second) + 8
-            if max_new_tokens is not None:
-                max_new = min(max_new, max_new_tokens)
-            result = self._wm.model.generate(
+            langs = [r.language for r in requests]
+            if any(lang is None for lang in langs) and self.multilingual:
+                detected = self._wm.model.detect_language(enc)
+                langs = [lang or d[0][0][2:-2] for lang, d in zip(langs, detected, strict=True)]
+            toks = [self._tokenizer(lang) for lang in langs]
+            prompts, forced, limit = [], [], []
+            for r, tok, s in zip(requests, toks, samples, strict=True):
+                prompt, f = _prompt(tok, r.context, r.prefix)
+                prompts.append(prompt)
+                forced.append(f)
+                cap = int(s.shape[0] / SAMPLE_RATE * self.options.tokens_per_second) + 8
+                new = min(cap, r.max_new_tokens) if r.max_new_tokens is not None else cap
+                limit.append(min(len(f) + new, MAX_RETURNED_TOKENS))
+            results = self._wm.model.generate(
                 enc,
-                [prompt],
-                beam_size=beam_size,
-                # Measured: CTranslate2 counts a forced prefix against max_length twice (once in the prompt,
-                # once in the returned sequence), so without it a long prefix left almost no new tokens.
-                max_length=min(448, len(prompt) + len(forced) + max_new),
+                prompts,
+                beam_size=beam,
+                # Measured on CTranslate2 4.5-4.8: Whisper's generate returns at most max_length // 2 tokens
+                # (forced prefix included), whatever the prompt. Asked for as documented, finals were cut at 3
+                # tokens per second of audio and partials at 14 new tokens, and neither knew it.
+                max_length=2 * max(limit),
                 return_scores=True,
                 return_no_speech_prob=True,
                 suppress_blank=True,
                 suppress_tokens=[-1],
                 repetition_penalty=1.0,
                 no_repeat_ngram_size=0,
-            )[0]
-            tokens = result.sequences_ids[0]
-            # Scores are cumulative log-probs normalised by length (length_penalty=1), as in faster-whisper.
-            avg_logprob = float(result.scores[0]) * len(tokens) / (len(tokens) + 1) if tokens else -10.0
-            # CTranslate2 returns the forced prefix tokens as part of the sequence.
-            text = tok.decode(tokens).strip()  # type: ignore[attr-defined]
-            generated = len(tokens) - len(forced)
-            ends = self._word_ends(tok, enc, tokens, samples.shape[0] // HOP_SAMPLES, text) if word_times else ()
-            return Hypothesis(text, float(result.no_speech_prob), avg_logprob, lang or "", t1 - t0,
-                              time.perf_counter() - t1, frames, truncated=generated >= max_new - 1, word_ends=ends)
+            )
+            decoded_at = time.perf_counter()
+            n = len(requests)
+            out: list[Hypothesis] = []
+            for i, (r, result) in enumerate(zip(requests, results, strict=True)):
+                # CTranslate2 returns the forced prefix tokens as part of the sequence; in a batch the shared
+                # max_length may let one run past its own cap, which is cut here as if decoded alone.
+                tokens = result.sequences_ids[0][: limit[i]]
+                # Scores are cumulative log-probs normalised by length (length_penalty=1), as in faster-whisper.
+                avg_logprob = float(result.scores[0]) * len(tokens) / (len(tokens) + 1) if tokens else -10.0
+                text = toks[i].decode(tokens).strip()  # type: ignore[attr-defined]
+                ends: tuple[float, ...] = ()
+                if r.word_times:
+                    one = enc if n == 1 else ctranslate2.StorageView.from_array(np.asarray(enc)[i : i + 1])
+                    ends = self._word_ends(toks[i], one, tokens, samples[i].shape[0] // HOP_SAMPLES, text)
+                out.append(Hypothesis(text, float(result.no_speech_prob), avg_logprob, langs[i] or "",
+                                      (t1 - t0) / n, (decoded_at - t1) / n, frames,
+                                      truncated=len(tokens) >= limit[i] - 1, word_ends=ends))
+            return out
+
+    def _features(self, samples: np.ndarray, frames: int) -> np.ndarray:
+        # Pad with silence in the audio domain, as Whisper was trained: zero-valued mel frames are not
+        # silence after log-mel normalisation, and Whisper loops on them.
+        padded = np.zeros(frames * HOP_SAMPLES, dtype=np.float32)
+        padded[: samples.shape[0]] = samples[: padded.shape[0]]
+        feats = self._wm.feature_extractor(padded, padding=HOP_SAMPLES)
+        return np.ascontiguousarray(feats[:, :frames], dtype=np.float32)
 
     def _word_ends(self, tok: Any, enc: Any, tokens: list[int], num_frames: int, text: str) -> tuple[float, ...]:
         """Word end times from the decoder's alignment heads; () when the words do not match ``text``."""
@@ -199,3 +253,27 @@ class WhisperEngine:
         if len(ends) != len(text.split()):
             return ()  # the alignment's words and the text's disagree: no times rather than wrong ones
         return tuple(ends)
+
+
+def _samples(audio: np.ndarray) -> np.ndarray:
+    """Float32 samples in [-1, 1], at most 30 s."""
+    if audio.dtype == np.int16:
+        samples = audio.astype(np.float32) / 32768.0
+    else:
+        samples = np.clip(np.nan_to_num(audio.astype(np.float32)), -1.0, 1.0)
+    return samples[: 30 * SAMPLE_RATE]
+
+
+def _prompt(tok: Any, context: str, prefix: str) -> tuple[list[int], list[int]]:
+    """The decoder's prompt and, of it, the forced prefix's tokens."""
+    prompt: list[int] = []
+    if context:
+        # Whisper's "previous text" slot: earlier finals of the same speaker, as in its own long-form
+        # decoding, bounded to the last ~100 tokens.
+        prompt.append(tok.sot_prev)
+        prompt.extend(tok.encode(" " + context.strip())[-100:])
+    prompt.extend(tok.sot_sequence)
+    prompt.append(tok.no_timestamps)
+    forced = tok.encode(" " + prefix.strip()) if prefix else []
+    prompt.extend(forced)
+    return prompt, forced

@@ -149,7 +149,7 @@ def _bare(words: list[str]) -> list[str]:
 
 def decode_stamps(ctx: StreamContext, voiced_sample: int) -> dict[str, float] | None:
     """Inference thread, right after a decode: the job's stage stamps (None unless tracing)."""
-    job = ctx.scheduler.running
+    job = ctx.scheduler.current()
     if job is None or not stages.enabled():
         return None
     return stages.new(voiced_sample, queued=job.created, start=job.started, decoded=time.monotonic())

@@ -179,7 +179,7 @@ class StreamPipeline:
                 else:
                     self._commit_speculative(op)
 
-        self._ctx.scheduler.submit_final(Job(run, "final"))
+        self._ctx.scheduler.submit_final(Job(run, "final", key=self.stream_id))
 
     def _commit_speculative(self, op: OpenUtterance) -> None:
         """The speaker went on after a pause long enough to guess a final in: once that guess is decoded, it
@@ -228,7 +228,7 @@ class StreamPipeline:
             with self._lock:
                 self._emit_final(op, event)
 
-        self._ctx.scheduler.submit_final(Job(run, "final"))
+        self._ctx.scheduler.submit_final(Job(run, "final", key=self.stream_id))
 
     def _propose_commit(self, op: OpenUtterance, pause_wall: float, cut: int, heard: int = 0) -> None:
         """Decode the first ``cut`` samples (up to a pause) as a final and commit them when the result is in.
@@ -263,7 +263,7 @@ class StreamPipeline:
                     op.ended_wall = decided
                     self._commit(op, cut, result)
 
-        self._ctx.scheduler.submit_final(Job(run, "final"))
+        self._ctx.scheduler.submit_final(Job(run, "final", key=self.stream_id))
 
     def _confirm_pause(self, op: OpenUtterance, text: str, heard: int, partial: TranscriptEvent,
                        word_ends: tuple[float, ...] = ()) -> bool:
@@ -311,7 +311,7 @@ class StreamPipeline:
             with self._lock:
                 self._emit_final(head_op, event)
 
-        self._ctx.scheduler.submit_final(Job(run, "final"))
+        self._ctx.scheduler.submit_final(Job(run, "final", key=self.stream_id))
         self._open = OpenUtterance(rest, self._ctx.tier_index(), last_voiced_wall=op.last_voiced_wall,
                            last_partial_request=wall)
 
@@ -329,7 +329,8 @@ class StreamPipeline:
         if op.utt.n < self.o.min_partial_audio_ms * SAMPLES_PER_MS:
             return
         op.last_partial_request = now
-        self._ctx.scheduler.submit_partial(self.stream_id, Job(lambda: self._run_partial(op, now), "partial"))
+        job = Job(lambda: self._run_partial(op, now), "partial", key=self.stream_id)
+        self._ctx.scheduler.submit_partial(self.stream_id, job)
 
     # ---- inference thread ----------------------------------------------------------------------------
     def _run_partial(self, op: OpenUtterance, requested: float) -> None:

@@ -72,6 +72,12 @@ class RuntimeOptions:
     """CTranslate2 threads (0: all usable cores)."""
     model_cache: str = ""
     """Model cache directory ('' = default)."""
+    max_batch: int = 4
+    """Finals of up to this many streams that wait together are decoded in one batch (1: never). Measured
+    (base int8, 2 threads, 3 s windows, beam 5): 4 together 2.1-2.3x faster than one after another."""
+    batch_partials: bool = False
+    """Batch the partials of different streams too (at beam 1, four together were 1.4x faster, two no faster;
+    they are padded to the longest window)."""
     trim_when_quiet: bool = True
     """After the last job, with nothing queued and nobody speaking, give freed heap back to the kernel
     (``core/memory.py``): a long window otherwise raises RSS for good (by ~100 MiB for 30 s, base model)."""
@@ -94,7 +100,9 @@ class Runtime:
         self._lock = threading.Lock()
         self._streams: dict[str, StreamPipeline] = {}
         self._opened = 0
-        self.scheduler = InferenceScheduler(between_jobs=self._between_jobs)
+        self._stats_lock = threading.Lock()  # batched jobs report from several threads at once
+        self.scheduler = InferenceScheduler(between_jobs=self._between_jobs, max_batch=options.max_batch,
+                                            batch_partials=options.batch_partials)
         self.ready = False
 
     @classmethod
@@ -211,8 +219,9 @@ class Runtime:
             self.observer.frames(frames, silent)
 
     def on_inference(self, kind: str, hyp: Hypothesis, audio_s: float) -> None:
-        self.stats.inference_s += hyp.encode_s + hyp.decode_s
-        self.stats.audio_s += audio_s
+        with self._stats_lock:
+            self.stats.inference_s += hyp.encode_s + hyp.decode_s
+            self.stats.audio_s += audio_s
         if self.observer is not None:
             self.observer.inference(kind, hyp.encode_s, hyp.decode_s, audio_s)
 
