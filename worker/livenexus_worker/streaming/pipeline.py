@@ -369,10 +369,12 @@ class StreamPipeline:
                 latency_ms=(time.monotonic() - requested) * 1000,
                 trace=decode_stamps(self._ctx, op.utt.start_sample + audio.shape[0]),
             )
-            # A partial cut short by its token cap may stop before the audio does: its sentence end says
-            # nothing about where the audio's sentence ends.
+            # A partial cut short by its token cap may stop before the audio does: unaligned, its sentence
+            # end says nothing about where the audio's sentence ends; aligned, its words still say where
+            # they were spoken.
             word_ends = hyp.word_ends if text == hyp.text else ()
-            if hyp.truncated or not self._confirm_pause(op, text, audio.shape[0], event, word_ends):
+            if (hyp.truncated and not word_ends) or not self._confirm_pause(op, text, audio.shape[0], event,
+                                                                            word_ends):
                 self._deliver(event)
 
     def _decode_final(self, op: OpenUtterance, audio: np.ndarray, speech_end_wall: float,
