@@ -353,3 +353,25 @@ def test_a_partial_asked_for_in_speech_but_starting_in_the_pause_is_skipped(sent
         assert ctx.scheduler.wait_idle(10)
     assert "partial" in engine.kinds
     ctx.scheduler.close()
+
+
+class CappedEngine(SentenceEngine):
+    """Partials as SentenceEngine's, each flagged as cut by its token cap (a long unstable tail)."""
+
+    def transcribe(self, audio: np.ndarray, beam_size: int = 1, language: str | None = "en", prefix: str = "",
+                   max_new_tokens: int | None = None, context: str = "", word_times: bool = False) -> Hypothesis:
+        hyp = super().transcribe(audio, beam_size, language, prefix, max_new_tokens, context, word_times)
+        return replace(hyp, truncated=max_new_tokens is not None)
+
+
+@pytest.mark.parametrize("aligned", [True, False], ids=["word-times", "pace-estimate"])
+def test_a_partial_cut_by_its_token_cap_confirms_a_pause_only_when_aligned(sentence: np.ndarray,
+                                                                          aligned: bool) -> None:
+    # Cut text may stop before the audio does: its word count says nothing of where its sentence ended, but
+    # its aligned words still do. Refusing those too left long utterances without commits (meeting benchmark,
+    # lag p95 6.7 s) once the engine flagged its cap.
+    ctx, pipe, events = pipeline(CappedEngine(aligned=aligned))
+    push(pipe, np.concatenate([silence(500), sentence, silence(150), sentence[: 500 * 16]]), ctx)
+    assert ctx.scheduler.wait_idle(10)
+    assert len(finals(events)) == (1 if aligned else 0)
+    ctx.scheduler.close()
