@@ -285,3 +285,58 @@ def test_an_utterance_that_started_while_the_final_before_it_was_decoded_hears_i
     first, second = [e for e in events if e.is_final]
     before, own = round((first.end - first.start) * SR), round((second.end - second.start) * SR)
     assert (before + own, first.text) in engine.calls and second.text == f"samples {before + own}"
+
+
+def test_a_partial_of_the_part_after_a_cut_hears_the_words_before_it() -> None:
+    from livenexus_worker.streaming.finals import decode_partial
+
+    left = LeftContext(np.ones(2 * SR, dtype=np.int16), "Okay, let's start.")
+    audio = np.ones(3 * SR, dtype=np.int16)
+    engine = ContinuingEngine(left_s=2.0)
+    _hyp, said, ends = decode_partial(engine, PipelineOptions(), audio, "", left, True, "s")  # type: ignore[arg-type]
+    assert engine.calls == [(5 * SR, "Okay, let's start.")], "one decode over both parts, the first one forced"
+    assert said == "w0 w1 w2" and ends == (1.0, 2.0, 3.0), "only the new part's words, in its own time"
+    # Forced words that do not come back: the part alone, with its own agreed words forced.
+    engine = ContinuingEngine(left_s=2.0, echo="Okay let us start")
+    _hyp, said, _ends = decode_partial(engine, PipelineOptions(), audio, "", left, False, "s")  # type: ignore[arg-type]
+    assert engine.calls == [(5 * SR, "Okay, let's start."), (3 * SR, "")]
+    assert "Okay" not in said
+
+
+@pytest.mark.parametrize("on", [True, False], ids=["on", "off"])
+def test_partials_of_the_part_after_a_cut_hear_the_left_context(sentence: np.ndarray, on: bool) -> None:
+    from .test_commit import SentenceEngine, finals, pipeline, push, silence
+
+    class Echoing(SentenceEngine):
+        """SentenceEngine whose decodes say a forced start back first, as a real decoder does."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.partial_prefixes: list[str] = []
+
+        def transcribe(self, audio: np.ndarray, beam_size: int = 1, language: str | None = "en",
+                       prefix: str = "", max_new_tokens: int | None = None, context: str = "",
+                       word_times: bool = False) -> Hypothesis:
+            if max_new_tokens is not None:
+                self.partial_prefixes.append(prefix)
+            hyp = super().transcribe(audio, beam_size, language, prefix, max_new_tokens, context, word_times)
+            if not prefix or hyp.text.startswith(prefix):
+                return hyp
+            n = len(prefix.split())
+            ends = (*[0.01 * (i + 1) for i in range(n)], *hyp.word_ends) if hyp.word_ends else ()
+            return replace(hyp, text=f"{prefix} {hyp.text}", word_ends=ends)
+
+    engine = Echoing()
+    ctx, pipe, events = pipeline(engine, PipelineOptions(partial_left_context=on))
+    push(pipe, np.concatenate([silence(500), sentence, silence(150), sentence[: 500 * 16]]), ctx)
+    assert ctx.scheduler.wait_idle(10)
+    (first,) = finals(events)
+    before = len(engine.partial_prefixes)
+    push(pipe, sentence[500 * 16 :], ctx)
+    assert ctx.scheduler.wait_idle(10)
+    after = engine.partial_prefixes[before:]
+    assert after, "the part after the cut had partials"
+    # Until the part has agreed words of its own (the stand-in's runaway-long texts never pass the guards, so
+    # here it has none), its partials hear the committed words before the cut.
+    assert all(p == first.text for p in after) if on else not any(p == first.text for p in after)
+    ctx.scheduler.close()

@@ -58,27 +58,9 @@ def decode_final(ctx: StreamContext, o: PipelineOptions, req: FinalRequest, op: 
         ctx.on_inference("final", hyp, dur)
         if left is None:
             return hyp, hyp.text, hyp.word_ends
-        forced, out = left.text.split(), hyp.text.split()
-        words = out[len(forced):]
-        if _bare(out[: len(forced)]) != _bare(forced):
-            # The forced words did not come back (a tokenizer round trip that is not exact): where they end
-            # in the output is unknown.
-            log.debug("stream %s: left context %r came back as %r", req.stream_id, left.text[-40:], hyp.text[:80])
-        elif _loop_start(words, words) is not None:
-            # It said its own part twice, a garbled and a clean reading ("We will deploy in an Uber to none
-            # Thursday morning. We will deploy the new version on Thursday morning.", through LiveKit): the
-            # context led it astray, and which reading is right is unknown.
-            log.debug("stream %s: the decode after %r says its part twice", req.stream_id, left.text[-40:])
-        else:
-            loop = _loop_start(words, forced)
-            if loop is not None:
-                # Whisper looped back to the start of its window and says it again (measured on windows that
-                # end right after the speech: "... 3 hours. May have a mark on on Tuesday afternoon that"):
-                # nothing from there on is in this part.
-                log.debug("stream %s: the decode repeats its left context %r", req.stream_id, left.text[-40:])
-                words = words[:loop]
-            offset = left.audio.shape[0] / SAMPLE_RATE
-            return hyp, " ".join(words), tuple(e - offset for e in hyp.word_ends[len(forced):][: len(words)])
+        own = after_left(hyp, left, req.stream_id)
+        if own is not None:
+            return hyp, *own
         hyp = _decode(engine, tier.beam_size, o, req, audio, prefix, timed, None)
         ctx.on_inference("final", hyp, dur)
         return hyp, hyp.text, hyp.word_ends
@@ -118,6 +100,54 @@ def decode_final(ctx: StreamContext, o: PipelineOptions, req: FinalRequest, op: 
     )
     # Word times only while they still name the text's words (the guards may have changed it).
     return PendingFinal(event, speech_end_wall, word_ends if len(word_ends) == len(text.split()) else ())
+
+
+def decode_partial(engine: WhisperEngine, o: PipelineOptions, audio: np.ndarray, committed: str,
+                   left: LeftContext | None, aligned: bool, stream_id: str
+                   ) -> tuple[Hypothesis, str, tuple[float, ...]]:
+    """A partial of ``audio``: the hypothesis, what it says of this audio and its word times ('' and () when
+    that is unknown). Only the unstable tail is generated (the ``committed`` words are forced), and it is
+    capped, so a partial cannot hold up the next final for long. With ``left`` (the part after a cut, before
+    it has agreed words), the words before the cut are heard and forced first: the part starts abruptly,
+    often inside a word, and Whisper read nothing of such a part for 9 s of the meeting benchmark (every
+    partial dropped as no-speech, and its final skipped its first four seconds). When the forced words do
+    not come back, the part is decoded alone, as before."""
+    if left is not None:
+        hyp = engine.transcribe(np.concatenate([left.audio, audio]), beam_size=1, language=o.language,
+                                prefix=left.text, max_new_tokens=o.partial_max_new_tokens, word_times=aligned)
+        own = after_left(hyp, left, stream_id)
+        if own is not None:
+            return hyp, *own
+    hyp = engine.transcribe(audio, beam_size=1, language=o.language, prefix=committed,
+                            max_new_tokens=o.partial_max_new_tokens, word_times=aligned)
+    return hyp, hyp.text, hyp.word_ends
+
+
+def after_left(hyp: Hypothesis, left: LeftContext, stream_id: str) -> tuple[str, tuple[float, ...]] | None:
+    """What ``hyp``, decoded with ``left`` before its own audio (its text forced), says of its own part, with
+    word times from the part's start; None when that is unknown (decode again without the context)."""
+    forced, out = left.text.split(), hyp.text.split()
+    words = out[len(forced):]
+    if _bare(out[: len(forced)]) != _bare(forced):
+        # The forced words did not come back (a tokenizer round trip that is not exact): where they end
+        # in the output is unknown.
+        log.debug("stream %s: left context %r came back as %r", stream_id, left.text[-40:], hyp.text[:80])
+        return None
+    if _loop_start(words, words) is not None:
+        # It said its own part twice, a garbled and a clean reading ("We will deploy in an Uber to none
+        # Thursday morning. We will deploy the new version on Thursday morning.", through LiveKit): the
+        # context led it astray, and which reading is right is unknown.
+        log.debug("stream %s: the decode after %r says its part twice", stream_id, left.text[-40:])
+        return None
+    loop = _loop_start(words, forced)
+    if loop is not None:
+        # Whisper looped back to the start of its window and says it again (measured on windows that
+        # end right after the speech: "... 3 hours. May have a mark on on Tuesday afternoon that"):
+        # nothing from there on is in this part.
+        log.debug("stream %s: the decode repeats its left context %r", stream_id, left.text[-40:])
+        words = words[:loop]
+    offset = left.audio.shape[0] / SAMPLE_RATE
+    return " ".join(words), tuple(e - offset for e in hyp.word_ends[len(forced):][: len(words)])
 
 
 def _decode(engine: WhisperEngine, beam: int, o: PipelineOptions, req: FinalRequest, audio: np.ndarray,

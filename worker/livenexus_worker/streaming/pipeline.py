@@ -20,7 +20,7 @@ from livenexus_worker.core.audio import SAMPLE_RATE, SAMPLES_PER_MS
 from livenexus_worker.core.events import TranscriptEvent
 from livenexus_worker.inference.guards import check
 from livenexus_worker.streaming.commits import FollowOn, find_boundary, left_context, note_pause
-from livenexus_worker.streaming.finals import FinalRequest, decode_final, decode_stamps, stamped
+from livenexus_worker.streaming.finals import FinalRequest, decode_final, decode_partial, decode_stamps, stamped
 from livenexus_worker.streaming.pauses import PauseDetector
 from livenexus_worker.streaming.scheduler import Job
 from livenexus_worker.streaming.segmenter import Utterance, cut_point
@@ -346,15 +346,12 @@ class StreamPipeline:
             committed = " ".join(op.agreement.committed)
             # Word times cost one more decoder pass (~25 ms): only when a pause may be confirmed.
             aligned = self.o.commit_in_speech and bool(op.pauses)
+            left = op.left if self.o.partial_left_context and not committed else None
         _idx, tier, engine = self._ctx.engine_for(op.tier)
-        # Only the unstable tail is generated (the committed words are forced as a prefix), and it is short:
-        # capping it keeps a partial from delaying the next final by more than a few decoder steps.
-        hyp = engine.transcribe(audio, beam_size=1, language=self.o.language, prefix=committed,
-                                max_new_tokens=self.o.partial_max_new_tokens, word_times=aligned)
+        hyp, said, said_ends = decode_partial(engine, self.o, audio, committed, left, aligned, self.stream_id)
         self._ctx.on_inference("partial", hyp, audio.shape[0] / SAMPLE_RATE)
         cost = hyp.encode_s + hyp.decode_s
-        text, _why = check(hyp.text, hyp.no_speech_prob, hyp.avg_logprob, audio.shape[0] / SAMPLE_RATE,
-                           self.o.guards)
+        text, _why = check(said, hyp.no_speech_prob, hyp.avg_logprob, audio.shape[0] / SAMPLE_RATE, self.o.guards)
         with self._lock:
             self._partial_cost = cost if not self._partial_cost else 0.7 * self._partial_cost + 0.3 * cost
             if op.ended or self._open is not op or text is None:
@@ -372,7 +369,7 @@ class StreamPipeline:
             # A partial cut short by its token cap may stop before the audio does: unaligned, its sentence
             # end says nothing about where the audio's sentence ends; aligned, its words still say where
             # they were spoken.
-            word_ends = hyp.word_ends if text == hyp.text else ()
+            word_ends = said_ends if text == said else ()
             if (hyp.truncated and not word_ends) or not self._confirm_pause(op, text, audio.shape[0], event,
                                                                             word_ends):
                 self._deliver(event)

@@ -103,6 +103,9 @@ class PipelineOptions:
     it (0: never): its last words, with their text forced as the decoder's start, and keeps only what follows.
     A sentence cut out alone loses the words around it, which Whisper reads it by. Every forced token costs a
     decoder step (times the beam), so it is kept short."""
+    partial_left_context: bool = True
+    """Partials of a part that has a left context hear it too until the part has agreed words of its own
+    (from then on those are forced and carry the decoder past the abrupt start)."""
     final_left_context_gap_ms: int = 500
     """An utterance that starts within this much of the end of the previous final's audio (0: never) hears
     that final as its left context too, like the part after a commit: the VAD ends an utterance at a pause
