@@ -45,7 +45,9 @@ class ContinuingEngine(LengthEngine):
                           word_ends=tuple(ends) if word_times else ())
 
 
-def decode(engine: LengthEngine, left: LeftContext | None, audio_s: float, keep_until_s: float | None = None):
+def decode(engine: LengthEngine, left: LeftContext | None, audio_s: float, keep_until_s: float | None = None,
+           agreed: tuple[str, ...] = ("w0", "w1", "w2")):
+    """``agreed``: what the part's partials agreed on (by default enough to make it speech for sure)."""
     ctx = Ctx()
     ctx.engine = engine
     ctx.engine_for = lambda _i: (0, TierSpec("fake", "int8", 1, 250), engine)  # type: ignore[method-assign]
@@ -53,6 +55,7 @@ def decode(engine: LengthEngine, left: LeftContext | None, audio_s: float, keep_
     audio = np.ones(int(audio_s * SR), dtype=np.int16)
     utt.append(audio)
     op = OpenUtterance(utt, 0, left=left)
+    op.agreement.committed.extend(agreed)
     keep = None if keep_until_s is None else int(keep_until_s * SR)
     result = decode_final(ctx, PipelineOptions(), FinalRequest("s", "spk", ""), op, audio, 0.0, keep)  # type: ignore[arg-type]
     ctx.scheduler.close()
@@ -340,3 +343,35 @@ def test_partials_of_the_part_after_a_cut_hear_the_left_context(sentence: np.nda
     # here it has none), its partials hear the committed words before the cut.
     assert all(p == first.text for p in after) if on else not any(p == first.text for p in after)
     ctx.scheduler.close()
+
+
+class NoiseAfterSpeech(ContinuingEngine):
+    """A noise burst right after a final: with the final forced before it, the window holds speech and the
+    decoder is sure of it ("Thank you."); alone it is noise (no-speech 0.95), unless ``speech``."""
+
+    def __init__(self, speech: bool = False) -> None:
+        super().__init__(left_s=2.0)
+        self.speech = speech
+
+    def transcribe(self, audio: np.ndarray, beam_size: int = 1, language: str | None = "en", prefix: str = "",
+                   max_new_tokens: int | None = None, context: str = "", word_times: bool = False) -> Hypothesis:
+        self.calls.append((audio.shape[0], prefix))
+        if prefix:
+            return Hypothesis(f"{prefix} Thank you.", 0.05, -0.2, "en", 0.0, 0.0, 0)
+        return Hypothesis("Thank you.", 0.02 if self.speech else 0.95, -0.2 if self.speech else -0.9, "en",
+                          0.0, 0.0, 0)
+
+
+@pytest.mark.parametrize(("speech", "agreed"), [(False, ()), (True, ()), (False, ("thank", "you", "all"))],
+                         ids=["noise", "speech", "agreed-by-partials"])
+def test_a_part_without_agreed_words_must_pass_the_guards_without_its_left_context(speech: bool,
+                                                                                   agreed: tuple[str, ...]) -> None:
+    left = LeftContext(np.ones(2 * SR, dtype=np.int16), "Page load time went down.")
+    engine = NoiseAfterSpeech(speech)
+    result = decode(engine, left, 0.8, agreed=agreed)
+    if speech or agreed:
+        assert result is not None and result.event.text == "Thank you."
+    else:
+        assert result is None, "noise read as words only thanks to the context before it"
+    alone = [c for c in engine.calls if not c[1]]
+    assert len(alone) == (0 if agreed else 1), "the second look only without agreed words"
