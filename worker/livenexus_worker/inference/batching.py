@@ -138,7 +138,8 @@ class Batcher:
         return gate, [f.exception() for f in futures]
 
     def close(self) -> None:
-        self._pool.shutdown(wait=True)
+        # Not waiting: the scheduler's close has its own timeout, and a job still running ends on its own.
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _run_in(gate: BatchGate, job: Callable[[], Any]) -> None:
