@@ -296,14 +296,18 @@ def test_a_partial_of_the_part_after_a_cut_hears_the_words_before_it() -> None:
     left = LeftContext(np.ones(2 * SR, dtype=np.int16), "Okay, let's start.")
     audio = np.ones(3 * SR, dtype=np.int16)
     engine = ContinuingEngine(left_s=2.0)
-    _hyp, said, ends = decode_partial(engine, PipelineOptions(), audio, "", left, True, "s")  # type: ignore[arg-type]
+    _hyp, said, ends, heard = decode_partial(engine, PipelineOptions(), audio, "", left, True, "s")  # type: ignore[arg-type]
     assert engine.calls == [(5 * SR, "Okay, let's start.")], "one decode over both parts, the first one forced"
-    assert said == "w0 w1 w2" and ends == (1.0, 2.0, 3.0), "only the new part's words, in its own time"
+    assert said == "w0 w1 w2" and ends == (1.0, 2.0, 3.0) and heard, "only the new part's words, in its own time"
     # Forced words that do not come back: the part alone, with its own agreed words forced.
     engine = ContinuingEngine(left_s=2.0, echo="Okay let us start")
-    _hyp, said, _ends = decode_partial(engine, PipelineOptions(), audio, "", left, False, "s")  # type: ignore[arg-type]
+    _hyp, said, _ends, heard = decode_partial(engine, PipelineOptions(), audio, "", left, False, "s")  # type: ignore[arg-type]
     assert engine.calls == [(5 * SR, "Okay, let's start."), (3 * SR, "")]
-    assert "Okay" not in said
+    assert "Okay" not in said and not heard
+    # With agreed words of its own, they follow the context in the forced start.
+    engine = ContinuingEngine(left_s=2.0)
+    decode_partial(engine, PipelineOptions(), audio, "w0", left, False, "s")  # type: ignore[arg-type]
+    assert engine.calls == [(5 * SR, "Okay, let's start. w0")]
 
 
 @pytest.mark.parametrize("on", [True, False], ids=["on", "off"])
@@ -327,7 +331,9 @@ def test_after_a_dropped_partial_the_part_s_partials_hear_its_left_context(sente
             self.partial_prefixes.append(prefix)
             if not prefix:
                 return Hypothesis("you", 0.95, -1.2, "en", 0.0, 0.0, 0)
-            return Hypothesis(f"{prefix} the lazy dog", 0.01, -0.1, "en", 0.0, 0.0, 0)
+            # Heard with the words before it, it reads the part, still rated as doubtful as Whisper rated a
+            # real one (no-speech 0.7, log-prob -0.9): the VAD heard speech all along, so it is shown.
+            return Hypothesis(f"{prefix} the lazy dog", 0.7, -0.9, "en", 0.0, 0.0, 0)
 
     engine = AbruptStart()
     ctx, pipe, events = pipeline(engine, PipelineOptions(partial_left_context=on))
@@ -378,3 +384,12 @@ def test_a_part_without_agreed_words_must_pass_the_guards_without_its_left_conte
         assert result is None, "noise read as words only thanks to the context before it"
     alone = [c for c in engine.calls if not c[1]]
     assert len(alone) == (0 if agreed else 1), "the second look only without agreed words"
+
+
+def test_a_long_part_is_not_second_guessed_alone() -> None:
+    # Alone, Whisper skipped 13 s of a 15 s part in a voice it rates as noise; the VAD heard speech throughout.
+    left = LeftContext(np.ones(2 * SR, dtype=np.int16), "Page load time went down.")
+    engine = NoiseAfterSpeech()
+    result = decode(engine, left, 3.0, agreed=())
+    assert result is not None and result.event.text == "Thank you."
+    assert all(prefix for _n, prefix in engine.calls), "no decode of the part alone"

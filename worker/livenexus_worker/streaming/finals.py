@@ -82,10 +82,11 @@ def decode_final(ctx: StreamContext, o: PipelineOptions, req: FinalRequest, op: 
         log.debug("stream %s: final %r misses the agreed %r; decoding from them", req.stream_id, said[:60],
                   " ".join(agreed)[:60])
         hyp, said, word_ends = run(agreed)
-    if heard_left and len(agreed) < o.guards.evidence_words and said.strip():
+    if heard_left and len(agreed) < o.guards.evidence_words and said.strip() and dur <= o.left_noise_check_s:
         # A decode that hears a left context rates no-speech over the whole window, the context's speech
         # included: noise right after a final, read as "Thank you." four times at the end of the meeting
-        # benchmark, passed the guards that way. Without agreed words the part must pass them alone too.
+        # benchmark, passed the guards that way. Without agreed words a short part must pass them alone too
+        # (a long one is speech the VAD kept hearing; alone, Whisper may skip most of it).
         alone = _decode(engine, tier.beam_size, o, req, audio, [], False, None)
         ctx.on_inference("final", alone, dur)
         _text, why = check(alone.text, alone.no_speech_prob, alone.avg_logprob, dur, o.guards)
@@ -119,23 +120,23 @@ def decode_final(ctx: StreamContext, o: PipelineOptions, req: FinalRequest, op: 
 
 def decode_partial(engine: WhisperEngine, o: PipelineOptions, audio: np.ndarray, committed: str,
                    left: LeftContext | None, aligned: bool, stream_id: str
-                   ) -> tuple[Hypothesis, str, tuple[float, ...]]:
-    """A partial of ``audio``: the hypothesis, what it says of this audio and its word times ('' and () when
-    that is unknown). Only the unstable tail is generated (the ``committed`` words are forced), and it is
-    capped, so a partial cannot hold up the next final for long. With ``left`` (the part after a cut, before
-    it has agreed words), the words before the cut are heard and forced first: the part starts abruptly,
-    often inside a word, and Whisper read nothing of such a part for 9 s of the meeting benchmark (every
-    partial dropped as no-speech, and its final skipped its first four seconds). When the forced words do
-    not come back, the part is decoded alone, as before."""
+                   ) -> tuple[Hypothesis, str, tuple[float, ...], bool]:
+    """A partial of ``audio``: the hypothesis, what it says of this audio, its word times ('' and () when that
+    is unknown), and whether it heard ``left``. Only the unstable tail is generated (the ``committed`` words
+    are forced), and it is capped, so a partial cannot hold up the next final for long. With ``left``, the
+    words before the cut are heard and forced first: a part that starts abruptly, or in a voice Whisper
+    rates as noise, had every partial dropped as no-speech for 9-13 s of the meeting benchmark. When the
+    forced words do not come back, the part is decoded alone, as before."""
     if left is not None:
         hyp = engine.transcribe(np.concatenate([left.audio, audio]), beam_size=1, language=o.language,
-                                prefix=left.text, max_new_tokens=o.partial_max_new_tokens, word_times=aligned)
+                                prefix=f"{left.text} {committed}".strip(),
+                                max_new_tokens=o.partial_max_new_tokens, word_times=aligned)
         own = after_left(hyp, left, stream_id)
         if own is not None:
-            return hyp, *own
+            return hyp, *own, True
     hyp = engine.transcribe(audio, beam_size=1, language=o.language, prefix=committed,
                             max_new_tokens=o.partial_max_new_tokens, word_times=aligned)
-    return hyp, hyp.text, hyp.word_ends
+    return hyp, hyp.text, hyp.word_ends, False
 
 
 def after_left(hyp: Hypothesis, left: LeftContext, stream_id: str) -> tuple[str, tuple[float, ...]] | None:

@@ -346,12 +346,13 @@ class StreamPipeline:
             committed = " ".join(op.agreement.committed)
             # Word times cost one more decoder pass (~25 ms): only when a pause may be confirmed.
             aligned = self.o.commit_in_speech and bool(op.pauses)
-            left = op.left if self.o.partial_left_context and op.partial_dropped and not committed else None
+            left = op.left if self.o.partial_left_context and op.partial_dropped else None
         _idx, tier, engine = self._ctx.engine_for(op.tier)
-        hyp, said, said_ends = decode_partial(engine, self.o, audio, committed, left, aligned, self.stream_id)
+        hyp, said, said_ends, heard = decode_partial(engine, self.o, audio, committed, left, aligned, self.stream_id)
         self._ctx.on_inference("partial", hyp, audio.shape[0] / SAMPLE_RATE)
         cost = hyp.encode_s + hyp.decode_s
-        text, _why = check(said, hyp.no_speech_prob, hyp.avg_logprob, audio.shape[0] / SAMPLE_RATE, self.o.guards)
+        text, _why = check(said, hyp.no_speech_prob, hyp.avg_logprob, audio.shape[0] / SAMPLE_RATE, self.o.guards,
+                           evidence_words=self.o.guards.evidence_words if heard else 0)
         with self._lock:
             self._partial_cost = cost if not self._partial_cost else 0.7 * self._partial_cost + 0.3 * cost
             op.partial_dropped |= text is None

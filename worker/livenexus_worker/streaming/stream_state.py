@@ -104,10 +104,14 @@ class PipelineOptions:
     A sentence cut out alone loses the words around it, which Whisper reads it by. Every forced token costs a
     decoder step (times the beam), so it is kept short."""
     partial_left_context: bool = True
-    """Partials of a part that has a left context hear it too once one of them said nothing the guards kept,
-    until the part has agreed words of its own (those are then forced and carry the decoder past its abrupt
-    start). Meeting benchmark, two pairs of runs with every such part's partials hearing it: lag p95 3.9 vs
-    5.9 s, but WER 10.1-10.5 vs 7.9-8.6 % (more, earlier commits), hence only after a dropped partial."""
+    """Partials of a part that has a left context hear it too (forced before the part's agreed words) once one
+    of them said nothing the guards kept; those partials are held only to the loop and runaway guards, as the
+    VAD has heard speech all along. Meeting benchmark, two pairs of runs with every such part's partials
+    hearing it from the start: lag p95 3.9 vs 5.9 s, but WER 10.1-10.5 vs 7.9-8.6 % (more, earlier commits),
+    hence only after a dropped partial."""
+    left_noise_check_s: float = 2.0
+    """A final of a part this short, decoded with a left context and with no agreed words, must also pass the
+    no-speech and log-prob guards decoded alone (noise right after a final reads as words next to it)."""
     final_left_context_gap_ms: int = 500
     """An utterance that starts within this much of the end of the previous final's audio (0: never) hears
     that final as its left context too, like the part after a commit: the VAD ends an utterance at a pause
