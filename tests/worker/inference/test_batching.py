@@ -45,9 +45,7 @@ def run(batcher: Batcher, jobs: list[Callable[[], None]]) -> tuple[list[int], li
 
 @pytest.fixture
 def batcher() -> Batcher:
-    b = Batcher(4)
-    yield b  # type: ignore[misc]
-    b.close()
+    return Batcher(4)
 
 
 def test_calls_of_concurrent_jobs_run_as_one_batch_and_each_gets_its_own_result(batcher: Batcher) -> None:
@@ -122,3 +120,18 @@ def test_no_more_jobs_than_threads(batcher: Batcher) -> None:
         batcher.together([lambda: None] * 5)
     with pytest.raises(ValueError):
         Batcher(0)
+
+
+def test_windows_of_very_different_lengths_are_decoded_apart(batcher: Batcher) -> None:
+    # Every window of a batch is padded to the longest: a 1 s final next to a 12 s one would pay a 12 s encode.
+    engine = FakeEngine()
+
+    def job(value: int, seconds: float) -> Callable[[], None]:
+        def go() -> None:
+            audio = np.full(int(seconds * 16000), value, dtype=np.int16)
+            assert engine.transcribe(audio).text == str(value)
+        return go
+
+    _batches, errors = run(batcher, [job(1, 1.0), job(2, 2.5), job(3, 12.0), job(4, 9.0)])
+    assert errors == [None] * 4
+    assert sorted(sorted(b) for b in engine.batches) == [[1, 2], [3, 4]]

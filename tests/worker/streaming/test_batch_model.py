@@ -104,3 +104,14 @@ def test_a_fast_speakers_final_is_not_cut_by_the_token_cap(runtime: Runtime,
     print(f"{audio.shape[0] / 16000:.1f} s: {hyp.text}")
     assert not hyp.truncated
     assert wer(text, hyp.text) <= 0.2
+
+
+def test_previous_text_does_not_eat_a_short_final_s_token_budget(runtime: Runtime,
+                                                                speech_cache: dict[str, np.ndarray]) -> None:
+    # The decoder also stops at max_length minus the prompt before <|notimestamps|>: ~100 tokens of previous
+    # text (context_finals) left a 2-3 s final with nothing.
+    audio = speak(speech_cache, SENTENCES[2])
+    _i, _t, engine = runtime.engine_for(0)
+    context = " ".join(SENTENCES * 4)
+    hyp = engine.transcribe(audio, beam_size=5, context=context)
+    assert wer(SENTENCES[2], hyp.text) <= 0.2 and not hyp.truncated

@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +25,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _local = threading.local()
+_SECOND = 16000
+"""Samples in a second of the engine's 16 kHz audio."""
 
 
 def current_gate() -> BatchGate | None:
@@ -86,11 +87,8 @@ class BatchGate:
 
     def _run(self, calls: list[_Call]) -> None:
         """Runs on the thread whose arrival completed the batch; the others sleep until it is done."""
-        groups: dict[tuple[int, int], list[_Call]] = {}
-        for c in calls:
-            groups.setdefault((id(c.engine), c.request.beam_size), []).append(c)
         try:
-            for group in groups.values():
+            for group in _groups(calls):
                 self.batches.append(len(group))
                 _decode(group)
         finally:
@@ -100,6 +98,26 @@ class BatchGate:
                         c.error = RuntimeError("batched decode did not run")
                     c.done = True
                 self._cv.notify_all()
+
+
+def _groups(calls: list[_Call]) -> list[list[_Call]]:
+    """Calls that can share one decode: same engine and beam, and windows of similar length. Every window of a
+    batch is padded to the longest, so a 2 s final next to a 25 s one would cost a 25 s encode: a group's
+    longest audio is at most twice its shortest plus a second."""
+    by_kind: dict[tuple[int, int], list[_Call]] = {}
+    for c in calls:
+        by_kind.setdefault((id(c.engine), c.request.beam_size), []).append(c)
+    out: list[list[_Call]] = []
+    for kind in by_kind.values():
+        kind.sort(key=lambda c: c.request.audio.shape[0])
+        group: list[_Call] = []
+        for c in kind:
+            if group and c.request.audio.shape[0] > 2 * group[0].request.audio.shape[0] + _SECOND:
+                out.append(group)
+                group = []
+            group.append(c)
+        out.append(group)
+    return out
 
 
 def _decode(group: list[_Call]) -> None:
@@ -120,13 +138,13 @@ def _decode(group: list[_Call]) -> None:
 
 
 class Batcher:
-    """Runs groups of jobs with :meth:`together` on a fixed set of threads (made once, reused)."""
+    """Runs groups of jobs with :meth:`together`, each job on a daemon thread of its own (as the inference
+    thread is one: a job stuck in the decoder must not hold up the process's exit)."""
 
     def __init__(self, max_batch: int) -> None:
         if max_batch < 1:
             raise ValueError("max_batch must be at least 1")
         self.max_batch = max_batch
-        self._pool = ThreadPoolExecutor(max_workers=max_batch, thread_name_prefix="livenexus-batch")
 
     def together(self, jobs: Sequence[Callable[[], Any]]) -> tuple[BatchGate, list[BaseException | None]]:
         """Run ``jobs`` (at most ``max_batch``) concurrently with their engine calls batched; returns when all
@@ -134,18 +152,22 @@ class Batcher:
         if len(jobs) > self.max_batch:
             raise ValueError(f"at most {self.max_batch} jobs run together")
         gate = BatchGate(live=len(jobs))
-        futures = [self._pool.submit(_run_in, gate, job) for job in jobs]
-        return gate, [f.exception() for f in futures]
+        errors: list[BaseException | None] = [None] * len(jobs)
+        threads = [threading.Thread(target=_run_in, args=(gate, job, errors, i), name=f"livenexus-batch-{i}",
+                                    daemon=True) for i, job in enumerate(jobs)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return gate, errors
 
-    def close(self) -> None:
-        # Not waiting: the scheduler's close has its own timeout, and a job still running ends on its own.
-        self._pool.shutdown(wait=False, cancel_futures=True)
 
-
-def _run_in(gate: BatchGate, job: Callable[[], Any]) -> None:
+def _run_in(gate: BatchGate, job: Callable[[], Any], errors: list[BaseException | None], i: int) -> None:
     _local.gate = gate
     try:
         job()
+    except BaseException as exc:  # handed to the caller with the job's index
+        errors[i] = exc
     finally:
         _local.gate = None
         gate.finished()

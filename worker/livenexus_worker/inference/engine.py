@@ -196,7 +196,9 @@ class WhisperEngine:
                 # Measured on CTranslate2 4.5-4.8: Whisper's generate returns at most max_length // 2 tokens
                 # (forced prefix included), whatever the prompt. Asked for as documented, finals were cut at 3
                 # tokens per second of audio and partials at 14 new tokens, and neither knew it.
-                max_length=2 * max(limit),
+                # The decoder also stops at max_length minus the prompt before <|notimestamps|> (previous text
+                # included), so that much is added too.
+                max_length=min(448, max(max(2 * n, n + len(p)) for n, p in zip(limit, prompts, strict=True))),
                 return_scores=True,
                 return_no_speech_prob=True,
                 suppress_blank=True,
@@ -215,11 +217,12 @@ class WhisperEngine:
                 avg_logprob = float(result.scores[0]) * len(tokens) / (len(tokens) + 1) if tokens else -10.0
                 text = toks[i].decode(tokens).strip()  # type: ignore[attr-defined]
                 ends: tuple[float, ...] = ()
+                aligned_at = time.perf_counter()
                 if r.word_times:
                     one = enc if n == 1 else ctranslate2.StorageView.from_array(np.asarray(enc)[i : i + 1])
                     ends = self._word_ends(toks[i], one, tokens, samples[i].shape[0] // HOP_SAMPLES, text)
                 out.append(Hypothesis(text, float(result.no_speech_prob), avg_logprob, langs[i] or "",
-                                      (t1 - t0) / n, (decoded_at - t1) / n, frames,
+                                      (t1 - t0) / n, (decoded_at - t1) / n + time.perf_counter() - aligned_at, frames,
                                       truncated=len(tokens) >= limit[i] - 1, word_ends=ends))
             return out
 

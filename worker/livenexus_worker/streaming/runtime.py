@@ -233,7 +233,8 @@ class Runtime:
             if self.options.trim_when_quiet and self.scheduler.wait_idle(0) and self.active_speakers() == 0:
                 self._trim()
         else:
-            self._record_partial(event.segment_id)
+            with self._stats_lock:  # partials of different streams may be emitted at once (batch_partials)
+                self._record_partial(event.segment_id)
         if self.observer is not None:
             self.observer.emitted(event)
 

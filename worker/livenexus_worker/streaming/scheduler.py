@@ -132,8 +132,6 @@ class InferenceScheduler:
             self._closed = True
             self._cv.notify_all()
         self._thread.join(timeout)
-        if self._batcher is not None:
-            self._batcher.close()
 
     def _next(self) -> list[Job] | None:
         with self._cv:
@@ -206,7 +204,10 @@ class InferenceScheduler:
                     for job in jobs:
                         self._run(job)
                 else:
-                    self._batcher.together([functools.partial(self._run, job) for job in jobs])
+                    _gate, errors = self._batcher.together([functools.partial(self._run, job) for job in jobs])
+                    for job, err in zip(jobs, errors, strict=True):
+                        if err is not None:  # _run logs a job's own errors; this escaped the gate itself
+                            log.error("batched %s job failed outside its run: %r", job.kind, err)
                     self.stats.batches += 1
                     self.stats.batched_jobs += len(jobs)
             finally:
