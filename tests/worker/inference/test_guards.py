@@ -78,3 +78,15 @@ def test_a_loop_cut_mid_word_is_still_a_loop() -> None:
     assert cut_trailing_loop("we want twelve percent and we want twelve") == "we want twelve percent and"
     normal = "the price went up by ten and then by twenty"
     assert cut_trailing_loop(normal) == normal
+
+
+def test_a_final_that_restarts_itself_after_a_full_stop_loses_that_word() -> None:
+    from livenexus_worker.inference.guards import cut_restart_word
+
+    assert cut_restart_word("Please remove the bullet west before launch. Please") == \
+        "Please remove the bullet west before launch."
+    for kept in ("Please remove the bullet west before launch. Thanks",  # another word: the next sentence
+                 "Please remove it. Please",  # too short to tell
+                 "Please remove the bullet west before launch, please",  # no sentence end before it
+                 "We will go there today. We."):  # a sentence of its own
+        assert cut_restart_word(kept) == kept

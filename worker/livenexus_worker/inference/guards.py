@@ -94,6 +94,17 @@ def cut_trailing_loop(text: str, min_words: int = 4, min_restart_words: int = 2)
     return text
 
 
+def cut_restart_word(text: str, min_words: int = 4) -> str:
+    """Drop a final's last word when it restarts the text after a full stop ("… before launch. Please"): the
+    decoder looping back to its window's start, cut by the end of the audio after one word. Seen through
+    LiveKit once finals were no longer cut by a too-small token cap; ``cut_trailing_loop`` needs two words."""
+    words = text.split()
+    if (len(words) > min_words and words[-2].endswith((".", "?", "!")) and _norm(words[-1]) == _norm(words[0])
+            and not words[-1].endswith((".", "?", "!"))):
+        return " ".join(words[:-1])
+    return text
+
+
 def check(
     text: str,
     no_speech_prob: float,

@@ -17,7 +17,7 @@ from livenexus_worker.core import stages
 from livenexus_worker.core.audio import SAMPLE_RATE, SAMPLES_PER_MS
 from livenexus_worker.core.events import TranscriptEvent
 from livenexus_worker.inference.engine import Hypothesis, WhisperEngine
-from livenexus_worker.inference.guards import check
+from livenexus_worker.inference.guards import check, cut_restart_word
 from livenexus_worker.streaming.agreement import coverage
 from livenexus_worker.streaming.stream_state import (
     LeftContext,
@@ -104,6 +104,8 @@ def decode_final(ctx: StreamContext, o: PipelineOptions, req: FinalRequest, op: 
                       keep_until / SAMPLE_RATE, word_ends[:3])
             return None
         said, dur, word_ends = " ".join(said.split()[:kept]), keep_until / SAMPLE_RATE, word_ends[:kept]
+    if keep_until is None:  # a commit's words end before its cut: a word after its full stop is not in them
+        said = cut_restart_word(said)
     text, why = check(said, hyp.no_speech_prob, hyp.avg_logprob, dur, o.guards, evidence_words=len(agreed))
     if text is None:
         log.debug("stream %s dropped utterance %s: %s", req.stream_id, op.utt.segment_id, why)
