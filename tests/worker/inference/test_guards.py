@@ -90,3 +90,11 @@ def test_a_final_that_restarts_itself_after_a_full_stop_loses_that_word() -> Non
                  "Please remove the bullet west before launch, please",  # no sentence end before it
                  "We will go there today. We."):  # a sentence of its own
         assert cut_restart_word(kept) == kept
+
+
+def test_a_sentence_said_three_times_keeps_one_copy() -> None:
+    from livenexus_worker.inference.guards import GuardOptions, check
+
+    s = "Live transcription runs on ordinary processors in the cluster."
+    looped = f"{s} {s} {s} Live transcription"  # decoded offline from the console test's speech, beam 5
+    assert check(looped, 0.1, -0.2, 4.5, GuardOptions()) == (s, "ok")
