@@ -3,12 +3,19 @@
 Whisper's encoder is usually fed a 30 s window padded with silence; on CPU that costs ~0.5-1 s however short
 the speech. CTranslate2 accepts shorter mel inputs, so we pad only to the utterance length plus a margin,
 rounded up to a bucket: a few seconds of speech encode ~5-8x faster with the same text.
+
+One decode runs on one core (``threads`` 1 by default) and numpy's BLAS is held to one thread. Measured on
+2 cores (base int8, 10 windows each, 0.2 s apart, as partials come): with 2 intra-op threads and numpy's
+default BLAS threads a 2.5 s beam-1 partial took 127 ms and 242 ms of CPU, a 3 s beam-5 final 291 ms and
+405 ms, an 8 s beam-5 final 892 ms and 1049 ms; with one thread each 116/119, 152/155, 391/398 ms. The
+decoder's small matrices gain nothing from a second thread, and the feature extractor's one BLAS call left
+OpenBLAS threads spinning on the other core for ~100 ms after every decode. Meeting benchmark (file path):
+0.91 -> 0.57 CPU-s per audio-s, sentence-final lag p50/p95 1.43/3.98 -> 1.24/3.23 s.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import string
 import threading
 import time
@@ -22,6 +29,7 @@ from livenexus_worker.core.audio import SAMPLE_RATE
 from livenexus_worker.inference import batching
 
 log = logging.getLogger(__name__)
+_blas_limited = False
 
 FRAMES_PER_SECOND = 100  # mel hop of 10 ms
 HOP_SAMPLES = SAMPLE_RATE // FRAMES_PER_SECOND
@@ -102,7 +110,8 @@ class WhisperEngine:
         from faster_whisper import WhisperModel
 
         self.options = options or EngineOptions()
-        threads = threads or len(os.sched_getaffinity(0))
+        threads = threads or 1
+        _limit_blas()
         t0 = time.perf_counter()
         self._wm = WhisperModel(str(model_dir), device="cpu", compute_type=compute_type, cpu_threads=threads)
         self.load_s = time.perf_counter() - t0
@@ -256,6 +265,16 @@ class WhisperEngine:
         if len(ends) != len(text.split()):
             return ()  # the alignment's words and the text's disagree: no times rather than wrong ones
         return tuple(ends)
+
+
+def _limit_blas() -> None:
+    """Hold numpy's BLAS to one thread, process-wide (see the module docstring: its idle threads spin)."""
+    global _blas_limited
+    if not _blas_limited:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(limits=1, user_api="blas")
+        _blas_limited = True
 
 
 def _samples(audio: np.ndarray) -> np.ndarray:

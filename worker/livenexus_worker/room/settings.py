@@ -84,7 +84,7 @@ class WorkerSettings:
     metrics_host: str = "0.0.0.0"
     """LIVENEXUS_METRICS_HOST: bind address of the metrics server (tests use 127.0.0.1)."""
     threads: int = 0
-    """LIVENEXUS_THREADS: CTranslate2 intra-op threads (0 = number of usable cores)."""
+    """LIVENEXUS_THREADS: CTranslate2 intra-op threads per decode (0 = one, measured fastest)."""
     model_cache: str = ""
     """LIVENEXUS_MODEL_CACHE: directory of prepared models (default: user cache dir)."""
     max_streams: int = 32

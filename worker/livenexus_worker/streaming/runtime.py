@@ -69,7 +69,7 @@ class RuntimeOptions:
     engine: EngineOptions = field(default_factory=EngineOptions)
     """Window sizing."""
     threads: int = 0
-    """CTranslate2 threads (0: all usable cores)."""
+    """CTranslate2 intra-op threads per decode (0: one, measured fastest; see ``inference/engine.py``)."""
     model_cache: str = ""
     """Model cache directory ('' = default)."""
     max_batch: int = 4
