@@ -61,6 +61,8 @@ class RunResult:
     """Partial jobs the scheduler dropped as too old (load shedding)."""
     batched: int = 0
     """Jobs that ran in a batch with other streams' jobs."""
+    overlapped: int = 0
+    """Jobs that started while another inference thread ran one."""
     partial_gaps_ms: list[float] = field(default_factory=list)
     """Time between consecutive partials of one utterance (does text still flow while finals keep up?)."""
     rtf: float = 0.0
@@ -100,11 +102,11 @@ def stream_signal(clips: list[np.ndarray], k: int, seconds: float) -> np.ndarray
 
 
 def run(n: int, clips: list[np.ndarray], seconds: float, settings: WorkerSettings, tiers: bool,
-        max_batch: int | None = None, batch_partials: bool = False) -> RunResult:
+        max_batch: int | None = None, batch_partials: bool = False, workers: int = 0) -> RunResult:
     metrics = WorkerMetrics()
     options = settings.runtime_options()
     options = replace(options, max_batch=options.max_batch if max_batch is None else max_batch,
-                      batch_partials=batch_partials)
+                      batch_partials=batch_partials, workers=workers or options.workers)
     rt = Runtime.create(options, observer=metrics)
     res = RunResult(n)
     lock = threading.Lock()
@@ -180,6 +182,7 @@ def run(n: int, clips: list[np.ndarray], seconds: float, settings: WorkerSetting
     res.rtf = rt.stats.inference_s / max(rt.stats.speech_s, 1e-9)
     res.stale_partials = rt.scheduler.stats.partials_stale
     res.batched = rt.scheduler.stats.batched_jobs
+    res.overlapped = rt.scheduler.stats.overlapped
     res.rss_peak_mib = max(rss_peak, sampler.rss_bytes()) / 2**20
     res.pressure_mean = statistics.fmean(pressures) if pressures else float("nan")
     res.busy_mean = statistics.fmean(busy) if busy else float("nan")
@@ -196,7 +199,8 @@ def pct(values: list[float], q: float) -> float:
 
 def table(results: list[RunResult], settings: WorkerSettings) -> str:
     head = (f"{'N':>3} {'finals':>6} {'p50 ms':>7} {'p95 ms':>7} {'max ms':>7} {'gap p50':>7} {'RTF':>6} {'CPU %':>6} "
-            f"{'press.':>6} {'busy':>5} {'stall':>5} {'lag max s':>9} {'RSS MiB':>8} {'stale':>5} {'batched':>7}  "
+            f"{'press.':>6} {'busy':>5} {'stall':>5} {'lag max s':>9} {'RSS MiB':>8} {'stale':>5} {'batched':>7} "
+            f"{'overlap':>7}  "
             "tiers (s on each; end)")
     lines = [head, "-" * len(head)]
     for r in results:
@@ -206,7 +210,7 @@ def table(results: list[RunResult], settings: WorkerSettings) -> str:
             f"{max(r.latencies_ms, default=float('nan')):7.0f} {pct(r.partial_gaps_ms, 50):7.0f} {r.rtf:6.3f} "
             f"{100 * r.cpu_share:6.1f} "
             f"{r.pressure_mean:6.2f} {r.busy_mean:5.2f} {r.stall_mean:5.2f} {r.max_lag_s:9.2f} "
-            f"{r.rss_peak_mib:8.0f} {r.stale_partials:5d} {r.batched:7d}  "
+            f"{r.rss_peak_mib:8.0f} {r.stale_partials:5d} {r.batched:7d} {r.overlapped:7d}  "
             f"{used}; end {r.tier_end}")
     return "\n".join(lines)
 
@@ -257,13 +261,14 @@ def main() -> int:
     ap.add_argument("--max-batch", type=int, help="finals decoded in one batch at most (1: never; default: the "
                     "runtime's)")
     ap.add_argument("--batch-partials", action="store_true", help="batch partials of different streams too")
+    ap.add_argument("--workers", type=int, default=0, help="inference threads (0: the runtime's default)")
     ap.add_argument("--single", type=int, help=argparse.SUPPRESS)  # child mode: one N, JSON on stdout
     ns = ap.parse_args()
     settings = WorkerSettings.from_env()
     if ns.single is not None:
         clips = [synthesize(s) for s in SENTENCES]
         print(json.dumps(asdict(run(ns.single, clips, ns.seconds, settings, not ns.no_tiers, ns.max_batch,
-                                    ns.batch_partials))))
+                                    ns.batch_partials, ns.workers))))
         return 0
     results = []
     for n in (int(x) for x in ns.streams.split(",")):
@@ -272,6 +277,7 @@ def main() -> int:
         cmd += ["--no-tiers"] if ns.no_tiers else []
         cmd += ["--max-batch", str(ns.max_batch)] if ns.max_batch is not None else []
         cmd += ["--batch-partials"] if ns.batch_partials else []
+        cmd += ["--workers", str(ns.workers)] if ns.workers else []
         out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE,
                              text=True, timeout=4 * ns.seconds + 600).stdout
         data = json.loads(out.strip().splitlines()[-1])

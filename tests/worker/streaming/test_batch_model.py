@@ -71,9 +71,10 @@ def test_streams_that_stop_together_get_their_finals_from_one_batch(runtime: Run
     for k in range(len(clips)):
         events[f"b{k}"] = []
         pipes.append(runtime.open_stream(f"b{k}", f"b{k}", events[f"b{k}"].append))
-    # Hold the inference thread so the streams' finals queue side by side, as when speakers stop together.
+    # Hold the inference threads so the streams' finals queue side by side, as when speakers stop together.
     hold = threading.Event()
-    runtime.scheduler.submit_final(Job(hold.wait, "final"))
+    for w in range(runtime.scheduler.workers):
+        runtime.scheduler.submit_final(Job(hold.wait, "final", key=f"hold{w}"))
     before = runtime.scheduler.stats.batched_jobs
     tail = np.zeros(16000, dtype=np.int16)
     signals = [np.concatenate([c, tail]) for c in clips]

@@ -53,7 +53,10 @@ def test_job_errors_do_not_kill_the_thread() -> None:
 def test_idle_thread_uses_no_cpu() -> None:
     import psutil
 
-    s = InferenceScheduler()
+    s = InferenceScheduler(workers=3)
+    done = threading.Event()
+    s.submit_final(Job(done.set, "final", key="a"))  # threads that ran a job and threads that did not
+    assert done.wait(5) and s.wait_idle(5)
     proc = psutil.Process()
     before = sum(proc.cpu_times()[:2])
     time.sleep(1.0)
@@ -117,3 +120,80 @@ def test_unkeyed_finals_are_never_batched() -> None:
     assert s.wait_idle(10)
     assert s.stats.batches == 0 and s.stats.finals_run == 4
     s.close()
+
+
+def test_jobs_of_different_streams_run_at_once_on_several_workers() -> None:
+    # A barrier only two jobs running at the same time can pass: a final of one stream and a partial of another.
+    both = threading.Barrier(2, timeout=5)
+    passed: list[str] = []
+    s = InferenceScheduler(max_partial_age_s=10, workers=2)
+    s.submit_final(Job(lambda: passed.append(f"f{both.wait()}"), "final", key="a"))
+    s.submit_partial("b", Job(lambda: passed.append(f"p{both.wait()}"), "partial", key="b"))
+    assert s.wait_idle(5)
+    assert sorted(p[0] for p in passed) == ["f", "p"]
+    assert s.stats.overlapped == 1 and s.stats.errors == 0
+    s.close()
+
+
+def test_a_streams_own_jobs_never_overlap_and_keep_their_order() -> None:
+    running: dict[str, int] = {}
+    overlaps: list[str] = []
+    order: list[str] = []
+    lock = threading.Lock()
+
+    def job(key: str, name: str) -> Job:
+        def run() -> None:
+            with lock:
+                running[key] = running.get(key, 0) + 1
+                if running[key] > 1:
+                    overlaps.append(name)
+                order.append(name)
+            time.sleep(0.03)
+            with lock:
+                running[key] -= 1
+        return Job(run, "partial" if name.startswith("p") else "final", key=key)
+
+    s = InferenceScheduler(max_partial_age_s=10, workers=3)
+    for i in range(4):
+        s.submit_final(job("a", f"fa{i}"))
+        s.submit_partial("a", job("a", f"pa{i}"))
+        s.submit_final(job("b", f"fb{i}"))
+    assert s.wait_idle(10)
+    assert overlaps == []
+    assert [n for n in order if n.startswith("fa")] == ["fa0", "fa1", "fa2", "fa3"]
+    assert [n for n in order if n.startswith("fb")] == ["fb0", "fb1", "fb2", "fb3"]
+    # The partial ran after the stream's finals (they go first), the other stream's jobs beside them.
+    assert order.index("pa3") > order.index("fa3") and s.stats.overlapped > 0
+    s.close()
+
+
+def test_parallel_follows_the_quota() -> None:
+    gate = threading.Event()
+    started: list[str] = []
+    s = InferenceScheduler(max_partial_age_s=10, workers=2)
+    s.set_parallel(1)
+    assert s.parallel == 1
+    s.submit_final(Job(lambda: (started.append("a"), gate.wait(5)), "final", key="a"))
+    s.submit_final(Job(lambda: started.append("b"), "final", key="b"))
+    time.sleep(0.2)
+    assert started == ["a"]  # one at a time: b waits although a thread is free
+    s.set_parallel(5)
+    assert s.parallel == 2  # clamped to the threads there are
+    deadline = time.monotonic() + 5
+    while started != ["a", "b"] and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert started == ["a", "b"]  # b no longer waits for a
+    gate.set()
+    assert s.wait_idle(5)
+    s.set_parallel(0)
+    assert s.parallel == 1
+    s.close()
+
+
+def test_close_stops_every_worker() -> None:
+    s = InferenceScheduler(workers=3)
+    done = threading.Event()
+    s.submit_final(Job(done.set, "final", key="a"))
+    assert done.wait(5)
+    s.close()
+    assert len(s._threads) == 3 and not any(t.is_alive() for t in s._threads)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import string
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,22 +102,23 @@ class Hypothesis:
 
 
 class WhisperEngine:
-    """One loaded model. Not thread-safe by design: the scheduler calls it from one thread."""
+    """One loaded model. Up to ``workers`` calls run at once (CTranslate2 replicas sharing the weights); more
+    wait in CTranslate2's queue."""
 
     def __init__(self, model_dir: Path, compute_type: str = "int8", threads: int = 0,
-                 options: EngineOptions | None = None) -> None:
+                 options: EngineOptions | None = None, workers: int = 1) -> None:
         from faster_whisper import WhisperModel
 
         self.options = options or EngineOptions()
         threads = threads or 1
         _limit_blas()
         t0 = time.perf_counter()
-        self._wm = WhisperModel(str(model_dir), device="cpu", compute_type=compute_type, cpu_threads=threads)
+        self._wm = WhisperModel(str(model_dir), device="cpu", compute_type=compute_type, cpu_threads=threads,
+                                num_workers=max(1, workers))
         self.load_s = time.perf_counter() - t0
         self.model_dir = model_dir
         self.compute_type = compute_type
         self._tokenizers: dict[str | None, object] = {}
-        self._lock = threading.Lock()
 
     @property
     def multilingual(self) -> bool:
@@ -178,62 +178,61 @@ class WhisperEngine:
         import ctranslate2
 
         beam = requests[0].beam_size
-        with self._lock:
-            samples = [_samples(r.audio) for r in requests]
-            frames = max(self.window_frames(s.shape[0] // HOP_SAMPLES) for s in samples)
-            feats = np.stack([self._features(s, frames) for s in samples])
-            t0 = time.perf_counter()
-            enc = self._wm.model.encode(ctranslate2.StorageView.from_array(feats), to_cpu=False)
-            t1 = time.perf_counter()
-            langs = [r.language for r in requests]
-            if any(lang is None for lang in langs) and self.multilingual:
-                detected = self._wm.model.detect_language(enc)
-                langs = [lang or d[0][0][2:-2] for lang, d in zip(langs, detected, strict=True)]
-            toks = [self._tokenizer(lang) for lang in langs]
-            prompts, forced, limit = [], [], []
-            for r, tok, s in zip(requests, toks, samples, strict=True):
-                prompt, f = _prompt(tok, r.context, r.prefix)
-                prompts.append(prompt)
-                forced.append(f)
-                cap = int(s.shape[0] / SAMPLE_RATE * self.options.tokens_per_second) + 8
-                new = min(cap, r.max_new_tokens) if r.max_new_tokens is not None else cap
-                limit.append(min(len(f) + new, MAX_RETURNED_TOKENS))
-            results = self._wm.model.generate(
-                enc,
-                prompts,
-                beam_size=beam,
-                # Measured on CTranslate2 4.5-4.8: Whisper's generate returns at most max_length // 2 tokens
-                # (forced prefix included), whatever the prompt. Asked for as documented, finals were cut at 3
-                # tokens per second of audio and partials at 14 new tokens, and neither knew it.
-                # The decoder also stops at max_length minus the prompt before <|notimestamps|> (previous text
-                # included), so that much is added too.
-                max_length=min(448, max(max(2 * n, n + len(p)) for n, p in zip(limit, prompts, strict=True))),
-                return_scores=True,
-                return_no_speech_prob=True,
-                suppress_blank=True,
-                suppress_tokens=[-1],
-                repetition_penalty=1.0,
-                no_repeat_ngram_size=0,
-            )
-            decoded_at = time.perf_counter()
-            n = len(requests)
-            out: list[Hypothesis] = []
-            for i, (r, result) in enumerate(zip(requests, results, strict=True)):
-                # CTranslate2 returns the forced prefix tokens as part of the sequence; in a batch the shared
-                # max_length may let one run past its own cap, which is cut here as if decoded alone.
-                tokens = result.sequences_ids[0][: limit[i]]
-                # Scores are cumulative log-probs normalised by length (length_penalty=1), as in faster-whisper.
-                avg_logprob = float(result.scores[0]) * len(tokens) / (len(tokens) + 1) if tokens else -10.0
-                text = toks[i].decode(tokens).strip()  # type: ignore[attr-defined]
-                ends: tuple[float, ...] = ()
-                aligned_at = time.perf_counter()
-                if r.word_times:
-                    one = enc if n == 1 else ctranslate2.StorageView.from_array(np.asarray(enc)[i : i + 1])
-                    ends = self._word_ends(toks[i], one, tokens, samples[i].shape[0] // HOP_SAMPLES, text)
-                out.append(Hypothesis(text, float(result.no_speech_prob), avg_logprob, langs[i] or "",
-                                      (t1 - t0) / n, (decoded_at - t1) / n + time.perf_counter() - aligned_at, frames,
-                                      truncated=len(tokens) >= limit[i] - 1, word_ends=ends))
-            return out
+        samples = [_samples(r.audio) for r in requests]
+        frames = max(self.window_frames(s.shape[0] // HOP_SAMPLES) for s in samples)
+        feats = np.stack([self._features(s, frames) for s in samples])
+        t0 = time.perf_counter()
+        enc = self._wm.model.encode(ctranslate2.StorageView.from_array(feats), to_cpu=False)
+        t1 = time.perf_counter()
+        langs = [r.language for r in requests]
+        if any(lang is None for lang in langs) and self.multilingual:
+            detected = self._wm.model.detect_language(enc)
+            langs = [lang or d[0][0][2:-2] for lang, d in zip(langs, detected, strict=True)]
+        toks = [self._tokenizer(lang) for lang in langs]
+        prompts, forced, limit = [], [], []
+        for r, tok, s in zip(requests, toks, samples, strict=True):
+            prompt, f = _prompt(tok, r.context, r.prefix)
+            prompts.append(prompt)
+            forced.append(f)
+            cap = int(s.shape[0] / SAMPLE_RATE * self.options.tokens_per_second) + 8
+            new = min(cap, r.max_new_tokens) if r.max_new_tokens is not None else cap
+            limit.append(min(len(f) + new, MAX_RETURNED_TOKENS))
+        results = self._wm.model.generate(
+            enc,
+            prompts,
+            beam_size=beam,
+            # Measured on CTranslate2 4.5-4.8: Whisper's generate returns at most max_length // 2 tokens
+            # (forced prefix included), whatever the prompt. Asked for as documented, finals were cut at 3
+            # tokens per second of audio and partials at 14 new tokens, and neither knew it.
+            # The decoder also stops at max_length minus the prompt before <|notimestamps|> (previous text
+            # included), so that much is added too.
+            max_length=min(448, max(max(2 * n, n + len(p)) for n, p in zip(limit, prompts, strict=True))),
+            return_scores=True,
+            return_no_speech_prob=True,
+            suppress_blank=True,
+            suppress_tokens=[-1],
+            repetition_penalty=1.0,
+            no_repeat_ngram_size=0,
+        )
+        decoded_at = time.perf_counter()
+        n = len(requests)
+        out: list[Hypothesis] = []
+        for i, (r, result) in enumerate(zip(requests, results, strict=True)):
+            # CTranslate2 returns the forced prefix tokens as part of the sequence; in a batch the shared
+            # max_length may let one run past its own cap, which is cut here as if decoded alone.
+            tokens = result.sequences_ids[0][: limit[i]]
+            # Scores are cumulative log-probs normalised by length (length_penalty=1), as in faster-whisper.
+            avg_logprob = float(result.scores[0]) * len(tokens) / (len(tokens) + 1) if tokens else -10.0
+            text = toks[i].decode(tokens).strip()  # type: ignore[attr-defined]
+            ends: tuple[float, ...] = ()
+            aligned_at = time.perf_counter()
+            if r.word_times:
+                one = enc if n == 1 else ctranslate2.StorageView.from_array(np.asarray(enc)[i : i + 1])
+                ends = self._word_ends(toks[i], one, tokens, samples[i].shape[0] // HOP_SAMPLES, text)
+            out.append(Hypothesis(text, float(result.no_speech_prob), avg_logprob, langs[i] or "",
+                                  (t1 - t0) / n, (decoded_at - t1) / n + time.perf_counter() - aligned_at, frames,
+                                  truncated=len(tokens) >= limit[i] - 1, word_ends=ends))
+        return out
 
     def _features(self, samples: np.ndarray, frames: int) -> np.ndarray:
         # Pad with silence in the audio domain, as Whisper was trained: zero-valued mel frames are not

@@ -43,7 +43,10 @@ class WorkerService:
         def signals() -> tuple[float, float]:
             # Refresh queue gauges here too: between-jobs updates go stale during one long decode.
             metrics.queue(runtime.scheduler.depth(), runtime.scheduler.lag_s(), runtime.active_speakers())
-            return metrics.sampler.sample().pressure, runtime.scheduler.lag_s(finals_only=True)
+            sample = metrics.sampler.sample()
+            # Decodes run one per core: as many at once as the quota holds (it changes on an in-place resize).
+            runtime.scheduler.set_parallel(max(1, int(sample.usable_cores + 0.5)))
+            return sample.pressure, runtime.scheduler.lag_s(finals_only=True)
 
         # set_tier only affects utterances that start later, so a change never lands mid-utterance.
         # The quota is re-read every tick: an in-place resize changes it under the running process.

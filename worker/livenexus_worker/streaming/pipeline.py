@@ -320,10 +320,12 @@ class StreamPipeline:
         interval = tier.partial_interval_ms / 1000
         if interval <= 0:
             return
-        # Partials of all speakers together may keep the inference thread busy only ``partial_share`` of the
-        # time, so the cadence stretches with the speakers and the cost of a partial before finals queue.
+        # Partials of all speakers together may keep the inference threads busy only ``partial_share`` of the
+        # time, so the cadence stretches with the speakers (beyond the jobs that run at once) and the cost of a
+        # partial before finals queue.
         speakers = max(1, self._ctx.active_speakers())
-        interval = max(interval, self._partial_cost * speakers / self.o.partial_share)
+        lanes = max(1, min(speakers, self._ctx.scheduler.parallel))
+        interval = max(interval, self._partial_cost * speakers / (self.o.partial_share * lanes))
         if now - op.last_partial_request < interval:
             return
         if op.utt.n < self.o.min_partial_audio_ms * SAMPLES_PER_MS:

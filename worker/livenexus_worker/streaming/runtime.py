@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 import uuid
@@ -23,6 +24,8 @@ from livenexus_worker.streaming.scheduler import InferenceScheduler
 log = logging.getLogger(__name__)
 
 
+MAX_WORKERS = 4
+"""Inference threads by default at most: each holds a model replica's buffers (the weights are shared)."""
 STATS_FINALS_KEPT = 4096
 """Final latencies kept (the most recent); a worker runs for days, so nothing here may grow with uptime."""
 STATS_SEGMENTS_KEPT = 64
@@ -70,6 +73,10 @@ class RuntimeOptions:
     """Window sizing."""
     threads: int = 0
     """CTranslate2 intra-op threads per decode (0: one, measured fastest; see ``inference/engine.py``)."""
+    workers: int = 0
+    """Inference threads: decodes of different streams that may run at once, each on one core (0: the cores
+    in the affinity mask, at most :data:`MAX_WORKERS`). How many do run at once follows the CPU quota
+    (:meth:`InferenceScheduler.set_parallel`)."""
     model_cache: str = ""
     """Model cache directory ('' = default)."""
     max_batch: int = 4
@@ -101,8 +108,9 @@ class Runtime:
         self._streams: dict[str, StreamPipeline] = {}
         self._opened = 0
         self._stats_lock = threading.Lock()  # batched jobs report from several threads at once
+        self.workers = options.workers or min(MAX_WORKERS, len(os.sched_getaffinity(0)))
         self.scheduler = InferenceScheduler(between_jobs=self._between_jobs, max_batch=options.max_batch,
-                                            batch_partials=options.batch_partials)
+                                            batch_partials=options.batch_partials, workers=self.workers)
         self.ready = False
 
     @classmethod
@@ -127,7 +135,8 @@ class Runtime:
             if key not in failed:
                 try:
                     path = resolve(tier.model, cache).path
-                    engine = WhisperEngine(path, tier.compute_type, self.options.threads, self.options.engine)
+                    engine = WhisperEngine(path, tier.compute_type, self.options.threads, self.options.engine,
+                                           self.workers)
                 except (ModelNotFoundError, RuntimeError, ValueError, OSError) as exc:
                     # CTranslate2 raises RuntimeError/ValueError on a damaged model.bin it had no record to check.
                     plain = isinstance(exc, ModelNotFoundError)

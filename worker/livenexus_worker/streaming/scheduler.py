@@ -1,6 +1,8 @@
-"""One inference thread per process, shared by every stream.
+"""The inference threads of a process, shared by every stream.
 
-CTranslate2 already uses every core for one request, so running requests in parallel only adds contention.
+A decode runs on one core (``inference/engine.py``: a second intra-op thread made it no faster), so with
+``workers`` threads the jobs of different streams run at once, up to ``parallel`` of them (the pod's CPU quota,
+set as it changes). A stream's own jobs never overlap: its pipeline's decodes are one after another by design.
 Finals always go first; a stream has at most one pending partial (a newer request replaces it), and partials
 that waited too long are dropped, so queueing delay cannot grow without bound.
 
@@ -61,27 +63,50 @@ class SchedulerStats:
     """Groups of two or more jobs run together."""
     batched_jobs: int = 0
     """Jobs that ran in such a group."""
+    overlapped: int = 0
+    """Jobs that started while another thread was running one."""
 
 
 class InferenceScheduler:
-    """Priority queue in front of a single worker thread."""
+    """Priority queue in front of ``workers`` inference threads."""
 
     def __init__(self, max_partial_age_s: float = 1.0, between_jobs: Callable[[], None] | None = None,
-                 max_batch: int = 1, batch_partials: bool = False) -> None:
+                 max_batch: int = 1, batch_partials: bool = False, workers: int = 1) -> None:
+        if workers < 1:
+            raise ValueError("workers must be at least 1")
         self.max_partial_age_s = max_partial_age_s
+        self.workers = workers
+        self._parallel = workers
         self.max_batch = max_batch
         self.batch_partials = batch_partials
         self._batcher = Batcher(max_batch) if max_batch > 1 else None
         self._local = threading.local()
         self.stats = SchedulerStats()
         self._between_jobs = between_jobs
-        self._cv = threading.Condition()
+        lock = threading.Lock()
+        self._cv = threading.Condition(lock)
+        # wait_idle waits on its own condition: inference threads waking each other to tell it spun them.
+        self._idle_cv = threading.Condition(lock)
         self._finals: deque[Job] = deque()
         self._partials: OrderedDict[str, Job] = OrderedDict()
-        self._running = False
+        self._busy: dict[str, int] = {}  # stream key -> jobs of it running ('' = unkeyed jobs, one at a time)
+        self._active = 0
         self._closed = False
-        self._thread = threading.Thread(target=self._loop, name="livenexus-inference", daemon=True)
-        self._thread.start()
+        self._threads = [threading.Thread(target=self._loop, name=f"livenexus-inference-{i}", daemon=True)
+                         for i in range(workers)]
+        for t in self._threads:
+            t.start()
+
+    @property
+    def parallel(self) -> int:
+        """Jobs that may run at once (1..workers)."""
+        return self._parallel
+
+    def set_parallel(self, n: int) -> None:
+        """Let up to ``n`` jobs run at once, clamped to 1..workers (the CPU quota changed)."""
+        with self._cv:
+            self._parallel = max(1, min(self.workers, n))
+            self._cv.notify_all()
 
     def current(self) -> Job | None:
         """The job the calling thread runs (read by jobs themselves, for stage stamps); None elsewhere."""
@@ -119,11 +144,11 @@ class InferenceScheduler:
     def wait_idle(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
         with self._cv:
-            while self._finals or self._partials or self._running:
+            while self._finals or self._partials or self._active:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return False
-                self._cv.wait(left)
+                self._idle_cv.wait(left)
         return True
 
     def close(self, timeout: float = 10.0) -> None:
@@ -131,51 +156,61 @@ class InferenceScheduler:
         with self._cv:
             self._closed = True
             self._cv.notify_all()
-        self._thread.join(timeout)
+        deadline = time.monotonic() + timeout
+        for t in self._threads:
+            t.join(max(0.0, deadline - time.monotonic()))
 
     def _next(self) -> list[Job] | None:
         with self._cv:
             while True:
-                if self._finals:
-                    jobs = self._take_finals()
-                elif self._partials:
-                    jobs = self._take_partials()
-                    if not jobs:
-                        continue
-                elif self._closed:
+                jobs: list[Job] = []
+                if self._active < self._parallel:
+                    jobs = self._take_finals() or self._take_partials()
+                if jobs:
+                    if self._active:
+                        self.stats.overlapped += len(jobs)
+                    self._active += 1
+                    for job in jobs:
+                        self._busy[job.key] = self._busy.get(job.key, 0) + 1
+                    return jobs
+                if self._closed and not self._finals and not self._partials:
                     return None
-                else:
-                    self._cv.notify_all()  # wake wait_idle
-                    self._cv.wait()  # silence costs nothing: no polling
-                    continue
-                self._running = True
-                return jobs
+                if not self._active:
+                    self._idle_cv.notify_all()
+                self._cv.wait()  # silence costs nothing: no polling
 
     def _take_finals(self) -> list[Job]:
-        """The oldest final and, up to ``max_batch``, the oldest final of each other stream (lock held)."""
-        first = self._finals.popleft()
-        if not first.key or self.max_batch < 2:
-            return [first]
-        jobs, keys, rest = [first], {first.key}, deque[Job]()
+        """The oldest final of a stream with nothing running and, up to ``max_batch``, the oldest final of each
+        other such stream (lock held); [] when none can start."""
+        jobs: list[Job] = []
+        keys = set(self._busy)  # a stream's later finals wait for its earlier ones and for its running job
+        rest = deque[Job]()
         for job in self._finals:
-            if len(jobs) < self.max_batch and job.key and job.key not in keys:
+            limit = 1 if not jobs or not jobs[0].key or not job.key else self.max_batch
+            if job.key not in keys and len(jobs) < limit:
                 jobs.append(job)
             else:
                 rest.append(job)
-            if job.key:
-                keys.add(job.key)  # a stream's later finals wait for its earlier ones
+            keys.add(job.key)
         self._finals = rest
         return jobs
 
     def _take_partials(self) -> list[Job]:
-        """The oldest partials still fresh: one, or up to ``max_batch`` with ``batch_partials`` (lock held)."""
+        """The oldest fresh partials of streams with nothing running or waiting to run: one, or up to
+        ``max_batch`` with ``batch_partials`` (lock held)."""
         jobs: list[Job] = []
         limit = self.max_batch if self.batch_partials else 1
-        while self._partials and len(jobs) < limit:
-            _key, job = self._partials.popitem(last=False)
+        blocked = set(self._busy) | {j.key for j in self._finals}
+        for key, job in list(self._partials.items()):
+            if len(jobs) >= limit:
+                break
             if time.monotonic() - job.created > self.max_partial_age_s:
+                del self._partials[key]
                 self.stats.partials_stale += 1
                 continue
+            if job.key in blocked:
+                continue
+            del self._partials[key]
             jobs.append(job)
         return jobs
 
@@ -208,20 +243,31 @@ class InferenceScheduler:
                     for job, err in zip(jobs, errors, strict=True):
                         if err is not None:  # _run logs a job's own errors; this escaped the gate itself
                             log.error("batched %s job failed outside its run: %r", job.kind, err)
-                    self.stats.batches += 1
-                    self.stats.batched_jobs += len(jobs)
             finally:
-                self.stats.busy_s += time.perf_counter() - t0
-                for job in jobs:
-                    if job.kind == "final":
-                        self.stats.finals_run += 1
-                    else:
-                        self.stats.partials_run += 1
+                with self._cv:  # other inference threads count too
+                    self._count(jobs, time.perf_counter() - t0)
                 if self._between_jobs is not None:
                     try:
                         self._between_jobs()
                     except Exception:
                         log.exception("between-jobs hook failed")
                 with self._cv:
-                    self._running = False
-                    self._cv.notify_all()
+                    self._active -= 1
+                    for job in jobs:
+                        self._busy[job.key] -= 1
+                        if not self._busy[job.key]:
+                            del self._busy[job.key]
+                    self._cv.notify_all()  # a stream's later job, or one over the parallel limit
+                    self._idle_cv.notify_all()
+
+    def _count(self, jobs: list[Job], busy_s: float) -> None:
+        """Stats of a finished run (lock held)."""
+        self.stats.busy_s += busy_s
+        if len(jobs) > 1:
+            self.stats.batches += 1
+            self.stats.batched_jobs += len(jobs)
+        for job in jobs:
+            if job.kind == "final":
+                self.stats.finals_run += 1
+            else:
+                self.stats.partials_run += 1
