@@ -28,6 +28,7 @@ import numpy as np
 import psutil
 
 from livenexus_dev.tts import synthesize
+from livenexus_worker.core import stages
 from livenexus_worker.core.audio import SAMPLE_RATE
 from livenexus_worker.core.events import TranscriptEvent
 from livenexus_worker.ops.metrics import WorkerMetrics
@@ -66,6 +67,8 @@ class RunResult:
     partial_gaps_ms: list[float] = field(default_factory=list)
     """Time between consecutive partials of one utterance (does text still flow while finals keep up?)."""
     rtf: float = 0.0
+    stages_ms: list[tuple[float, float, float, float]] = field(default_factory=list)
+    """Per final (with ``--stages``): speech end -> job queued, queued -> started, decode, decoded -> emitted."""
     """Inference seconds per second of speech."""
     cpu_share: float = 0.0
     """Process CPU seconds / (wall seconds × usable cores)."""
@@ -138,6 +141,12 @@ def run(n: int, clips: list[np.ndarray], seconds: float, settings: WorkerSetting
         with lock:
             if ev.is_final:
                 res.latencies_ms.append(ev.latency_ms)
+                t = ev.trace
+                if t and {"queued", "start", "decoded", "emit"} <= t.keys():
+                    spoke = t["emit"] - ev.latency_ms / 1000
+                    res.stages_ms.append(tuple(1000 * d for d in (  # type: ignore[arg-type]
+                        t["queued"] - spoke, t["start"] - t["queued"], t["decoded"] - t["start"],
+                        t["emit"] - t["decoded"])))
                 last_partial.pop(ev.segment_id, None)
             else:
                 res.partials += 1
@@ -212,6 +221,14 @@ def table(results: list[RunResult], settings: WorkerSettings) -> str:
             f"{r.pressure_mean:6.2f} {r.busy_mean:5.2f} {r.stall_mean:5.2f} {r.max_lag_s:9.2f} "
             f"{r.rss_peak_mib:8.0f} {r.stale_partials:5d} {r.batched:7d} {r.overlapped:7d}  "
             f"{used}; end {r.tier_end}")
+    for r in results:
+        if r.stages_ms:
+            slow = sorted(r.stages_ms, key=sum)[-max(1, len(r.stages_ms) // 10):]
+            cols = zip(*r.stages_ms, strict=True)
+            lines.append(f"N={r.streams} finals, ms, p50/p95 of: speech end->queued, waiting, decode, decoded->emit: "
+                         + ", ".join(f"{pct(list(c), 50):.0f}/{pct(list(c), 95):.0f}" for c in cols)
+                         + "; slowest tenth, mean of each: "
+                         + ", ".join(f"{statistics.fmean(c):.0f}" for c in zip(*slow, strict=True)))
     return "\n".join(lines)
 
 
@@ -262,11 +279,13 @@ def main() -> int:
                     "runtime's)")
     ap.add_argument("--batch-partials", action="store_true", help="batch partials of different streams too")
     ap.add_argument("--workers", type=int, default=0, help="inference threads (0: the runtime's default)")
+    ap.add_argument("--stages", action="store_true", help="stamp each final's stages and print where time goes")
     ap.add_argument("--single", type=int, help=argparse.SUPPRESS)  # child mode: one N, JSON on stdout
     ns = ap.parse_args()
     settings = WorkerSettings.from_env()
     if ns.single is not None:
         clips = [synthesize(s) for s in SENTENCES]
+        stages.enable(ns.stages)
         print(json.dumps(asdict(run(ns.single, clips, ns.seconds, settings, not ns.no_tiers, ns.max_batch,
                                     ns.batch_partials, ns.workers))))
         return 0
@@ -278,6 +297,7 @@ def main() -> int:
         cmd += ["--max-batch", str(ns.max_batch)] if ns.max_batch is not None else []
         cmd += ["--batch-partials"] if ns.batch_partials else []
         cmd += ["--workers", str(ns.workers)] if ns.workers else []
+        cmd += ["--stages"] if ns.stages else []
         out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE,
                              text=True, timeout=4 * ns.seconds + 600).stdout
         data = json.loads(out.strip().splitlines()[-1])

@@ -375,3 +375,36 @@ def test_a_partial_cut_by_its_token_cap_confirms_a_pause_only_when_aligned(sente
     assert ctx.scheduler.wait_idle(10)
     assert len(finals(events)) == (1 if aligned else 0)
     ctx.scheduler.close()
+
+
+class SlowCadenceCtx(FastCtx):
+    """A busy node: the partial cadence stretched to 20 s, far beyond the test's audio."""
+
+    def engine_for(self, tier_index: int) -> tuple[int, TierSpec, LengthEngine]:
+        return 0, TierSpec("fake", "int8", 1, 20000), self.engine
+
+
+@pytest.mark.parametrize("prompt", [True, False], ids=["confirming-partial", "cadence-only"])
+def test_a_pause_gets_its_confirming_partial_without_waiting_for_the_cadence(
+        sentence: np.ndarray, prompt: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    import livenexus_worker.streaming.pipeline as mod
+
+    if not prompt:  # the cadence alone: no partial until 20 s after the first, so nothing confirms the pause
+        monkeypatch.setattr(mod, "confirms_pause", lambda op, o: False)
+    ctx = SlowCadenceCtx()
+    ctx.engine = SentenceEngine()
+    events: list[TranscriptEvent] = []
+    pipe = StreamPipeline("s", "spk", ctx, events.append, PipelineOptions(final_left_context_s=0.0))  # type: ignore[arg-type]
+    push(pipe, np.concatenate([silence(500), sentence, silence(150), sentence[: 500 * 16]]), ctx)
+    assert ctx.scheduler.wait_idle(10)
+    partials = [e for e in events if not e.is_final]
+    if prompt:
+        (first,) = finals(events)
+        assert pipe.in_utterance and "Next" not in first.text, "committed while the speaker goes on"
+        assert len(partials) == 1, "one partial for the pause, none from the stretched cadence"
+    else:
+        assert finals(events) == [] and partials == []
+    push(pipe, np.concatenate([sentence[500 * 16 :], silence(1000)]), ctx)
+    assert ctx.scheduler.wait_idle(10)
+    check_contiguous(finals(events))
+    ctx.scheduler.close()

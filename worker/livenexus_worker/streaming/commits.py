@@ -38,6 +38,16 @@ def note_pause(op: OpenUtterance, o: PipelineOptions, pos: int, pause_ms: int, f
     return began
 
 
+def confirms_pause(op: OpenUtterance, o: PipelineOptions) -> bool:
+    """A partial asked for now would be the first to hear the look-ahead after one of ``op``'s pauses: it may
+    commit a sentence, so it does not wait for the cadence (the stretched cadence of a busy node held commits
+    back: 4 and 8 speakers, the slowest tenth of finals were queued 1.3-1.9 s after their pause). Once per
+    pause, so partials come at most once per pause more often."""
+    lookahead = o.commit_lookahead_ms * SAMPLES_PER_MS
+    return not op.commit_pending and any(
+        op.utt.n - c >= lookahead > op.partial_heard - c for c, _ in op.pauses)
+
+
 def find_boundary(op: OpenUtterance, text: str, heard: int, word_ends: tuple[float, ...], o: PipelineOptions,
                   stream_id: str = "") -> tuple[int, float, str] | None:
     """A partial over ``heard`` samples said ``text``: does it end a sentence at one of ``op``'s recent pauses?

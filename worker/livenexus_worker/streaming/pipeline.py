@@ -1,7 +1,7 @@
 """Per-stream pipeline: 16 kHz frames → VAD → utterances → inference jobs → TranscriptEvents.
 
 `push` runs on the caller's thread and only does VAD bookkeeping; decoding happens on the shared inference
-thread. Shared state between the two is guarded by one lock per stream.
+threads, one job of this stream at a time. Shared state between them is guarded by one lock per stream.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from livenexus_worker.core import stages
 from livenexus_worker.core.audio import SAMPLE_RATE, SAMPLES_PER_MS
 from livenexus_worker.core.events import TranscriptEvent
 from livenexus_worker.inference.guards import check
-from livenexus_worker.streaming.commits import FollowOn, find_boundary, left_context, note_pause
+from livenexus_worker.streaming.commits import FollowOn, confirms_pause, find_boundary, left_context, note_pause
 from livenexus_worker.streaming.finals import FinalRequest, decode_final, decode_partial, decode_stamps, stamped
 from livenexus_worker.streaming.pauses import PauseDetector
 from livenexus_worker.streaming.scheduler import Job
@@ -326,11 +326,12 @@ class StreamPipeline:
         speakers = max(1, self._ctx.active_speakers())
         lanes = max(1, min(speakers, self._ctx.scheduler.parallel))
         interval = max(interval, self._partial_cost * speakers / (self.o.partial_share * lanes))
-        if now - op.last_partial_request < interval:
+        if now - op.last_partial_request < interval and not confirms_pause(op, self.o):
             return
         if op.utt.n < self.o.min_partial_audio_ms * SAMPLES_PER_MS:
             return
         op.last_partial_request = now
+        op.partial_heard = op.utt.n
         job = Job(lambda: self._run_partial(op, now), "partial", key=self.stream_id)
         self._ctx.scheduler.submit_partial(self.stream_id, job)
 

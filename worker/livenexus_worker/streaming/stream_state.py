@@ -159,6 +159,9 @@ class OpenUtterance:
     tier: int
     agreement: LocalAgreement = field(default_factory=LocalAgreement)
     last_partial_request: float = 0.0
+    partial_heard: int = 0
+    """Samples of the utterance the last partial request covered (a pause's lookahead heard since then has
+    not been confirmed yet)."""
     last_voiced_wall: float = 0.0
     speculated_at: int = SpeculationMark.NONE
     """last_voiced_sample the speculative final was started for, or a :class:`SpeculationMark` value."""
