@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 
 from livenexus_worker.core.events import TranscriptEvent
+from livenexus_worker.core.tier_spec import TierSpec
 from livenexus_worker.inference.engine import DecodeRequest
 from livenexus_worker.inference.textnorm import wer
-from livenexus_worker.streaming.runtime import Runtime
+from livenexus_worker.streaming.runtime import Runtime, RuntimeOptions
 from livenexus_worker.streaming.scheduler import Job
 from tests.conftest import speak
 
@@ -63,8 +64,9 @@ def test_windows_of_different_lengths_are_padded_to_the_longest(runtime: Runtime
         assert 0 < h.word_ends[-1] <= c.shape[0] / 16000 + 0.1
 
 
-def test_streams_that_stop_together_get_their_finals_from_one_batch(runtime: Runtime,
-                                                                   speech_cache: dict[str, np.ndarray]) -> None:
+def test_streams_that_stop_together_get_their_finals_from_one_batch(speech_cache: dict[str, np.ndarray]) -> None:
+    # Batching is off by default (one core per decode gains nothing from it): a runtime that asks for it.
+    runtime = Runtime.create(RuntimeOptions(tiers=(TierSpec("base", "int8", 5, 250),), max_batch=4, workers=1))
     clips = [speak(speech_cache, s) for s in SENTENCES]
     events: dict[str, list[TranscriptEvent]] = {}
     pipes = []
@@ -88,6 +90,7 @@ def test_streams_that_stop_together_get_their_finals_from_one_batch(runtime: Run
     finally:
         for k in range(len(clips)):
             runtime.close_stream(f"b{k}")
+        runtime.close()
     assert runtime.scheduler.stats.batched_jobs - before >= len(clips)
     for k, ref in enumerate(SENTENCES):
         finals = [e for e in events[f"b{k}"] if e.is_final]

@@ -79,9 +79,11 @@ class RuntimeOptions:
     (:meth:`InferenceScheduler.set_parallel`)."""
     model_cache: str = ""
     """Model cache directory ('' = default)."""
-    max_batch: int = 4
-    """Finals of up to this many streams that wait together are decoded in one batch (1: never). Measured
-    (base int8, 2 threads, 3 s windows, beam 5): 4 together 2.1-2.3x faster than one after another."""
+    max_batch: int = 1
+    """Finals of up to this many streams that wait together are decoded in one batch (1: never). With 2
+    intra-op threads per decode, 4 windows together (3 s, beam 5) were 2.1-2.3x faster than one after another:
+    the batch filled the second core. With one core per decode, 0.96-1.12x (2 and 4 windows, beam 1 and 5), and
+    a batch holds its finals on one core while another is free: off, the streams' decodes run side by side."""
     batch_partials: bool = False
     """Batch the partials of different streams too (at beam 1, four together were 1.4x faster, two no faster;
     they are padded to the longest window)."""

@@ -6,9 +6,9 @@ set as it changes). A stream's own jobs never overlap: its pipeline's decodes ar
 Finals always go first; a stream has at most one pending partial (a newer request replaces it), and partials
 that waited too long are dropped, so queueing delay cannot grow without bound.
 
-Finals of different streams waiting together run as one batch (``inference/batching.py``): one CTranslate2
-call decodes them all, measured 2.1-2.3x faster for four than one after another. A stream's own finals keep
-their order: at most one of them is in a batch, the earliest.
+With ``max_batch`` > 1 (off by default since decodes run one per core), finals of different streams waiting
+together run as one batch (``inference/batching.py``): one CTranslate2 call decodes them all. A stream's own
+finals keep their order: at most one of them is in a batch, the earliest.
 """
 
 from __future__ import annotations
