@@ -3,7 +3,7 @@ from __future__ import annotations
 import threading
 import time
 
-from livenexus_worker.streaming.scheduler import InferenceScheduler, Job
+from livenexus_worker.streaming.scheduler import InferenceScheduler, Job, lanes_for
 
 
 def test_finals_run_before_partials_and_partials_coalesce() -> None:
@@ -197,3 +197,7 @@ def test_close_stops_every_worker() -> None:
     assert done.wait(5)
     s.close()
     assert len(s._threads) == 3 and not any(t.is_alive() for t in s._threads)
+
+
+def test_lanes_follow_the_cores_a_quota_gives() -> None:
+    assert [lanes_for(c) for c in (0.0, 0.25, 1.0, 1.4, 1.5, 2.0, 3.7)] == [1, 1, 1, 1, 2, 2, 4]

@@ -10,6 +10,7 @@ from livenexus_worker.ops.metrics_server import MetricsServer, start_metrics_ser
 from livenexus_worker.ops.tier_control import TierController, TierManager
 from livenexus_worker.room.settings import WorkerSettings
 from livenexus_worker.streaming.runtime import Runtime, RuntimeOptions
+from livenexus_worker.streaming.scheduler import lanes_for
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,7 @@ class WorkerService:
             metrics.queue(runtime.scheduler.depth(), runtime.scheduler.lag_s(), runtime.active_speakers())
             sample = metrics.sampler.sample()
             # Decodes run one per core: as many at once as the quota holds (it changes on an in-place resize).
-            runtime.scheduler.set_parallel(max(1, int(sample.usable_cores + 0.5)))
+            runtime.scheduler.set_parallel(lanes_for(sample.usable_cores))
             return sample.pressure, runtime.scheduler.lag_s(finals_only=True)
 
         # set_tier only affects utterances that start later, so a change never lands mid-utterance.

@@ -318,7 +318,7 @@ class StreamPipeline:
     def _maybe_partial(self, op: OpenUtterance, now: float) -> None:
         _idx, tier, _eng = self._ctx.engine_for(op.tier)
         interval = tier.partial_interval_ms / 1000
-        if interval <= 0:
+        if interval <= 0 or now - op.last_partial_request < interval:
             return
         # Partials of all speakers together may keep the inference threads busy only ``partial_share`` of the
         # time, so the cadence stretches with the speakers (beyond the jobs that run at once) and the cost of a
@@ -327,7 +327,7 @@ class StreamPipeline:
         lanes = max(1, min(speakers, self._ctx.scheduler.parallel))
         interval = max(interval, self._partial_cost * speakers / (self.o.partial_share * lanes))
         if now - op.last_partial_request < interval and not confirms_pause(op, self.o):
-            return
+            return  # the load's stretch, not the tier's interval, gives way to a partial that may commit
         if op.utt.n < self.o.min_partial_audio_ms * SAMPLES_PER_MS:
             return
         op.last_partial_request = now

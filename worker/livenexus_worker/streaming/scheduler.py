@@ -26,6 +26,12 @@ from livenexus_worker.inference.batching import Batcher
 log = logging.getLogger(__name__)
 
 
+def lanes_for(cores: float) -> int:
+    """Decodes to run at once on ``cores`` usable cores (a CFS quota may be fractional): one per core, a half
+    core rounding up (a 1.5-core pod runs two, each a little slower), never none."""
+    return max(1, int(cores + 0.5))
+
+
 @dataclass
 class Job:
     """A unit of inference work."""
