@@ -201,3 +201,19 @@ def test_close_stops_every_worker() -> None:
 
 def test_lanes_follow_the_cores_a_quota_gives() -> None:
     assert [lanes_for(c) for c in (0.0, 0.25, 1.0, 1.4, 1.5, 2.0, 3.7)] == [1, 1, 1, 1, 2, 2, 4]
+
+
+def test_a_batch_of_partials_holds_one_job_of_a_stream() -> None:
+    gate = threading.Event()
+    sizes: list[int] = []
+    s = InferenceScheduler(max_partial_age_s=10, max_batch=4, batch_partials=True)
+    s.submit_final(Job(gate.wait, "final", key="hold"))
+    time.sleep(0.05)
+    for name in ("p1", "p2", "p3"):  # requests of one stream under different names, and one of another
+        s.submit_partial(name, Job(lambda: sizes.append(s.running()), "partial", key="a"))
+    s.submit_partial("q", Job(lambda: None, "partial", key="b"))
+    gate.set()
+    assert s.wait_idle(5)
+    assert s.stats.partials_run == 4 and s.stats.batched_jobs <= 2  # a's three never share a batch
+    assert sizes == [1, 1, 1]  # one run in progress each time: a's jobs one after another
+    s.close()

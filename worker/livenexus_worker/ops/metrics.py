@@ -99,6 +99,7 @@ class WorkerMetrics:
         # Last partial time per open segment, for the partial interval; bounded because a segment
         # whose final the guards drop never sends the final that would remove it.
         self._last_partial: OrderedDict[str, float] = OrderedDict()
+        self._partials_lock = threading.Lock()  # events of different streams come from several inference threads
 
         self.frames_received = Counter(
             "livenexus_frames_received", "Audio frames received from all streams.", registry=r)
@@ -276,14 +277,16 @@ class WorkerMetrics:
 
     def emitted(self, event: TranscriptEvent) -> None:
         if event.is_final:
-            self._last_partial.pop(event.segment_id, None)
+            with self._partials_lock:
+                self._last_partial.pop(event.segment_id, None)
             self.observe_final(event.latency_ms / 1000.0)
             return
         now = self._clock()
-        previous = self._last_partial.pop(event.segment_id, None)
-        self._last_partial[event.segment_id] = now
-        while len(self._last_partial) > 256:
-            self._last_partial.popitem(last=False)
+        with self._partials_lock:
+            previous = self._last_partial.pop(event.segment_id, None)
+            self._last_partial[event.segment_id] = now
+            while len(self._last_partial) > 256:
+                self._last_partial.popitem(last=False)
         self.observe_partial(None if previous is None else now - previous)
 
     def queue(self, depth: int, lag_s: float, active_speakers: int) -> None:

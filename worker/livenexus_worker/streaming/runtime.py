@@ -270,13 +270,15 @@ class Runtime:
         depth, speaking = self.scheduler.depth(), self.active_speakers()
         if self.observer is not None:
             self.observer.queue(depth, self.scheduler.lag_s(), speaking)
-        if self.options.trim_when_quiet and depth == 0 and speaking == 0:
-            # Runs on the inference thread, which has nothing else to do now; a job queued meanwhile waits
-            # the few ms the trim takes. Not during speech: the next window would fault the pages back in.
+        if self.options.trim_when_quiet and depth == 0 and speaking == 0 and self.scheduler.running() <= 1:
+            # Runs on an inference thread, which has nothing else to do now; a job queued meanwhile waits
+            # the few ms the trim takes. Not during speech: the next window would fault the pages back in;
+            # nor while another thread decodes (the trim locks each heap arena in turn).
             self._trim()
 
     def _trim(self) -> None:
         t = release_free_memory()
-        self.stats.memory_trims += 1
-        self.stats.memory_trimmed_mib += max(0.0, t.rss_before_mib - t.rss_after_mib)
+        with self._stats_lock:
+            self.stats.memory_trims += 1
+            self.stats.memory_trimmed_mib += max(0.0, t.rss_before_mib - t.rss_after_mib)
         log.debug("room quiet: heap trimmed, RSS %.1f -> %.1f MiB", t.rss_before_mib, t.rss_after_mib)

@@ -147,6 +147,11 @@ class InferenceScheduler:
                 oldest += [j.created for j in self._partials.values()]
         return max(0.0, now - min(oldest)) if oldest else 0.0
 
+    def running(self) -> int:
+        """Runs in progress (a job's own run counts until its between-jobs hook returned)."""
+        with self._cv:
+            return self._active
+
     def wait_idle(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
         with self._cv:
@@ -218,6 +223,7 @@ class InferenceScheduler:
                 continue
             del self._partials[key]
             jobs.append(job)
+            blocked.add(job.key)  # one job of a stream per batch too
         return jobs
 
     def _run(self, job: Job) -> None:
