@@ -390,10 +390,10 @@ class CostlyPartials(SentenceEngine):
 @pytest.mark.parametrize("prompt", [True, False], ids=["confirming-partial", "cadence-only"])
 def test_a_pause_gets_its_confirming_partial_without_waiting_for_the_cadence(
         sentence: np.ndarray, prompt: bool, monkeypatch: pytest.MonkeyPatch) -> None:
-    import livenexus_worker.streaming.pipeline as mod
+    from livenexus_worker.streaming import commits
 
     if not prompt:  # the cadence alone: no partial for ~8 s after the first, so nothing confirms the pause
-        monkeypatch.setattr(mod, "confirms_pause", lambda op, o: False)
+        monkeypatch.setattr(commits, "confirms_pause", lambda op, o: False)
     ctx = FastCtx()
     ctx.engine = CostlyPartials()
     events: list[TranscriptEvent] = []

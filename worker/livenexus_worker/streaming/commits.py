@@ -38,6 +38,16 @@ def note_pause(op: OpenUtterance, o: PipelineOptions, pos: int, pause_ms: int, f
     return began
 
 
+def speculation_commits(op: OpenUtterance, o: PipelineOptions) -> bool:
+    """``op``'s decoded speculative final may become the final of the part before its pause: speech went on
+    after that pause (not inside the audio the guess heard), and the part is long enough to be more than a
+    breath inside a sentence. Caller holds the stream's lock."""
+    heard = op.speculative_samples
+    return (op.speculative_done and op.utt.last_voiced_sample != op.speculated_at
+            and o.commit_speculative and o.commit_in_speech and not op.ended and not op.commit_pending
+            and op.resumed_at >= op.utt.start_sample + heard and heard >= o.commit_speculative_min_s * SAMPLE_RATE)
+
+
 def confirms_pause(op: OpenUtterance, o: PipelineOptions) -> bool:
     """A partial asked for now would be the first to hear the look-ahead after one of ``op``'s pauses: it may
     commit a sentence, so it does not wait for the cadence stretched by the load (on a busy node that held

@@ -44,6 +44,12 @@ class FinalRequest:
     """Align the final's words (for the committed part a later final hears as its left context)."""
 
 
+def final_audio(op: OpenUtterance, o: PipelineOptions) -> np.ndarray:
+    """A copy of ``op``'s audio up to its last voiced frame and ``tail_ms`` of what followed."""
+    end = min(op.utt.n, op.utt.last_voiced_sample - op.utt.start_sample + o.tail_ms * SAMPLES_PER_MS)
+    return op.utt.audio()[:end].copy()
+
+
 def decode_final(ctx: StreamContext, o: PipelineOptions, req: FinalRequest, op: OpenUtterance, audio: np.ndarray,
                  speech_end_wall: float, keep_until: int | None = None) -> PendingFinal | None:
     """Decode ``audio`` as a final; with ``keep_until``, only its words that end before that sample (the rest
@@ -139,6 +145,21 @@ def decode_partial(engine: WhisperEngine, o: PipelineOptions, audio: np.ndarray,
     hyp = engine.transcribe(audio, beam_size=1, language=o.language, prefix=committed,
                             max_new_tokens=o.partial_max_new_tokens, word_times=aligned)
     return hyp, hyp.text, hyp.word_ends, False
+
+
+def partial_event(ctx: StreamContext, stream_id: str, speaker: str, op: OpenUtterance, heard: int,
+                  said: tuple[str, str], hyp: Hypothesis, tier: str, requested: float) -> TranscriptEvent:
+    """The partial event of ``op``'s first ``heard`` samples: ``said`` is its (stable, unstable) text;
+    ``requested`` when the partial was asked for (monotonic)."""
+    stable, unstable = said
+    start = op.utt.start_sample / SAMPLE_RATE
+    return TranscriptEvent(
+        stream_id=stream_id, speaker=speaker, segment_id=op.utt.segment_id,
+        text=f"{stable} {unstable}".strip(), is_final=False, start=start, end=start + heard / SAMPLE_RATE,
+        stable=stable, unstable=unstable, language=hyp.language, tier=tier,
+        processing_ms=(hyp.encode_s + hyp.decode_s) * 1000, latency_ms=(time.monotonic() - requested) * 1000,
+        trace=decode_stamps(ctx, op.utt.start_sample + heard),
+    )
 
 
 def after_left(hyp: Hypothesis, left: LeftContext, stream_id: str) -> tuple[str, tuple[float, ...]] | None:

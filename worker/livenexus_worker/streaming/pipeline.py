@@ -19,8 +19,7 @@ from livenexus_worker.core import stages
 from livenexus_worker.core.audio import SAMPLE_RATE, SAMPLES_PER_MS
 from livenexus_worker.core.events import TranscriptEvent
 from livenexus_worker.inference.guards import check
-from livenexus_worker.streaming.commits import FollowOn, confirms_pause, find_boundary, left_context, note_pause
-from livenexus_worker.streaming.finals import FinalRequest, decode_final, decode_partial, decode_stamps, stamped
+from livenexus_worker.streaming import commits, finals
 from livenexus_worker.streaming.pauses import PauseDetector
 from livenexus_worker.streaming.scheduler import Job
 from livenexus_worker.streaming.segmenter import Utterance, cut_point
@@ -63,7 +62,7 @@ class StreamPipeline:
         self._finals: list[str] = []  # recent final texts, the decoder's optional context
         self._partial_cost = 0.0  # seconds a partial of this stream takes to decode (moving average)
         self._pauses = PauseDetector(self.o.pauses)
-        self._follow_on = FollowOn(self.o)
+        self._follow_on = commits.FollowOn(self.o)
 
     # ---- caller thread -------------------------------------------------------------------------------
     def push(self, pcm: np.ndarray) -> None:
@@ -137,7 +136,7 @@ class StreamPipeline:
             self._cut(op, cut)
             return
         silence_ms = (self._pos - op.utt.last_voiced_sample) * 1000 // SAMPLE_RATE
-        began = note_pause(op, self.o, self._pos, max(silence_ms, quiet_ms), self._frame, now)
+        began = commits.note_pause(op, self.o, self._pos, max(silence_ms, quiet_ms), self._frame, now)
         if began is not None:
             self._propose_commit(op, began, op.utt.n)
         if silence_ms >= self.o.speculative_ms and op.speculated_at != op.utt.last_voiced_sample:
@@ -152,15 +151,11 @@ class StreamPipeline:
         return f"{self._prefix}{self._seq}"
 
     # ---- job submission (caller thread, lock held) ---------------------------------------------------
-    def _final_audio(self, op: OpenUtterance) -> np.ndarray:
-        end = min(op.utt.n, op.utt.last_voiced_sample - op.utt.start_sample + self.o.tail_ms * SAMPLES_PER_MS)
-        return op.utt.audio()[:end]
-
     def _speculate(self, op: OpenUtterance) -> None:
         op.speculated_at = op.utt.last_voiced_sample
         op.speculative = None
         op.speculative_done = False
-        audio = self._final_audio(op).copy()
+        audio = finals.final_audio(op, self.o)
         op.speculative_samples = audio.shape[0]
         marker = op.speculated_at
         wall = op.last_voiced_wall
@@ -186,10 +181,7 @@ class StreamPipeline:
         heard everything up to the pause, so it is the final of that part, cut in the pause. Not when the
         speech resumed inside the audio it heard (the next word's start would be in both parts). Lock held."""
         event, heard = op.speculative, op.speculative_samples
-        if (event is None or not op.speculative_done or op.utt.last_voiced_sample == op.speculated_at
-                or not (self.o.commit_speculative and self.o.commit_in_speech) or self._open is not op
-                or op.ended or op.commit_pending or op.resumed_at < op.utt.start_sample + heard
-                or heard < self.o.commit_speculative_min_s * SAMPLE_RATE):
+        if event is None or self._open is not op or not commits.speculation_commits(op, self.o):
             return
         log.debug("stream %s: speech went on after a guessed final; it commits %.2f s", self.stream_id,
                   heard / SAMPLE_RATE)
@@ -220,7 +212,7 @@ class StreamPipeline:
                 self._emit_final(op, op.speculative)
             return  # the speculative job emits when it completes
         op.speculated_at = op.utt.last_voiced_sample
-        audio = self._final_audio(op).copy()
+        audio = finals.final_audio(op, self.o)
         wall = op.last_voiced_wall if reason == "vad" else time.monotonic()
 
         def run() -> None:
@@ -270,7 +262,7 @@ class StreamPipeline:
         """A partial over ``heard`` samples: does it end a sentence at one of the recent pauses? If so, commit
         the sentence; returns whether it did (the partial is then out of date). ``word_ends``: end time of
         each word of ``text`` (s), when the decoder aligned them. Lock held."""
-        found = find_boundary(op, text, heard, word_ends, self.o, self.stream_id)
+        found = commits.find_boundary(op, text, heard, word_ends, self.o, self.stream_id)
         if found is None:
             return False
         cut, wall, head = found
@@ -293,7 +285,7 @@ class StreamPipeline:
         self._open = OpenUtterance(rest, self._ctx.tier_index(), last_voiced_wall=op.last_voiced_wall,
                            last_partial_request=time.monotonic(), after_commit=True,
                            voiced_frames=max(0, voiced_after), pause_seen_at=op.pause_seen_at,
-                           left=left_context(head, result, self.o.final_left_context_s))
+                           left=commits.left_context(head, result, self.o.final_left_context_s))
         # Pauses heard after the cut stay candidates of the part that goes on.
         self._open.pauses.extend((c - cut, w) for c, w in op.pauses if c > cut)
 
@@ -326,7 +318,7 @@ class StreamPipeline:
         speakers = max(1, self._ctx.active_speakers())
         lanes = max(1, min(speakers, self._ctx.scheduler.parallel))
         interval = max(interval, self._partial_cost * speakers / (self.o.partial_share * lanes))
-        if now - op.last_partial_request < interval and not confirms_pause(op, self.o):
+        if now - op.last_partial_request < interval and not commits.confirms_pause(op, self.o):
             return  # the load's stretch, not the tier's interval, gives way to a partial that may commit
         if op.utt.n < self.o.min_partial_audio_ms * SAMPLES_PER_MS:
             return
@@ -351,7 +343,8 @@ class StreamPipeline:
             aligned = self.o.commit_in_speech and bool(op.pauses)
             left = op.left if self.o.partial_left_context and op.partial_dropped else None
         _idx, tier, engine = self._ctx.engine_for(op.tier)
-        hyp, said, said_ends, heard = decode_partial(engine, self.o, audio, committed, left, aligned, self.stream_id)
+        hyp, said, said_ends, heard = finals.decode_partial(engine, self.o, audio, committed, left, aligned,
+                                                            self.stream_id)
         self._ctx.on_inference("partial", hyp, audio.shape[0] / SAMPLE_RATE)
         cost = hyp.encode_s + hyp.decode_s
         text, _why = check(said, hyp.no_speech_prob, hyp.avg_logprob, audio.shape[0] / SAMPLE_RATE, self.o.guards,
@@ -362,15 +355,8 @@ class StreamPipeline:
             if op.ended or self._open is not op or text is None:
                 return
             stable, unstable = op.agreement.update(text)
-            end = (op.utt.start_sample + audio.shape[0]) / SAMPLE_RATE
-            event = TranscriptEvent(
-                stream_id=self.stream_id, speaker=self.speaker, segment_id=op.utt.segment_id,
-                text=(stable + " " + unstable).strip(), is_final=False,
-                start=op.utt.start_sample / SAMPLE_RATE, end=end, stable=stable, unstable=unstable,
-                language=hyp.language, tier=tier.name, processing_ms=(hyp.encode_s + hyp.decode_s) * 1000,
-                latency_ms=(time.monotonic() - requested) * 1000,
-                trace=decode_stamps(self._ctx, op.utt.start_sample + audio.shape[0]),
-            )
+            event = finals.partial_event(self._ctx, self.stream_id, self.speaker, op, audio.shape[0],
+                                         (stable, unstable), hyp, tier.name, requested)
             # A partial cut short by its token cap may stop before the audio does: unaligned, its sentence
             # end says nothing about where the audio's sentence ends; aligned, its words still say where
             # they were spoken.
@@ -383,9 +369,9 @@ class StreamPipeline:
                       keep_until: int | None = None, commit: bool = False) -> PendingFinal | None:
         context = " ".join(self._finals[-self.o.context_finals:]) if self.o.context_finals else ""
         # A commit's words are the next part's left context: their times say where its last words begin.
-        req = FinalRequest(self.stream_id, self.speaker, context, commit and self.o.final_left_context_s > 0)
-        return stamped(self._ctx, op, decode_final(self._ctx, self.o, req, op, audio, speech_end_wall, keep_until),
-                       audio.shape[0] if keep_until is None else keep_until)
+        req = finals.FinalRequest(self.stream_id, self.speaker, context, commit and self.o.final_left_context_s > 0)
+        result = finals.decode_final(self._ctx, self.o, req, op, audio, speech_end_wall, keep_until)
+        return finals.stamped(self._ctx, op, result, audio.shape[0] if keep_until is None else keep_until)
 
     def _emit_final(self, op: OpenUtterance, result: PendingFinal | None) -> None:
         if result is None or op.emitted:
