@@ -36,30 +36,37 @@ async def test_listener_gets_text_streams_and_json(agent: RunningAgent, livekit_
         await alice.silence(1.0)  # subscription and the first frames settle
         end_of_speech = await alice.play(trim(speak(speech_cache, ALICE)))
         silence = asyncio.create_task(alice.silence(2.0))
-        finals = await listener.wait_finals(1, 20, via="data")
-        await listener.wait_finals(1, 10, via="stream")
+        await listener.wait_finals(1, 20, via="data")
         await silence
+        # The sentence may come as two finals: a pause inside it may be committed while alice goes on (commit in
+        # speech, a clause from 3 s on), which a busy machine's partials confirm more or less often.
+        finals = await listener.wait_finals(1, 5, via="data", speaker="alice")
+        await listener.wait_finals(len(finals), 10, via="stream", speaker="alice")
     finally:
         await alice.close()
         await listener.close()
-    assert len(finals) == 1
-    final = finals[0]
+    assert 1 <= len(finals) <= 3
+    final = finals[-1]
     latency_ms = (final.at - end_of_speech) * 1000
-    print(f"publisher end of speech → listener final: {latency_ms:.0f} ms; text: {final.text!r}")
-    assert final.speaker == "alice"
+    said = " ".join(f.text for f in finals)
+    print(f"publisher end of speech → listener's last final: {latency_ms:.0f} ms; finals: {[f.text for f in finals]}")
+    assert {f.speaker for f in finals} == {"alice"}
     # Base hears espeak's "meeting starts at nine" through Opus as "meetings start at time" in most runs (7 runs:
     # WER 0.08-0.31); accuracy is the benchmarks' to measure. 0.4 still names the sentence: BOB's is 0.85 away.
-    assert wer(ALICE, final.text) <= 0.4 < wer(BOB, final.text)
-    streams = [h for h in listener.heard if h.via == "stream" and h.segment_id == final.segment_id]
-    assert streams and streams[-1].final and streams[-1].text == final.text
-    attrs = streams[-1].attributes
-    assert attrs["lk.transcribed_track_id"] == alice.track_sid
-    assert attrs["lk.transcription_final"] == "true"
-    assert {h.speaker for h in streams} == {"alice"}, "text streams must be sent on behalf of the speaker"
-    partials = [h for h in listener.heard if h.via == "data" and h.segment_id == final.segment_id and not h.final]
+    assert wer(ALICE, said) <= 0.4 < wer(BOB, said)
+    for f in finals:
+        streams = [h for h in listener.heard if h.via == "stream" and h.segment_id == f.segment_id]
+        assert streams and streams[-1].final and streams[-1].text == f.text
+        attrs = streams[-1].attributes
+        assert attrs["lk.transcribed_track_id"] == alice.track_sid
+        assert attrs["lk.transcription_final"] == "true"
+        assert {h.speaker for h in streams} == {"alice"}, "text streams must be sent on behalf of the speaker"
+        assert f.attributes["latencyMs"] > 0
+        late = [h for h in listener.heard if h.via == "data" and h.segment_id == f.segment_id and not h.final
+                and h.at > f.at]
+        assert not late, "a partial arrived after its final"
+    partials = [h for h in listener.heard if h.via == "data" and h.speaker == "alice" and not h.final]
     assert partials, "expected partials while alice was speaking"
-    assert max(p.at for p in partials) <= final.at, "a partial arrived after its final"
-    assert final.attributes["latencyMs"] > 0
 
 
 async def test_two_speakers_at_once_are_attributed(agent: RunningAgent, livekit_server: LiveKitServer,
