@@ -19,3 +19,12 @@ def sentence(speech_cache: dict[str, np.ndarray]) -> np.ndarray:
     det = PauseDetector()
     assert max(det.push(audio[i : i + 480], True) for i in range(0, len(audio) - 480, 480)) < 80
     return audio
+
+
+@pytest.fixture(scope="module")
+def word(speech_cache: dict[str, np.ndarray]) -> np.ndarray:
+    from tests.conftest import speak
+
+    audio = speak(speech_cache, "Speech for the pipeline test, spoken clearly.")
+    loud = np.nonzero(np.abs(audio) > 300)[0]
+    return audio[loud[0] : loud[-1] + 1]  # espeak pads silence at both ends; pauses below must be exact

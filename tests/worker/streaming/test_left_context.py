@@ -18,7 +18,7 @@ from livenexus_worker.streaming.pipeline import PipelineOptions
 from livenexus_worker.streaming.segmenter import Utterance
 from livenexus_worker.streaming.stream_state import LeftContext, OpenUtterance
 
-from .test_pipeline import Ctx, LengthEngine
+from .fakes import Ctx, LengthEngine, SentenceEngine, finals, pipeline, push, silence
 
 SR = 16000
 
@@ -143,7 +143,6 @@ def test_without_a_committed_part_nothing_changes() -> None:
 
 
 def test_after_a_commit_the_next_final_hears_the_last_words_before_the_cut(sentence: np.ndarray) -> None:
-    from .test_commit import SentenceEngine, finals, pipeline, push, silence
 
     class Continuing(SentenceEngine):
         """A final with a forced start goes on from it, saying how much audio it heard in all."""
@@ -201,7 +200,6 @@ def test_the_left_context_is_the_last_words_that_fit_from_where_the_word_before_
                          ids=["short-pause", "long-pause", "off"])
 def test_an_utterance_soon_after_a_final_hears_it(sentence: np.ndarray, gap_ms: int, option_ms: int,
                                                   heard: bool) -> None:
-    from .test_pipeline import silence
 
     # The VAD ends the first utterance in the pause (hangover 250 ms); without commits, to see only this.
     ctx, events = paced(PipelineOptions(commit_in_speech=False, final_left_context_gap_ms=option_ms),
@@ -243,7 +241,6 @@ def paced(options: PipelineOptions, *parts: np.ndarray, engine: LengthEngine | N
 
 
 def test_a_dropped_final_is_no_one_s_context(sentence: np.ndarray) -> None:
-    from .test_pipeline import silence
 
     class DropsFirst(LengthEngine):
         """Hears nothing in the first utterance (the guards drop noise so)."""
@@ -267,7 +264,6 @@ def test_a_dropped_final_is_no_one_s_context(sentence: np.ndarray) -> None:
 def test_an_utterance_that_started_while_the_final_before_it_was_decoded_hears_it(sentence: np.ndarray) -> None:
     import threading
 
-    from .test_pipeline import silence
 
     class Held(LengthEngine):
         """Decodes nothing until released."""
@@ -312,7 +308,6 @@ def test_a_partial_of_the_part_after_a_cut_hears_the_words_before_it() -> None:
 
 @pytest.mark.parametrize("on", [True, False], ids=["on", "off"])
 def test_after_a_dropped_partial_the_part_s_partials_hear_its_left_context(sentence: np.ndarray, on: bool) -> None:
-    from .test_commit import SentenceEngine, finals, pipeline, push, silence
 
     class AbruptStart(SentenceEngine):
         """After the cut (``cut``), a partial of the part alone reads nothing (no-speech), as Whisper did for

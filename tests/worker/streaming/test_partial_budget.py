@@ -14,7 +14,7 @@ from livenexus_worker.inference.engine import Hypothesis
 from livenexus_worker.streaming import pipeline as pipeline_module
 from livenexus_worker.streaming.pipeline import PipelineOptions, StreamPipeline
 
-from .test_pipeline import Ctx, LengthEngine, silence
+from .fakes import Ctx, LengthEngine, silence
 
 
 class CostEngine(LengthEngine):

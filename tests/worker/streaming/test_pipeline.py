@@ -10,79 +10,11 @@ import numpy as np
 import pytest
 
 from livenexus_worker.core.events import TranscriptEvent
-from livenexus_worker.core.tier_spec import TierSpec
-from livenexus_worker.files.feed import feed
-from livenexus_worker.inference.engine import Hypothesis
 from livenexus_worker.streaming.pipeline import PipelineOptions, StreamPipeline
-from livenexus_worker.streaming.scheduler import InferenceScheduler
 from livenexus_worker.streaming.segmenter import SegmenterOptions
 from livenexus_worker.streaming.vad import VadOptions
 
-
-class LengthEngine:
-    """Answers with the audio length so tests can see exactly what was decoded."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[int, str]] = []
-        self.contexts: list[str] = []
-
-    def transcribe(self, audio: np.ndarray, beam_size: int = 1, language: str | None = "en", prefix: str = "",
-                   max_new_tokens: int | None = None, context: str = "", word_times: bool = False) -> Hypothesis:
-        self.calls.append((audio.shape[0], prefix))
-        self.contexts.append(context)
-        return Hypothesis(f"{prefix} samples {audio.shape[0]}".strip(), 0.01, -0.1, "en", 0.0, 0.0, 0)
-
-
-class Ctx:
-    def __init__(self) -> None:
-        self.scheduler = InferenceScheduler()
-        self.engine = LengthEngine()
-        self.utterances: list[float] = []
-        self.speakers = 1
-
-    def tier_index(self) -> int:
-        return 0
-
-    def active_speakers(self) -> int:
-        return self.speakers
-
-    def engine_for(self, tier_index: int) -> tuple[int, TierSpec, LengthEngine]:
-        return 0, TierSpec("fake", "int8", 1, 250), self.engine
-
-    def on_frames(self, frames: int, silent: int) -> None:
-        pass
-
-    def on_inference(self, kind: str, hyp: Hypothesis, audio_s: float) -> None:
-        pass
-
-    def on_emit(self, event: TranscriptEvent) -> None:
-        pass
-
-    def on_utterance(self, speech_s: float) -> None:
-        self.utterances.append(speech_s)
-
-
-@pytest.fixture(scope="module")
-def word(speech_cache: dict[str, np.ndarray]) -> np.ndarray:
-    from tests.conftest import speak
-
-    audio = speak(speech_cache, "Speech for the pipeline test, spoken clearly.")
-    loud = np.nonzero(np.abs(audio) > 300)[0]
-    return audio[loud[0] : loud[-1] + 1]  # espeak pads silence at both ends; pauses below must be exact
-
-
-def run(audio: np.ndarray, options: PipelineOptions | None = None) -> tuple[Ctx, list[TranscriptEvent]]:
-    ctx = Ctx()
-    events: list[TranscriptEvent] = []
-    pipe = StreamPipeline("s", "spk", ctx, events.append, options)  # type: ignore[arg-type]
-    feed(pipe, audio)
-    assert ctx.scheduler.wait_idle(10)
-    ctx.scheduler.close()
-    return ctx, events
-
-
-def silence(ms: int) -> np.ndarray:
-    return np.zeros(16 * ms, dtype=np.int16)
+from .fakes import Ctx, run, silence
 
 
 def test_one_final_per_utterance(word: np.ndarray) -> None:

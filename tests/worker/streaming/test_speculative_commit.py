@@ -11,8 +11,7 @@ import pytest
 from livenexus_worker.inference.engine import Hypothesis
 from livenexus_worker.streaming.pipeline import PipelineOptions
 
-from .test_commit import SR, check_contiguous, decoded, finals, pipeline, push
-from .test_pipeline import LengthEngine, silence
+from .fakes import SR, LengthEngine, check_contiguous, decoded, finals, pipeline, push, silence
 
 
 @pytest.mark.parametrize("on", [True, False], ids=["commits", "thrown-away"])

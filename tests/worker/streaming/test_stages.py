@@ -1,5 +1,5 @@
 """Opt-in stage stamps (LIVENEXUS_TRACE_STAGES): which stamps a pipeline's events carry, in which order, and
-nothing at all while tracing is off. Stand-in decoder (test_pipeline.py's): this is about bookkeeping."""
+nothing at all while tracing is off. Stand-in decoder (fakes.py's): this is about bookkeeping."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ import pytest
 from livenexus_worker.core import stages
 from livenexus_worker.core.events import TranscriptEvent
 from livenexus_worker.streaming.pipeline import PipelineOptions, StreamPipeline
-from tests.worker.streaming.test_pipeline import Ctx, run, silence, word  # noqa: F401 (fixture)
+
+from .fakes import Ctx, push, run, silence
 
 
 @pytest.fixture
@@ -26,14 +27,14 @@ def _finals(events: list[TranscriptEvent]) -> list[TranscriptEvent]:
     return [e for e in events if e.is_final]
 
 
-def test_off_by_default_no_trace_anywhere(word: np.ndarray) -> None:  # noqa: F811
+def test_off_by_default_no_trace_anywhere(word: np.ndarray) -> None:
     assert not stages.enabled()
     _ctx, events = run(np.concatenate([silence(500), word, silence(600)]))
     assert events and all(e.trace is None for e in events)
     assert "trace" not in events[-1].to_wire() and '"trace"' not in events[-1].to_json()
 
 
-def test_final_stamps_in_order_and_point_at_the_last_voiced_audio(word: np.ndarray, tracing: None) -> None:  # noqa: F811
+def test_final_stamps_in_order_and_point_at_the_last_voiced_audio(word: np.ndarray, tracing: None) -> None:
     lead = 500
     _ctx, events = run(np.concatenate([silence(lead), word, silence(600)]))
     (final,) = _finals(events)
@@ -48,7 +49,7 @@ def test_final_stamps_in_order_and_point_at_the_last_voiced_audio(word: np.ndarr
     assert set(final.to_wire()["trace"]) == {"queued", "start", "decoded", "end", "emit"}
 
 
-def test_partials_carry_decode_stamps_without_an_end(word: np.ndarray, tracing: None) -> None:  # noqa: F811
+def test_partials_carry_decode_stamps_without_an_end(word: np.ndarray, tracing: None) -> None:
     ctx = Ctx()
     events: list[TranscriptEvent] = []
     pipe = StreamPipeline("s", "spk", ctx, events.append,  # type: ignore[arg-type]
@@ -68,9 +69,8 @@ def test_partials_carry_decode_stamps_without_an_end(word: np.ndarray, tracing: 
         assert p.trace[stages.VOICED] == p.end * 16000  # the audio the partial heard ends there
 
 
-def test_commit_final_end_is_when_the_commit_was_decided(word: np.ndarray, tracing: None) -> None:  # noqa: F811
+def test_commit_final_end_is_when_the_commit_was_decided(word: np.ndarray, tracing: None) -> None:
     # A long utterance with short pauses: past commit_any_after_s any pause commits (no sentence end needed).
-    from tests.worker.streaming.test_commit import push
 
     opts = PipelineOptions(commit_any_after_s=2.0, commit_min_s=1.0)
     ctx = Ctx()
