@@ -320,3 +320,28 @@ def test_a_pause_gets_its_confirming_partial_without_waiting_for_the_cadence(
     assert ctx.scheduler.wait_idle(10)
     check_contiguous(finals(events))
     ctx.scheduler.close()
+
+
+@pytest.mark.parametrize("after_cut_s", [0.3, 1.5], ids=["short-part-commits", "as-any-utterance"])
+def test_the_short_rest_of_a_sentence_cut_before_its_end_commits_at_its_own_pause(sentence: np.ndarray,
+                                                                                  after_cut_s: float) -> None:
+    # A commit cut inside a sentence; its rest ("... to be.", 0.5 s) ends at a pause of its own. That part
+    # hears the commit as its left context, so its pause may commit it although it is short; otherwise its
+    # words wait for the next sentence's end.
+    ctx, pipe, events = pipeline(SentenceEngine(), PipelineOptions(commit_min_after_cut_s=after_cut_s))
+    rest = sentence[: 500 * 16]
+    push(pipe, np.concatenate([silence(500), sentence, silence(150), rest, silence(150), sentence[: 500 * 16]]),
+         ctx)
+    assert ctx.scheduler.wait_idle(10)
+    fs = finals(events)
+    assert pipe.in_utterance, "the speaker goes on"
+    if after_cut_s < 0.5:
+        assert len(fs) == 2 and "Next" not in fs[1].text
+        # The rest, from inside the pause before it to inside its own.
+        assert 0.5 * SR <= (fs[1].end - fs[1].start) * SR <= (0.15 + 0.5 + 0.15) * SR + 1
+    else:
+        assert len(fs) == 1
+    push(pipe, np.concatenate([sentence[500 * 16 :], silence(1000)]), ctx)
+    assert ctx.scheduler.wait_idle(10)
+    check_contiguous(finals(events))
+    ctx.scheduler.close()

@@ -320,7 +320,10 @@ class StreamPipeline:
         interval = max(interval, self._partial_cost * speakers / (self.o.partial_share * lanes))
         if now - op.last_partial_request < interval and not commits.confirms_pause(op, self.o):
             return  # the load's stretch, not the tier's interval, gives way to a partial that may commit
-        if op.utt.n < self.o.min_partial_audio_ms * SAMPLES_PER_MS:
+        least = self.o.min_partial_audio_ms
+        if op.after_commit and op.left is not None:  # the rest of a cut sentence: its pause may commit it
+            least = min(least, round(self.o.commit_min_after_cut_s * 1000) + self.o.commit_lookahead_ms)
+        if op.utt.n < least * SAMPLES_PER_MS:
             return
         op.last_partial_request = now
         op.partial_heard = op.utt.n

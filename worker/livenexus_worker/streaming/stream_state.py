@@ -88,6 +88,11 @@ class PipelineOptions:
     there cost accuracy on the meeting benchmark."""
     commit_min_s: float = 1.5
     """Audio the utterance must hold before a pause may commit it (shorter heads are rarely a sentence)."""
+    commit_min_after_cut_s: float = 0.3
+    """The same for a part that follows a commit and hears it as its left context (its partials may then
+    come once it holds this much and the look-ahead, before ``min_partial_audio_ms``): when a commit cut
+    inside a sentence, its rest ("... to be.", 0.3-0.9 s) could not commit at its own pause and waited for
+    the end of the next sentence (2-4 s: most of the meeting benchmark's lag p95)."""
     commit_any_after_s: float = 10.0
     """From this length on any pause commits, sentence end or not: it bounds the window every decode sees."""
     commit_clause_after_s: float = 3.0
