@@ -388,3 +388,25 @@ def test_a_long_part_is_not_second_guessed_alone() -> None:
     result = decode(engine, left, 3.0, agreed=())
     assert result is not None and result.event.text == "Thank you."
     assert all(prefix for _n, prefix in engine.calls), "no decode of the part alone"
+
+
+def test_the_short_rest_of_a_cut_sentence_commits_without_a_second_look_alone() -> None:
+    # The commit of "to be." (0.4 s, then a pause and the next sentence's first words): a partial read its
+    # sentence end there and the speaker went on, so it is speech even though alone Whisper rates it noise.
+
+    class RestOfASentence(LengthEngine):
+        def transcribe(self, audio: np.ndarray, beam_size: int = 1, language: str | None = "en", prefix: str = "",
+                       max_new_tokens: int | None = None, context: str = "", word_times: bool = False
+                       ) -> Hypothesis:
+            self.calls.append((audio.shape[0], prefix))
+            if not prefix:
+                return Hypothesis("to be.", 0.95, -0.9, "en", 0.0, 0.0, 0)
+            ends = (0.8, 1.4, 2.0, 2.2, 2.45, 2.7, 2.8)  # "where we wanted" in the 2 s context, then the part
+            return Hypothesis(f"{prefix} to be. I think", 0.05, -0.2, "en", 0.0, 0.0, 0,
+                              word_ends=ends if word_times else ())
+
+    left = LeftContext(np.ones(2 * SR, dtype=np.int16), "where we wanted")
+    engine = RestOfASentence()
+    result = decode(engine, left, 0.9, keep_until_s=0.5, agreed=("to",))
+    assert result is not None and result.event.text == "to be."
+    assert all(prefix for _n, prefix in engine.calls), "no decode of the part alone"

@@ -88,11 +88,14 @@ def decode_final(ctx: StreamContext, o: PipelineOptions, req: FinalRequest, op: 
         log.debug("stream %s: final %r misses the agreed %r; decoding from them", req.stream_id, said[:60],
                   " ".join(agreed)[:60])
         hyp, said, word_ends = run(agreed)
-    if heard_left and len(agreed) < o.guards.evidence_words and said.strip() and dur <= o.left_noise_check_s:
+    if (heard_left and keep_until is None and len(agreed) < o.guards.evidence_words and said.strip()
+            and dur <= o.left_noise_check_s):
         # A decode that hears a left context rates no-speech over the whole window, the context's speech
         # included: noise right after a final, read as "Thank you." four times at the end of the meeting
         # benchmark, passed the guards that way. Without agreed words a short part must pass them alone too
-        # (a long one is speech the VAD kept hearing; alone, Whisper may skip most of it).
+        # (a long one is speech the VAD kept hearing; alone, Whisper may skip most of it). Not a commit: a
+        # partial read a sentence end in it and the speaker went on; alone, the rest of a cut sentence ("to
+        # be.", 0.4 s) was rated no-speech and its commit declined, so it waited 3-4 s for the next one.
         alone = _decode(engine, tier.beam_size, o, req, audio, [], False, None)
         ctx.on_inference("final", alone, dur)
         _text, why = check(alone.text, alone.no_speech_prob, alone.avg_logprob, dur, o.guards)
