@@ -345,3 +345,20 @@ def test_the_short_rest_of_a_sentence_cut_before_its_end_commits_at_its_own_paus
     assert ctx.scheduler.wait_idle(10)
     check_contiguous(finals(events))
     ctx.scheduler.close()
+
+
+def test_with_word_times_an_earlier_sentence_end_at_a_pause_commits_when_the_last_has_none(
+        sentence: np.ndarray) -> None:
+    # Whisper also puts a full stop where the next sentence flows on ("in review the invoice. Generators"):
+    # the last full stop has no pause under it, the one before it does; seven words follow that one.
+    engine = SentenceEngine(following="and then six more words here. Next")
+    ctx, pipe, events = pipeline(engine, PipelineOptions(final_left_context_s=0.0))
+    push(pipe, np.concatenate([silence(500), sentence, silence(150), sentence[: 500 * 16]]), ctx)
+    assert ctx.scheduler.wait_idle(10)
+    (first,) = finals(events)
+    assert pipe.in_utterance and "then" not in first.text
+    assert decoded(first) == int((0.5 - first.start) * SR) + sentence.shape[0], "cut at the sentence's own pause"
+    push(pipe, np.concatenate([sentence[500 * 16 :], silence(1000)]), ctx)
+    assert ctx.scheduler.wait_idle(10)
+    check_contiguous(finals(events))
+    ctx.scheduler.close()

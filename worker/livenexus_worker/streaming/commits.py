@@ -69,24 +69,31 @@ def find_boundary(op: OpenUtterance, text: str, heard: int, word_ends: tuple[flo
     lookahead = o.commit_lookahead_ms * SAMPLES_PER_MS
     if op.commit_pending or not any(heard - c >= lookahead for c, _ in op.pauses):
         return None
+    if word_ends:
+        found = _aligned(op, text, heard, word_ends, lookahead)
+        if found is None:
+            found = _clause(op, text.split(), heard, word_ends, o)
+        if not found:
+            log.debug("stream %s: no sentence end or agreed word at a pause (%r; pauses at %s)", stream_id,
+                      text[-60:], [round(c / SAMPLE_RATE, 2) for c, _ in op.pauses])
+            return None
+        cut = found[0]
+        op.vote_cut = op.pause_votes = 0
+        while op.pauses and op.pauses[0][0] <= cut:
+            op.pauses.popleft()
+        return found
     words = text.split()
     word = heard / max(1, len(words))  # this speaker's pace, in samples per word
     ends = list(_SENTENCE_END.finditer(text))
     fragment = text[ends[-1].end():].split() if ends else []
-    # The look-ahead holds a word or two of the next sentence (one more for each later partial): more, and
-    # Whisper's boundary is at an earlier point. The next sentence starts with a capital: greedy partials
-    # also put full stops where a phrase merely pauses ("the payment service. the invoice generator"), or
-    # inherit one from their forced prefix ("results. while the"), and go on in lower case. Measured on the
-    # meeting benchmark, accepting those split sentences at commas and cost 4 points of WER.
-    # With word times the pause under the sentence's last word is found whatever follows, and a capital is
-    # no longer needed as evidence: a partial's full stop at a real pause ("joined. the main thing") is a
-    # boundary to cut at, a sentence's or a clause's, and the decode that commits it hears both sides.
+    # Unaligned, the boundary is placed from the speaker's pace, so the look-ahead may hold a word or two of
+    # the next sentence only (one more for each later partial): more, and Whisper's boundary is at an earlier
+    # point. The next sentence starts with a capital: greedy partials also put full stops where a phrase
+    # merely pauses ("the payment service. the invoice generator"), or inherit one from their forced prefix
+    # ("results. while the"), and go on in lower case. Measured on the meeting benchmark, accepting those
+    # split sentences at commas and cost 4 points of WER.
     limit = o.commit_max_fragment_words + op.pause_votes
-    fits = 1 <= len(fragment) <= (max(limit, o.commit_max_fragment_words_aligned) if word_ends else limit)
-    if not fits or not (word_ends or fragment[0][0].isupper()):
-        clause = _clause(op, words, heard, word_ends, o)
-        if clause is not None:
-            return clause
+    if not 1 <= len(fragment) <= limit or not fragment[0][0].isupper():
         log.debug("stream %s: no sentence end at a pause (%r)", stream_id, text[-60:])
         op.vote_cut = op.pause_votes = 0
         # Pauses this far back can no longer be the boundary of a short fragment: forget them.
@@ -98,23 +105,9 @@ def find_boundary(op: OpenUtterance, text: str, heard: int, word_ends: tuple[flo
     # one only begun): the pause nearest that point is where the sentence ended; others are gaps inside
     # it. If that pause is too recent for the look-ahead, a later partial decides.
     head = text[: ends[-1].end()].strip()
-    if word_ends:
-        # Aligned: the sentence's last word ends here; the pause must begin within a frame or two of it
-        # (a pause is noticed ``commit_pause_ms`` into the quiet). A pause elsewhere would put a word of
-        # this sentence after the cut, or one of the next before it.
-        spoken = word_ends[len(head.split()) - 1] * SAMPLE_RATE
-        near = [(c, w) for c, w in op.pauses if -60 * SAMPLES_PER_MS <= c - spoken <= 400 * SAMPLES_PER_MS]
-        if not near:
-            log.debug("stream %s: sentence end at %.2f s, pauses at %s", stream_id, spoken / SAMPLE_RATE,
-                      [round(c / SAMPLE_RATE, 2) for c, _ in op.pauses])
-            return None
-        cut, wall = min(near, key=lambda p: abs(p[0] - spoken))
-    else:
-        estimate = heard - (len(fragment) - 0.5) * word
-        cut, wall = min(op.pauses, key=lambda p: abs(p[0] - estimate))
-        if abs(cut - estimate) > 1.5 * word + lookahead:
-            return None
-    if heard - cut < lookahead:
+    estimate = heard - (len(fragment) - 0.5) * word
+    cut, wall = min(op.pauses, key=lambda p: abs(p[0] - estimate))
+    if abs(cut - estimate) > 1.5 * word + lookahead or heard - cut < lookahead:
         return None
     op.pause_votes = op.pause_votes + 1 if cut == op.vote_cut else 1
     op.vote_cut = cut
@@ -124,6 +117,29 @@ def find_boundary(op: OpenUtterance, text: str, heard: int, word_ends: tuple[flo
     while op.pauses and op.pauses[0][0] <= cut:
         op.pauses.popleft()
     return cut, wall, head
+
+
+def _aligned(op: OpenUtterance, text: str, heard: int, word_ends: tuple[float, ...],
+             lookahead: int) -> tuple[int, float, str] | tuple[()] | None:
+    """With word times: the latest sentence end of ``text`` under whose last word one of ``op``'s pauses
+    begins (within a frame or two before its end, or up to 400 ms after: a pause is noticed
+    ``commit_pause_ms`` into the quiet), with the look-ahead heard after it. Not only the last one: Whisper
+    also puts a full stop where the next sentence flows on ("in review the invoice. Generators"), or at the
+    end of the window, and the sentence end that has a pause under it came before. A full stop at a real
+    pause is a boundary to cut at whatever follows (a capital is not needed as evidence), a sentence's or a
+    clause's, and the decode that commits it hears both sides. ``()`` when that pause's look-ahead is not
+    heard yet: a later partial decides (no older pause is taken meanwhile)."""
+    for end in reversed(list(_SENTENCE_END.finditer(text))):
+        head = text[: end.end()].strip()
+        n = len(head.split())
+        if n > len(word_ends):
+            continue
+        spoken = word_ends[n - 1] * SAMPLE_RATE
+        near = [(c, w) for c, w in op.pauses if -60 * SAMPLES_PER_MS <= c - spoken <= 400 * SAMPLES_PER_MS]
+        if near:
+            cut, wall = min(near, key=lambda p: abs(p[0] - spoken))
+            return (cut, wall, head) if heard - cut >= lookahead else ()
+    return None
 
 
 def _clause(op: OpenUtterance, words: list[str], heard: int, word_ends: tuple[float, ...],
@@ -145,9 +161,6 @@ def _clause(op: OpenUtterance, words: list[str], heard: int, word_ends: tuple[fl
     if found is None:
         return None
     cut, wall, last = found
-    while op.pauses and op.pauses[0][0] <= cut:
-        op.pauses.popleft()
-    op.vote_cut = op.pause_votes = 0
     return cut, wall, " ".join(words[: last + 1])
 
 

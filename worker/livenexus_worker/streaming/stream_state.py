@@ -67,10 +67,8 @@ class PipelineOptions:
     commit_lookahead_ms: int = 300
     """Audio after the pause a confirming partial must hear, so Whisper can tell a sentence end from a breath."""
     commit_max_fragment_words: int = 2
-    """Words the partial may show after the sentence end; more means its boundary is not at this pause."""
-    commit_max_fragment_words_aligned: int = 6
-    """The same with word times: the cut is found from where the sentence's last word ends, so a partial that
-    already heard several words of the next sentence still places it."""
+    """Without word times: words the partial may show after the sentence end; more means its boundary is not
+    at this pause. With word times the pause under the sentence's last word is found whatever follows."""
     commit_confirmations: int = 1
     """Consecutive partials that must end a sentence at the pause before it commits. Measured on espeak
     sentences with 150 ms pauses: 2 merged a third of the true boundaries and still passed a misheard one."""
