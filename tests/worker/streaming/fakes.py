@@ -153,7 +153,7 @@ def finals(events: list[TranscriptEvent]) -> list[TranscriptEvent]:
 
 def decoded(e: TranscriptEvent) -> int:
     """Samples of speech the final's text stands for (the stand-in decoders write it as "samples N")."""
-    return int(e.text.split()[1].rstrip("."))
+    return int(e.text.split()[1].rstrip(".,"))
 
 
 def check_contiguous(fs: list[TranscriptEvent]) -> None:

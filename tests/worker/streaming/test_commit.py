@@ -322,13 +322,24 @@ def test_a_pause_gets_its_confirming_partial_without_waiting_for_the_cadence(
     ctx.scheduler.close()
 
 
+class CommaEngine(SentenceEngine):
+    """Reads every sentence end as a comma, as Whisper does where a sentence seems to flow on: commits come
+    from the clause rule only (an agreed word that ends at a pause)."""
+
+    def transcribe(self, audio: np.ndarray, beam_size: int = 1, language: str | None = "en", prefix: str = "",
+                   max_new_tokens: int | None = None, context: str = "", word_times: bool = False) -> Hypothesis:
+        hyp = super().transcribe(audio, beam_size, language, prefix, max_new_tokens, context, word_times)
+        return replace(hyp, text=hyp.text.replace(". ", ", ").rstrip("."))
+
+
 @pytest.mark.parametrize("after_cut_s", [0.3, 1.5], ids=["short-part-commits", "as-any-utterance"])
-def test_the_short_rest_of_a_sentence_cut_before_its_end_commits_at_its_own_pause(sentence: np.ndarray,
-                                                                                  after_cut_s: float) -> None:
+@pytest.mark.parametrize("engine", [SentenceEngine, CommaEngine], ids=["full-stop", "comma"])
+def test_the_short_rest_of_a_sentence_cut_before_its_end_commits_at_its_own_pause(
+        sentence: np.ndarray, after_cut_s: float, engine: type[SentenceEngine]) -> None:
     # A commit cut inside a sentence; its rest ("... to be.", 0.5 s) ends at a pause of its own. That part
     # hears the commit as its left context, so its pause may commit it although it is short; otherwise its
-    # words wait for the next sentence's end.
-    ctx, pipe, events = pipeline(SentenceEngine(), PipelineOptions(commit_min_after_cut_s=after_cut_s))
+    # words wait for the next sentence's end. Its partials may read that end as a comma.
+    ctx, pipe, events = pipeline(engine(), PipelineOptions(commit_min_after_cut_s=after_cut_s))
     rest = sentence[: 500 * 16]
     push(pipe, np.concatenate([silence(500), sentence, silence(150), rest, silence(150), sentence[: 500 * 16]]),
          ctx)

@@ -15,6 +15,7 @@ from livenexus_worker.streaming.stream_state import LeftContext, OpenUtterance, 
 log = logging.getLogger(__name__)
 
 _SENTENCE_END = re.compile(r"[.?!…][\"')\]]*\s+")
+_ENDS_SENTENCE = re.compile(r"[.?!…][\"')\]]*\s*$")
 
 
 def note_pause(op: OpenUtterance, o: PipelineOptions, pos: int, pause_ms: int, frame: int,
@@ -70,7 +71,7 @@ def find_boundary(op: OpenUtterance, text: str, heard: int, word_ends: tuple[flo
     if op.commit_pending or not any(heard - c >= lookahead for c, _ in op.pauses):
         return None
     if word_ends:
-        found = _aligned(op, text, heard, word_ends, lookahead)
+        found = _aligned(op, text, heard, word_ends, o)
         if found is None:
             found = _clause(op, text.split(), heard, word_ends, o)
         if not found:
@@ -120,7 +121,7 @@ def find_boundary(op: OpenUtterance, text: str, heard: int, word_ends: tuple[flo
 
 
 def _aligned(op: OpenUtterance, text: str, heard: int, word_ends: tuple[float, ...],
-             lookahead: int) -> tuple[int, float, str] | tuple[()] | None:
+             o: PipelineOptions) -> tuple[int, float, str] | tuple[()] | None:
     """With word times: the latest sentence end of ``text`` under whose last word one of ``op``'s pauses
     begins (within a frame or two before its end, or up to 400 ms after: a pause is noticed
     ``commit_pause_ms`` into the quiet), with the look-ahead heard after it. Not only the last one: Whisper
@@ -128,7 +129,11 @@ def _aligned(op: OpenUtterance, text: str, heard: int, word_ends: tuple[float, .
     end of the window, and the sentence end that has a pause under it came before. A full stop at a real
     pause is a boundary to cut at whatever follows (a capital is not needed as evidence), a sentence's or a
     clause's, and the decode that commits it hears both sides. ``()`` when that pause's look-ahead is not
-    heard yet: a later partial decides (no older pause is taken meanwhile)."""
+    heard yet: a later partial decides (no older pause is taken meanwhile). Of several pauses there, the one
+    nearest where a pause that began at the word's end is noticed: nearest the end itself cut "the | latest."
+    at a gap inside the word its alignment put 60 ms early, and the next part read the rest as "is"."""
+    lookahead = o.commit_lookahead_ms * SAMPLES_PER_MS
+    noticed = o.commit_pause_ms * SAMPLES_PER_MS
     for end in reversed(list(_SENTENCE_END.finditer(text))):
         head = text[: end.end()].strip()
         n = len(head.split())
@@ -137,7 +142,7 @@ def _aligned(op: OpenUtterance, text: str, heard: int, word_ends: tuple[float, .
         spoken = word_ends[n - 1] * SAMPLE_RATE
         near = [(c, w) for c, w in op.pauses if -60 * SAMPLES_PER_MS <= c - spoken <= 400 * SAMPLES_PER_MS]
         if near:
-            cut, wall = min(near, key=lambda p: abs(p[0] - spoken))
+            cut, wall = min(near, key=lambda p: abs(p[0] - spoken - noticed))
             return (cut, wall, head) if heard - cut >= lookahead else ()
     return None
 
@@ -145,8 +150,13 @@ def _aligned(op: OpenUtterance, text: str, heard: int, word_ends: tuple[float, .
 def _clause(op: OpenUtterance, words: list[str], heard: int, word_ends: tuple[float, ...],
             o: PipelineOptions) -> tuple[int, float, str] | None:
     """No sentence end, but the utterance is long: the latest pause that one of the agreed words ends in
-    (−60…+400 ms, as for a sentence end), with the look-ahead heard after it."""
-    if not o.commit_clause_after_s or not word_ends or heard < o.commit_clause_after_s * SAMPLE_RATE:
+    (−60…+400 ms, as for a sentence end), with the look-ahead heard after it. In the rest of a sentence the
+    last commit cut before its end, from ``commit_min_after_cut_s``: its partials do not hear the words before
+    it, and read its end as a comma ("closed within a day, so overall"), so it waited for the clause rule."""
+    after = o.commit_clause_after_s
+    if after and op.after_commit and op.left is not None and not _ENDS_SENTENCE.search(op.left.text):
+        after = min(after, o.commit_min_after_cut_s)
+    if not after or not word_ends or heard < after * SAMPLE_RATE:
         return None
     lookahead = o.commit_lookahead_ms * SAMPLES_PER_MS
     stable = min(len(op.agreement.committed), len(word_ends), len(words))

@@ -1,0 +1,52 @@
+"""Where a partial's words put a commit's cut, from the pauses heard (commits.find_boundary, no decoder)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from livenexus_worker.streaming.commits import find_boundary
+from livenexus_worker.streaming.pipeline import PipelineOptions
+from livenexus_worker.streaming.segmenter import Utterance
+from livenexus_worker.streaming.stream_state import LeftContext, OpenUtterance
+
+SR = 16000
+
+
+def part(pauses_s: list[float], left: str | None = None, agreed: tuple[str, ...] = ()) -> OpenUtterance:
+    op = OpenUtterance(Utterance("s-2", 0), 0, after_commit=left is not None,
+                       left=None if left is None else LeftContext(np.zeros(SR, dtype=np.int16), left))
+    op.pauses.extend((int(p * SR), 100.0 + p) for p in pauses_s)
+    op.agreement.committed.extend(agreed)
+    return op
+
+
+def test_of_two_pauses_under_a_sentence_end_the_one_its_pause_would_be_noticed_at() -> None:
+    # "latest." aligned to end at 0.48 s; a gap inside the word at 0.42 s, the pause after it noticed at
+    # 0.69 s: the cut keeps the whole word.
+    op = part([0.42, 0.69])
+    found = find_boundary(op, "the latest. What about", int(1.35 * SR), (0.15, 0.48, 1.0, 1.3), PipelineOptions())
+    assert found is not None and found[0] == int(0.69 * SR) and found[2] == "the latest."
+    assert not op.pauses, "pauses up to the cut are used up"
+
+
+def test_a_sentence_end_whose_pause_lacks_its_look_ahead_waits_rather_than_taking_an_older_clause() -> None:
+    # An agreed word ends at the older pause (clause rule from 3 s): the sentence end's pause is the boundary,
+    # and a later partial commits it once it heard the look-ahead.
+    op = part([1.0, 3.2], agreed=("a", "b", "c", "d"))
+    words, ends = "a b c d e f. Next", (0.3, 0.6, 0.9, 0.92, 2.0, 3.1, 3.4)
+    assert find_boundary(op, words, int(3.4 * SR), ends, PipelineOptions()) is None
+    assert [round(c / SR, 1) for c, _ in op.pauses] == [1.0, 3.2], "nothing forgotten"
+    found = find_boundary(op, words + " word", int(3.6 * SR), (*ends[:-1], 3.45, 3.55), PipelineOptions())
+    assert found is not None and found[0] == int(3.2 * SR)
+
+
+def test_the_rest_of_a_sentence_cut_before_its_end_commits_by_the_clause_rule_before_3_s() -> None:
+    # The last commit ended "... where we wanted" (no sentence end): this part's partial reads its end as a
+    # comma; its agreed words end at the pause.
+    text, ends = "to be, I think", (0.2, 0.45, 0.9, 1.1)
+    for left, commits in (("where we wanted", True), ("where we wanted to be.", False), (None, False)):
+        op = part([0.52], left=left, agreed=("to", "be,"))
+        found = find_boundary(op, text, int(1.1 * SR), ends, PipelineOptions())
+        assert (found is not None) == commits, left
+        if found is not None:
+            assert found[0] == int(0.52 * SR) and found[2] == "to be,"
