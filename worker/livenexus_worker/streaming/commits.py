@@ -16,6 +16,7 @@ log = logging.getLogger(__name__)
 
 _SENTENCE_END = re.compile(r"[.?!…][\"')\]]*\s+")
 _ENDS_SENTENCE = re.compile(r"[.?!…][\"')\]]*\s*$")
+_MARKS = ",;:.?!…"
 
 
 def note_pause(op: OpenUtterance, o: PipelineOptions, pos: int, pause_ms: int, frame: int,
@@ -150,13 +151,21 @@ def _aligned(op: OpenUtterance, text: str, heard: int, word_ends: tuple[float, .
 def _clause(op: OpenUtterance, words: list[str], heard: int, word_ends: tuple[float, ...],
             o: PipelineOptions) -> tuple[int, float, str] | None:
     """No sentence end, but the utterance is long: the latest pause that one of the agreed words ends in
-    (−60…+400 ms, as for a sentence end), with the look-ahead heard after it. In the rest of a sentence the
-    last commit cut before its end, from ``commit_min_after_cut_s``: its partials do not hear the words before
-    it, and read its end as a comma ("closed within a day, so overall"), so it waited for the clause rule."""
-    after = o.commit_clause_after_s
-    if after and op.after_commit and op.left is not None and not _ENDS_SENTENCE.search(op.left.text):
-        after = min(after, o.commit_min_after_cut_s)
-    if not after or not word_ends or heard < after * SAMPLE_RATE:
+    (−60…+400 ms, as for a sentence end), with the look-ahead heard after it.
+
+    The rest of a sentence the last commit cut before its end may commit sooner, from
+    ``commit_min_after_cut_s``, at an agreed word with punctuation: its partials do not hear the words before
+    it and read its end as a comma ("closed within a day, so overall"). Punctuation, because any agreed word
+    at any pause cut such rests again and again into finals of a word or two ("were closed | within the day |
+    so overall I would")."""
+    if not o.commit_clause_after_s or not word_ends:
+        return None
+    if heard >= o.commit_clause_after_s * SAMPLE_RATE:
+        marked = False
+    elif (op.after_commit and op.left is not None and not _ENDS_SENTENCE.search(op.left.text)
+          and heard >= o.commit_min_after_cut_s * SAMPLE_RATE):
+        marked = True
+    else:
         return None
     lookahead = o.commit_lookahead_ms * SAMPLES_PER_MS
     stable = min(len(op.agreement.committed), len(word_ends), len(words))
@@ -165,7 +174,7 @@ def _clause(op: OpenUtterance, words: list[str], heard: int, word_ends: tuple[fl
         if heard - c < lookahead:
             break
         ending = [i for i in range(stable) if -60 * SAMPLES_PER_MS <= c - word_ends[i] * SAMPLE_RATE
-                  <= 400 * SAMPLES_PER_MS]
+                  <= 400 * SAMPLES_PER_MS and not (marked and words[i][-1] not in _MARKS)]
         if ending:
             found = (c, wall, ending[-1])
     if found is None:
