@@ -33,6 +33,7 @@ from livenexus_worker.core.audio import SAMPLE_RATE
 from livenexus_worker.core.events import TranscriptEvent
 from livenexus_worker.ops.metrics import WorkerMetrics
 from livenexus_worker.ops.tier_control import TierController, TierManager
+from livenexus_worker.room.service import tier_signals
 from livenexus_worker.room.settings import WorkerSettings
 from livenexus_worker.streaming.runtime import Runtime
 
@@ -123,14 +124,11 @@ def run(n: int, clips: list[np.ndarray], seconds: float, settings: WorkerSetting
     lags: list[float] = []
 
     def signals() -> tuple[float, float]:
-        # The same signals as WorkerService: a queued final is what a listener waits for.
-        s, lag = sampler.sample(), rt.scheduler.lag_s(finals_only=True)
+        s, lag = tier_signals(rt, metrics)  # the worker's own, recorded
         pressures.append(s.pressure)
         busy.extend([s.busy] if s.busy is not None else [])
         stall.extend([s.stall] if s.stall is not None else [])
         lags.append(lag)
-        # Keep the gauges fresh between jobs too (the runtime updates them only after each job).
-        metrics.queue(rt.scheduler.depth(), lag, rt.active_speakers())
         return s.pressure, lag
 
     controller = TierController(manager, signals, rt.set_tier if tiers else (lambda i: None), interval_s=0.5)

@@ -40,3 +40,30 @@ def test_service_serves_health_metrics_and_counts_speech(speech_cache: dict[str,
         assert svc.tiers.manager.active == 0
     finally:
         svc.close()
+
+
+@pytest.mark.parametrize(("cores", "lanes"), [(0.6, 1), (1.5, 2), (3.0, 3), (8.0, 4)])
+def test_tier_signals_run_as_many_decodes_at_once_as_the_quota_holds(cores: float, lanes: int) -> None:
+    from livenexus_worker.ops.cpu import CpuSample
+    from livenexus_worker.ops.metrics import WorkerMetrics
+    from livenexus_worker.room.service import tier_signals
+    from livenexus_worker.streaming.scheduler import InferenceScheduler
+
+    class Quota:
+        def sample(self) -> CpuSample:
+            return CpuSample(0.0, 1.0, cores, True, 0.2, 0.3, 0.0, 0.3)
+
+    class Rt:
+        scheduler = InferenceScheduler(workers=4)
+
+        def active_speakers(self) -> int:
+            return 2
+
+    metrics = WorkerMetrics(sampler=Quota())  # type: ignore[arg-type]
+    rt = Rt()
+    try:
+        sample, lag = tier_signals(rt, metrics)  # type: ignore[arg-type]
+        assert (sample.pressure, lag, rt.scheduler.parallel) == (0.3, 0.0, lanes)
+        assert "livenexus_active_speakers 2.0" in metrics.exposition().decode()
+    finally:
+        rt.scheduler.close()

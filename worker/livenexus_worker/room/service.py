@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from livenexus_worker.ops.cpu import CpuSample
 from livenexus_worker.ops.metrics import WorkerMetrics
 from livenexus_worker.ops.metrics_server import MetricsServer, start_metrics_server
 from livenexus_worker.ops.tier_control import TierController, TierManager
@@ -13,6 +14,17 @@ from livenexus_worker.streaming.runtime import Runtime, RuntimeOptions
 from livenexus_worker.streaming.scheduler import lanes_for
 
 log = logging.getLogger(__name__)
+
+
+def tier_signals(runtime: Runtime, metrics: WorkerMetrics) -> tuple[CpuSample, float]:
+    """One tick of the tier controller: the CPU sample and how long the oldest queued final has waited (what
+    a listener waits for). Also refreshes the queue gauges (between jobs they go stale during one long
+    decode) and lets as many decodes run at once as the CPU quota holds, one per core (it changes on an
+    in-place resize)."""
+    metrics.queue(runtime.scheduler.depth(), runtime.scheduler.lag_s(), runtime.active_speakers())
+    sample = metrics.sampler.sample()
+    runtime.scheduler.set_parallel(lanes_for(sample.usable_cores))
+    return sample, runtime.scheduler.lag_s(finals_only=True)
 
 
 @dataclass
@@ -42,12 +54,8 @@ class WorkerService:
         manager = TierManager(runtime.options.tiers, settings.tier_options(), unavailable=unavailable)
 
         def signals() -> tuple[float, float]:
-            # Refresh queue gauges here too: between-jobs updates go stale during one long decode.
-            metrics.queue(runtime.scheduler.depth(), runtime.scheduler.lag_s(), runtime.active_speakers())
-            sample = metrics.sampler.sample()
-            # Decodes run one per core: as many at once as the quota holds (it changes on an in-place resize).
-            runtime.scheduler.set_parallel(lanes_for(sample.usable_cores))
-            return sample.pressure, runtime.scheduler.lag_s(finals_only=True)
+            sample, lag = tier_signals(runtime, metrics)
+            return sample.pressure, lag
 
         # set_tier only affects utterances that start later, so a change never lands mid-utterance.
         # The quota is re-read every tick: an in-place resize changes it under the running process.
