@@ -44,12 +44,12 @@ def test_service_serves_health_metrics_and_counts_speech(speech_cache: dict[str,
 
 @pytest.mark.parametrize(("cores", "lanes"), [(0.6, 1), (1.5, 2), (3.0, 3), (8.0, 4)])
 def test_tier_signals_run_as_many_decodes_at_once_as_the_quota_holds(cores: float, lanes: int) -> None:
-    from livenexus_worker.ops.cpu import CpuSample
+    from livenexus_worker.ops.cpu import CpuSample, CpuSampler
     from livenexus_worker.ops.metrics import WorkerMetrics
     from livenexus_worker.room.service import tier_signals
     from livenexus_worker.streaming.scheduler import InferenceScheduler
 
-    class Quota:
+    class Quota(CpuSampler):
         def sample(self) -> CpuSample:
             return CpuSample(0.0, 1.0, cores, True, 0.2, 0.3, 0.0, 0.3)
 
@@ -59,7 +59,7 @@ def test_tier_signals_run_as_many_decodes_at_once_as_the_quota_holds(cores: floa
         def active_speakers(self) -> int:
             return 2
 
-    metrics = WorkerMetrics(sampler=Quota())  # type: ignore[arg-type]
+    metrics = WorkerMetrics(sampler=Quota())
     rt = Rt()
     try:
         sample, lag = tier_signals(rt, metrics)  # type: ignore[arg-type]
