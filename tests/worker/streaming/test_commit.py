@@ -373,3 +373,26 @@ def test_with_word_times_an_earlier_sentence_end_at_a_pause_commits_when_the_las
     assert ctx.scheduler.wait_idle(10)
     check_contiguous(finals(events))
     ctx.scheduler.close()
+
+
+def test_a_confirming_partial_that_never_ran_leaves_the_next_one_its_way_past_the_cadence(
+        sentence: np.ndarray) -> None:
+    # The load stretched the cadence to ~8 s. The partial asked for when the pause's look-ahead was heard is
+    # dropped before it runs (as the scheduler drops a stale one): the next frame asks again.
+    ctx = FastCtx()
+    ctx.engine = CostlyPartials()
+    events: list[TranscriptEvent] = []
+    pipe = StreamPipeline("s", "spk", ctx, events.append, PipelineOptions(final_left_context_s=0.0))  # type: ignore[arg-type]
+    submit, dropped = ctx.scheduler.submit_partial, []
+
+    def drop_one(key: str, job: object) -> None:
+        if len(dropped) < 1 and pipe._open is not None and pipe._open.pauses:
+            dropped.append(job)
+            return
+        submit(key, job)  # type: ignore[arg-type]
+
+    ctx.scheduler.submit_partial = drop_one  # type: ignore[method-assign]
+    push(pipe, np.concatenate([silence(500), sentence, silence(150), sentence[: 500 * 16]]), ctx)
+    assert ctx.scheduler.wait_idle(10)
+    assert dropped and len(finals(events)) == 1 and pipe.in_utterance
+    ctx.scheduler.close()

@@ -326,7 +326,6 @@ class StreamPipeline:
         if op.utt.n < least * SAMPLES_PER_MS:
             return
         op.last_partial_request = now
-        op.partial_heard = op.utt.n
         job = Job(lambda: self._run_partial(op, now), "partial", key=self.stream_id)
         self._ctx.scheduler.submit_partial(self.stream_id, job)
 
@@ -341,6 +340,7 @@ class StreamPipeline:
                 # final's queue wait p50 126 ms with partials, 3 ms without).
                 return
             audio = op.utt.audio().copy()
+            op.partial_heard = max(op.partial_heard, audio.shape[0])  # when it runs (see confirms_pause)
             committed = " ".join(op.agreement.committed)
             # Word times cost one more decoder pass (~25 ms): only when a pause may be confirmed.
             aligned = self.o.commit_in_speech and bool(op.pauses)

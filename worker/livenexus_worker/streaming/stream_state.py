@@ -163,7 +163,7 @@ class OpenUtterance:
     agreement: LocalAgreement = field(default_factory=LocalAgreement)
     last_partial_request: float = 0.0
     partial_heard: int = 0
-    """Samples of the utterance the last partial request covered (a pause's lookahead heard since then has
+    """Samples of the utterance the latest partial that ran heard (a pause's look-ahead heard since then has
     not been confirmed yet)."""
     last_voiced_wall: float = 0.0
     speculated_at: int = SpeculationMark.NONE
