@@ -56,7 +56,8 @@ def confirms_pause(op: OpenUtterance, o: PipelineOptions) -> bool:
     commit a sentence, so it does not wait for the cadence stretched by the load (on a busy node that held
     commits back: 4 and 8 speakers, the slowest tenth of finals were queued 1.3-1.9 s after their pause). Never
     sooner than the tier's interval: on an idle node it comes soon anyway, and one speaker's meeting run asked
-    for 24 % more partials (+0.11 CPU-s per audio-s) with no gain in final lag when it did."""
+    for 24 % more partials (+0.11 CPU-s per audio-s) with no gain in final lag when it did. What a partial
+    heard is noted when it runs: one dropped as stale or skipped in the pause leaves the next its way past."""
     lookahead = o.commit_lookahead_ms * SAMPLES_PER_MS
     return not op.commit_pending and any(
         op.utt.n - c >= lookahead > op.partial_heard - c for c, _ in op.pauses)
