@@ -162,7 +162,7 @@ def _clause(op: OpenUtterance, words: list[str], heard: int, word_ends: tuple[fl
     if not o.commit_clause_after_s or not word_ends:
         return None
     if heard >= o.commit_clause_after_s * SAMPLE_RATE:
-        marked = heard < o.commit_clause_marked_until_s * SAMPLE_RATE
+        marked = False
     elif (op.after_commit and op.left is not None and not _ENDS_SENTENCE.search(op.left.text)
           and heard >= o.commit_min_after_cut_s * SAMPLE_RATE):
         marked = True

@@ -99,10 +99,6 @@ class PipelineOptions:
     stable, and the commit's decode hears the look-ahead too. Bounds the wait of a sentence whose partials put
     no full stop at its pause below ``commit_any_after_s``. Cutting a sentence costs accuracy only when its
     parts are decoded alone: with ``final_left_context_s`` the next part hears the words before the cut."""
-    commit_clause_marked_until_s: float = 0.0
-    """Below this length (and from ``commit_clause_after_s``) only an agreed word with punctuation (a comma)
-    commits by the clause rule; a gap with none ("by Thursday at | the latest.") waits for a sentence end.
-    0: any agreed word from ``commit_clause_after_s``."""
     pauses: PauseOptions = field(default_factory=PauseOptions)
     """How quiet a pause is."""
     final_left_context_s: float = 6.0
