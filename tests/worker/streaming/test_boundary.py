@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
+from livenexus_worker.core.tier_spec import TierSpec
+from livenexus_worker.inference.engine import Hypothesis
 from livenexus_worker.streaming.commits import find_boundary
+from livenexus_worker.streaming.finals import FinalRequest, decode_final
 from livenexus_worker.streaming.pipeline import PipelineOptions
 from livenexus_worker.streaming.segmenter import Utterance
 from livenexus_worker.streaming.stream_state import LeftContext, OpenUtterance
+
+from .fakes import Ctx, LengthEngine
 
 SR = 16000
 
@@ -54,3 +60,29 @@ def test_the_rest_of_a_sentence_cut_before_its_end_commits_by_the_clause_rule_be
         assert (found is not None) == commits, (text, left)
         if found is not None:
             assert found[0] == int(0.52 * SR) and found[2] == "to be,"
+
+
+class CutInsideAWord(LengthEngine):
+    """The commit's decode: "the latest. What", the word "latest." ending 130 ms after a gap inside it."""
+
+    def transcribe(self, audio: np.ndarray, beam_size: int = 1, language: str | None = "en", prefix: str = "",
+                   max_new_tokens: int | None = None, context: str = "", word_times: bool = False) -> Hypothesis:
+        self.calls.append((audio.shape[0], prefix))
+        return Hypothesis("the latest. What", 0.01, -0.1, "en", 0.0, 0.0, 0,
+                          word_ends=(0.15, 0.55, 0.9) if word_times else ())
+
+
+@pytest.mark.parametrize(("head", "said"), [("the latest.", None), ("the", "the"), ("", "the")],
+                         ids=["partial-ended-the-word-there", "partial-agrees", "no-partial-head"])
+def test_a_commit_whose_decode_ends_the_partial_s_last_word_after_the_cut_is_declined(head: str,
+                                                                                      said: str | None) -> None:
+    ctx = Ctx()
+    ctx.engine = CutInsideAWord()
+    ctx.engine_for = lambda _i: (0, TierSpec("fake", "int8", 1, 250), ctx.engine)  # type: ignore[method-assign]
+    op = OpenUtterance(Utterance("s-1", 0), 0)
+    audio = np.ones(int(1.0 * SR), dtype=np.int16)
+    op.utt.append(audio)
+    req = FinalRequest("s", "spk", "", False, (head.split() or [""])[-1])
+    result = decode_final(ctx, PipelineOptions(), req, op, audio, 0.0, keep_until=int(0.42 * SR))  # type: ignore[arg-type]
+    ctx.scheduler.close()
+    assert (None if result is None else result.event.text) == said

@@ -7,8 +7,8 @@ import re
 _NORM = re.compile(r"[^\w']+")
 
 
-def _key(word: str) -> str:
-    # Compare words without case and punctuation, so "dog" and "dog." agree.
+def word_key(word: str) -> str:
+    """A word without case and punctuation, so "dog" and "dog." agree."""
     return _NORM.sub("", word.lower())
 
 
@@ -24,11 +24,11 @@ class LocalAgreement:
         words = text.split()
         n = len(self.committed)
         # The new hypothesis must extend what is committed; if Whisper wanders, its tail is all unstable.
-        if [_key(w) for w in words[:n]] == [_key(w) for w in self.committed]:
+        if [word_key(w) for w in words[:n]] == [word_key(w) for w in self.committed]:
             tail, prev_tail = words[n:], self._previous[n:]
             agree = 0
             for a, b in zip(tail, prev_tail, strict=False):
-                if _key(a) != _key(b):
+                if word_key(a) != word_key(b):
                     break
                 agree += 1
             # Commit the newer spelling: it heard more of what follows, so its punctuation is the better
@@ -53,10 +53,10 @@ def coverage(agreed: list[str], text: str) -> float:
         return 1.0
     pool: dict[str, int] = {}
     for w in text.split():
-        pool[_key(w)] = pool.get(_key(w), 0) + 1
+        pool[word_key(w)] = pool.get(word_key(w), 0) + 1
     hit = 0
     for w in agreed:
-        k = _key(w)
+        k = word_key(w)
         if pool.get(k, 0) > 0:
             pool[k] -= 1
             hit += 1

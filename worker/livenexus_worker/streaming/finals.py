@@ -18,7 +18,7 @@ from livenexus_worker.core.audio import SAMPLE_RATE, SAMPLES_PER_MS
 from livenexus_worker.core.events import TranscriptEvent
 from livenexus_worker.inference.engine import Hypothesis, WhisperEngine
 from livenexus_worker.inference.guards import check, cut_restart_word
-from livenexus_worker.streaming.agreement import coverage
+from livenexus_worker.streaming.agreement import coverage, word_key
 from livenexus_worker.streaming.stream_state import (
     LeftContext,
     OpenUtterance,
@@ -42,6 +42,10 @@ class FinalRequest:
     """Recent finals of the stream, given to the decoder as earlier text ('' for none)."""
     word_times: bool = False
     """Align the final's words (for the committed part a later final hears as its left context)."""
+    head_last: str = ""
+    """A commit's: the last word of what the confirming partial said before the cut. When the
+    commit's own decode ends that word after the cut, the cut is inside it ("the | latest.": a gap in the
+    word, which the partial's alignment put a little early): the commit is declined, not cut there."""
 
 
 def final_audio(op: OpenUtterance, o: PipelineOptions) -> np.ndarray:
@@ -108,6 +112,11 @@ def decode_final(ctx: StreamContext, o: PipelineOptions, req: FinalRequest, op: 
         # sentence's. Without word times nothing can be kept safely: the commit is declined.
         limit = (keep_until + 40 * SAMPLES_PER_MS) / SAMPLE_RATE
         kept = sum(1 for end in word_ends if end <= limit)
+        rest = said.split()[kept:]
+        if rest and req.head_last and word_key(rest[0]) == word_key(req.head_last):
+            log.debug("stream %s: commit declined, %r ends after the cut at %.2f s", req.stream_id, rest[0],
+                      keep_until / SAMPLE_RATE)
+            return None
         if not kept:
             log.debug("stream %s: commit declined, no word ends before %.2f s (%s)", req.stream_id,
                       keep_until / SAMPLE_RATE, word_ends[:3])

@@ -222,7 +222,7 @@ class StreamPipeline:
 
         self._ctx.scheduler.submit_final(Job(run, "final", key=self.stream_id))
 
-    def _propose_commit(self, op: OpenUtterance, pause_wall: float, cut: int, heard: int = 0) -> None:
+    def _propose_commit(self, op: OpenUtterance, pause_wall: float, cut: int, heard: int = 0, head: str = "") -> None:
         """Decode the first ``cut`` samples (up to a pause) as a final and commit them when the result is in.
         With ``heard`` > ``cut``, the decode also hears what follows and keeps only the words that end before
         the cut (aligned). Only the latest proposal of an utterance counts: ``commit_tried_at`` is its token."""
@@ -242,7 +242,7 @@ class StreamPipeline:
                     if op.commit_tried_at == token:
                         op.commit_pending = False
                     return
-            result = self._decode_final(op, audio, pause_wall, keep_until, commit=True)
+            result = self._decode_final(op, audio, pause_wall, keep_until, commit=True, head=head)
             with self._lock:
                 if not current():
                     if op.commit_tried_at == token:
@@ -267,7 +267,7 @@ class StreamPipeline:
             return False
         cut, wall, head = found
         if not self.o.commit_text_from_partial:
-            self._propose_commit(op, wall, cut, heard)
+            self._propose_commit(op, wall, cut, heard, head)
             return False
         start = op.utt.start_sample / SAMPLE_RATE
         event = replace(partial, text=head, stable=head, unstable="", is_final=True, end=start + cut / SAMPLE_RATE)
@@ -369,10 +369,11 @@ class StreamPipeline:
                 self._deliver(event)
 
     def _decode_final(self, op: OpenUtterance, audio: np.ndarray, speech_end_wall: float,
-                      keep_until: int | None = None, commit: bool = False) -> PendingFinal | None:
+                      keep_until: int | None = None, commit: bool = False, head: str = "") -> PendingFinal | None:
         context = " ".join(self._finals[-self.o.context_finals:]) if self.o.context_finals else ""
         # A commit's words are the next part's left context: their times say where its last words begin.
-        req = finals.FinalRequest(self.stream_id, self.speaker, context, commit and self.o.final_left_context_s > 0)
+        req = finals.FinalRequest(self.stream_id, self.speaker, context, commit and self.o.final_left_context_s > 0,
+                                  (head.split() or [""])[-1])
         result = finals.decode_final(self._ctx, self.o, req, op, audio, speech_end_wall, keep_until)
         return finals.stamped(self._ctx, op, result, audio.shape[0] if keep_until is None else keep_until)
 
