@@ -24,7 +24,7 @@ def note_pause(op: OpenUtterance, o: PipelineOptions, pos: int, pause_ms: int, f
     """The stream is at ``pos`` after ``pause_ms`` of quiet: note the pause as a candidate cut for a partial to
     confirm (once per pause). Returns the wall time it began when it is to be committed right away instead
     (any pause, once the utterance is ``commit_any_after_s`` long). Caller holds the stream's lock."""
-    shortest = o.commit_min_after_cut_s if op.after_commit and op.left is not None else o.commit_min_s
+    shortest = o.commit_min_after_cut_s if op.hears_commit else o.commit_min_s
     if not (o.commit_in_speech and pause_ms >= o.commit_pause_ms and op.utt.n >= shortest * SAMPLE_RATE
             and op.voiced_frames >= o.vad.min_speech_frames):
         return None
@@ -163,7 +163,7 @@ def _clause(op: OpenUtterance, words: list[str], heard: int, word_ends: tuple[fl
         return None
     if heard >= o.commit_clause_after_s * SAMPLE_RATE:
         marked = False
-    elif (op.after_commit and op.left is not None and not _ENDS_SENTENCE.search(op.left.text)
+    elif (op.hears_commit and op.left is not None and not _ENDS_SENTENCE.search(op.left.text)
           and heard >= o.commit_min_after_cut_s * SAMPLE_RATE):
         marked = True
     else:

@@ -321,7 +321,7 @@ class StreamPipeline:
         if now - op.last_partial_request < interval and not commits.confirms_pause(op, self.o):
             return  # the load's stretch, not the tier's interval, gives way to a partial that may commit
         least = self.o.min_partial_audio_ms
-        if op.after_commit and op.left is not None:  # the rest of a cut sentence: its pause may commit it
+        if op.hears_commit:  # the rest of a cut sentence: its pause may commit it
             least = min(least, round(self.o.commit_min_after_cut_s * 1000) + self.o.commit_lookahead_ms)
         if op.utt.n < least * SAMPLES_PER_MS:
             return

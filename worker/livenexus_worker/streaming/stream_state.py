@@ -205,6 +205,12 @@ class OpenUtterance:
     partial_dropped: bool = False
     """A partial of it said nothing the guards kept: its next ones hear ``left`` (``partial_left_context``)."""
 
+    @property
+    def hears_commit(self) -> bool:
+        """Opened by a commit that its finals hear as their left context: it may be the short rest of a
+        sentence the commit cut (``commit_min_after_cut_s``)."""
+        return self.after_commit and self.left is not None
+
 
 @dataclass(frozen=True)
 class LeftContext:
