@@ -175,3 +175,11 @@ class CostlyPartials(SentenceEngine):
                    max_new_tokens: int | None = None, context: str = "", word_times: bool = False) -> Hypothesis:
         hyp = super().transcribe(audio, beam_size, language, prefix, max_new_tokens, context, word_times)
         return replace(hyp, decode_s=5.0) if max_new_tokens is not None else hyp
+
+
+def finish_contiguous(ctx: Ctx, pipe: StreamPipeline, events: list[TranscriptEvent], rest: np.ndarray) -> None:
+    """The speaker says ``rest`` and stops: every final is in, contiguous (:func:`check_contiguous`)."""
+    push(pipe, np.concatenate([rest, silence(1000)]), ctx)
+    assert ctx.scheduler.wait_idle(10)
+    check_contiguous(finals(events))
+    ctx.scheduler.close()

@@ -25,6 +25,7 @@ from .fakes import (
     check_contiguous,
     decoded,
     finals,
+    finish_contiguous,
     pipeline,
     push,
     run,
@@ -316,10 +317,7 @@ def test_a_pause_gets_its_confirming_partial_without_waiting_for_the_cadence(
         assert len(partials) == 2, "the first partial, then one for the pause: none from the stretched cadence"
     else:
         assert finals(events) == [] and len(partials) == 1
-    push(pipe, np.concatenate([sentence[500 * 16 :], silence(1000)]), ctx)
-    assert ctx.scheduler.wait_idle(10)
-    check_contiguous(finals(events))
-    ctx.scheduler.close()
+    finish_contiguous(ctx, pipe, events, sentence[500 * 16 :])
 
 
 class CommaEngine(SentenceEngine):
@@ -352,10 +350,7 @@ def test_the_short_rest_of_a_sentence_cut_before_its_end_commits_at_its_own_paus
         assert 0.5 * SR <= (fs[1].end - fs[1].start) * SR <= (0.15 + 0.5 + 0.15) * SR + 1
     else:
         assert len(fs) == 1
-    push(pipe, np.concatenate([sentence[500 * 16 :], silence(1000)]), ctx)
-    assert ctx.scheduler.wait_idle(10)
-    check_contiguous(finals(events))
-    ctx.scheduler.close()
+    finish_contiguous(ctx, pipe, events, sentence[500 * 16 :])
 
 
 def test_with_word_times_an_earlier_sentence_end_at_a_pause_commits_when_the_last_has_none(
@@ -369,10 +364,7 @@ def test_with_word_times_an_earlier_sentence_end_at_a_pause_commits_when_the_las
     (first,) = finals(events)
     assert pipe.in_utterance and "then" not in first.text
     assert decoded(first) == int((0.5 - first.start) * SR) + sentence.shape[0], "cut at the sentence's own pause"
-    push(pipe, np.concatenate([sentence[500 * 16 :], silence(1000)]), ctx)
-    assert ctx.scheduler.wait_idle(10)
-    check_contiguous(finals(events))
-    ctx.scheduler.close()
+    finish_contiguous(ctx, pipe, events, sentence[500 * 16 :])
 
 
 def test_a_confirming_partial_that_never_ran_leaves_the_next_one_its_way_past_the_cadence(
