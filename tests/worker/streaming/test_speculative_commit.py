@@ -11,7 +11,7 @@ import pytest
 from livenexus_worker.inference.engine import Hypothesis
 from livenexus_worker.streaming.pipeline import PipelineOptions
 
-from .fakes import SR, LengthEngine, check_contiguous, decoded, finals, pipeline, push, silence
+from .fakes import SR, LengthEngine, SentenceEngine, check_contiguous, decoded, finals, pipeline, push, silence
 
 
 @pytest.mark.parametrize("on", [True, False], ids=["commits", "thrown-away"])
@@ -72,3 +72,62 @@ def test_a_guessed_final_decoded_after_the_speaker_went_on_still_commits(sentenc
     lead = int((0.5 - first.start) * SR)
     assert lead + sentence.shape[0] <= decoded(first) <= lead + sentence.shape[0] + 240 * 16, "cut in the pause"
     ctx.scheduler.close()
+
+
+@pytest.mark.parametrize("on", [True, False], ids=["the-guess-commits", "decoded-again"])
+def test_a_partial_that_ends_the_sentence_at_a_guessed_pause_commits_the_guess(sentence: np.ndarray,
+                                                                              on: bool) -> None:
+    # The part is shorter than commit_speculative_min_s, so the guess alone is no cut; the partial that hears
+    # the next words ends the sentence at the pause the guess was decoded in: that guess is the final, and
+    # the part is not decoded a second time.
+    engine = SentenceEngine()
+    ctx, pipe, events = pipeline(engine, PipelineOptions(commit_speculative=on, commit_speculative_min_s=30.0,
+                                                         final_left_context_s=0.0))
+    push(pipe, np.concatenate([silence(500), sentence, silence(240)]), ctx)
+    assert ctx.scheduler.wait_idle(10)
+    assert len(engine.final_sized) == 1 and not finals(events), "a final is guessed in the pause"
+    push(pipe, sentence[: 600 * 16], ctx)  # the look-ahead: the first words of the next sentence
+    assert ctx.scheduler.wait_idle(10)
+    (first,) = finals(events)
+    assert pipe.in_utterance, "the second sentence goes on in its own part"
+    if on:
+        assert len(engine.final_sized) == 1, "the guess is the commit's final"
+    else:
+        assert len(engine.final_sized) >= 2, "the part is decoded again for its commit"
+    lead = int((0.5 - first.start) * SR)
+    assert lead + sentence.shape[0] <= (first.end - first.start) * SR <= lead + sentence.shape[0] + 240 * 16, \
+        "cut in the pause"
+    push(pipe, np.concatenate([sentence[600 * 16 :], silence(1000)]), ctx)
+    assert ctx.scheduler.wait_idle(10)
+    fs = finals(events)
+    assert len(fs) == 2
+    check_contiguous(fs)
+    ctx.scheduler.close()
+
+
+@pytest.mark.parametrize(("cut_ms", "resumed_ms", "kept", "pending", "commits"), [
+    (1950, 2200, True, False, True),  # the energy pause began a little before the VAD's last voiced frame
+    (2080, 2200, True, False, True),  # at the end of what the guess heard
+    (1700, 2200, True, False, False),  # an earlier pause: the guess heard words after the sentence end
+    (2200, 2400, True, False, False),  # a later pause: the guess did not hear the sentence's end
+    (1950, 2050, True, False, False),  # speech resumed inside the audio the guess heard
+    (1950, 2200, False, False, False),  # the guards dropped the guess
+    (1950, 2200, True, True, False),  # a commit decode of this part is under way
+])
+def test_which_guess_a_confirmed_pause_may_take(cut_ms: int, resumed_ms: int, kept: bool, pending: bool,
+                                               commits: bool) -> None:
+    from livenexus_worker.core.events import TranscriptEvent
+    from livenexus_worker.streaming.commits import confirmed_speculation
+    from livenexus_worker.streaming.segmenter import Utterance
+    from livenexus_worker.streaming.stream_state import OpenUtterance, PendingFinal
+
+    start = 16000  # the part starts 1 s into the stream; the speaker went quiet at 2.0 s into it
+    op = OpenUtterance(Utterance("u", start), 0, speculated_at=start + 2000 * 16, speculative_done=True,
+                       speculative_samples=2090 * 16, resumed_at=start + resumed_ms * 16, commit_pending=pending)
+    said = TranscriptEvent(stream_id="s", speaker="spk", segment_id="u", text="A sentence.", is_final=True,
+                           start=1.0, end=3.09)
+    guess = PendingFinal(said, 0.0)
+    op.speculative = guess if kept else None
+    found = confirmed_speculation(op, cut_ms * 16, PipelineOptions())
+    assert found is (guess if commits else None)
+    assert confirmed_speculation(op, cut_ms * 16, PipelineOptions(commit_speculative=False)) is None

@@ -160,11 +160,15 @@ class StreamPipeline:
         marker = op.speculated_at
         wall = op.last_voiced_wall
 
+        # It may become the final of a part the next one hears as its left context: that needs its word times
+        # when it is longer than the context.
+        timed = self.o.commit_speculative and audio.shape[0] > self.o.final_left_context_s * SAMPLE_RATE
+
         def run() -> None:
             with self._lock:
                 if op.speculated_at != marker or (op.ended and op.speculative_done):
                     return  # speech resumed: this guess is obsolete
-            event = self._decode_final(op, audio, wall)
+            event = self._decode_final(op, audio, wall, timed=timed)
             with self._lock:
                 if op.speculated_at != marker:
                     return
@@ -266,6 +270,12 @@ class StreamPipeline:
         if found is None:
             return False
         cut, wall, head = found
+        guess = commits.confirmed_speculation(op, cut, self.o)
+        if guess is not None:
+            log.debug("stream %s: the pause at %.2f s ends a sentence; its guessed final commits", self.stream_id,
+                      cut / SAMPLE_RATE)
+            self._commit(op, op.speculative_samples, guess)
+            return True
         if not self.o.commit_text_from_partial:
             self._propose_commit(op, wall, cut, heard, head)
             return False
@@ -309,21 +319,8 @@ class StreamPipeline:
 
     def _maybe_partial(self, op: OpenUtterance, now: float) -> None:
         _idx, tier, _eng = self._ctx.engine_for(op.tier)
-        interval = tier.partial_interval_ms / 1000
-        if interval <= 0 or now - op.last_partial_request < interval:
-            return
-        # Partials of all speakers together may keep the inference threads busy only ``partial_share`` of the
-        # time, so the cadence stretches with the speakers (beyond the jobs that run at once) and the cost of a
-        # partial before finals queue.
-        speakers = max(1, self._ctx.active_speakers())
-        lanes = max(1, min(speakers, self._ctx.scheduler.parallel))
-        interval = max(interval, self._partial_cost * speakers / (self.o.partial_share * lanes))
-        if now - op.last_partial_request < interval and not commits.confirms_pause(op, self.o):
-            return  # the load's stretch, not the tier's interval, gives way to a partial that may commit
-        least = self.o.min_partial_audio_ms
-        if op.hears_commit:  # the rest of a cut sentence: its pause may commit it
-            least = min(least, round(self.o.commit_min_after_cut_s * 1000) + self.o.commit_lookahead_ms)
-        if op.utt.n < least * SAMPLES_PER_MS:
+        if not commits.partial_due(op, self.o, now, tier.partial_interval_ms / 1000, self._partial_cost,
+                                   max(1, self._ctx.active_speakers()), self._ctx.scheduler.parallel):
             return
         op.last_partial_request = now
         job = Job(lambda: self._run_partial(op, now), "partial", key=self.stream_id)
@@ -369,11 +366,12 @@ class StreamPipeline:
                 self._deliver(event)
 
     def _decode_final(self, op: OpenUtterance, audio: np.ndarray, speech_end_wall: float,
-                      keep_until: int | None = None, commit: bool = False, head: str = "") -> PendingFinal | None:
+                      keep_until: int | None = None, commit: bool = False, head: str = "", timed: bool = False
+                      ) -> PendingFinal | None:
         context = " ".join(self._finals[-self.o.context_finals:]) if self.o.context_finals else ""
         # A commit's words are the next part's left context: their times say where its last words begin.
-        req = finals.FinalRequest(self.stream_id, self.speaker, context, commit and self.o.final_left_context_s > 0,
-                                  (head.split() or [""])[-1])
+        req = finals.FinalRequest(self.stream_id, self.speaker, context,
+                                  (commit or timed) and self.o.final_left_context_s > 0, (head.split() or [""])[-1])
         result = finals.decode_final(self._ctx, self.o, req, op, audio, speech_end_wall, keep_until)
         return finals.stamped(self._ctx, op, result, audio.shape[0] if keep_until is None else keep_until)
 
