@@ -81,6 +81,18 @@ def confirms_pause(op: OpenUtterance, o: PipelineOptions) -> bool:
         op.utt.n - c >= lookahead > op.partial_heard - c for c, _ in op.pauses)
 
 
+def rest_of_sentence(op: OpenUtterance) -> bool:
+    """``op`` follows a commit that ended without a sentence end (a clause cut): it starts with the rest of
+    that sentence."""
+    return op.hears_commit and op.left is not None and not _ENDS_SENTENCE.search(op.left.text)
+
+
+def partial_hears_left(op: OpenUtterance, o: PipelineOptions) -> bool:
+    """Does the next partial of ``op`` hear its left context (``partial_left_context``)?"""
+    return op.left is not None and o.partial_left_context and (
+        op.partial_dropped or (o.partial_left_context_rest and rest_of_sentence(op)))
+
+
 def partial_due(op: OpenUtterance, o: PipelineOptions, now: float, interval: float, cost: float, speakers: int,
                 parallel: int) -> bool:
     """Is a partial of ``op`` due ``now``? Every tier ``interval`` (s; 0: no partials) at most, and the partials
@@ -199,7 +211,7 @@ def _clause(op: OpenUtterance, words: list[str], heard: int, word_ends: tuple[fl
         return None
     if heard >= o.commit_clause_after_s * SAMPLE_RATE:
         marked = False
-    elif (op.hears_commit and op.left is not None and not _ENDS_SENTENCE.search(op.left.text)
+    elif (rest_of_sentence(op)
           and heard >= o.commit_min_after_cut_s * SAMPLE_RATE):
         marked = True
     else:

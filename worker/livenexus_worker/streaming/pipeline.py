@@ -341,7 +341,7 @@ class StreamPipeline:
             committed = " ".join(op.agreement.committed)
             # Word times cost one more decoder pass (~25 ms): only when a pause may be confirmed.
             aligned = self.o.commit_in_speech and bool(op.pauses)
-            left = op.left if self.o.partial_left_context and op.partial_dropped else None
+            left = op.left if commits.partial_hears_left(op, self.o) else None
         _idx, tier, engine = self._ctx.engine_for(op.tier)
         hyp, said, said_ends, heard = finals.decode_partial(engine, self.o, audio, committed, left, aligned,
                                                             self.stream_id)

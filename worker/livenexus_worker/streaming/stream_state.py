@@ -112,6 +112,10 @@ class PipelineOptions:
     VAD has heard speech all along. Meeting benchmark, two pairs of runs with every such part's partials
     hearing it from the start: lag p95 3.9 vs 5.9 s, but WER 10.1-10.5 vs 7.9-8.6 % (more, earlier commits),
     hence only after a dropped partial."""
+    partial_left_context_rest: bool = False
+    """...and from the start when the part is the rest of a sentence a clause commit cut before its end: decoded
+    alone, its partials read "joined the main thing" where the speaker said "has | joined. The main thing",
+    and the rest waits for the next sentence's end to be final."""
     left_noise_check_s: float = 2.0
     """A final of a part this short, decoded with a left context and with no agreed words, must also pass the
     no-speech and log-prob guards decoded alone (noise right after a final reads as words next to it)."""
