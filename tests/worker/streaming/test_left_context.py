@@ -4,15 +4,12 @@ and word times stay those of the new part (stand-in decoders; the meeting benchm
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import numpy as np
 import pytest
 
 from livenexus_worker.core.events import TranscriptEvent
 from livenexus_worker.core.tier_spec import TierSpec
 from livenexus_worker.inference.engine import Hypothesis
-from livenexus_worker.streaming.commits import partial_hears_left
 from livenexus_worker.streaming.finals import FinalRequest, decode_final
 from livenexus_worker.streaming.pipeline import PipelineOptions
 from livenexus_worker.streaming.segmenter import Utterance
@@ -320,17 +317,3 @@ def test_the_short_rest_of_a_cut_sentence_commits_without_a_second_look_alone() 
     assert result is not None and result.event.text == "to be."
     assert all(prefix for _n, prefix in engine.calls), "no decode of the part alone"
 
-
-@pytest.mark.parametrize(("committed", "rest_option", "dropped", "hears"), [
-    ("I think everyone who needs to be here has", True, False, True),  # the rest of a sentence cut before its end
-    ("I think everyone who needs to be here has joined.", True, False, False),  # a new sentence: decoded alone
-    ("I think everyone who needs to be here has", False, False, False),
-    ("I think everyone who needs to be here has joined.", False, True, True),  # after a dropped partial, always
-])
-def test_which_partials_hear_the_left_context(committed: str, rest_option: bool, dropped: bool, hears: bool) -> None:
-    left = LeftContext(np.ones(16000, dtype=np.int16), committed)
-    op = OpenUtterance(Utterance("u", 0), 0, after_commit=True, left=left, partial_dropped=dropped)
-    options = PipelineOptions(partial_left_context_rest=rest_option)
-    assert partial_hears_left(op, options) is hears
-    assert not partial_hears_left(op, replace(options, partial_left_context=False)), "the option turns all off"
-    assert not partial_hears_left(replace(op, left=None), options), "nothing to hear"

@@ -86,3 +86,24 @@ def test_click_shorter_than_min_speech_emits_nothing(word: np.ndarray) -> None:
     opts = PipelineOptions(vad=VadOptions(start_window_ms=30, start_ratio=1.0, min_speech_ms=400))
     _ctx, events = run(np.concatenate([silence(500), word[:2400], silence(1000)]), opts)
     assert [e for e in events if e.is_final] == []
+
+
+@pytest.mark.parametrize("end_quiet_ms", [350, 0], ids=["quiet-ends-it", "vad-only"])
+def test_background_talk_the_vad_hears_as_speech_does_not_hold_the_utterance_open(sentence: np.ndarray,
+                                                                                  end_quiet_ms: int) -> None:
+    # 1 s of speech 30 dB below the speaker (talk in the background) between two sentences: webrtcvad calls
+    # it speech, so it never ends the utterance; its energy is quiet, and that ends it.
+    background = (sentence[:16000].astype(np.float32) * 0.03).astype(np.int16)
+    audio = np.concatenate([silence(500), sentence, background, sentence, silence(1000)])
+    _ctx, events = run(audio, PipelineOptions(end_quiet_ms=end_quiet_ms, commit_in_speech=False))
+    finals = [e for e in events if e.is_final]
+    first = finals[0]
+    said = int(first.text.split()[1])  # LengthEngine: "samples N"
+    if end_quiet_ms:
+        assert len(finals) >= 2, "the first sentence is final on its own"
+        lead = int((0.5 - first.start) * 16000)
+        assert lead + sentence.shape[0] <= said <= lead + sentence.shape[0] + (end_quiet_ms + 200) * 16
+        assert finals[-1].end * 16000 >= 500 * 16 + 2 * sentence.shape[0] + 16000 - 300 * 16, \
+            "the second sentence is in the last final"
+    else:
+        assert len(finals) == 1 and said >= 2 * sentence.shape[0] + 16000, "one utterance through the talk"

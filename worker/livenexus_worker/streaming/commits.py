@@ -87,12 +87,6 @@ def rest_of_sentence(op: OpenUtterance) -> bool:
     return op.hears_commit and op.left is not None and not _ENDS_SENTENCE.search(op.left.text)
 
 
-def partial_hears_left(op: OpenUtterance, o: PipelineOptions) -> bool:
-    """Does the next partial of ``op`` hear its left context (``partial_left_context``)?"""
-    return op.left is not None and o.partial_left_context and (
-        op.partial_dropped or (o.partial_left_context_rest and rest_of_sentence(op)))
-
-
 def partial_due(op: OpenUtterance, o: PipelineOptions, now: float, interval: float, cost: float, speakers: int,
                 parallel: int) -> bool:
     """Is a partial of ``op`` due ``now``? Every tier ``interval`` (s; 0: no partials) at most, and the partials

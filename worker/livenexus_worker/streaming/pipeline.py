@@ -131,6 +131,10 @@ class StreamPipeline:
         if ev is VadEvent.END:
             self._finish(op, reason="vad")
             return
+        if quiet_ms >= self.o.end_quiet_ms > 0:  # background talk the VAD reads as speech (``end_quiet_ms``)
+            self._finish(op, reason="quiet", speech_end_wall=now - quiet_ms / 1000)
+            self._sm = VadStateMachine(self.o.vad)
+            return
         cut = cut_point(op.utt, self.o.segmenter)
         if cut is not None:
             self._cut(op, cut)
@@ -181,24 +185,22 @@ class StreamPipeline:
         self._ctx.scheduler.submit_final(Job(run, "final", key=self.stream_id))
 
     def _commit_speculative(self, op: OpenUtterance) -> None:
-        """The speaker went on after a pause long enough to guess a final in: once that guess is decoded, it
-        heard everything up to the pause, so it is the final of that part, cut in the pause. Not when the
-        speech resumed inside the audio it heard (the next word's start would be in both parts). Lock held."""
+        """The speaker went on after a pause a final was guessed in: once decoded, that guess is the final of
+        the part up to the pause (:func:`commits.speculation_commits` says when). Lock held."""
         event, heard = op.speculative, op.speculative_samples
         if event is None or self._open is not op or not commits.speculation_commits(op, self.o):
             return
-        log.debug("stream %s: speech went on after a guessed final; it commits %.2f s", self.stream_id,
-                  heard / SAMPLE_RATE)
+        log.debug("stream %s: speech went on; the guessed final commits %.2f s", self.stream_id, heard / SAMPLE_RATE)
         self._commit(op, heard, event)
 
-    def _finish(self, op: OpenUtterance, reason: str) -> None:
+    def _finish(self, op: OpenUtterance, reason: str, speech_end_wall: float | None = None) -> None:
         self._open = None
         op.ended = True
         op.ended_wall = time.monotonic()
         voiced_ms = self._sm.voiced_in_utterance * self.o.vad.frame_ms
         if op.after_commit:
             voiced_ms = op.voiced_frames * self.o.vad.frame_ms
-        if (reason == "vad" or op.after_commit) and voiced_ms < self.o.vad.min_speech_ms:
+        if (reason != "flush" or op.after_commit) and voiced_ms < self.o.vad.min_speech_ms:
             op.speculated_at = SpeculationMark.CLICK  # a speculative final already queued must not emit
             log.debug("stream %s: utterance %s ended (%s) with %d ms of speech: a click, no final", self.stream_id,
                       op.utt.segment_id, reason, voiced_ms)
@@ -217,7 +219,7 @@ class StreamPipeline:
             return  # the speculative job emits when it completes
         op.speculated_at = op.utt.last_voiced_sample
         audio = finals.final_audio(op, self.o)
-        wall = op.last_voiced_wall if reason == "vad" else time.monotonic()
+        wall = speech_end_wall or (op.last_voiced_wall if reason == "vad" else time.monotonic())
 
         def run() -> None:
             event = self._decode_final(op, audio, wall)
@@ -341,7 +343,7 @@ class StreamPipeline:
             committed = " ".join(op.agreement.committed)
             # Word times cost one more decoder pass (~25 ms): only when a pause may be confirmed.
             aligned = self.o.commit_in_speech and bool(op.pauses)
-            left = op.left if commits.partial_hears_left(op, self.o) else None
+            left = op.left if self.o.partial_left_context and op.partial_dropped else None
         _idx, tier, engine = self._ctx.engine_for(op.tier)
         hyp, said, said_ends, heard = finals.decode_partial(engine, self.o, audio, committed, left, aligned,
                                                             self.stream_id)

@@ -39,6 +39,12 @@ class PipelineOptions:
     speculative_ms: int = 90
     """Start decoding the final after this much silence, before the hangover confirms the end; the result
     is thrown away if speech resumes. Hides most of the decode time inside the hangover."""
+    end_quiet_ms: int = 350
+    """Quiet this long (energy, :mod:`pauses`) ends the utterance even while the VAD hears speech (0: only the
+    VAD ends it). webrtcvad reads background talk as speech: on the meeting benchmark, a turn gap with babble
+    22 dB below the speaker never ended the utterance, and the stretch's last sentence was final only with
+    the next speaker's first word, 2.0-2.3 s late. Longer than the VAD's hangover plus its ~0.1 s lag, so
+    where the VAD hears the quiet it ends the utterance first."""
     tail_ms: int = 200
     """Silence kept after the last voiced frame in the final's audio (Whisper ends words better with it)."""
     context_finals: int = 0
@@ -112,10 +118,6 @@ class PipelineOptions:
     VAD has heard speech all along. Meeting benchmark, two pairs of runs with every such part's partials
     hearing it from the start: lag p95 3.9 vs 5.9 s, but WER 10.1-10.5 vs 7.9-8.6 % (more, earlier commits),
     hence only after a dropped partial."""
-    partial_left_context_rest: bool = False
-    """...and from the start when the part is the rest of a sentence a clause commit cut before its end: decoded
-    alone, its partials read "joined the main thing" where the speaker said "has | joined. The main thing",
-    and the rest waits for the next sentence's end to be final."""
     left_noise_check_s: float = 2.0
     """A final of a part this short, decoded with a left context and with no agreed words, must also pass the
     no-speech and log-prob guards decoded alone (noise right after a final reads as words next to it)."""

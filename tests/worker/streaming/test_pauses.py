@@ -1,0 +1,41 @@
+"""The energy pause detector: what it calls quiet, against the speaker's level and the background's."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from livenexus_worker.streaming.pauses import PauseDetector
+
+FRAME = 480  # 30 ms, the VAD's frame
+
+
+def _noise(ms: int, rms: float, seed: int) -> np.ndarray:
+    x = np.random.default_rng(seed).normal(0.0, rms, ms * 16)
+    return np.clip(x, -32768, 32767).astype(np.int16)
+
+
+def _feed(det: PauseDetector, audio: np.ndarray, voiced: bool) -> int:
+    """Longest quiet run seen while feeding ``audio`` (ms)."""
+    return max(det.push(audio[i : i + FRAME], voiced) for i in range(0, audio.shape[0] - FRAME + 1, FRAME))
+
+
+def test_a_loud_frame_the_vad_missed_does_not_make_the_speech_after_it_quiet() -> None:
+    det = PauseDetector()
+    _feed(det, _noise(30, 3000, 1), voiced=True)
+    _feed(det, _noise(30, 2000, 2), voiced=False)  # a soft onset the VAD called silence
+    assert _feed(det, _noise(2000, 3000, 3), voiced=True) == 0
+
+
+def test_a_gap_in_background_noise_is_quiet_once_the_background_is_known() -> None:
+    det = PauseDetector()
+    _feed(det, _noise(1000, 3000, 1), voiced=True)
+    _feed(det, _noise(2000, 600, 2), voiced=False)  # the room, 14 dB below the speaker
+    _feed(det, _noise(1000, 3000, 3), voiced=True)
+    assert _feed(det, _noise(300, 600, 4), voiced=True) >= 270, "a pause, though the VAD still says voiced"
+
+
+def test_speech_near_the_speaker_s_level_is_never_quiet_whatever_the_background() -> None:
+    det = PauseDetector()
+    _feed(det, _noise(1000, 3000, 1), voiced=True)
+    _feed(det, _noise(3000, 2000, 2), voiced=False)  # a loud background (or speech the VAD missed)
+    assert _feed(det, _noise(1000, 2500, 3), voiced=True) == 0
