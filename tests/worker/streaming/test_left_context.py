@@ -43,7 +43,7 @@ class ContinuingEngine(LengthEngine):
 
 
 def decode(engine: LengthEngine, left: LeftContext | None, audio_s: float, keep_until_s: float | None = None,
-           agreed: tuple[str, ...] = ("w0", "w1", "w2")):
+           agreed: tuple[str, ...] = ("w0", "w1", "w2"), after_commit: bool = False):
     """``agreed``: what the part's partials agreed on (by default enough to make it speech for sure)."""
     ctx = Ctx()
     ctx.engine = engine
@@ -51,7 +51,7 @@ def decode(engine: LengthEngine, left: LeftContext | None, audio_s: float, keep_
     utt = Utterance("s-2", 10 * SR)
     audio = np.ones(int(audio_s * SR), dtype=np.int16)
     utt.append(audio)
-    op = OpenUtterance(utt, 0, left=left)
+    op = OpenUtterance(utt, 0, left=left, after_commit=after_commit)
     op.agreement.committed.extend(agreed)
     keep = None if keep_until_s is None else int(keep_until_s * SR)
     result = decode_final(ctx, PipelineOptions(), FinalRequest("s", "spk", ""), op, audio, 0.0, keep)  # type: ignore[arg-type]
@@ -285,6 +285,18 @@ def test_a_part_without_agreed_words_must_pass_the_guards_without_its_left_conte
         assert result is None, "noise read as words only thanks to the context before it"
     alone = [c for c in engine.calls if not c[1]]
     assert len(alone) == (0 if agreed else 1), "the second look only without agreed words"
+
+
+@pytest.mark.parametrize(("committed", "checked"), [("The main thing on the agenda today is the release", False),
+                                                     ("The main thing on the agenda today is the release.", True)])
+def test_the_rest_of_a_sentence_cut_before_its_end_is_not_second_guessed_alone(committed: str,
+                                                                               checked: bool) -> None:
+    # "the release | plan for next month.": the commit cut mid-sentence, so the part after it is speech.
+    engine = NoiseAfterSpeech()
+    result = decode(engine, LeftContext(np.ones(2 * SR, dtype=np.int16), committed), 1.4, agreed=(),
+                    after_commit=True)
+    assert (result is None) is checked
+    assert any(not prefix for _n, prefix in engine.calls) is checked
 
 
 def test_a_long_part_is_not_second_guessed_alone() -> None:

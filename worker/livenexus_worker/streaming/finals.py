@@ -19,6 +19,7 @@ from livenexus_worker.core.events import TranscriptEvent
 from livenexus_worker.inference.engine import Hypothesis, WhisperEngine
 from livenexus_worker.inference.guards import check, cut_restart_word
 from livenexus_worker.streaming.agreement import coverage, word_key
+from livenexus_worker.streaming.commits import rest_of_sentence
 from livenexus_worker.streaming.stream_state import (
     LeftContext,
     OpenUtterance,
@@ -93,13 +94,15 @@ def decode_final(ctx: StreamContext, o: PipelineOptions, req: FinalRequest, op: 
                   " ".join(agreed)[:60])
         hyp, said, word_ends = run(agreed)
     if (heard_left and keep_until is None and len(agreed) < o.guards.evidence_words and said.strip()
-            and dur <= o.left_noise_check_s):
+            and dur <= o.left_noise_check_s and not rest_of_sentence(op)):
         # A decode that hears a left context rates no-speech over the whole window, the context's speech
         # included: noise right after a final, read as "Thank you." four times at the end of the meeting
         # benchmark, passed the guards that way. Without agreed words a short part must pass them alone too
         # (a long one is speech the VAD kept hearing; alone, Whisper may skip most of it). Not a commit: a
         # partial read a sentence end in it and the speaker went on; alone, the rest of a cut sentence ("to
-        # be.", 0.4 s) was rated no-speech and its commit declined, so it waited 3-4 s for the next one.
+        # be.", 0.4 s) was rated no-speech and its commit declined, so it waited 3-4 s for the next one. Nor
+        # the rest of a sentence its commit cut before the end: the speaker was mid-sentence ("the release |
+        # plan for next month.", 1.4 s, ended by the VAD, was dropped: four words lost).
         alone = _decode(engine, tier.beam_size, o, req, audio, [], False, None)
         ctx.on_inference("final", alone, dur)
         _text, why = check(alone.text, alone.no_speech_prob, alone.avg_logprob, dur, o.guards)
