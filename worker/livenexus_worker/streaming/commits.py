@@ -58,7 +58,7 @@ def confirmed_speculation(op: OpenUtterance, cut: int, o: PipelineOptions) -> Pe
     it is the final of the part up to it, else None. It is when it is in (and the guards kept it), it heard the
     cut and only quiet after it (the VAD's last voiced frame lags the energy pause by up to a frame or two),
     and speech went on after what it heard. Then the commit costs no second decode and waits for none (on the
-    meeting benchmark one commit in six was at such a pause). Caller holds the stream's lock."""
+    meeting benchmark 14 of 76 confirmed pauses had one). Caller holds the stream's lock."""
     guess = op.speculative
     if not (o.commit_speculative and op.speculative_done) or guess is None or op.commit_pending:
         return None
