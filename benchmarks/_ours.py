@@ -3,8 +3,8 @@
 The file path runs `livenexus-worker transcribe --realtime --json` inside a small wrapper script that stamps
 the start of the feed and the end (monotonic time, CPU seconds, host CPU) on stderr, and applies knobs from
 the environment: LNX_PIPELINE (JSON of StreamPipeline options, set after construction because the pipeline
-reads them while streaming, e.g. ``{"commit_in_speech": false}``) and LNX_VERBOSE (debug logs, to see why a
-pause was not committed), and LNX_ARGS (more `transcribe` options, e.g. ``--beam-size 1``). ``--worker-src``
+reads them while streaming, e.g. ``{"commit_in_speech": false}``) and LNX_VERBOSE (debug logs of either path, to
+see why a pause was not committed), and LNX_ARGS (more `transcribe` options, e.g. ``--beam-size 1``). ``--worker-src``
 picks the code: the working tree, or a commit exported to the cache.
 """
 
@@ -137,5 +137,6 @@ def start_room_worker(env: dict[str, str], url: str, key: str, secret: str, room
     wenv = {**os.environ, **env, "LIVEKIT_URL": url, "LIVEKIT_API_KEY": key, "LIVEKIT_API_SECRET": secret,
             "LIVENEXUS_ROOM": room, "LIVENEXUS_METRICS_PORT": str(free_port()),
             "LIVENEXUS_METRICS_HOST": "127.0.0.1", **({"LIVENEXUS_THREADS": str(threads)} if threads else {})}
-    return subprocess.Popen([sys.executable, "-m", "livenexus_worker.cli", "run"], env=wenv,
+    verbose = ["-v"] if os.environ.get("LNX_VERBOSE") else []
+    return subprocess.Popen([sys.executable, "-m", "livenexus_worker.cli", *verbose, "run"], env=wenv,
                             stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True)
