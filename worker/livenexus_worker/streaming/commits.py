@@ -43,14 +43,19 @@ def note_pause(op: OpenUtterance, o: PipelineOptions, pos: int, pause_ms: int, f
     return began
 
 
+def _guess_outlived(op: OpenUtterance, o: PipelineOptions) -> bool:
+    """``op``'s speculative final is decoded, speech went on after all the audio it heard (not inside it), and
+    no commit decode of the part is under way: the guess may be the final of the part up to its pause."""
+    return (o.commit_speculative and op.speculative_done and not op.commit_pending
+            and op.resumed_at >= op.utt.start_sample + op.speculative_samples)
+
+
 def speculation_commits(op: OpenUtterance, o: PipelineOptions) -> bool:
     """``op``'s decoded speculative final may become the final of the part before its pause: speech went on
     after that pause (not inside the audio the guess heard), and the part is long enough to be more than a
     breath inside a sentence. Caller holds the stream's lock."""
-    heard = op.speculative_samples
-    return (op.speculative_done and op.utt.last_voiced_sample != op.speculated_at
-            and o.commit_speculative and o.commit_in_speech and not op.ended and not op.commit_pending
-            and op.resumed_at >= op.utt.start_sample + heard and heard >= o.commit_speculative_min_s * SAMPLE_RATE)
+    return (_guess_outlived(op, o) and op.utt.last_voiced_sample != op.speculated_at and o.commit_in_speech
+            and not op.ended and op.speculative_samples >= o.commit_speculative_min_s * SAMPLE_RATE)
 
 
 def confirmed_speculation(op: OpenUtterance, cut: int, o: PipelineOptions) -> PendingFinal | None:
@@ -60,13 +65,10 @@ def confirmed_speculation(op: OpenUtterance, cut: int, o: PipelineOptions) -> Pe
     and speech went on after what it heard. Then the commit costs no second decode and waits for none (on the
     meeting benchmark 14 of 76 confirmed pauses had one). Caller holds the stream's lock."""
     guess = op.speculative
-    if not (o.commit_speculative and op.speculative_done) or guess is None or op.commit_pending:
+    if guess is None or not _guess_outlived(op, o):
         return None
-    start, heard = op.utt.start_sample, op.speculative_samples
-    last_voiced = op.speculated_at - start
-    if op.resumed_at >= start + heard and last_voiced - _VAD_LAG_MS * SAMPLES_PER_MS <= cut <= heard:
-        return guess
-    return None
+    last_voiced = op.speculated_at - op.utt.start_sample
+    return guess if last_voiced - _VAD_LAG_MS * SAMPLES_PER_MS <= cut <= op.speculative_samples else None
 
 
 def confirms_pause(op: OpenUtterance, o: PipelineOptions) -> bool:
