@@ -96,7 +96,8 @@ def test_busy_room_gets_cpu_in_place_and_gives_it_back(installed: Installed, art
 
     audio: np.ndarray = conversation(SENTENCES * 2, gap_s=0.6, lead_s=1.0)
     heard: list[Any] = []
-    done = threading.Event()
+    done, release = threading.Event(), threading.Event()
+    request.addfinalizer(release.set)  # whatever fails below, the listener leaves
 
     async def talk() -> None:
         listener = await Listener.join(lk.url, lk.api_key, lk.api_secret, ROOM, identity="listener-as")
@@ -106,8 +107,15 @@ def test_busy_room_gets_cpu_in_place_and_gives_it_back(installed: Installed, art
             await bot.silence(2.0)
             await listener.wait_finals(len(SENTENCES), timeout=60, speaker="carol")
         finally:
-            heard.extend(listener.heard)
             await bot.close()
+            done.set()
+            # livekit-server closes a room 20 s (departure timeout) after its last participant that is not an
+            # agent left, and disconnects the worker with it: the listener stays until the final scrape, so a
+            # disconnect seen there is one the resizes caused.
+            deadline = time.monotonic() + 400
+            while not release.is_set() and time.monotonic() < deadline:
+                await asyncio.sleep(0.2)
+            heard.extend(listener.heard)
             await listener.close()
 
     def run() -> None:
@@ -147,7 +155,10 @@ def test_busy_room_gets_cpu_in_place_and_gives_it_back(installed: Installed, art
             if limits(live) == START_CPU and len(resizes) >= 2:
                 break
             time.sleep(1.0)
-        final_stats = parse_worker_metrics(urllib.request.urlopen(f"{base}/metrics", timeout=5).read().decode())
+        try:
+            final_stats = parse_worker_metrics(urllib.request.urlopen(f"{base}/metrics", timeout=5).read().decode())
+        finally:
+            release.set()
     speaker.join(timeout=30)
     (artifacts_dir / "autoscale-node-series.json").write_text(json.dumps(
         {"resizes": resizes, "speech_end_s": speech_end, "series": series}, indent=1))
