@@ -115,6 +115,13 @@ def test_room_transcribed_by_the_worker_pod(installed: Installed, speech: np.nda
     score, n_partials, n_finals = check_transcript(heard, "alice")
     print(f"e2e: worker pod Ready {ready_s:.1f}s after apply; {n_partials} partials, {n_finals} finals, "
           f"WER {score:.2f}: {[h.text for h in heard if h.final and h.via == 'data']}")
+    # Scraped at once: livekit-server closes the room 20 s after the speaker and listener left (only the worker,
+    # an agent, is still in it), and the worker is then out of the room until it re-joins.
+    (svc,) = t.get("service", "-n", ns, "-l", WORKER_SELECTOR)["items"]
+    with t.service_url(ns, svc["metadata"]["name"], 9300) as base:
+        text = urllib.request.urlopen(f"{base}/metrics", timeout=10).read().decode()
+    stats = parse_worker_metrics(text)
+    assert stats is not None and stats.final_count >= 1 and stats.livekit_connected is True
 
     def columns() -> dict[str, Any] | None:
         room = t.get("troom", "-n", ns, ROOM)
@@ -129,11 +136,6 @@ def test_room_transcribed_by_the_worker_pod(installed: Installed, speech: np.nda
     print(table)
     assert "base" in table
 
-    (svc,) = t.get("service", "-n", ns, "-l", WORKER_SELECTOR)["items"]
-    with t.service_url(ns, svc["metadata"]["name"], 9300) as base:
-        text = urllib.request.urlopen(f"{base}/metrics", timeout=10).read().decode()
-    stats = parse_worker_metrics(text)
-    assert stats is not None and stats.final_count >= 1 and stats.livekit_connected is True
 
     pulls = [e for e in t.get("events", "-n", ns)["items"] if e.get("reason") == "Pulling"]
     assert not pulls, f"the node pulled images: {[e['message'] for e in pulls]}"
