@@ -17,6 +17,7 @@ def sentence(speech_cache: dict[str, np.ndarray]) -> np.ndarray:
     loud = np.nonzero(np.abs(audio) > 300)[0]
     audio = audio[loud[0] : loud[-1] + 1]
     det = PauseDetector()
+    det.push(np.zeros(480, dtype=np.int16), False)  # streams start in digital silence: a silent background
     assert max(det.push(audio[i : i + 480], True) for i in range(0, len(audio) - 480, 480)) < 80
     return audio
 

@@ -39,3 +39,24 @@ def test_speech_near_the_speaker_s_level_is_never_quiet_whatever_the_background(
     _feed(det, _noise(1000, 3000, 1), voiced=True)
     _feed(det, _noise(3000, 2000, 2), voiced=False)  # a loud background (or speech the VAD missed)
     assert _feed(det, _noise(1000, 2500, 3), voiced=True) == 0
+
+
+def test_a_background_the_vad_calls_speech_is_learnt_after_digital_silence() -> None:
+    # A LiveKit track starts with digital silence before its first packet; webrtcvad then called the background
+    # voiced for ten seconds, and a background learnt from unvoiced frames only stayed at zero: no pause was
+    # found in the speaker's first sentences.
+    det = PauseDetector()
+    _feed(det, np.zeros(16 * 500, dtype=np.int16), voiced=False)
+    _feed(det, _noise(1000, 600, 1), voiced=True)
+    _feed(det, _noise(3000, 3000, 2), voiced=True)
+    assert _feed(det, _noise(150, 600, 3), voiced=True) >= 120, "a sentence pause the VAD calls voiced"
+    assert _feed(det, _noise(500, 3000, 4), voiced=True) == 0
+
+
+def test_the_background_follows_the_room_within_its_window() -> None:
+    det = PauseDetector()
+    _feed(det, np.zeros(16 * 1000, dtype=np.int16), voiced=False)
+    _feed(det, _noise(4000, 600, 1), voiced=True)  # the room got louder: digital silence is 4 s ago
+    assert 450 < det.floor_level < 650
+    _feed(det, _noise(2000, 3000, 2), voiced=True)  # a pause-free stretch of speech keeps the quietest part
+    assert det.floor_level < 650

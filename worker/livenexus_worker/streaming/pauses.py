@@ -4,10 +4,17 @@ webrtcvad holds "voiced" for roughly 90-120 ms after speech stops (its own hango
 people leave between sentences while they keep talking barely show up in its decisions. The level of 10 ms
 sub-frames against the speaker's own running loudness finds them: a pause is a run of sub-frames far quieter
 than the speech around them and not much louder than the background.
+
+The background is the quietest 30 ms of the last few seconds (minimum statistics), not what the VAD calls
+unvoiced: the VAD's own noise model reads steady background talk as speech, and after a stream that began with
+digital silence (a LiveKit track before its first packet) it called the benchmark's background voiced for ten
+seconds, so no pause was found in a speaker's first sentences. Digital silence counts as a silent background
+while it is in the window: a clean source (synthetic speech) has none, and then only the speech level decides.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,18 +31,26 @@ class PauseOptions:
     quiet_ratio: float = 0.1
     """A sub-frame is quiet below this fraction of the running speech level..."""
     floor_ratio: float = 2.5
-    """...or below this multiple of the running background level, whichever is higher..."""
-    loud_ratio: float = 0.3
+    """...or below this multiple of the background level, whichever is higher..."""
+    loud_ratio: float = 0.5
     """...but never above this fraction of the speech level: a sub-frame that loud is speech, whatever the
-    background level says."""
+    background level says (the background is then soft speech: seconds without any dip)."""
     speech_alpha: float = 0.02
     """EMA weight of a voiced sub-frame in the speech level (slow: one loud word must not move it much)."""
-    floor_alpha: float = 0.05
-    """EMA weight of an unvoiced sub-frame in the background level."""
+    floor_window_ms: int = 3000
+    """The background is the quietest stretch of this long a past (long enough to hold a pause or a breath)."""
+    floor_smooth_subs: int = 3
+    """Sub-frames averaged for the background: the quietest single 10 ms of noise is well below its level."""
+
+    def __post_init__(self) -> None:
+        if self.sub_ms <= 0 or self.floor_smooth_subs <= 0 or self.floor_window_ms < 100:
+            raise ValueError("sub_ms and floor_smooth_subs must be positive, floor_window_ms at least 100")
 
 
 class PauseDetector:
     """Feed every frame with the VAD's decision; :attr:`quiet_ms` is the length of the current quiet run."""
+
+    _BLOCK_SUBS = 10  # background minima kept per block of sub-frames, not per sub-frame
 
     def __init__(self, options: PauseOptions | None = None) -> None:
         self.o = options or PauseOptions()
@@ -44,6 +59,21 @@ class PauseDetector:
         self.floor_level = 0.0
         self.quiet_ms = 0
         """Quiet time at the end of what was fed so far (0 while the last sub-frame is loud)."""
+        self._recent: deque[float] = deque(maxlen=self.o.floor_smooth_subs)  # mean squares, for the smoothing
+        blocks = max(1, self.o.floor_window_ms // (self.o.sub_ms * self._BLOCK_SUBS))
+        self._blocks: deque[float] = deque(maxlen=blocks)  # the quietest smoothed level of each past block
+        self._block_min = float("inf")
+        self._block_n = 0
+
+    def _background(self, ms: float) -> None:
+        self._recent.append(ms)
+        level = float(np.sqrt(sum(self._recent) / len(self._recent)))
+        self._block_min = min(self._block_min, level)
+        self._block_n += 1
+        self.floor_level = min(self._block_min, min(self._blocks, default=self._block_min))
+        if self._block_n == self._BLOCK_SUBS:
+            self._blocks.append(self._block_min)
+            self._block_min, self._block_n = float("inf"), 0
 
     def push(self, frame: np.ndarray, voiced: bool) -> int:
         """Update with one VAD frame; returns :attr:`quiet_ms`."""
@@ -51,10 +81,11 @@ class PauseDetector:
         if n == 0:
             return self.quiet_ms
         subs = frame[: n * self._sub].astype(np.float32).reshape(n, self._sub)
-        rms = np.sqrt(np.mean(subs * subs, axis=1))
+        mean_sq = np.mean(subs * subs, axis=1)
         o = self.o
-        for r in rms:
-            level = float(r)
+        for ms in mean_sq:
+            level = float(np.sqrt(ms))
+            self._background(float(ms))
             threshold = max(o.quiet_ratio * self.speech_level,
                             min(o.floor_ratio * self.floor_level, o.loud_ratio * self.speech_level))
             quiet = self.speech_level > 0 and level <= threshold
@@ -65,9 +96,4 @@ class PauseDetector:
                 if voiced:
                     a = o.speech_alpha if self.speech_level else 1.0
                     self.speech_level += a * (level - self.speech_level)
-            if not voiced:
-                # Learnt gradually, from zero: one frame of speech the VAD missed (a soft onset) must not set
-                # the background to a speech level (measured: it did, and quiet runs of 350 ms were found
-                # inside an espeak sentence).
-                self.floor_level += o.floor_alpha * (level - self.floor_level)
         return self.quiet_ms
