@@ -155,10 +155,8 @@ def test_busy_room_gets_cpu_in_place_and_gives_it_back(installed: Installed, art
             if limits(live) == START_CPU and len(resizes) >= 2:
                 break
             time.sleep(1.0)
-        try:
-            final_stats = parse_worker_metrics(urllib.request.urlopen(f"{base}/metrics", timeout=5).read().decode())
-        finally:
-            release.set()
+        final_stats = parse_worker_metrics(urllib.request.urlopen(f"{base}/metrics", timeout=5).read().decode())
+        release.set()  # the listener may leave now (on a failure above, the finalizer lets it go)
     speaker.join(timeout=30)
     (artifacts_dir / "autoscale-node-series.json").write_text(json.dumps(
         {"resizes": resizes, "speech_end_s": speech_end, "series": series}, indent=1))

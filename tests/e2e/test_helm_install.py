@@ -136,7 +136,6 @@ def test_room_transcribed_by_the_worker_pod(installed: Installed, speech: np.nda
     print(table)
     assert "base" in table
 
-
     pulls = [e for e in t.get("events", "-n", ns)["items"] if e.get("reason") == "Pulling"]
     assert not pulls, f"the node pulled images: {[e['message'] for e in pulls]}"
 

@@ -14,6 +14,7 @@ while it is in the window: a clean source (synthetic speech) has none, and then 
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from dataclasses import dataclass
 
@@ -64,15 +65,17 @@ class PauseDetector:
         self._blocks: deque[float] = deque(maxlen=blocks)  # the quietest smoothed level of each past block
         self._block_min = float("inf")
         self._block_n = 0
+        self._past_min = float("inf")  # min(self._blocks), renewed once a block rather than every sub-frame
 
     def _background(self, ms: float) -> None:
         self._recent.append(ms)
-        level = float(np.sqrt(sum(self._recent) / len(self._recent)))
+        level = math.sqrt(sum(self._recent) / len(self._recent))
         self._block_min = min(self._block_min, level)
         self._block_n += 1
-        self.floor_level = min(self._block_min, min(self._blocks, default=self._block_min))
+        self.floor_level = min(self._block_min, self._past_min)
         if self._block_n == self._BLOCK_SUBS:
             self._blocks.append(self._block_min)
+            self._past_min = min(self._blocks)
             self._block_min, self._block_n = float("inf"), 0
 
     def push(self, frame: np.ndarray, voiced: bool) -> int:
@@ -82,10 +85,10 @@ class PauseDetector:
             return self.quiet_ms
         subs = frame[: n * self._sub].astype(np.float32).reshape(n, self._sub)
         mean_sq = np.mean(subs * subs, axis=1)
+        rms = np.sqrt(mean_sq)
         o = self.o
-        for ms in mean_sq:
-            level = float(np.sqrt(ms))
-            self._background(float(ms))
+        for ms, level in zip(mean_sq.tolist(), rms.tolist(), strict=True):
+            self._background(ms)
             threshold = max(o.quiet_ratio * self.speech_level,
                             min(o.floor_ratio * self.floor_level, o.loud_ratio * self.speech_level))
             quiet = self.speech_level > 0 and level <= threshold
