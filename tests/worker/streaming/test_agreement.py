@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from livenexus_worker.streaming.agreement import LocalAgreement
+from livenexus_worker.streaming.agreement import LocalAgreement, skipped_start
 
 
 def test_prefix_agreed_by_two_hypotheses_becomes_stable() -> None:
@@ -34,3 +34,22 @@ def test_reset() -> None:
     la.update("a b")
     la.reset()
     assert la.update("c") == ("", "c")
+
+
+def test_a_text_that_starts_later_than_the_agreed_words_skipped_the_start() -> None:
+    agreed = _words("we missed several obvious bugs")
+    assert skipped_start(agreed, "bugs.", 3)
+    assert skipped_start(agreed, "obvious bugs.", 3)
+    assert not skipped_start(agreed, "several obvious bugs.", 3), "two words fewer is not a skipped start"
+    assert skipped_start(agreed, "Thank you.", 3), "none of the words, and fewer: skipped"
+
+
+def test_a_text_that_reads_the_first_words_otherwise_did_not_skip_the_start() -> None:
+    agreed = _words("May have a mark on on Tuesday afternoon. At last. It about three hours.")
+    assert not skipped_start(agreed, "They had a mark on on Tuesday afternoon that lasted about 3", 3)
+    assert not skipped_start(_words("I would orderly rent the new"), "our quarterly revenue grew by twelve", 3)
+    assert not skipped_start([], "anything", 3)
+
+
+def _words(text: str) -> list[str]:
+    return text.split()

@@ -204,6 +204,29 @@ def test_a_final_that_says_as_many_other_words_is_not_decoded_again(sentence: np
     ctx.scheduler.close()
 
 
+
+def test_a_final_that_reads_the_first_words_otherwise_is_not_forced_to_the_partials(sentence: np.ndarray) -> None:
+    class Misheard(SkippingEngine):
+        """Partials agree on a misheard start; the final reads it otherwise, and one word fewer."""
+
+        def transcribe(self, audio: np.ndarray, beam_size: int = 1, language: str | None = "en", prefix: str = "",
+                       max_new_tokens: int | None = None, context: str = "",
+                       word_times: bool = False) -> Hypothesis:
+            if max_new_tokens is None:
+                self.calls.append((audio.shape[0], prefix))  # finals only
+                if not prefix:
+                    return Hypothesis("they had a backlog that lasted", 0.01, -0.1, "en", 0.0, 0.0, 0)
+            return Hypothesis(prefix or "may have a mark on at last it", 0.01, -0.1, "en", 0.0, 0.0, 0)
+
+    engine = Misheard()
+    ctx, pipe, events = pipeline(engine, PipelineOptions(commit_in_speech=False))
+    push(pipe, np.concatenate([silence(300), sentence, silence(1000)]), ctx)
+    assert ctx.scheduler.wait_idle(10)
+    (final,) = finals(events)
+    assert final.text == "they had a backlog that lasted"
+    assert engine.calls and not [p for _n, p in engine.calls if p], "no final forced to the partials' guess"
+    ctx.scheduler.close()
+
 class NoStopEngine(SentenceEngine):
     """Partials that never end a sentence where the speaker pauses ("samples P w0 w1 next"): greedy decoding
     of a sentence that runs on, or a clause."""

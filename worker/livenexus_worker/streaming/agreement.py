@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from difflib import SequenceMatcher
 
 _NORM = re.compile(r"[^\w']+")
 
@@ -61,3 +62,17 @@ def coverage(agreed: list[str], text: str) -> float:
             pool[k] -= 1
             hit += 1
     return hit / len(agreed)
+
+
+def skipped_start(agreed: list[str], text: str, least: int) -> bool:
+    """Does ``text`` begin ``least`` or more of the ``agreed`` words later than they do: Whisper skipped the
+    start of its window ("bugs." for the agreed "we missed several obvious bugs")? Where they first say the
+    same words tells; a text that says none of them skipped it when it is shorter. A text that only reads
+    the first words otherwise ("They had a mark on" for the agreed "May have a mark on") did not: the
+    partials' greedy guess from the first second is the worse reading there."""
+    said = [word_key(w) for w in text.split()]
+    first = next((b for b in SequenceMatcher(None, [word_key(w) for w in agreed], said, autojunk=False)
+                  .get_matching_blocks() if b.size), None)
+    if first is None:
+        return len(said) < len(agreed)
+    return first.a - first.b >= least
