@@ -248,6 +248,8 @@ def main() -> int:
                     help="'worktree' (the checkout as it is) or a git ref whose worker/ is exported and run")
     ap.add_argument("--noise-dbfs", type=float, default=Layout.noise_dbfs,
                     help="background noise level (default %(default)s; webrtcvad hears pink noise at -30 as speech)")
+    ap.add_argument("--seed", type=int, default=Layout.seed,
+                    help="the meeting's voices, pauses and noise (same text): another seed, another meeting")
     ap.add_argument("--threads", type=int, default=0, help="inference threads of both systems (0: usable cores)")
     ap.add_argument("--rescore", metavar="RAW_JSON", help="score a previous run's -raw.json again, run nothing")
     args = ap.parse_args()
@@ -262,7 +264,7 @@ def main() -> int:
         raw_in = json.loads(Path(args.rescore).read_text())
         for k, v in raw_in.get("run", {}).items():
             setattr(args, k, v)
-    meeting = build(Layout(minutes=args.minutes, noise_dbfs=args.noise_dbfs), quick=args.quick)
+    meeting = build(Layout(minutes=args.minutes, noise_dbfs=args.noise_dbfs, seed=args.seed), quick=args.quick)
     if args.rescore:
         src = str(raw_in.get("worker_src", "?"))
         captures = {p: [Capture(**c | {"emissions": [Emission(**e) for e in c["emissions"]]}) for c in caps]
@@ -285,7 +287,7 @@ def main() -> int:
             print("livekit path: our worker, then WhisperLive ...", flush=True)
             captures["livekit"] = asyncio.run(run_livekit(meeting, env, args.threads, peer_py, model_dir, logdir))
         raw = outdir / f"continuous-{stamp}-raw.json"  # before scoring, so a scoring bug loses no run
-        run = {k: getattr(args, k) for k in ("minutes", "noise_dbfs", "quick")}
+        run = {k: getattr(args, k) for k in ("minutes", "noise_dbfs", "quick", "seed")}
         raw.write_text(json.dumps({"worker_src": src, "run": run,
                                    "captures": {p: [asdict(c) for c in cs] for p, cs in captures.items()}}))
     off = offline(meeting, model_dir, threads)
