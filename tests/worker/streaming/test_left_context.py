@@ -43,8 +43,10 @@ class ContinuingEngine(LengthEngine):
 
 
 def decode(engine: LengthEngine, left: LeftContext | None, audio_s: float, keep_until_s: float | None = None,
-           agreed: tuple[str, ...] = ("w0", "w1", "w2"), after_commit: bool = False):
-    """``agreed``: what the part's partials agreed on (by default enough to make it speech for sure)."""
+           agreed: tuple[str, ...] = ("w0", "w1", "w2"), after_commit: bool = False,
+           levels: tuple[float, float] = (0.0, 0.0)):
+    """``agreed``: what the part's partials agreed on (by default enough to make it speech for sure); the
+    part's audio is all ones (RMS 1); ``levels``: the speaker's speech level and the background's."""
     ctx = Ctx()
     ctx.engine = engine
     ctx.engine_for = lambda _i: (0, TierSpec("fake", "int8", 1, 250), engine)  # type: ignore[method-assign]
@@ -54,7 +56,7 @@ def decode(engine: LengthEngine, left: LeftContext | None, audio_s: float, keep_
     op = OpenUtterance(utt, 0, left=left, after_commit=after_commit)
     op.agreement.committed.extend(agreed)
     keep = None if keep_until_s is None else int(keep_until_s * SR)
-    result = decode_final(ctx, PipelineOptions(), FinalRequest("s", "spk", ""), op, audio, 0.0, keep)  # type: ignore[arg-type]
+    result = decode_final(ctx, PipelineOptions(), FinalRequest("s", "spk", "", levels=levels), op, audio, 0.0, keep)  # type: ignore[arg-type]
     ctx.scheduler.close()
     return result
 
@@ -285,6 +287,19 @@ def test_a_part_without_agreed_words_must_pass_the_guards_without_its_left_conte
         assert result is None, "noise read as words only thanks to the context before it"
     alone = [c for c in engine.calls if not c[1]]
     assert len(alone) == (0 if agreed else 1), "the second look only without agreed words"
+
+
+@pytest.mark.parametrize(("levels", "kept"), [((1.2, 0.05), True), ((40.0, 0.05), False), ((1.2, 0.5), False)],
+                         ids=["as-loud-as-the-speaker", "far-below-the-speaker", "near-the-background"])
+def test_a_part_as_loud_as_the_speaker_s_words_is_not_second_guessed_alone(levels: tuple[float, float],
+                                                                            kept: bool) -> None:
+    # A lone "Thanks." after a final: alone, Whisper rated it no-speech and it was dropped. Noise right after a
+    # final is never as loud as the speaker's words and well above the background; a word is.
+    left = LeftContext(np.ones(2 * SR, dtype=np.int16), "Page load time went down.")
+    engine = NoiseAfterSpeech()
+    result = decode(engine, left, 0.8, agreed=(), levels=levels)
+    assert (result is not None) is kept
+    assert any(not prefix for _n, prefix in engine.calls) is not kept, "the second look alone only when quiet"
 
 
 @pytest.mark.parametrize(("committed", "checked"), [("The main thing on the agenda today is the release", False),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from livenexus_worker.streaming.pauses import PauseDetector
+from livenexus_worker.streaming.pauses import PauseDetector, PauseOptions, loud_ms
 
 FRAME = 480  # 30 ms, the VAD's frame
 
@@ -60,3 +60,15 @@ def test_the_background_follows_the_room_within_its_window() -> None:
     assert 450 < det.floor_level < 650
     _feed(det, _noise(2000, 3000, 2), voiced=True)  # a pause-free stretch of speech keeps the quietest part
     assert det.floor_level < 650
+
+
+def test_loud_ms_counts_what_is_as_loud_as_the_speaker_s_words() -> None:
+    o = PauseOptions()
+    word = np.full(300 * 16, 1000, dtype=np.int16)  # RMS 1000 for 300 ms
+    quiet = np.full(200 * 16, 100, dtype=np.int16)
+    audio = np.concatenate([quiet, word, quiet])
+    assert loud_ms(audio, 1200.0, 50.0, o) == 300, "0.7 of the speech level, far above the background"
+    assert loud_ms(audio, 2000.0, 50.0, o) == 0, "below 0.7 of the speech level"
+    assert loud_ms(audio, 1200.0, 300.0, o) == 0, "less than 12 dB above the background"
+    assert loud_ms(audio, 0.0, 0.0, o) == 0, "no speech level known yet: no evidence"
+    assert loud_ms(audio[:100], 1200.0, 50.0, o) == 0, "shorter than a sub-frame"

@@ -20,6 +20,7 @@ from livenexus_worker.inference.engine import Hypothesis, WhisperEngine
 from livenexus_worker.inference.guards import check, cut_restart_word
 from livenexus_worker.streaming.agreement import coverage, skipped_start, word_key
 from livenexus_worker.streaming.commits import rest_of_sentence
+from livenexus_worker.streaming.pauses import loud_ms
 from livenexus_worker.streaming.stream_state import (
     LeftContext,
     OpenUtterance,
@@ -47,6 +48,9 @@ class FinalRequest:
     """A commit's: the last word of what the confirming partial said before the cut. When the
     commit's own decode ends that word after the cut, the cut is inside it ("the | latest.": a gap in the
     word, which the partial's alignment put a little early): the commit is declined, not cut there."""
+    levels: tuple[float, float] = (0.0, 0.0)
+    """The speaker's speech level and the background's (RMS, :class:`PauseDetector`) when it was asked for:
+    how loud a word said here is."""
 
 
 def final_audio(op: OpenUtterance, o: PipelineOptions) -> np.ndarray:
@@ -96,7 +100,8 @@ def decode_final(ctx: StreamContext, o: PipelineOptions, req: FinalRequest, op: 
                   " ".join(agreed)[:60])
         hyp, said, word_ends = run(agreed)
     if (heard_left and keep_until is None and len(agreed) < o.guards.evidence_words and said.strip()
-            and dur <= o.left_noise_check_s and not rest_of_sentence(op)):
+            and dur <= o.left_noise_check_s and not rest_of_sentence(op)
+            and loud_ms(audio, *req.levels, o.pauses) < o.left_noise_loud_ms):
         # A decode that hears a left context rates no-speech over the whole window, the context's speech
         # included: noise right after a final, read as "Thank you." four times at the end of the meeting
         # benchmark, passed the guards that way. Without agreed words a short part must pass them alone too
@@ -104,7 +109,9 @@ def decode_final(ctx: StreamContext, o: PipelineOptions, req: FinalRequest, op: 
         # partial read a sentence end in it and the speaker went on; alone, the rest of a cut sentence ("to
         # be.", 0.4 s) was rated no-speech and its commit declined, so it waited 3-4 s for the next one. Nor
         # the rest of a sentence its commit cut before the end: the speaker was mid-sentence ("the release |
-        # plan for next month.", 1.4 s, ended by the VAD, was dropped: four words lost).
+        # plan for next month.", 1.4 s, ended by the VAD, was dropped: four words lost). Nor a part as loud as
+        # the speaker's words for a while: alone, Whisper rated a lone "Thanks." or "Okay." no-speech or
+        # low-confidence and it was dropped, 1-4 words a run; noise is never that loud.
         alone = _decode(engine, tier.beam_size, o, req, audio, [], False, None)
         ctx.on_inference("final", alone, dur)
         _text, why = check(alone.text, alone.no_speech_prob, alone.avg_logprob, dur, o.guards)

@@ -43,6 +43,13 @@ class PauseOptions:
     floor_smooth_subs: int = 3
     """Sub-frames averaged for the background: the quietest single 10 ms of noise is well below its level."""
 
+    word_ratio: float = 0.7
+    """A sub-frame at least this fraction of the speech level..."""
+    word_floor_ratio: float = 4.0
+    """...and this multiple of the background level (12 dB) is part of a word said (:func:`loud_ms`); on the
+    meeting benchmark no 1 s of noise alone had one, at 12 dB SNR either, and the first 400 ms of 9 in 10
+    sentences had 80 ms or more."""
+
     def __post_init__(self) -> None:
         if self.sub_ms <= 0 or self.floor_smooth_subs <= 0 or self.floor_window_ms < 100:
             raise ValueError("sub_ms and floor_smooth_subs must be positive, floor_window_ms at least 100")
@@ -100,3 +107,17 @@ class PauseDetector:
                     a = o.speech_alpha if self.speech_level else 1.0
                     self.speech_level += a * (level - self.speech_level)
         return self.quiet_ms
+
+
+def loud_ms(audio: np.ndarray, speech_level: float, floor_level: float, o: PauseOptions) -> int:
+    """How much of ``audio`` (ms of sub-frames) is as loud as the speaker's words (``word_ratio``,
+    ``word_floor_ratio``): evidence of a word said, not of noise the decoder read words into. 0 while no
+    speech level is known."""
+    sub = o.sub_ms * SAMPLES_PER_MS
+    n = audio.shape[0] // sub
+    if n == 0 or speech_level <= 0:
+        return 0
+    subs = audio[: n * sub].astype(np.float32).reshape(n, sub)
+    rms = np.sqrt(np.mean(subs * subs, axis=1))
+    least = max(o.word_ratio * speech_level, o.word_floor_ratio * floor_level)
+    return int(np.count_nonzero(rms >= least)) * o.sub_ms

@@ -373,7 +373,8 @@ class StreamPipeline:
         context = " ".join(self._finals[-self.o.context_finals:]) if self.o.context_finals else ""
         # A commit's words are the next part's left context: their times say where its last words begin.
         req = finals.FinalRequest(self.stream_id, self.speaker, context,
-                                  (commit or timed) and self.o.final_left_context_s > 0, (head.split() or [""])[-1])
+                                  (commit or timed) and self.o.final_left_context_s > 0, (head.split() or [""])[-1],
+                                  (self._pauses.speech_level, self._pauses.floor_level))
         result = finals.decode_final(self._ctx, self.o, req, op, audio, speech_end_wall, keep_until)
         return finals.stamped(self._ctx, op, result, audio.shape[0] if keep_until is None else keep_until)
 

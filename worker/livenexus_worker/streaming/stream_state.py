@@ -122,6 +122,8 @@ class PipelineOptions:
     left_noise_check_s: float = 2.0
     """A final of a part this short, decoded with a left context and with no agreed words, must also pass the
     no-speech and log-prob guards decoded alone (noise right after a final reads as words next to it)."""
+    left_noise_loud_ms: int = 100
+    """...unless this much of it is as loud as the speaker's words (:func:`pauses.loud_ms`): a word said."""
     final_left_context_gap_ms: int = 500
     """An utterance that starts within this much of the end of the previous final's audio (0: never) hears
     that final as its left context too, like the part after a commit: the VAD ends an utterance at a pause
