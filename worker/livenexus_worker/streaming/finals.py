@@ -49,7 +49,7 @@ class FinalRequest:
     commit's own decode ends that word after the cut, the cut is inside it ("the | latest.": a gap in the
     word, which the partial's alignment put a little early): the commit is declined, not cut there."""
     levels: tuple[float, float] = (0.0, 0.0)
-    """The speaker's speech level and the background's (RMS, :class:`PauseDetector`) when it was asked for:
+    """The speaker's speech level and the background's (RMS, :class:`PauseDetector`) as the decode starts:
     how loud a word said here is."""
 
 

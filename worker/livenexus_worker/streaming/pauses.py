@@ -87,11 +87,9 @@ class PauseDetector:
 
     def push(self, frame: np.ndarray, voiced: bool) -> int:
         """Update with one VAD frame; returns :attr:`quiet_ms`."""
-        n = frame.shape[0] // self._sub
-        if n == 0:
+        mean_sq = _mean_squares(frame, self._sub)
+        if not mean_sq.size:
             return self.quiet_ms
-        subs = frame[: n * self._sub].astype(np.float32).reshape(n, self._sub)
-        mean_sq = np.mean(subs * subs, axis=1)
         rms = np.sqrt(mean_sq)
         o = self.o
         for ms, level in zip(mean_sq.tolist(), rms.tolist(), strict=True):
@@ -113,11 +111,15 @@ def loud_ms(audio: np.ndarray, speech_level: float, floor_level: float, o: Pause
     """How much of ``audio`` (ms of sub-frames) is as loud as the speaker's words (``word_ratio``,
     ``word_floor_ratio``): evidence of a word said, not of noise the decoder read words into. 0 while no
     speech level is known."""
-    sub = o.sub_ms * SAMPLES_PER_MS
-    n = audio.shape[0] // sub
-    if n == 0 or speech_level <= 0:
+    if speech_level <= 0:
         return 0
-    subs = audio[: n * sub].astype(np.float32).reshape(n, sub)
-    rms = np.sqrt(np.mean(subs * subs, axis=1))
+    rms = np.sqrt(_mean_squares(audio, o.sub_ms * SAMPLES_PER_MS))
     least = max(o.word_ratio * speech_level, o.word_floor_ratio * floor_level)
     return int(np.count_nonzero(rms >= least)) * o.sub_ms
+
+
+def _mean_squares(audio: np.ndarray, sub: int) -> np.ndarray:
+    """The mean square of each whole ``sub``-sample sub-frame of ``audio`` (a partial one at the end is left out)."""
+    n = audio.shape[0] // sub
+    subs = audio[: n * sub].astype(np.float32).reshape(n, sub)
+    return np.mean(subs * subs, axis=1)
