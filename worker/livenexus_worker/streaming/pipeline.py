@@ -1,7 +1,8 @@
 """Per-stream pipeline: 16 kHz frames → VAD → utterances → inference jobs → TranscriptEvents.
 
 `push` runs on the caller's thread and only does VAD bookkeeping; decoding happens on the shared inference
-threads, one job of this stream at a time. Shared state between them is guarded by one lock per stream.
+threads, one job of this stream at a time (:mod:`jobs`). Shared state between them is guarded by one lock per
+stream.
 """
 
 from __future__ import annotations
@@ -11,21 +12,17 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import replace
 
 import numpy as np
 
-from livenexus_worker.core import stages
-from livenexus_worker.core.audio import SAMPLE_RATE, SAMPLES_PER_MS
+from livenexus_worker.core.audio import SAMPLE_RATE
 from livenexus_worker.core.events import TranscriptEvent
-from livenexus_worker.inference.guards import check
-from livenexus_worker.streaming import commits, finals
+from livenexus_worker.streaming import commits
+from livenexus_worker.streaming.jobs import StreamJobs
 from livenexus_worker.streaming.pauses import PauseDetector
-from livenexus_worker.streaming.scheduler import Job
 from livenexus_worker.streaming.segmenter import Utterance, cut_point
 from livenexus_worker.streaming.stream_state import (
     OpenUtterance,
-    PendingFinal,
     PipelineOptions,
     SpeculationMark,
     StreamContext,
@@ -37,7 +34,7 @@ __all__ = ["PipelineOptions", "SpeculationMark", "StreamContext", "StreamPipelin
 log = logging.getLogger(__name__)
 
 
-class StreamPipeline:
+class StreamPipeline(StreamJobs):
     """Transcribes one audio stream; see module docstring for threading."""
 
     def __init__(self, stream_id: str, speaker: str, ctx: StreamContext,
@@ -149,253 +146,3 @@ class StreamPipeline:
             self._speculate(op)
         elif voiced:
             self._maybe_partial(op, now)
-
-    def _new_id(self) -> str:
-        self._seq += 1
-        return f"{self._prefix}{self._seq}"
-
-    # ---- job submission (caller thread, lock held) ---------------------------------------------------
-    def _speculate(self, op: OpenUtterance) -> None:
-        op.speculated_at = op.utt.last_voiced_sample
-        op.speculative = None
-        op.speculative_done = False
-        audio = finals.final_audio(op, self.o)
-        op.speculative_samples = audio.shape[0]
-        marker = op.speculated_at
-        wall = op.last_voiced_wall
-
-        # It may become the final of a part the next one hears as its left context: that needs its word times
-        # when it is longer than the context.
-        timed = self.o.commit_speculative and audio.shape[0] > self.o.final_left_context_s * SAMPLE_RATE
-
-        def run() -> None:
-            with self._lock:
-                if op.speculated_at != marker or (op.ended and op.speculative_done):
-                    return  # speech resumed: this guess is obsolete
-            event = self._decode_final(op, audio, wall, timed=timed)
-            with self._lock:
-                if op.speculated_at != marker:
-                    return
-                op.speculative, op.speculative_done = event, True
-                if op.ended:
-                    self._emit_final(op, event)
-                else:
-                    self._commit_speculative(op)
-
-        self._ctx.scheduler.submit_final(Job(run, "final", key=self.stream_id))
-
-    def _commit_speculative(self, op: OpenUtterance) -> None:
-        """The speaker went on after a pause a final was guessed in: once decoded, that guess is the final of
-        the part up to the pause (:func:`commits.speculation_commits` says when). Lock held."""
-        event, heard = op.speculative, op.speculative_samples
-        if event is None or self._open is not op or not commits.speculation_commits(op, self.o):
-            return
-        log.debug("stream %s: speech went on; the guessed final commits %.2f s", self.stream_id, heard / SAMPLE_RATE)
-        self._commit(op, heard, event)
-
-    def _finish(self, op: OpenUtterance, reason: str, speech_end_wall: float | None = None) -> None:
-        self._open = None
-        op.ended = True
-        op.ended_wall = time.monotonic()
-        voiced_ms = self._sm.voiced_in_utterance * self.o.vad.frame_ms
-        if op.after_commit:
-            voiced_ms = op.voiced_frames * self.o.vad.frame_ms
-        if (reason != "flush" or op.after_commit) and voiced_ms < self.o.vad.min_speech_ms:
-            op.speculated_at = SpeculationMark.CLICK  # a speculative final already queued must not emit
-            log.debug("stream %s: utterance %s ended (%s) with %d ms of speech: a click, no final", self.stream_id,
-                      op.utt.segment_id, reason, voiced_ms)
-            return
-        self._ctx.on_utterance((op.utt.last_voiced_sample - op.utt.start_sample) / SAMPLE_RATE)
-        # webrtcvad keeps saying "voiced" for ~0.1 s into a pause, so allow that much after the commit's cut.
-        if (op.commit_pending and not op.commit_with_context
-                and op.utt.last_voiced_sample - op.commit_tried_at <= 200 * SAMPLES_PER_MS):
-            op.final_from_commit = True
-            log.debug("stream %s: utterance %s ended (%s) in the pause its commit decodes: that is its final",
-                      self.stream_id, op.utt.segment_id, reason)
-            return
-        if op.speculated_at == op.utt.last_voiced_sample:
-            if op.speculative_done:
-                self._emit_final(op, op.speculative)
-            return  # the speculative job emits when it completes
-        op.speculated_at = op.utt.last_voiced_sample
-        audio = finals.final_audio(op, self.o)
-        wall = speech_end_wall or (op.last_voiced_wall if reason == "vad" else time.monotonic())
-
-        def run() -> None:
-            event = self._decode_final(op, audio, wall)
-            with self._lock:
-                self._emit_final(op, event)
-
-        self._ctx.scheduler.submit_final(Job(run, "final", key=self.stream_id))
-
-    def _propose_commit(self, op: OpenUtterance, pause_wall: float, cut: int, heard: int = 0, head: str = "") -> None:
-        """Decode the first ``cut`` samples (up to a pause) as a final and commit them when the result is in.
-        With ``heard`` > ``cut``, the decode also hears what follows and keeps only the words that end before
-        the cut (aligned). Only the latest proposal of an utterance counts: ``commit_tried_at`` is its token."""
-        audio = op.utt.audio()[: max(cut, heard)].copy()
-        keep_until = cut if heard > cut else None
-        op.commit_tried_at = token = op.utt.start_sample + cut
-        op.commit_pending = True
-        decided = time.monotonic()
-        op.commit_with_context = keep_until is not None
-
-        def current() -> bool:
-            return op.commit_tried_at == token and (op.final_from_commit or (not op.ended and self._open is op))
-
-        def run() -> None:
-            with self._lock:
-                if not current():
-                    if op.commit_tried_at == token:
-                        op.commit_pending = False
-                    return
-            result = self._decode_final(op, audio, pause_wall, keep_until, commit=True, head=head)
-            with self._lock:
-                if not current():
-                    if op.commit_tried_at == token:
-                        op.commit_pending = False
-                    return
-                op.commit_pending = False
-                if op.final_from_commit:
-                    self._emit_final(op, result)  # the speaker stopped in that pause: this is the final
-                elif result is not None:
-                    op.ended_wall = decided
-                    self._commit(op, cut, result)
-
-        self._ctx.scheduler.submit_final(Job(run, "final", key=self.stream_id))
-
-    def _confirm_pause(self, op: OpenUtterance, text: str, heard: int, partial: TranscriptEvent,
-                       word_ends: tuple[float, ...] = ()) -> bool:
-        """A partial over ``heard`` samples: does it end a sentence at one of the recent pauses? If so, commit
-        the sentence; returns whether it did (the partial is then out of date). ``word_ends``: end time of
-        each word of ``text`` (s), when the decoder aligned them. Lock held."""
-        found = commits.find_boundary(op, text, heard, word_ends, self.o, self.stream_id)
-        if found is None:
-            return False
-        cut, wall, head = found
-        guess = commits.confirmed_speculation(op, cut, self.o)
-        if guess is not None:
-            log.debug("stream %s: the pause at %.2f s ends a sentence; its guessed final commits", self.stream_id,
-                      cut / SAMPLE_RATE)
-            self._commit(op, op.speculative_samples, guess)
-            return True
-        if not self.o.commit_text_from_partial:
-            self._propose_commit(op, wall, cut, heard, head)
-            return False
-        start = op.utt.start_sample / SAMPLE_RATE
-        event = replace(partial, text=head, stable=head, unstable="", is_final=True, end=start + cut / SAMPLE_RATE)
-        self._commit(op, cut, PendingFinal(event, wall))
-        return True
-
-    def _commit(self, op: OpenUtterance, cut: int, result: PendingFinal) -> None:
-        """Emit ``result`` as the final of the first ``cut`` samples; the rest goes on as a new utterance."""
-        head, rest = op.utt.split_at(cut, self._new_id())
-        op.ended = True
-        op.ended_wall = op.ended_wall or time.monotonic()
-        op.speculated_at = SpeculationMark.CUT  # a guess over the uncut audio must not emit
-        self._emit_final(op, result)
-        voiced_after = (rest.last_voiced_sample - rest.start_sample) // self._frame if rest.n else 0
-        self._open = OpenUtterance(rest, self._ctx.tier_index(), last_voiced_wall=op.last_voiced_wall,
-                           last_partial_request=time.monotonic(), after_commit=True,
-                           voiced_frames=max(0, voiced_after), pause_seen_at=op.pause_seen_at,
-                           left=commits.left_context(head, result, self.o.final_left_context_s))
-        # Pauses heard after the cut stay candidates of the part that goes on.
-        self._open.pauses.extend((c - cut, w) for c, w in op.pauses if c > cut)
-
-    def _cut(self, op: OpenUtterance, cut: int) -> None:
-        head, rest = op.utt.split_at(cut, self._new_id())
-        op.ended = True
-        op.speculated_at = SpeculationMark.CUT  # invalidate any speculative final of the uncut utterance
-        head_utt = Utterance(op.utt.segment_id, op.utt.start_sample)
-        head_utt.append(head)
-        wall = time.monotonic()
-        head_op = OpenUtterance(head_utt, op.tier, agreement=op.agreement, ended=True, ended_wall=wall)
-
-        def run() -> None:
-            event = self._decode_final(head_op, head, wall)
-            with self._lock:
-                self._emit_final(head_op, event)
-
-        self._ctx.scheduler.submit_final(Job(run, "final", key=self.stream_id))
-        self._open = OpenUtterance(rest, self._ctx.tier_index(), last_voiced_wall=op.last_voiced_wall,
-                           last_partial_request=wall)
-
-    def _maybe_partial(self, op: OpenUtterance, now: float) -> None:
-        _idx, tier, _eng = self._ctx.engine_for(op.tier)
-        if not commits.partial_due(op, self.o, now, tier.partial_interval_ms / 1000, self._partial_cost,
-                                   max(1, self._ctx.active_speakers()), self._ctx.scheduler.parallel):
-            return
-        op.last_partial_request = now
-        job = Job(lambda: self._run_partial(op, now), "partial", key=self.stream_id)
-        self._ctx.scheduler.submit_partial(self.stream_id, job)
-
-    # ---- inference thread ----------------------------------------------------------------------------
-    def _run_partial(self, op: OpenUtterance, requested: float) -> None:
-        with self._lock:
-            if op.ended or self._open is not op:
-                return
-            if (self._pos - op.utt.last_voiced_sample) * 1000 >= self.o.speculative_ms * SAMPLE_RATE:
-                # Asked for while the speaker talked, started in the pause: the end-of-speech guess is queued
-                # or soon will be, and a partial decoding now only holds it up (measured through LiveKit: a
-                # final's queue wait p50 126 ms with partials, 3 ms without).
-                return
-            audio = op.utt.audio().copy()
-            op.partial_heard = max(op.partial_heard, audio.shape[0])  # when it runs (see confirms_pause)
-            committed = " ".join(op.agreement.committed)
-            # Word times cost one more decoder pass (~25 ms): only when a pause may be confirmed.
-            aligned = self.o.commit_in_speech and bool(op.pauses)
-            left = op.left if self.o.partial_left_context and op.partial_dropped else None
-        _idx, tier, engine = self._ctx.engine_for(op.tier)
-        hyp, said, said_ends, heard = finals.decode_partial(engine, self.o, audio, committed, left, aligned,
-                                                            self.stream_id)
-        self._ctx.on_inference("partial", hyp, audio.shape[0] / SAMPLE_RATE)
-        cost = hyp.encode_s + hyp.decode_s
-        text, _why = check(said, hyp.no_speech_prob, hyp.avg_logprob, audio.shape[0] / SAMPLE_RATE, self.o.guards,
-                           evidence_words=self.o.guards.evidence_words if heard else 0)
-        with self._lock:
-            self._partial_cost = cost if not self._partial_cost else 0.7 * self._partial_cost + 0.3 * cost
-            op.partial_dropped |= text is None
-            if op.ended or self._open is not op or text is None:
-                return
-            stable, unstable = op.agreement.update(text)
-            event = finals.partial_event(self._ctx, self.stream_id, self.speaker, op, audio.shape[0],
-                                         (stable, unstable), hyp, tier.name, requested)
-            # A partial cut short by its token cap may stop before the audio does: unaligned, its sentence
-            # end says nothing about where the audio's sentence ends; aligned, its words still say where
-            # they were spoken.
-            word_ends = said_ends if text == said else ()
-            if (hyp.truncated and not word_ends) or not self._confirm_pause(op, text, audio.shape[0], event,
-                                                                            word_ends):
-                self._deliver(event)
-
-    def _decode_final(self, op: OpenUtterance, audio: np.ndarray, speech_end_wall: float,
-                      keep_until: int | None = None, commit: bool = False, head: str = "", timed: bool = False
-                      ) -> PendingFinal | None:
-        context = " ".join(self._finals[-self.o.context_finals:]) if self.o.context_finals else ""
-        # A commit's words are the next part's left context: their times say where its last words begin.
-        req = finals.FinalRequest(self.stream_id, self.speaker, context,
-                                  (commit or timed) and self.o.final_left_context_s > 0, (head.split() or [""])[-1],
-                                  (self._pauses.speech_level, self._pauses.floor_level))
-        result = finals.decode_final(self._ctx, self.o, req, op, audio, speech_end_wall, keep_until)
-        return finals.stamped(self._ctx, op, result, audio.shape[0] if keep_until is None else keep_until)
-
-    def _emit_final(self, op: OpenUtterance, result: PendingFinal | None) -> None:
-        if result is None or op.emitted:
-            return
-        op.emitted = True
-        # Only what was emitted is context: a discarded guess or a declined commit was never said as final.
-        self._finals.append(result.event.text)
-        del self._finals[:-8]
-        self._follow_on.record(op, result)
-        if self._open is not None and self._open is not op:
-            self._follow_on.offer(self._open)  # it started while this final was decoded
-        latency = (time.monotonic() - result.speech_end_wall) * 1000
-        stages.stamp(result.event.trace, "end", op.ended_wall or None)
-        self._deliver(replace(result.event, latency_ms=latency))
-
-    def _deliver(self, event: TranscriptEvent) -> None:
-        stages.stamp(event.trace, "emit")
-        self._ctx.on_emit(event)
-        try:
-            self._on_event(event)
-        except Exception:
-            log.exception("event sink failed for stream %s", self.stream_id)
