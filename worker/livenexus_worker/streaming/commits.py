@@ -120,6 +120,9 @@ def find_boundary(op: OpenUtterance, text: str, heard: int, word_ends: tuple[flo
         found = _aligned(op, text, heard, word_ends, o)
         if found is None:
             found = _clause(op, text.split(), heard, word_ends, o)
+            if found:
+                log.debug("stream %s: no sentence end, a clause at %.2f s (%r)", stream_id,
+                          found[0] / SAMPLE_RATE, found[2][-40:])
         if not found:
             log.debug("stream %s: no sentence end or agreed word at a pause (%r; pauses at %s)", stream_id,
                       text[-60:], [round(c / SAMPLE_RATE, 2) for c, _ in op.pauses])

@@ -142,6 +142,8 @@ class StreamJobs:
         the cut (aligned). Only the latest proposal of an utterance counts: ``commit_tried_at`` is its token."""
         audio = op.utt.audio()[: max(cut, heard)].copy()
         keep_until = cut if heard > cut else None
+        log.debug("stream %s: commit proposed at %.2f s of utterance %s (%r)", self.stream_id, cut / SAMPLE_RATE,
+                  op.utt.segment_id, head[-40:])
         op.commit_tried_at = token = op.utt.start_sample + cut
         op.commit_pending = True
         decided = time.monotonic()
