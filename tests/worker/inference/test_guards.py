@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from livenexus_worker.inference.guards import GuardOptions, check, collapse_repeats, has_words
+from livenexus_worker.inference.guards import GuardOptions, check, collapse_repeats, cut_char_loop, has_words
 
 OPTS = GuardOptions()
 
@@ -98,3 +98,16 @@ def test_a_sentence_said_three_times_keeps_one_copy() -> None:
     s = "Live transcription runs on ordinary processors in the cluster."
     looped = f"{s} {s} {s} Live transcription"  # decoded offline from the console test's speech, beam 5
     assert check(looped, 0.1, -0.2, 4.5, GuardOptions()) == (s, "ok")
+
+
+def test_a_loop_of_a_few_characters_inside_one_word_is_dropped() -> None:
+    # Seen in a final of the meeting benchmark: one "word" that ran to the token cap, which neither the
+    # word-level loop rules nor the words-per-second bound can see.
+    o = GuardOptions()
+    looped = "The whole release lips with M.I.P.E.R.E.A.R.E.R.E.R.E.R.E.R.E.R.E.R.E.R.E.R"
+    assert check(looped, 0.01, -0.2, 2.0, o) == ("The whole release lips with", "ok")
+    assert check("R.E.R.E.R.E.R.E.R.E.R.E.", 0.01, -0.2, 2.0, o) == (None, "no-words")
+    assert cut_char_loop("Hahahahahahaha that was funny") == "that was funny"
+    for speech in ("It grew by 1,000,000,000,000 dollars.", "Wait... what", "Mississippi is long",
+                   "the e-e-e-engine", "Hmmm okay"):
+        assert cut_char_loop(speech) == speech

@@ -9,6 +9,10 @@ import re
 from dataclasses import dataclass
 
 _WORDS = re.compile(r"\w", re.UNICODE)
+# A run of 4+ copies of a 1-8 character unit with a letter in it, 12+ characters in all, inside one word:
+# "M.I.P.E.R.E.A.R.E.R.E.R.E.R.E..." ran to the token cap in a final of the meeting benchmark. Numbers
+# ("1,000,000,000,000") have no letter in their unit; speech has no such word.
+_CHAR_LOOP = re.compile(r"(\S{1,8}?)\1{3,}")
 
 
 @dataclass(frozen=True)
@@ -69,6 +73,19 @@ def collapse_repeats(text: str, max_repeats: int = 2, max_ngram: int = 8) -> str
         words = words[: i + keep * n] + words[i + reps * n :]
 
 
+def cut_char_loop(text: str, min_chars: int = 12) -> str:
+    """``text`` without the words in which the decoder repeats a few characters over and over (a loop one
+    "word" long, which the word-level rules and the words-per-second bound do not see)."""
+
+    def looping(word: str) -> bool:
+        return any(len(m.group(0)) >= min_chars and any(ch.isalpha() for ch in m.group(1))
+                   for m in _CHAR_LOOP.finditer(word))
+
+    words = text.split()
+    kept = [w for w in words if not looping(w)]
+    return text if len(kept) == len(words) else " ".join(kept)
+
+
 def _repeats(earlier: list[str], tail: list[str]) -> bool:
     return (len(earlier) == len(tail) and earlier[:-1] == tail[:-1] and bool(tail[-1])
             and earlier[-1].startswith(tail[-1]))
@@ -123,7 +140,9 @@ def check(
         return None, "no-speech"
     if avg_logprob < options.logprob_threshold and not heard:
         return None, "low-logprob"
-    cleaned = collapse_repeats(text.strip(), options.max_repeats)
+    cleaned = collapse_repeats(cut_char_loop(text.strip()), options.max_repeats)
+    if not has_words(cleaned):
+        return None, "no-words"
     # One cut removes the last copy of a loop; a sentence said three times needs two (seen through the console
     # test once finals were no longer cut early by the token cap: "… in the cluster." twice).
     while (shorter := cut_trailing_loop(cleaned)) != cleaned:
