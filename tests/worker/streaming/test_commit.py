@@ -211,14 +211,18 @@ def test_a_final_that_reads_the_window_otherwise_is_not_forced_to_the_partials(s
 
 class NoStopEngine(SentenceEngine):
     """Partials that never end a sentence where the speaker pauses ("samples P w0 w1 next"): greedy decoding
-    of a sentence that runs on, or a clause."""
+    of a sentence that runs on, or a clause; with ``mark``, the clause's last word carries it ("w1, next")."""
+
+    def __init__(self, mark: str = "") -> None:
+        super().__init__()
+        self.mark = mark
 
     def transcribe(self, audio: np.ndarray, beam_size: int = 1, language: str | None = "en", prefix: str = "",
                    max_new_tokens: int | None = None, context: str = "", word_times: bool = False) -> Hypothesis:
         hyp = super().transcribe(audio, beam_size, language, prefix, max_new_tokens, context, word_times)
         if max_new_tokens is None:
             return hyp
-        return replace(hyp, text=hyp.text.replace(".", ""))
+        return replace(hyp, text=hyp.text.replace(".", self.mark))
 
 
 @pytest.mark.parametrize("clause_after_s", [0.0, 2.0, 30.0], ids=["off", "long-enough", "too-short"])
@@ -227,7 +231,8 @@ def test_a_long_utterance_commits_at_an_aligned_pause_without_a_sentence_end(sen
     # Partials put no full stop at the pause: without the clause rule the sentence waits for the
     # any-pause bound (10 s); with it, a pause that a stable word ends in commits once the utterance is long.
     engine = NoStopEngine()
-    ctx, pipe, events = pipeline(engine, PipelineOptions(commit_clause_after_s=clause_after_s))
+    ctx, pipe, events = pipeline(engine, PipelineOptions(commit_clause_after_s=clause_after_s,
+                                                         commit_clause_unmarked_after_s=clause_after_s))
     push(pipe, np.concatenate([silence(500), sentence, silence(150), sentence[: 500 * 16]]), ctx)
     assert ctx.scheduler.wait_idle(10)
     committed = finals(events)
@@ -238,6 +243,25 @@ def test_a_long_utterance_commits_at_an_aligned_pause_without_a_sentence_end(sen
         pipe.flush()
         assert ctx.scheduler.wait_idle(10)
         check_contiguous(finals(events))
+    ctx.scheduler.close()
+
+
+@pytest.mark.parametrize(("mark", "pause_ms", "unmarked_after_s", "commits"),
+                         [(",", 120, 30.0, True), ("", 120, 30.0, False), ("", 250, 30.0, True),
+                          ("", 120, 2.0, True)],
+                         ids=["comma", "no-mark-short-pause", "no-mark-long-pause", "no-mark-long-utterance"])
+def test_a_clause_ends_at_a_word_without_a_mark_only_at_a_long_pause_or_in_a_long_utterance(
+        sentence: np.ndarray, mark: str, pause_ms: int, unmarked_after_s: float, commits: bool) -> None:
+    # A short pause under a word the partial gave no mark is as often a gap inside a phrase ("drop the dark |
+    # theme"): there only a marked word, or a pause as long as people leave between clauses, ends a clause.
+    engine = NoStopEngine(mark)
+    # The quiet measured runs a frame or two past the silence added (the sentence's fade in and out).
+    ctx, pipe, events = pipeline(engine, PipelineOptions(commit_clause_after_s=2.0,
+                                                         commit_clause_unmarked_pause_ms=200,
+                                                         commit_clause_unmarked_after_s=unmarked_after_s))
+    push(pipe, np.concatenate([silence(500), sentence, silence(pause_ms), sentence[: 500 * 16]]), ctx)
+    assert ctx.scheduler.wait_idle(10)
+    assert len(finals(events)) == int(commits)
     ctx.scheduler.close()
 
 

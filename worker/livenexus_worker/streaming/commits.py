@@ -31,11 +31,16 @@ def note_pause(op: OpenUtterance, o: PipelineOptions, pos: int, pause_ms: int, f
             and op.voiced_frames >= o.vad.min_speech_frames):
         return None
     if op.pause_seen_at >= pos - pause_ms * SAMPLES_PER_MS - frame:
-        return None  # seen already
+        # Seen already: it goes on (when it is the latest candidate; noticed in a long utterance it is not one).
+        if op.pauses and op.utt.start_sample + op.pauses[-1][0] == op.pause_seen_at:
+            began = op.pauses[-1][1]
+            op.pause_lengths[began] = max(op.pause_lengths.get(began, 0), pause_ms)
+        return None
     op.pause_seen_at = pos
     began = now - pause_ms / 1000
     if op.utt.n < o.commit_any_after_s * SAMPLE_RATE:
         op.pauses.append((op.utt.n, began))
+        op.pause_lengths = {w: op.pause_lengths.get(w, pause_ms) for _c, w in op.pauses}
         return None
     if op.commit_pending:
         return None
@@ -208,21 +213,19 @@ def _clause(op: OpenUtterance, words: list[str], heard: int, word_ends: tuple[fl
     so overall I would")."""
     if not o.commit_clause_after_s or not word_ends:
         return None
-    if heard >= o.commit_clause_after_s * SAMPLE_RATE:
-        marked = False
-    elif (rest_of_sentence(op)
-          and heard >= o.commit_min_after_cut_s * SAMPLE_RATE):
-        marked = True
-    else:
+    long = heard >= o.commit_clause_after_s * SAMPLE_RATE
+    if not long and not (rest_of_sentence(op) and heard >= o.commit_min_after_cut_s * SAMPLE_RATE):
         return None
+    unmarked = long and heard >= o.commit_clause_unmarked_after_s * SAMPLE_RATE
     lookahead = o.commit_lookahead_ms * SAMPLES_PER_MS
     stable = min(len(op.agreement.committed), len(word_ends), len(words))
     found: tuple[int, float, int] | None = None
     for c, wall in op.pauses:
         if heard - c < lookahead:
             break
+        free = unmarked or (long and op.pause_lengths.get(wall, 0) >= o.commit_clause_unmarked_pause_ms)
         ending = [i for i in range(stable) if -60 * SAMPLES_PER_MS <= c - word_ends[i] * SAMPLE_RATE
-                  <= 400 * SAMPLES_PER_MS and not (marked and words[i][-1] not in _MARKS)]
+                  <= 400 * SAMPLES_PER_MS and (free or words[i][-1] in _MARKS)]
         if ending:
             found = (c, wall, ending[-1])
     if found is None:

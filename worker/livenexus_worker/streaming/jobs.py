@@ -210,6 +210,7 @@ class StreamJobs:
                            left=commits.left_context(head, result, self.o.final_left_context_s))
         # Pauses heard after the cut stay candidates of the part that goes on.
         self._open.pauses.extend((c - cut, w) for c, w in op.pauses if c > cut)
+        self._open.pause_lengths = {w: op.pause_lengths[w] for _c, w in self._open.pauses if w in op.pause_lengths}
 
     def _cut(self, op: OpenUtterance, cut: int) -> None:
         head, rest = op.utt.split_at(cut, self._new_id())
