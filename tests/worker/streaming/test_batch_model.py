@@ -119,3 +119,16 @@ def test_previous_text_does_not_eat_a_short_final_s_token_budget(runtime: Runtim
     context = " ".join(SENTENCES * 4)
     hyp = engine.transcribe(audio, beam_size=5, context=context)
     assert wer(SENTENCES[2], hyp.text) <= 0.2 and not hyp.truncated
+
+
+def test_words_with_a_hyphen_or_a_decimal_point_keep_their_times(runtime: Runtime,
+                                                                  speech_cache: dict[str, np.ndarray]) -> None:
+    # Whisper splits "re-try" as "re" "-try" and "3.5" as "3" ".5": the times must still name the text's words
+    # (a commit without them is declined), forced or decoded.
+    clip = speak(speech_cache, "We added a re-try with a timeout of 3.5 seconds on our side.")
+    _i, _t, engine = runtime.engine_for(0)
+    hyp = engine.transcribe_batch([DecodeRequest(clip, 1, prefix="We added a re-try with a timeout of 3.5",
+                                                 word_times=True)])[0]
+    assert hyp.text.startswith("We added a re-try with a timeout of 3.5")
+    assert len(hyp.word_ends) == len(hyp.text.split()) > 9
+    assert list(hyp.word_ends) == sorted(hyp.word_ends) and hyp.word_ends[-1] <= clip.shape[0] / 16000 + 0.1

@@ -256,14 +256,23 @@ class WhisperEngine:
         bounds = np.cumsum([len(t) for t in word_tokens[:-1]])
         if bounds[-1] >= jump_times.shape[0]:
             return ()
-        ends: list[float] = []
-        for word, b in zip(words[:-1], bounds, strict=True):
-            if ends and word.strip() and all(c in _PUNCTUATION for c in word.strip()):
-                continue  # Whisper's word split makes "." a word of its own; it belongs to the word before
-            ends.append(float(jump_times[b]))
-        if len(ends) != len(text.split()):
-            return ()  # the alignment's words and the text's disagree: no times rather than wrong ones
-        return tuple(ends)
+        return text_word_ends(words[:-1], [float(jump_times[b]) for b in bounds], text)
+
+
+def text_word_ends(pieces: list[str], ends: list[float], text: str) -> tuple[float, ...]:
+    """The end time of each whitespace-separated word of ``text``, from Whisper's word split (``pieces``, each
+    with its end time); () when the two disagree (no times rather than wrong ones). Whisper splits punctuation
+    off as a piece of its own ("start" "."), and what follows it with no space goes with it ("re" "-try",
+    "3" ".5"): a piece with no leading space belongs to the word before, and its end is that word's end unless
+    it is punctuation only (which the alignment places in the pause after the word)."""
+    out: list[float] = []
+    for piece, end in zip(pieces, ends, strict=True):
+        if out and not piece.startswith(" "):
+            if not all(c in _PUNCTUATION for c in piece.strip()):
+                out[-1] = end
+            continue
+        out.append(end)
+    return tuple(out) if len(out) == len(text.split()) else ()
 
 
 def _limit_blas() -> None:
