@@ -131,6 +131,7 @@ def check(
     evidence_words: int = 0,
 ) -> tuple[str | None, str]:
     """Return (cleaned text or None to drop, reason). ``evidence_words``: words partials agreed on."""
+    text = cut_char_loop(text.strip())
     if not has_words(text):
         return None, "no-words"
     heard = evidence_words >= options.evidence_words
@@ -140,9 +141,7 @@ def check(
         return None, "no-speech"
     if avg_logprob < options.logprob_threshold and not heard:
         return None, "low-logprob"
-    cleaned = collapse_repeats(cut_char_loop(text.strip()), options.max_repeats)
-    if not has_words(cleaned):
-        return None, "no-words"
+    cleaned = collapse_repeats(text, options.max_repeats)
     # One cut removes the last copy of a loop; a sentence said three times needs two (seen through the console
     # test once finals were no longer cut early by the token cap: "… in the cluster." twice).
     while (shorter := cut_trailing_loop(cleaned)) != cleaned:
