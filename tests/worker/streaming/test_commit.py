@@ -15,6 +15,7 @@ from livenexus_worker.core.events import TranscriptEvent
 from livenexus_worker.inference.engine import Hypothesis
 from livenexus_worker.streaming.pauses import PauseDetector
 from livenexus_worker.streaming.pipeline import PipelineOptions, StreamPipeline
+from livenexus_worker.streaming.scheduler import Job
 
 from .fakes import (
     SR,
@@ -327,4 +328,24 @@ def test_a_confirming_partial_that_never_ran_leaves_the_next_one_its_way_past_th
     push(pipe, np.concatenate([silence(500), sentence, silence(150), sentence[: 500 * 16]]), ctx)
     assert ctx.scheduler.wait_idle(10)
     assert dropped and len(finals(events)) == 1 and pipe.in_utterance
+    ctx.scheduler.close()
+
+
+def test_the_partial_that_may_confirm_a_pause_is_urgent_and_the_others_are_not(sentence: np.ndarray) -> None:
+    ctx = FastCtx()
+    events: list[TranscriptEvent] = []
+    pipe = StreamPipeline("s", "spk", ctx, events.append, PipelineOptions(final_left_context_s=0.0))  # type: ignore[arg-type]
+    submit, asked = ctx.scheduler.submit_partial, []
+
+    def record(key: str, job: Job) -> None:
+        op = pipe._open
+        heard = op is not None and any(op.utt.n - c >= 300 * 16 for c, _ in op.pauses)
+        asked.append((job.urgent, heard))
+        submit(key, job)
+
+    ctx.scheduler.submit_partial = record  # type: ignore[method-assign]
+    push(pipe, np.concatenate([silence(500), sentence, silence(150), sentence[: 500 * 16]]), ctx)
+    assert ctx.scheduler.wait_idle(10)
+    assert (False, False) in asked and (True, True) in asked
+    assert all(heard for urgent, heard in asked if urgent)
     ctx.scheduler.close()

@@ -217,3 +217,19 @@ def test_a_batch_of_partials_holds_one_job_of_a_stream() -> None:
     assert s.stats.partials_run == 4 and s.stats.batched_jobs <= 2  # a's three never share a batch
     assert sizes == [1, 1, 1]  # one run in progress each time: a's jobs one after another
     s.close()
+
+
+def test_urgent_partials_run_before_the_others_in_the_order_they_came() -> None:
+    # A partial that may commit a sentence must not wait behind every other stream's refresh.
+    gate = threading.Event()
+    order: list[str] = []
+    s = InferenceScheduler(max_partial_age_s=10)
+    s.submit_final(Job(gate.wait, "final"))
+    time.sleep(0.05)
+    for key, urgent in (("a", False), ("b", True), ("c", False), ("d", True)):
+        s.submit_partial(key, Job(lambda k=key: order.append(k), "partial", key=key, urgent=urgent))
+    s.submit_final(Job(lambda: order.append("f"), "final"))
+    gate.set()
+    assert s.wait_idle(5)
+    assert order == ["f", "b", "d", "a", "c"]
+    s.close()

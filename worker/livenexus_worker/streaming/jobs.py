@@ -236,7 +236,8 @@ class StreamJobs:
                                    max(1, self._ctx.active_speakers()), self._ctx.scheduler.parallel):
             return
         op.last_partial_request = now
-        job = Job(lambda: self._run_partial(op, now), "partial", key=self.stream_id)
+        job = Job(lambda: self._run_partial(op, now), "partial", key=self.stream_id,
+                  urgent=commits.confirms_pause(op, self.o))
         self._ctx.scheduler.submit_partial(self.stream_id, job)
 
     # ---- inference thread ----------------------------------------------------------------------------
