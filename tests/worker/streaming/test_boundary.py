@@ -86,3 +86,22 @@ def test_a_commit_whose_decode_ends_the_partial_s_last_word_after_the_cut_is_dec
     result = decode_final(ctx, PipelineOptions(), req, op, audio, 0.0, keep_until=int(0.42 * SR))  # type: ignore[arg-type]
     ctx.scheduler.close()
     assert (None if result is None else result.event.text) == said
+
+
+def test_a_clause_is_not_cut_a_word_or_two_into_a_part_unless_it_is_the_rest_of_a_cut_sentence() -> None:
+    # A long part after a commit whose partials agreed on two words only: the pause under the second one is
+    # 0.6 s in. Cutting there leaves the window almost as long and reads both sides alone ("We shift | the new
+    # onboarding fuller"); a pause under an agreed word 1.5 s or more in may end the clause.
+    text = "We shift the new onboarding flow on Tuesday and the feedback has been mostly"
+    ends = tuple(0.3 * (i + 1) for i in range(len(text.split())))
+    long = int(6.5 * SR)
+    for pauses, agreed, left, cut in (([0.6, 2.5], 2, "has joined.", None),
+                                      ([0.6, 2.1], 7, "has joined.", 2.1),
+                                      ([0.6], 2, "we decided that", 0.6),  # the rest of a cut sentence...
+                                      ([0.6], 2, None, None)):
+        words = text.split()
+        if cut == 0.6 and left == "we decided that":
+            words[1] += ","  # ...with a mark at its own end
+        op = part(pauses, left=left, agreed=tuple(words[:agreed]))
+        found = find_boundary(op, " ".join(words), long, ends, PipelineOptions())
+        assert (None if found is None else round(found[0] / SR, 2)) == cut, (pauses, agreed, left)

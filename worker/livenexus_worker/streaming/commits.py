@@ -204,17 +204,19 @@ def _aligned(op: OpenUtterance, text: str, heard: int, word_ends: tuple[float, .
 def _clause(op: OpenUtterance, words: list[str], heard: int, word_ends: tuple[float, ...],
             o: PipelineOptions) -> tuple[int, float, str] | None:
     """No sentence end, but the utterance is long: the latest pause that one of the agreed words ends in
-    (−60…+400 ms, as for a sentence end), with the look-ahead heard after it.
+    (−60…+400 ms, as for a sentence end), with the look-ahead heard after it, ``commit_min_s`` or more into
+    the part (the head a pause of a part without a commit must leave too).
 
     The rest of a sentence the last commit cut before its end may commit sooner, from
     ``commit_min_after_cut_s``, at an agreed word with punctuation: its partials do not hear the words before
-    it and read its end as a comma ("closed within a day, so overall"). Punctuation, because any agreed word
-    at any pause cut such rests again and again into finals of a word or two ("were closed | within the day |
-    so overall I would")."""
+    it and read its end as a comma ("closed within a day, so overall"), also before ``commit_min_s``.
+    Punctuation, because any agreed word at any pause cut such rests again and again into finals of a word
+    or two ("were closed | within the day | so overall I would")."""
     if not o.commit_clause_after_s or not word_ends:
         return None
     long = heard >= o.commit_clause_after_s * SAMPLE_RATE
-    if not long and not (rest_of_sentence(op) and heard >= o.commit_min_after_cut_s * SAMPLE_RATE):
+    rest = rest_of_sentence(op) and heard >= o.commit_min_after_cut_s * SAMPLE_RATE
+    if not long and not rest:
         return None
     unmarked = long and heard >= o.commit_clause_unmarked_after_s * SAMPLE_RATE
     lookahead = o.commit_lookahead_ms * SAMPLES_PER_MS
@@ -223,7 +225,15 @@ def _clause(op: OpenUtterance, words: list[str], heard: int, word_ends: tuple[fl
     for c, wall in op.pauses:
         if heard - c < lookahead:
             break
-        free = unmarked or (long and op.pause_lengths.get(wall, 0) >= o.commit_clause_unmarked_pause_ms)
+        early = c < o.commit_min_s * SAMPLE_RATE
+        if early and not rest:
+            # A head of a word or two barely shortens the window, and both sides are then read without
+            # the words around them: "We shift | the new onboarding fuller" for "We shipped the new
+            # onboarding flow", "The search | pages still slow" (a part after a commit, long enough that any
+            # pause under an agreed word could end a clause, whose partials agreed on two words only).
+            continue
+        free = not early and (unmarked or (long and op.pause_lengths.get(wall, 0)
+                                           >= o.commit_clause_unmarked_pause_ms))
         ending = [i for i in range(stable) if -60 * SAMPLES_PER_MS <= c - word_ends[i] * SAMPLE_RATE
                   <= 400 * SAMPLES_PER_MS and (free or words[i][-1] in _MARKS)]
         if ending:
