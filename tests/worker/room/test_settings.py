@@ -66,6 +66,8 @@ def test_env_parsing() -> None:
     ({"LIVENEXUS_BEAM_SIZE": "x"}, "LIVENEXUS_BEAM_SIZE"),
     ({"LIVENEXUS_TIERS": "{"}, "LIVENEXUS_TIERS"),
     ({"LIVENEXUS_TIERS": "[]"}, "LIVENEXUS_TIERS"),
+    ({"LIVENEXUS_TIER_CPU_HIGH": "inf"}, "LIVENEXUS_TIER_CPU_HIGH must be a finite number"),
+    ({"LIVENEXUS_TIER_CPU_HIGH": "nan"}, "LIVENEXUS_TIER_CPU_HIGH must be a finite number"),
 ])
 def test_bad_env_names_the_variable(env: dict[str, str], match: str) -> None:
     with pytest.raises(SettingsError, match=match):

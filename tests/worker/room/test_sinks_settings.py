@@ -33,8 +33,10 @@ def test_a_webhook_and_a_file() -> None:
     ({SinkEnv.WEBHOOK_URL: "https://hooks.example.com/t"}, "signing key"),
     ({SinkEnv.WEBHOOK_URL: "https://hooks.example.com/t", SinkEnv.WEBHOOK_SECRET: "short"}, "signing key"),
     ({SinkEnv.WEBHOOK_MAX_QUEUE: "0"}, "must be in"),
-    ({SinkEnv.WEBHOOK_TIMEOUT_S: "nan"}, "must be in"),
+    ({SinkEnv.WEBHOOK_TIMEOUT_S: "nan"}, "finite number in"),
     ({SinkEnv.WEBHOOK_TIMEOUT_S: "soon"}, "must be a number"),
+    ({SinkEnv.WEBHOOK_MAX_QUEUE: "10.5"}, "must be an integer"),
+    ({SinkEnv.FILE_MAX_BYTES: "1e400"}, "must be an integer"),
     ({SinkEnv.FILE_DIR: "transcripts"}, "absolute"),
 ])
 def test_bad_settings_are_refused_by_name(env: dict[str, str], complaint: str) -> None:

@@ -6,6 +6,7 @@ template sets them, and the README lists them.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import socket
@@ -29,6 +30,35 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 class SettingsError(ValueError):
     """A setting is missing or malformed; the message names the variable."""
+
+
+def env_integer(e: Mapping[str, str], name: str, default: int, lo: int | None = None, hi: int | None = None) -> int:
+    """``e[name]`` as an integer in [lo, hi]; ``default`` when unset or blank."""
+    raw = e.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise SettingsError(f"{name} must be an integer, got {raw!r}") from exc
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
+        raise SettingsError(f"{name} must be in [{lo}, {hi}], got {value}")
+    return value
+
+
+def env_number(e: Mapping[str, str], name: str, default: float, lo: float | None = None,
+               hi: float | None = None) -> float:
+    """``e[name]`` as a finite number in [lo, hi]; ``default`` when unset or blank."""
+    raw = e.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError as exc:
+        raise SettingsError(f"{name} must be a number, got {raw!r}") from exc
+    if not math.isfinite(value) or (lo is not None and value < lo) or (hi is not None and value > hi):
+        raise SettingsError(f"{name} must be a finite number in [{lo}, {hi}], got {raw!r}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -105,28 +135,10 @@ class WorkerSettings:
         e = os.environ if env is None else env
 
         def integer(name: str, default: int, lo: int | None = None, hi: int | None = None) -> int:
-            raw = e.get(name, "").strip()
-            if not raw:
-                return default
-            try:
-                value = int(raw)
-            except ValueError as exc:
-                raise SettingsError(f"{name} must be an integer, got {raw!r}") from exc
-            if (lo is not None and value < lo) or (hi is not None and value > hi):
-                raise SettingsError(f"{name} must be in [{lo}, {hi}], got {value}")
-            return value
+            return env_integer(e, name, default, lo, hi)
 
         def number(name: str, default: float, lo: float | None = None, hi: float | None = None) -> float:
-            raw = e.get(name, "").strip()
-            if not raw:
-                return default
-            try:
-                value = float(raw)
-            except ValueError as exc:
-                raise SettingsError(f"{name} must be a number, got {raw!r}") from exc
-            if value != value or (lo is not None and value < lo) or (hi is not None and value > hi):
-                raise SettingsError(f"{name} must be in [{lo}, {hi}], got {raw!r}")
-            return value
+            return env_number(e, name, default, lo, hi)
 
         d = cls  # the field defaults above (the tier ones are the contract's)
         model = e.get(Env.MODEL, d.model)

@@ -34,7 +34,7 @@ from livenexus_common.sinks import (
 )
 from livenexus_worker.core.events import TranscriptEvent
 from livenexus_worker.room.publisher import TranscriptPublisher
-from livenexus_worker.room.settings import SettingsError
+from livenexus_worker.room.settings import SettingsError, env_integer, env_number
 from livenexus_worker.room.sinks_file import FileSink, FileSinkOptions
 from livenexus_worker.room.sinks_webhook import WebhookOptions, WebhookSink
 
@@ -80,24 +80,11 @@ class SinkSettings:
             raise SettingsError(f"{SinkEnv.FILE_DIR} must be an absolute path, got {file_dir!r}")
         return cls(
             webhook_url=url, webhook_key=key.encode(),
-            webhook_timeout_s=_number(e, SinkEnv.WEBHOOK_TIMEOUT_S, 5.0, 0.1, 60.0),
-            webhook_max_queue=int(_number(e, SinkEnv.WEBHOOK_MAX_QUEUE, 1000, 1, 100000)),
+            webhook_timeout_s=env_number(e, SinkEnv.WEBHOOK_TIMEOUT_S, 5.0, 0.1, 60.0),
+            webhook_max_queue=env_integer(e, SinkEnv.WEBHOOK_MAX_QUEUE, 1000, 1, 100000),
             file_dir=file_dir,
-            file_max_bytes=int(_number(e, SinkEnv.FILE_MAX_BYTES, 1 << 30, 4096, 1 << 40)),
+            file_max_bytes=env_integer(e, SinkEnv.FILE_MAX_BYTES, 1 << 30, 4096, 1 << 40),
         )
-
-
-def _number(e: Mapping[str, str], name: str, default: float, lo: float, hi: float) -> float:
-    raw = e.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError as exc:
-        raise SettingsError(f"{name} must be a number, got {raw!r}") from exc
-    if not lo <= value <= hi:
-        raise SettingsError(f"{name} must be in [{lo:g}, {hi:g}], got {raw!r}")
-    return value
 
 
 class SinkMetrics:
