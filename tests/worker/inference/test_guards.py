@@ -111,3 +111,21 @@ def test_a_loop_of_a_few_characters_inside_one_word_is_dropped() -> None:
     for speech in ("It grew by 1,000,000,000,000 dollars.", "Wait... what", "Mississippi is long",
                    "the e-e-e-engine", "Hmmm okay"):
         assert cut_char_loop(speech) == speech
+
+
+def test_a_text_that_reads_its_speech_twice_keeps_the_second_reading() -> None:
+    from livenexus_worker.inference.guards import keep_second_reading
+
+    doubled = ("The design chain twice in the last month and we had to rebuild. "
+               "The design changed twice in the last month and we had to rebuild the layout.")
+    second = "The design changed twice in the last month and we had to rebuild the layout."
+    assert keep_second_reading(doubled) == second
+    assert check(doubled, 0.1, -0.2, 6.0, OPTS)[0] == second
+    # Seen through LiveKit: the second reading a little shorter than the garbled first.
+    uber = "We will deploy in an Uber to none Thursday morning. We will deploy the new version on Thursday morning."
+    assert keep_second_reading(uber) == "We will deploy the new version on Thursday morning."
+    # Speech that begins two sentences alike is not a second reading: too short, or too little in common.
+    for text in ("We need to fix this. We need to fix that too.",
+                 "I think we should ship it on Monday. I think we should wait until the review is done.",
+                 "Our revenue grew by 12% compared to last year. Our revenue grew by 12% compared"):
+        assert keep_second_reading(text) == text
