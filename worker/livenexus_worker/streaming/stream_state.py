@@ -92,7 +92,9 @@ class PipelineOptions:
     """...when it heard at least this much: shorter parts are mostly a breath inside a sentence, and cutting
     there cost accuracy on the meeting benchmark."""
     commit_min_s: float = 1.5
-    """Audio the utterance must hold before a pause may commit it (shorter heads are rarely a sentence)."""
+    """Audio the utterance must hold before a pause may commit it (shorter heads are rarely a sentence); also
+    the shortest head a clause cut (``commit_clause_after_s``) leaves, in a part after a commit too, unless it
+    is the rest of a cut sentence."""
     commit_min_after_cut_s: float = 0.3
     """The same for a part that follows a commit and hears it as its left context (its partials may then
     come once it holds this much and the look-ahead, before ``min_partial_audio_ms``): when a commit cut
