@@ -131,3 +131,29 @@ def test_which_guess_a_confirmed_pause_may_take(cut_ms: int, resumed_ms: int, ke
     found = confirmed_speculation(op, cut_ms * 16, PipelineOptions())
     assert found is (guess if commits else None)
     assert confirmed_speculation(op, cut_ms * 16, PipelineOptions(commit_speculative=False)) is None
+
+
+@pytest.mark.parametrize(("pause_ms", "commits"), [(210, False), (240, True)], ids=["a-gap", "a-pause"])
+def test_a_guess_commits_alone_only_at_a_pause_as_long_as_an_unmarked_clause_s(sentence: np.ndarray,
+                                                                              pause_ms: int, commits: bool) -> None:
+    # No partial confirms these cuts (LengthEngine never ends a sentence): a guess started in the gap of a
+    # stop consonant ("avoid it next | time") would cut the phrase there. The quiet measured runs 20 ms past the
+    # silence added (230 / 260 ms here), and the VAD lets a guess start from about 210 ms of it.
+    class Finals(LengthEngine):
+        def __init__(self) -> None:
+            super().__init__()
+            self.finals = 0
+
+        def transcribe(self, audio: np.ndarray, beam_size: int = 1, language: str | None = "en", prefix: str = "",
+                       max_new_tokens: int | None = None, context: str = "", word_times: bool = False) -> Hypothesis:
+            self.finals += max_new_tokens is None
+            return super().transcribe(audio, beam_size, language, prefix, max_new_tokens, context, word_times)
+
+    engine = Finals()
+    ctx, pipe, events = pipeline(engine, PipelineOptions(final_left_context_s=0.0,
+                                                         commit_clause_unmarked_pause_ms=250))
+    push(pipe, np.concatenate([silence(500), sentence, silence(pause_ms), sentence]), ctx)
+    assert ctx.scheduler.wait_idle(10)
+    assert engine.finals, "a final was guessed in the pause either way"
+    assert len(finals(events)) == int(commits)
+    ctx.scheduler.close()

@@ -57,10 +57,17 @@ def _guess_outlived(op: OpenUtterance, o: PipelineOptions) -> bool:
 
 def speculation_commits(op: OpenUtterance, o: PipelineOptions) -> bool:
     """``op``'s decoded speculative final may become the final of the part before its pause: speech went on
-    after that pause (not inside the audio the guess heard), and the part is long enough to be more than a
-    breath inside a sentence. Caller holds the stream's lock."""
-    return (_guess_outlived(op, o) and op.utt.last_voiced_sample != op.speculated_at and o.commit_in_speech
-            and not op.ended and op.speculative_samples >= o.commit_speculative_min_s * SAMPLE_RATE)
+    after that pause (not inside the audio the guess heard), the part is long enough to be more than a
+    breath inside a sentence, and the pause as long as a clause's without a mark
+    (``commit_clause_unmarked_pause_ms``): no partial confirmed it, and a stop consonant's gap is enough for
+    a guess ("a plan to avoid it next. | Time in the meantime": the guess ended at "next", and "time" was
+    lost). Caller holds the stream's lock."""
+    if not (_guess_outlived(op, o) and op.utt.last_voiced_sample != op.speculated_at and o.commit_in_speech
+            and not op.ended and op.speculative_samples >= o.commit_speculative_min_s * SAMPLE_RATE):
+        return False
+    last_voiced = op.speculated_at - op.utt.start_sample
+    return any(last_voiced - _VAD_LAG_MS * SAMPLES_PER_MS <= c <= op.speculative_samples
+               and op.pause_lengths.get(w, 0) >= o.commit_clause_unmarked_pause_ms for c, w in op.pauses)
 
 
 def confirmed_speculation(op: OpenUtterance, cut: int, o: PipelineOptions) -> PendingFinal | None:
