@@ -10,9 +10,9 @@ import math
 import os
 import re
 import socket
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from livenexus_common.contract import AGENT_IDENTITY_PREFIX, DEFAULT_THRESHOLDS, ContractError, Env, ladder_from_json
 from livenexus_worker.core.tier_spec import DEFAULT_TIERS, TierSpec
@@ -28,36 +28,35 @@ _IDENTITY_MAX = 128
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
+_N = TypeVar("_N", int, float)
+
+
 class SettingsError(ValueError):
     """A setting is missing or malformed; the message names the variable."""
 
 
 def env_integer(e: Mapping[str, str], name: str, default: int, lo: int | None = None, hi: int | None = None) -> int:
     """``e[name]`` as an integer in [lo, hi]; ``default`` when unset or blank."""
-    raw = e.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError as exc:
-        raise SettingsError(f"{name} must be an integer, got {raw!r}") from exc
-    if (lo is not None and value < lo) or (hi is not None and value > hi):
-        raise SettingsError(f"{name} must be in [{lo}, {hi}], got {value}")
-    return value
+    return _env_value(e, name, default, int, "an integer", lo, hi)
 
 
 def env_number(e: Mapping[str, str], name: str, default: float, lo: float | None = None,
                hi: float | None = None) -> float:
     """``e[name]`` as a finite number in [lo, hi]; ``default`` when unset or blank."""
+    return _env_value(e, name, default, float, "a finite number", lo, hi)
+
+
+def _env_value(e: Mapping[str, str], name: str, default: _N, parse: Callable[[str], _N], what: str,
+               lo: _N | None, hi: _N | None) -> _N:
     raw = e.get(name, "").strip()
     if not raw:
         return default
     try:
-        value = float(raw)
+        value = parse(raw)
     except ValueError as exc:
-        raise SettingsError(f"{name} must be a number, got {raw!r}") from exc
+        raise SettingsError(f"{name} must be {what}, got {raw!r}") from exc
     if not math.isfinite(value) or (lo is not None and value < lo) or (hi is not None and value > hi):
-        raise SettingsError(f"{name} must be a finite number in [{lo}, {hi}], got {raw!r}")
+        raise SettingsError(f"{name} must be {what} in [{lo}, {hi}], got {raw!r}")
     return value
 
 
