@@ -65,9 +65,8 @@ def speculation_commits(op: OpenUtterance, o: PipelineOptions) -> bool:
     if not (_guess_outlived(op, o) and op.utt.last_voiced_sample != op.speculated_at and o.commit_in_speech
             and not op.ended and op.speculative_samples >= o.commit_speculative_min_s * SAMPLE_RATE):
         return False
-    last_voiced = op.speculated_at - op.utt.start_sample
-    return any(last_voiced - _VAD_LAG_MS * SAMPLES_PER_MS <= c <= op.speculative_samples
-               and op.pause_lengths.get(w, 0) >= o.commit_clause_unmarked_pause_ms for c, w in op.pauses)
+    return any(_in_guess_pause(op, c) and op.pause_lengths.get(w, 0) >= o.commit_clause_unmarked_pause_ms
+               for c, w in op.pauses)
 
 
 def confirmed_speculation(op: OpenUtterance, cut: int, o: PipelineOptions) -> PendingFinal | None:
@@ -79,8 +78,14 @@ def confirmed_speculation(op: OpenUtterance, cut: int, o: PipelineOptions) -> Pe
     guess = op.speculative
     if guess is None or not _guess_outlived(op, o):
         return None
+    return guess if _in_guess_pause(op, cut) else None
+
+
+def _in_guess_pause(op: OpenUtterance, c: int) -> bool:
+    """The pause candidate at offset ``c`` is the one ``op``'s speculative final was decoded in: the guess heard
+    it, and only quiet after it (the VAD's last voiced frame lags the energy pause by up to a frame or two)."""
     last_voiced = op.speculated_at - op.utt.start_sample
-    return guess if last_voiced - _VAD_LAG_MS * SAMPLES_PER_MS <= cut <= op.speculative_samples else None
+    return last_voiced - _VAD_LAG_MS * SAMPLES_PER_MS <= c <= op.speculative_samples
 
 
 def confirms_pause(op: OpenUtterance, o: PipelineOptions) -> bool:
