@@ -16,7 +16,9 @@ from livenexus_worker.ops.cpu import (
     cgroup_quota_cores,
     find_cgroup_paths,
     parse_psi_some,
+    usable_cores,
 )
+from livenexus_worker.streaming.scheduler import lanes_for
 
 
 def write(path: Path, text: str) -> Path:
@@ -246,3 +248,18 @@ def test_the_cpu_cores_gauge_follows_an_in_place_resize(tmp_path: Path) -> None:
     write(tmp_path / "cpu.max", "150000 100000\n")  # resized in place to 1.5 CPU
     clock[0] += 1.0
     assert scraped() == pytest.approx(min(1.5, float(len(affinity_cpus()))))
+
+
+def test_usable_cores_are_the_quota_when_it_is_below_the_affinity_mask(tmp_path: Path) -> None:
+    # The file path (`transcribe`) sizes its parallel decodes from this: a pod limited to half a core on a
+    # many-core node must run one decode at a time, not one per core of the mask.
+    paths = CgroupPaths(v2_dir=tmp_path, v1_cpu_dir=None)
+    cpus = float(len(affinity_cpus()))
+    write(tmp_path / "cpu.max", "max 100000\n")
+    assert usable_cores(paths) == cpus
+    write(tmp_path / "cpu.max", "50000 100000\n")
+    assert usable_cores(paths) == pytest.approx(0.5) and lanes_for(usable_cores(paths)) == 1
+    write(tmp_path / "cpu.max", f"{int(cpus + 3) * 100000} 100000\n")
+    assert usable_cores(paths) == cpus, "a quota above the mask does not add cores"
+    write(tmp_path / "cpu.max", "garbage\n")
+    assert usable_cores(paths) == cpus

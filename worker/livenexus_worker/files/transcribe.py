@@ -9,7 +9,9 @@ from livenexus_worker.core.audio import load
 from livenexus_worker.core.tier_spec import TierSpec
 from livenexus_worker.files.feed import feed
 from livenexus_worker.files.sinks import JsonlSink, TerminalSink
+from livenexus_worker.ops.cpu import usable_cores
 from livenexus_worker.streaming.runtime import Runtime, RuntimeOptions
+from livenexus_worker.streaming.scheduler import lanes_for
 
 
 def transcribe_file(path: str | Path, tier: TierSpec, *, language: str | None, realtime: bool = False,
@@ -17,6 +19,9 @@ def transcribe_file(path: str | Path, tier: TierSpec, *, language: str | None, r
     """Decode ``path``, feed it (paced like a microphone if ``realtime``) and print partials and finals."""
     signal = load(path)
     rt = Runtime.create(RuntimeOptions(tiers=(tier,), threads=threads))
+    # The runtime sizes its threads from the affinity mask; in a pod with a CPU limit below it, decodes
+    # at once beyond the quota only take turns on the same cores (the worker's tier loop does the same).
+    rt.scheduler.set_parallel(lanes_for(usable_cores()))
     options = replace(rt.options.pipeline, language=language)
     sink = JsonlSink() if as_json else TerminalSink()
     pipe = rt.open_stream(Path(path).name, Path(path).stem, sink, options)

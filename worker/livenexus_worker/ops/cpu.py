@@ -133,6 +133,13 @@ def affinity_cpus() -> list[int]:
         return list(range(os.cpu_count() or 1))
 
 
+def usable_cores(cgroups: CgroupPaths | None = None) -> float:
+    """Cores this process may use now: the CFS quota (fractional) when it is below the affinity mask's size."""
+    cpus = float(len(affinity_cpus()))
+    quota = cgroup_quota_cores(cgroups if cgroups is not None else find_cgroup_paths())
+    return min(cpus, quota) if quota is not None else cpus
+
+
 def parse_psi_some(text: str) -> tuple[float, int] | None:
     """(avg10 as a fraction, total stall microseconds) of the ``some`` line of a PSI file."""
     for line in text.splitlines():
