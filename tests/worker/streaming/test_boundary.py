@@ -105,3 +105,26 @@ def test_a_clause_is_not_cut_a_word_or_two_into_a_part_unless_it_is_the_rest_of_
         op = part(pauses, left=left, agreed=tuple(words[:agreed]))
         found = find_boundary(op, " ".join(words), long, ends, PipelineOptions())
         assert (None if found is None else round(found[0] / SR, 2)) == cut, (pauses, agreed, left)
+
+
+def test_a_marked_word_ends_a_clause_from_commit_min_s_before_any_partial_agreed_on_it() -> None:
+    # "We have three open positions, and about": the first partial to hear the look-ahead after the pause
+    # (2.1 s into a 2.4 s part) marks "positions,". Its mark is the evidence, and the commit decodes the words
+    # again: waiting for a second partial to agree, or for the part to reach 3 s, held such commits back one
+    # or two partials (8 speakers: 1.1-1.9 s). A word without a mark still needs agreement, a long part and
+    # a long pause; a marked word 1.2 s in leaves too short a head.
+    text = "We have three open positions, and about"
+    ends = (0.3, 0.6, 1.0, 1.4, 2.05, 2.3, 2.4)
+    for words, pause, agreed, heard, long_pause, cut in (
+            (text, 2.1, 3, 2.45, False, 2.1),
+            (text.replace(",", ""), 2.1, 3, 2.45, True, None),
+            (text.replace(",", ""), 2.1, 3, 3.1, True, None),
+            (text.replace(",", ""), 2.1, 5, 3.1, True, 2.1),
+            (text.replace("positions,", "positions").replace("three", "three,"), 1.02, 0, 2.45, False, None)):
+        op = part([pause], agreed=tuple(words.split()[:agreed]))
+        if long_pause:
+            op.pause_lengths[100.0 + pause] = 200
+        found = find_boundary(op, words, int(heard * SR), ends, PipelineOptions())
+        assert (None if found is None else round(found[0] / SR, 2)) == cut, (words, agreed, heard)
+        if found is not None:
+            assert found[2] == " ".join(words.split()[:5])

@@ -215,24 +215,30 @@ def _aligned(op: OpenUtterance, text: str, heard: int, word_ends: tuple[float, .
 
 def _clause(op: OpenUtterance, words: list[str], heard: int, word_ends: tuple[float, ...],
             o: PipelineOptions) -> tuple[int, float, str] | None:
-    """No sentence end, but the utterance is long: the latest pause that one of the agreed words ends in
-    (−60…+400 ms, as for a sentence end), with the look-ahead heard after it, ``commit_min_s`` or more into
-    the part (the head a pause of a part without a commit must leave too).
+    """No sentence end: the latest pause that a word ending a clause ends in (−60…+400 ms, as for a sentence
+    end), with the look-ahead heard after it, ``commit_min_s`` or more into the part (the head a pause of a
+    part without a commit must leave too).
+
+    A word the partial marked (a comma, a colon...) ends a clause, agreed or not, from ``commit_min_s``: the
+    mark is the evidence and only the newest partial has it (agreement ignores punctuation), and the
+    commit's decode reads the words again. Waiting for a second partial to agree on the word, or for the
+    part to be ``commit_clause_after_s`` long, held such commits back by one or two partials' cadence: with 8
+    speakers on 2 cores those were the slowest finals ("Good morning everyone, | thanks for joining",
+    queued 1.1-1.9 s after their pause). A word without a mark must be agreed and the part long.
 
     The rest of a sentence the last commit cut before its end may commit sooner, from
-    ``commit_min_after_cut_s``, at an agreed word with punctuation: its partials do not hear the words before
-    it and read its end as a comma ("closed within a day, so overall"), also before ``commit_min_s``.
-    Punctuation, because any agreed word at any pause cut such rests again and again into finals of a word
-    or two ("were closed | within the day | so overall I would")."""
+    ``commit_min_after_cut_s``, at a marked word: its partials do not hear the words before it and read its
+    end as a comma ("closed within a day, so overall"), also before ``commit_min_s``. Marked, because any
+    agreed word at any pause cut such rests again and again into finals of a word or two ("were closed |
+    within the day | so overall I would")."""
     if not o.commit_clause_after_s or not word_ends:
         return None
     long = heard >= o.commit_clause_after_s * SAMPLE_RATE
     rest = rest_of_sentence(op) and heard >= o.commit_min_after_cut_s * SAMPLE_RATE
-    if not long and not rest:
-        return None
     unmarked = long and heard >= o.commit_clause_unmarked_after_s * SAMPLE_RATE
     lookahead = o.commit_lookahead_ms * SAMPLES_PER_MS
-    stable = min(len(op.agreement.committed), len(word_ends), len(words))
+    said = min(len(word_ends), len(words))
+    stable = min(len(op.agreement.committed), said)
     found: tuple[int, float, int] | None = None
     for c, wall in op.pauses:
         if heard - c < lookahead:
@@ -246,8 +252,8 @@ def _clause(op: OpenUtterance, words: list[str], heard: int, word_ends: tuple[fl
             continue
         free = not early and (unmarked or (long and op.pause_lengths.get(wall, 0)
                                            >= o.commit_clause_unmarked_pause_ms))
-        ending = [i for i in range(stable) if -60 * SAMPLES_PER_MS <= c - word_ends[i] * SAMPLE_RATE
-                  <= 400 * SAMPLES_PER_MS and (free or words[i][-1] in _MARKS)]
+        ending = [i for i in range(said) if -60 * SAMPLES_PER_MS <= c - word_ends[i] * SAMPLE_RATE
+                  <= 400 * SAMPLES_PER_MS and (words[i][-1] in _MARKS or (free and i < stable))]
         if ending:
             found = (c, wall, ending[-1])
     if found is None:

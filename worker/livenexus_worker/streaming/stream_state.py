@@ -103,12 +103,13 @@ class PipelineOptions:
     commit_any_after_s: float = 10.0
     """From this length on any pause commits, sentence end or not: it bounds the window every decode sees."""
     commit_clause_after_s: float = 3.0
-    """From this length on (0: never), a pause that a word of the partial's agreed words ends in commits
-    without a sentence end: the speaker's sentence may run on, but the words before the pause are heard and
-    stable, and the commit's decode hears the look-ahead too. Bounds the wait of a sentence whose partials put
-    no full stop at its pause below ``commit_any_after_s``. Cutting a sentence costs accuracy only when its
-    parts are decoded alone: with ``final_left_context_s`` the next part hears the words before the cut.
-    Until ``commit_clause_unmarked_after_s`` only a word the partial marked (a comma, a colon...) may end it."""
+    """Clause cuts (0: none): a pause under a word that ends a clause commits without a sentence end. The
+    speaker's sentence may run on, but the words before the pause are heard, and the commit's decode hears the
+    look-ahead too. Bounds the wait of a sentence whose partials put no full stop at its pause below
+    ``commit_any_after_s``. Cutting a sentence costs accuracy only when its parts are decoded alone: with
+    ``final_left_context_s`` the next part hears the words before the cut. A word the partial marked (a comma,
+    a colon...) ends a clause from ``commit_min_s`` into the part; from this length on, an agreed word without a
+    mark at a long pause does too, and from ``commit_clause_unmarked_after_s`` at any pause."""
     commit_clause_unmarked_pause_ms: int = 140
     """...but a pause at least this long may end an unmarked clause from ``commit_clause_after_s``: over two
     meetings of the benchmark, 72 of 260 quiet runs inside sentences (commas included) and 62 of 82 between
