@@ -135,9 +135,12 @@ def affinity_cpus() -> list[int]:
 
 def usable_cores(cgroups: CgroupPaths | None = None) -> float:
     """Cores this process may use now: the CFS quota (fractional) when it is below the affinity mask's size."""
-    cpus = float(len(affinity_cpus()))
-    quota = cgroup_quota_cores(cgroups if cgroups is not None else find_cgroup_paths())
-    return min(cpus, quota) if quota is not None else cpus
+    return _cores(len(affinity_cpus()), cgroup_quota_cores(cgroups if cgroups is not None else find_cgroup_paths()))
+
+
+def _cores(cpus: int, quota: float | None) -> float:
+    """Cores ``cpus`` affinity-mask CPUs under a CFS ``quota`` (None: unlimited) allow."""
+    return min(float(cpus), quota) if quota is not None else float(cpus)
 
 
 def parse_psi_some(text: str) -> tuple[float, int] | None:
@@ -194,8 +197,7 @@ class CpuSampler:
 
     @property
     def usable_cores(self) -> float:
-        cpus = float(len(self._cpus))
-        return min(cpus, self._quota) if self._quota is not None else cpus
+        return _cores(len(self._cpus), self._quota)
 
     @property
     def last(self) -> CpuSample | None:
