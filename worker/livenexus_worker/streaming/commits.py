@@ -206,11 +206,17 @@ def _aligned(op: OpenUtterance, text: str, heard: int, word_ends: tuple[float, .
         if n > len(word_ends):
             continue
         spoken = word_ends[n - 1] * SAMPLE_RATE
-        near = [(c, w) for c, w in op.pauses if -60 * SAMPLES_PER_MS <= c - spoken <= 400 * SAMPLES_PER_MS]
+        near = [(c, w) for c, w in op.pauses if _under_word(c, word_ends[n - 1])]
         if near:
             cut, wall = min(near, key=lambda p: abs(p[0] - spoken - noticed))
             return (cut, wall, head) if heard - cut >= lookahead else ()
     return None
+
+
+def _under_word(c: int, word_end_s: float) -> bool:
+    """A pause noticed at offset ``c`` begins under a word that ends at ``word_end_s``: within a frame or two
+    before its aligned end, or up to 400 ms after (a pause is noticed ``commit_pause_ms`` into the quiet)."""
+    return -60 * SAMPLES_PER_MS <= c - word_end_s * SAMPLE_RATE <= 400 * SAMPLES_PER_MS
 
 
 def _clause(op: OpenUtterance, words: list[str], heard: int, word_ends: tuple[float, ...],
@@ -252,8 +258,8 @@ def _clause(op: OpenUtterance, words: list[str], heard: int, word_ends: tuple[fl
             continue
         free = not early and (unmarked or (long and op.pause_lengths.get(wall, 0)
                                            >= o.commit_clause_unmarked_pause_ms))
-        ending = [i for i in range(said) if -60 * SAMPLES_PER_MS <= c - word_ends[i] * SAMPLE_RATE
-                  <= 400 * SAMPLES_PER_MS and (words[i][-1] in _MARKS or (free and i < stable))]
+        ending = [i for i in range(said) if _under_word(c, word_ends[i])
+                  and (words[i][-1] in _MARKS or (free and i < stable))]
         if ending:
             found = (c, wall, ending[-1])
     if found is None:
