@@ -32,6 +32,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+from livekit import rtc
 
 from _meeting import Layout, Meeting, build, cache_dir
 from _ours import REPO, git, run_file_ours, start_room_worker, worker_source
@@ -94,6 +95,7 @@ async def run_livekit(meeting: Meeting, env: dict[str, str], threads: int, peer_
         try:
             await wait_worker_joined(server, room, worker, asyncio.Event(), timeout=180)
             listener = await Listener.join(server.url, key, secret, room, "bench-listener")
+            received = Received(listener.room, "speaker")
             bot = await SpeakerBot.join(server.url, key, secret, room, "speaker")
             await bot.silence(2.0)  # the worker subscribes before the meeting starts
             cpu0, host0 = proc_cpu_s(worker.pid), host_busy_s()
@@ -106,6 +108,8 @@ async def run_livekit(meeting: Meeting, env: dict[str, str], threads: int, peer_
             heard = [h for h in listener.heard if h.via == "data" and h.speaker == "speaker"]
             ems = [Emission(h.at, h.segment_id, h.text, h.final, float(h.attributes.get("start", 0.0))) for h in heard]
             tiers = Counter(str(h.attributes.get("tier", "")) for h in heard if h.final)
+            np.save(logdir / RECEIVED, received.audio())
+            await received.close()
             caps.append(Capture("ours", t0, ems, cpu1 - cpu0, rss, others, {"tiers_of_finals": dict(tiers)}))
             await bot.close()
             await listener.close()
@@ -143,23 +147,57 @@ async def run_livekit(meeting: Meeting, env: dict[str, str], threads: int, peer_
     return caps
 
 
-def offline(meeting: Meeting, model_dir: Path, threads: int) -> dict[str, object]:
-    """Plain faster-whisper on the whole meeting: same model, int8, beam 5, no VAD (cached per audio)."""
+class Received:
+    """Records what a participant's subscription to ``speaker``'s microphone receives, as our worker asks
+    for it (16 kHz mono): the audio after Opus and the jitter buffer, for an offline baseline of that path."""
+
+    def __init__(self, room: rtc.Room, speaker: str) -> None:
+        self._frames: list[np.ndarray] = []
+        self._tasks: list[asyncio.Task[None]] = []
+
+        def subscribed(track: rtc.Track, _pub: rtc.RemoteTrackPublication, who: rtc.RemoteParticipant) -> None:
+            if who.identity == speaker and track.kind == rtc.TrackKind.KIND_AUDIO:
+                self._tasks.append(asyncio.get_running_loop().create_task(self._record(track)))
+
+        room.on("track_subscribed", subscribed)
+
+    async def _record(self, track: rtc.Track) -> None:
+        async for ev in rtc.AudioStream(track, sample_rate=SAMPLE_RATE, num_channels=1):
+            self._frames.append(np.frombuffer(ev.frame.data, dtype=np.int16).copy())
+
+    def audio(self) -> np.ndarray:
+        return np.concatenate(self._frames) if self._frames else np.zeros(0, dtype=np.int16)
+
+    async def close(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+RECEIVED = "livekit-received.npy"
+"""Where the audio our worker's room received is kept (in the run's log directory)."""
+
+
+def offline(meeting: Meeting, model_dir: Path, threads: int, audio: np.ndarray | None = None,
+            label: str = "the whole meeting") -> dict[str, object]:
+    """Plain faster-whisper on the whole meeting: same model, int8, beam 5, no VAD (cached per audio). With
+    ``audio``: on that recording of it instead (the meeting as received through LiveKit)."""
     from importlib.metadata import version
 
     from livenexus_worker.inference.textnorm import wer
 
-    tag = json.dumps([meeting.key, str(model_dir), version("faster-whisper"), version("ctranslate2"), 5, "en"])
+    x = meeting.audio if audio is None else audio
+    key = meeting.key if audio is None else hashlib.sha256(x.tobytes()).hexdigest()
+    tag = json.dumps([key, str(model_dir), version("faster-whisper"), version("ctranslate2"), 5, "en"])
     path = cache_dir() / f"offline-{hashlib.sha256(tag.encode()).hexdigest()[:16]}.json"
     if path.is_file():
         return dict(json.loads(path.read_text()))
     from faster_whisper import WhisperModel
 
-    print("offline faster-whisper on the whole meeting ...", flush=True)
+    print(f"offline faster-whisper on {label} ...", flush=True)
     model = WhisperModel(str(model_dir), device="cpu", compute_type="int8", cpu_threads=threads)
     t = time.monotonic()
-    segments, _ = model.transcribe(meeting.audio.astype(np.float32) / 32768.0, beam_size=5, language="en",
-                                   vad_filter=False)
+    segments, _ = model.transcribe(x.astype(np.float32) / 32768.0, beam_size=5, language="en", vad_filter=False)
     text = " ".join(s.text.strip() for s in segments)
     res: dict[str, object] = {"wer": wer(meeting.reference, text), "wall_s": time.monotonic() - t, "text": text}
     path.write_text(json.dumps(res))
@@ -201,7 +239,8 @@ def summarize(meeting: Meeting, cap: Capture) -> Summary:
                    [asdict(e) | {"at": e.at - cap.t0} for e in cap.emissions])
 
 
-def table(path: str, meeting: Meeting, sums: list[Summary], off: dict[str, object]) -> str:
+def table(path: str, meeting: Meeting, sums: list[Summary], off: dict[str, object],
+          off_received: dict[str, object] | None = None) -> str:
     n = len(meeting.sentences)
     lines = [f"== path {path}: {meeting.duration_s:.1f} s of audio, {n} sentences in "
              f"{len(meeting.stretch_ends())} stretches", f"{'':36}" + "".join(f"{s.system:>14}" for s in sums)]
@@ -219,6 +258,8 @@ def table(path: str, meeting: Meeting, sums: list[Summary], off: dict[str, objec
     row("sentences with no word in finals", [f"{s.skipped}/{n}" for s in sums])
     row("WER of finals vs script (%)", [f"{100 * s.wer:.1f}" for s in sums])
     row("WER offline faster-whisper (%)", [f"{100 * float(str(off['wer'])):.1f}"])
+    if off_received is not None:
+        row("  ... on the audio as received (%)", [f"{100 * float(str(off_received['wer'])):.1f}"])
     row("CPU-s per audio-s", [f"{s.cpu_per_audio_s:.3f}" for s in sums])
     row("peak RSS (MiB)", [f"{s.rss_peak_mib:.0f}" for s in sums])
     row("other load on the machine (cores)", [f"{s.others_cores:.2f}" for s in sums])
@@ -291,15 +332,19 @@ def main() -> int:
         raw.write_text(json.dumps({"worker_src": src, "run": run,
                                    "captures": {p: [asdict(c) for c in cs] for p, cs in captures.items()}}))
     off = offline(meeting, model_dir, threads)
+    rec = None if args.rescore else logdir / RECEIVED
+    off_received = None
+    if rec is not None and rec.is_file():
+        off_received = offline(meeting, model_dir, threads, np.load(rec), "the meeting as received through LiveKit")
     result: dict[str, object] = {"worker_src": src, "head": git("rev-parse", "HEAD"), "args": vars(args),
                                  "threads": threads, "meeting": {"key": meeting.key, "wav": str(meeting.path),
                                  "duration_s": meeting.duration_s, "sentences": [asdict(s) for s in meeting.sentences]},
-                                 "offline": off}
+                                 "offline": off, "offline_livekit_received": off_received}
     paths: dict[str, list[dict[str, object]]] = {}
     for path, caps in captures.items():
         sums = [summarize(meeting, c) for c in caps]
         paths[path] = [asdict(s) for s in sums]
-        print(table(path, meeting, sums, off), flush=True)
+        print(table(path, meeting, sums, off, off_received if path == "livekit" else None), flush=True)
         for s in sums:
             if s.info:
                 print(f"  {s.system}: {s.info}")
