@@ -134,7 +134,9 @@ def find_boundary(op: OpenUtterance, text: str, heard: int, word_ends: tuple[flo
     if op.commit_pending or not any(heard - c >= lookahead for c, _ in op.pauses):
         return None
     if word_ends:
-        found = _aligned(op, text, heard, word_ends, o)
+        found = _aligned(op, text, word_ends, o)
+        if found is not None and heard - found[0] < lookahead:
+            return None  # its look-ahead is not heard yet: a later partial decides (no older pause is taken)
         if found is None:
             found = _clause(op, text.split(), heard, word_ends, o)
             if found:
@@ -186,19 +188,18 @@ def find_boundary(op: OpenUtterance, text: str, heard: int, word_ends: tuple[flo
     return cut, wall, head
 
 
-def _aligned(op: OpenUtterance, text: str, heard: int, word_ends: tuple[float, ...],
-             o: PipelineOptions) -> tuple[int, float, str] | tuple[()] | None:
+def _aligned(op: OpenUtterance, text: str, word_ends: tuple[float, ...],
+             o: PipelineOptions) -> tuple[int, float, str] | None:
     """With word times: the latest sentence end of ``text`` under whose last word one of ``op``'s pauses
     begins (within a frame or two before its end, or up to 400 ms after: a pause is noticed
-    ``commit_pause_ms`` into the quiet), with the look-ahead heard after it. Not only the last one: Whisper
+    ``commit_pause_ms`` into the quiet), as (cut, wall time the pause began, text up to it); the caller
+    waits for its look-ahead before it takes it or any other. Not only the last one: Whisper
     also puts a full stop where the next sentence flows on ("in review the invoice. Generators"), or at the
     end of the window, and the sentence end that has a pause under it came before. A full stop at a real
     pause is a boundary to cut at whatever follows (a capital is not needed as evidence), a sentence's or a
-    clause's, and the decode that commits it hears both sides. ``()`` when that pause's look-ahead is not
-    heard yet: a later partial decides (no older pause is taken meanwhile). Of several pauses there, the one
+    clause's, and the decode that commits it hears both sides. Of several pauses there, the one
     nearest where a pause that began at the word's end is noticed: nearest the end itself cut "the | latest."
     at a gap inside the word its alignment put 60 ms early, and the next part read the rest as "is"."""
-    lookahead = o.commit_lookahead_ms * SAMPLES_PER_MS
     noticed = o.commit_pause_ms * SAMPLES_PER_MS
     for end in reversed(list(_SENTENCE_END.finditer(text))):
         head = text[: end.end()].strip()
@@ -209,7 +210,7 @@ def _aligned(op: OpenUtterance, text: str, heard: int, word_ends: tuple[float, .
         near = [(c, w) for c, w in op.pauses if _under_word(c, word_ends[n - 1])]
         if near:
             cut, wall = min(near, key=lambda p: abs(p[0] - spoken - noticed))
-            return (cut, wall, head) if heard - cut >= lookahead else ()
+            return cut, wall, head
     return None
 
 
