@@ -22,6 +22,7 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from importlib.metadata import version
 from pathlib import Path
 
@@ -223,39 +224,26 @@ class PeerClient:
         return out
 
 
-class Bridge:
-    """A LiveKit participant that subscribes to one speaker's audio and forwards it to WhisperLive in 100 ms
-    chunks: the peer's view of the same room our worker would join."""
+class SpeakerTap:
+    """Subscribes ``room`` to one speaker's microphone the way our worker asks for it (16 kHz mono) and hands
+    every frame to ``on_frame``: WhisperLive's bridge, and the recording of what the room delivered."""
 
-    def __init__(self, client: PeerClient, speaker: str) -> None:
-        self.client, self.speaker = client, speaker
-        self.room = rtc.Room()
-        self.flowing = asyncio.Event()
+    def __init__(self, room: rtc.Room, speaker: str, on_frame: Callable[[np.ndarray], None]) -> None:
+        self.speaker, self.on_frame = speaker, on_frame
         self.tasks: set[asyncio.Task[None]] = set()
-        self.room.on("track_subscribed", self._on_subscribed)
-
-    async def join(self, url: str, token: str) -> Bridge:
-        await self.room.connect(url, token)
-        return self
+        room.on("track_subscribed", self._on_subscribed)
 
     def _on_subscribed(self, track: rtc.Track, pub: rtc.RemoteTrackPublication, p: rtc.RemoteParticipant) -> None:
         if track.kind == rtc.TrackKind.KIND_AUDIO and p.identity == self.speaker:
-            task = asyncio.get_running_loop().create_task(self._forward(track))
+            task = asyncio.get_running_loop().create_task(self._read(track))
             self.tasks.add(task)
             task.add_done_callback(self.tasks.discard)
 
-    async def _forward(self, track: rtc.Track) -> None:
+    async def _read(self, track: rtc.Track) -> None:
         stream = rtc.AudioStream(track, sample_rate=SAMPLE_RATE, num_channels=1)
-        pending: list[np.ndarray] = []
-        n = 0
         try:
             async for ev in stream:
-                self.flowing.set()
-                pending.append(np.frombuffer(ev.frame.data, dtype=np.int16).copy())
-                n += pending[-1].shape[0]
-                if n >= CHUNK and not self.client.closed:
-                    self.client.send(np.concatenate(pending))
-                    pending, n = [], 0
+                self.on_frame(np.frombuffer(ev.frame.data, dtype=np.int16).copy())
         finally:
             await stream.aclose()
 
@@ -263,4 +251,32 @@ class Bridge:
         for t in list(self.tasks):
             t.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
+
+
+class Bridge:
+    """A LiveKit participant that subscribes to one speaker's audio and forwards it to WhisperLive in 100 ms
+    chunks: the peer's view of the same room our worker would join."""
+
+    def __init__(self, client: PeerClient, speaker: str) -> None:
+        self.client = client
+        self.room = rtc.Room()
+        self.flowing = asyncio.Event()
+        self._pending: list[np.ndarray] = []
+        self._n = 0
+        self.tap = SpeakerTap(self.room, speaker, self._forward)
+
+    async def join(self, url: str, token: str) -> Bridge:
+        await self.room.connect(url, token)
+        return self
+
+    def _forward(self, pcm: np.ndarray) -> None:
+        self.flowing.set()
+        self._pending.append(pcm)
+        self._n += pcm.shape[0]
+        if self._n >= CHUNK and not self.client.closed:
+            self.client.send(np.concatenate(self._pending))
+            self._pending, self._n = [], 0
+
+    async def close(self) -> None:
+        await self.tap.close()
         await self.room.disconnect()

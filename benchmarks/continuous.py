@@ -36,7 +36,17 @@ from livekit import rtc
 
 from _meeting import Layout, Meeting, build, cache_dir
 from _ours import REPO, git, run_file_ours, start_room_worker, worker_source
-from _peer import Bridge, PeerClient, PeerServer, ensure_venv, host_busy_s, proc_cpu_s, proc_peak_rss_mib, stop
+from _peer import (
+    Bridge,
+    PeerClient,
+    PeerServer,
+    SpeakerTap,
+    ensure_venv,
+    host_busy_s,
+    proc_cpu_s,
+    proc_peak_rss_mib,
+    stop,
+)
 from _score import Capture, Emission, SentenceScore, pct, score
 from livenexus_worker.core.audio import SAMPLE_RATE
 
@@ -153,25 +163,13 @@ class Received:
 
     def __init__(self, room: rtc.Room, speaker: str) -> None:
         self._frames: list[np.ndarray] = []
-        self._tasks: list[asyncio.Task[None]] = []
-
-        def subscribed(track: rtc.Track, _pub: rtc.RemoteTrackPublication, who: rtc.RemoteParticipant) -> None:
-            if who.identity == speaker and track.kind == rtc.TrackKind.KIND_AUDIO:
-                self._tasks.append(asyncio.get_running_loop().create_task(self._record(track)))
-
-        room.on("track_subscribed", subscribed)
-
-    async def _record(self, track: rtc.Track) -> None:
-        async for ev in rtc.AudioStream(track, sample_rate=SAMPLE_RATE, num_channels=1):
-            self._frames.append(np.frombuffer(ev.frame.data, dtype=np.int16).copy())
+        self.tap = SpeakerTap(room, speaker, self._frames.append)
 
     def audio(self) -> np.ndarray:
         return np.concatenate(self._frames) if self._frames else np.zeros(0, dtype=np.int16)
 
     async def close(self) -> None:
-        for t in self._tasks:
-            t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.tap.close()
 
 
 RECEIVED = "livekit-received.npy"
