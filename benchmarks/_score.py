@@ -148,6 +148,33 @@ def score(meeting: Meeting, cap: Capture) -> tuple[list[SentenceScore], float]:
     return rows, wer(meeting.reference, hyp)
 
 
+def merged_sentence_ends(meeting: Meeting, cap: Capture) -> int:
+    """Sentence ends of the script that no final ends at (the sentence went into the next final): the
+    sentence-final lag's tail comes from these. A final ends at a sentence end when its last word lined up
+    with a reference word (the nearest before it, if it did not) is the sentence's last word."""
+    ref: list[str] = []
+    last: set[int] = set()
+    for s in meeting.sentences:
+        ref += _words(s.text)
+        last.add(len(ref) - 1)
+    hyp: list[str] = []
+    ends: list[int] = []
+    for e in sorted((e for e in cap.emissions if e.final), key=lambda e: (e.start, e.at)):
+        hyp += _words(e.text)
+        ends.append(len(hyp) - 1)
+    to_ref: list[int | None] = [None] * len(hyp)
+    for r, h in enumerate(align(ref, hyp)):
+        if h is not None:
+            to_ref[h] = r
+    at_end = set()
+    for j in ends:
+        while j >= 0 and to_ref[j] is None:
+            j -= 1
+        if j >= 0 and to_ref[j] in last:
+            at_end.add(to_ref[j])
+    return len(last - at_end - {len(ref) - 1})
+
+
 def pct(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q)) if values else float("nan")
 

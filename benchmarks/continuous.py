@@ -47,7 +47,7 @@ from _peer import (
     proc_peak_rss_mib,
     stop,
 )
-from _score import Capture, Emission, SentenceScore, pct, score
+from _score import Capture, Emission, SentenceScore, merged_sentence_ends, pct, score
 from livenexus_worker.core.audio import SAMPLE_RATE
 
 DRAIN_S = 5.0
@@ -216,6 +216,8 @@ class Summary:
     unfinalised: int
     skipped: int
     """Sentences none of whose words are in the finals."""
+    merged: int
+    """Sentence ends inside a final (not the meeting's last): :func:`_score.merged_sentence_ends`."""
     wer: float
     cpu_per_audio_s: float
     rss_peak_mib: float
@@ -232,7 +234,7 @@ def summarize(meeting: Meeting, cap: Capture) -> Summary:
     eos = [r.final_lag_s for r in rows if r.end_of_stretch and r.final_lag_s is not None]
     return Summary(cap.system, pct(fin, 50), pct(fin, 95), max(fin, default=float("nan")), pct(vis, 50),
                    pct(vis, 95), pct(eos, 50), sum(r.final_lag_s is None for r in rows),
-                   sum(r.final_words == 0 for r in rows), w,
+                   sum(r.final_words == 0 for r in rows), merged_sentence_ends(meeting, cap), w,
                    cap.cpu_s / meeting.duration_s, cap.rss_peak_mib, cap.others_cores, cap.info or {}, rows,
                    [asdict(e) | {"at": e.at - cap.t0} for e in cap.emissions])
 
@@ -254,6 +256,7 @@ def table(path: str, meeting: Meeting, sums: list[Summary], off: dict[str, objec
     row("end-of-stretch final lag p50 (s)", [f"{s.eos_final_p50:.2f}" for s in sums])
     row("unfinalised sentences", [f"{s.unfinalised}/{n}" for s in sums])
     row("sentences with no word in finals", [f"{s.skipped}/{n}" for s in sums])
+    row("sentence ends inside a final", [f"{s.merged}/{n - 1}" for s in sums])
     row("WER of finals vs script (%)", [f"{100 * s.wer:.1f}" for s in sums])
     row("WER offline faster-whisper (%)", [f"{100 * float(str(off['wer'])):.1f}"])
     if off_received is not None:
