@@ -65,16 +65,20 @@ def align(ref: list[str], hyp: list[str]) -> list[int | None]:
     return out
 
 
-def _transcript(*groups: Iterable[Emission]) -> tuple[list[str], list[float]]:
-    """Words of the finals, then of the open partials, each group in stream order; with their arrival times."""
+def _transcript(*groups: Iterable[Emission]) -> tuple[list[str], list[float], list[int]]:
+    """Words of the finals, then of the open partials, each group in stream order; with their arrival times,
+    and where each emission's words end (the index of its last word, for those that said any)."""
     words: list[str] = []
     times: list[float] = []
+    ends: list[int] = []
     for group in groups:
         for e in sorted(group, key=lambda e: (e.start, e.at)):
             w = _words(e.text)
             words += w
             times += [e.at] * len(w)
-    return words, times
+            if w:
+                ends.append(len(words) - 1)
+    return words, times, ends
 
 
 @dataclass
@@ -90,6 +94,9 @@ class SentenceScore:
     words: int
     final_words: int
     """How many of its words line up with a word of the finals (0: the finals skipped the whole sentence)."""
+    ends_a_final: bool
+    """A final ends at its last word: it did not go into the next final (a final ends there when its own last
+    word, or the nearest before it that lined up with the script, lines up with that word)."""
 
 
 def score(meeting: Meeting, cap: Capture) -> tuple[list[SentenceScore], float]:
@@ -115,7 +122,7 @@ def score(meeting: Meeting, cap: Capture) -> tuple[list[SentenceScore], float]:
             open_[e.key] = e
         if i + 1 < len(ordered) and ordered[i + 1].at == e.at:
             continue  # one message, several emissions: look once it is all in
-        words, _ = _transcript(finals.values(), open_.values())
+        words, _, _ = _transcript(finals.values(), open_.values())
         # Only words already being spoken can be shown: a stray "a" in a partial must not match a sentence
         # that comes a minute later, so the reference is cut after the sentence under way at this moment.
         pos = (e.at - cap.t0) * SAMPLE_RATE
@@ -126,9 +133,20 @@ def score(meeting: Meeting, cap: Capture) -> tuple[list[SentenceScore], float]:
         for r, h in enumerate(align(ref[:cut], words)):
             if h is not None and seen[r] is None:
                 seen[r] = e.at
-    fwords, ftimes = _transcript(finals.values())
+    fwords, ftimes, fends = _transcript(finals.values())
     inf = float("inf")
-    tf = [inf if h is None else ftimes[h] for h in align(ref, fwords)]
+    aligned = align(ref, fwords)
+    tf = [inf if h is None else ftimes[h] for h in aligned]
+    to_ref: list[int | None] = [None] * len(fwords)
+    for r, h in enumerate(aligned):
+        if h is not None:
+            to_ref[h] = r
+    closed = set()  # reference words a final ends at
+    for j in fends:
+        while j >= 0 and to_ref[j] is None:
+            j -= 1
+        if j >= 0:
+            closed.add(to_ref[j])
     # A word the finals never show (deleted, or not finalised yet) counts as final once a later word is:
     # finals arrive in order, so that is when they passed it. The same for the first sight of a word.
     passed_f = np.minimum.accumulate(np.asarray([*tf, inf])[::-1])[::-1]
@@ -143,36 +161,9 @@ def score(meeting: Meeting, cap: Capture) -> tuple[list[SentenceScore], float]:
         rows.append(SentenceScore(s.index, s.stretch, s.index in ends,
                                   None if final_t == inf else final_t - end_wall,
                                   None if vis_t == inf else vis_t - end_wall,
-                                  len(idx), sum(tf[r] < inf for r in idx)))
+                                  len(idx), sum(tf[r] < inf for r in idx), idx[-1] in closed))
     hyp = " ".join(e.text for e in sorted(finals.values(), key=lambda e: (e.start, e.at)))
     return rows, wer(meeting.reference, hyp)
-
-
-def merged_sentence_ends(meeting: Meeting, cap: Capture) -> int:
-    """Sentence ends of the script that no final ends at (the sentence went into the next final): the
-    sentence-final lag's tail comes from these. A final ends at a sentence end when its last word lined up
-    with a reference word (the nearest before it, if it did not) is the sentence's last word."""
-    ref: list[str] = []
-    last: set[int] = set()
-    for s in meeting.sentences:
-        ref += _words(s.text)
-        last.add(len(ref) - 1)
-    hyp: list[str] = []
-    ends: list[int] = []
-    for e in sorted((e for e in cap.emissions if e.final), key=lambda e: (e.start, e.at)):
-        hyp += _words(e.text)
-        ends.append(len(hyp) - 1)
-    to_ref: list[int | None] = [None] * len(hyp)
-    for r, h in enumerate(align(ref, hyp)):
-        if h is not None:
-            to_ref[h] = r
-    at_end = set()
-    for j in ends:
-        while j >= 0 and to_ref[j] is None:
-            j -= 1
-        if j >= 0 and to_ref[j] in last:
-            at_end.add(to_ref[j])
-    return len(last - at_end - {len(ref) - 1})
 
 
 def pct(values: list[float], q: float) -> float:

@@ -47,7 +47,7 @@ from _peer import (
     proc_peak_rss_mib,
     stop,
 )
-from _score import Capture, Emission, SentenceScore, merged_sentence_ends, pct, score
+from _score import Capture, Emission, SentenceScore, pct, score
 from livenexus_worker.core.audio import SAMPLE_RATE
 
 DRAIN_S = 5.0
@@ -217,7 +217,7 @@ class Summary:
     skipped: int
     """Sentences none of whose words are in the finals."""
     merged: int
-    """Sentence ends inside a final (not the meeting's last): :func:`_score.merged_sentence_ends`."""
+    """Sentence ends inside a final (not the meeting's last): :attr:`_score.SentenceScore.ends_a_final`."""
     wer: float
     cpu_per_audio_s: float
     rss_peak_mib: float
@@ -234,7 +234,7 @@ def summarize(meeting: Meeting, cap: Capture) -> Summary:
     eos = [r.final_lag_s for r in rows if r.end_of_stretch and r.final_lag_s is not None]
     return Summary(cap.system, pct(fin, 50), pct(fin, 95), max(fin, default=float("nan")), pct(vis, 50),
                    pct(vis, 95), pct(eos, 50), sum(r.final_lag_s is None for r in rows),
-                   sum(r.final_words == 0 for r in rows), merged_sentence_ends(meeting, cap), w,
+                   sum(r.final_words == 0 for r in rows), sum(not r.ends_a_final for r in rows[:-1]), w,
                    cap.cpu_s / meeting.duration_s, cap.rss_peak_mib, cap.others_cores, cap.info or {}, rows,
                    [asdict(e) | {"at": e.at - cap.t0} for e in cap.emissions])
 
