@@ -2,8 +2,8 @@
 
 The file path runs `livenexus-worker transcribe --realtime --json` inside a small wrapper script that stamps
 the start of the feed and the end (monotonic time, CPU seconds, host CPU) on stderr, and applies knobs from
-the environment: LNX_PIPELINE (JSON of StreamPipeline options, set after construction because the pipeline
-reads them while streaming, e.g. ``{"commit_in_speech": false}``) and LNX_VERBOSE (debug logs of either path, to
+the environment: LNX_PIPELINE (JSON of StreamPipeline options, e.g. ``{"partial_share": 0.45}``, given to every
+stream's pipeline on either path) and LNX_VERBOSE (debug logs of either path, to
 see why a pause was not committed), and LNX_ARGS (more `transcribe` options, e.g. ``--beam-size 1``). ``--worker-src``
 picks the code: the working tree, or a commit exported to the cache.
 """
@@ -26,6 +26,18 @@ from _score import Capture, Emission
 
 REPO = Path(__file__).resolve().parents[1]
 
+PIPELINE_KNOBS = """
+import dataclasses, json, os
+from livenexus_worker.streaming import pipeline as P
+over = json.loads(os.environ.get("LNX_PIPELINE") or "{}")
+if over:  # given to the constructor, so the parts it builds (follow-on contexts, VAD) see them too
+    init = P.StreamPipeline.__init__
+    def patched(self, stream_id, speaker, ctx, on_event, options=None, *a, **k):
+        init(self, stream_id, speaker, ctx, on_event, dataclasses.replace(options or P.PipelineOptions(), **over),
+             *a, **k)
+    P.StreamPipeline.__init__ = patched
+"""
+
 WRAPPER = """
 import resource, sys, time
 import psutil
@@ -44,15 +56,7 @@ def feed(*a, **k):
     print("LNX_FEED_START", time.monotonic(), c[0], c[2], file=sys.stderr, flush=True)
     return inner(*a, **k)
 T.feed = feed
-import dataclasses, json, os
-from livenexus_worker.streaming import pipeline as P
-over = json.loads(os.environ.get("LNX_PIPELINE") or "{}")
-if over:  # --pipeline: options read while streaming (commit_in_speech, thresholds), set after construction
-    init = P.StreamPipeline.__init__
-    def patched(self, *a, **k):
-        init(self, *a, **k)
-        self.o = dataclasses.replace(self.o, **over)
-    P.StreamPipeline.__init__ = patched
+import json
 from livenexus_worker.streaming import runtime as R
 kinds = {}
 on_inference = R.Runtime.on_inference
@@ -67,6 +71,13 @@ rc = main(sys.argv[1:])
 print("LNX_KINDS", json.dumps(kinds, separators=(",", ":")), file=sys.stderr, flush=True)
 print("LNX_END", time.monotonic(), *cpu(), file=sys.stderr, flush=True)
 sys.exit(rc)
+"""
+WRAPPER = PIPELINE_KNOBS + WRAPPER
+
+ROOM_WRAPPER = PIPELINE_KNOBS + """
+import sys
+from livenexus_worker.cli import main
+sys.exit(main(sys.argv[1:]))
 """
 
 
@@ -141,5 +152,5 @@ def start_room_worker(env: dict[str, str], url: str, key: str, secret: str, room
             "LIVENEXUS_ROOM": room, "LIVENEXUS_METRICS_PORT": str(free_port()),
             "LIVENEXUS_METRICS_HOST": "127.0.0.1", **({"LIVENEXUS_THREADS": str(threads)} if threads else {})}
     verbose = ["-v"] if os.environ.get("LNX_VERBOSE") else []
-    return subprocess.Popen([sys.executable, "-m", "livenexus_worker.cli", *verbose, "run"], env=wenv,
+    return subprocess.Popen([sys.executable, "-c", ROOM_WRAPPER, *verbose, "run"], env=wenv,
                             stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True)
