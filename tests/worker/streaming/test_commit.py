@@ -349,3 +349,38 @@ def test_the_partial_that_may_confirm_a_pause_is_urgent_and_the_others_are_not(s
     assert (False, False) in asked and (True, True) in asked
     assert all(heard for urgent, heard in asked if urgent)
     ctx.scheduler.close()
+
+
+class _RecordingPartials(SentenceEngine):
+    """Notes, for every partial, how much audio it heard and whether its words were aligned."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.partials: list[tuple[int, bool]] = []
+
+    def transcribe(self, audio: np.ndarray, beam_size: int = 1, language: str | None = "en", prefix: str = "",
+                   max_new_tokens: int | None = None, context: str = "", word_times: bool = False) -> Hypothesis:
+        if max_new_tokens is not None:
+            self.partials.append((audio.shape[0], word_times))
+        return super().transcribe(audio, beam_size, language, prefix, max_new_tokens, context, word_times)
+
+
+def test_partials_align_their_words_only_once_a_pause_look_ahead_is_heard(sentence: np.ndarray) -> None:
+    # Aligning costs a decoder pass, and a partial can end a sentence only at a pause whose look-ahead
+    # (300 ms) it heard: before that, a partial is not aligned even though a pause is waiting.
+    engine = _RecordingPartials()
+    ctx, pipe, events = pipeline(engine, PipelineOptions(final_left_context_s=0.0))
+    push(pipe, np.concatenate([silence(500), sentence, silence(150), sentence[: 100 * 16]]), ctx)
+    assert ctx.scheduler.wait_idle(10)
+    before = list(engine.partials)
+    assert len(before) >= 3 and not any(aligned for _n, aligned in before), before
+    assert finals(events) == []
+    push(pipe, sentence[100 * 16 : 500 * 16], ctx)  # the look-ahead is heard now
+    assert ctx.scheduler.wait_idle(10)
+    flags = [aligned for _n, aligned in engine.partials[len(before):]]
+    assert True in flags and not any(flags[: flags.index(True)]) and all(flags[flags.index(True):]), \
+        "aligned from the first partial that hears the look-ahead on"
+    (first,) = finals(events)  # and it commits the sentence, cut in the pause
+    lead = int((0.5 - first.start) * SR)
+    assert lead + sentence.shape[0] < (first.end - first.start) * SR <= lead + sentence.shape[0] + 150 * 16
+    ctx.scheduler.close()

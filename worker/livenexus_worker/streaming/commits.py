@@ -124,6 +124,13 @@ def partial_due(op: OpenUtterance, o: PipelineOptions, now: float, interval: flo
     return op.utt.n >= least * SAMPLES_PER_MS
 
 
+def lookahead_heard(op: OpenUtterance, heard: int, o: PipelineOptions) -> bool:
+    """Do the first ``heard`` samples of ``op`` hold ``commit_lookahead_ms`` after one of its pauses? Only then
+    can a partial over them end a sentence (:func:`find_boundary`), so only then are its words aligned."""
+    lookahead = o.commit_lookahead_ms * SAMPLES_PER_MS
+    return any(heard - c >= lookahead for c, _ in op.pauses)
+
+
 def find_boundary(op: OpenUtterance, text: str, heard: int, word_ends: tuple[float, ...], o: PipelineOptions,
                   stream_id: str = "") -> tuple[int, float, str] | None:
     """A partial over ``heard`` samples said ``text``: does it end a sentence at one of ``op``'s recent pauses?
@@ -131,7 +138,7 @@ def find_boundary(op: OpenUtterance, text: str, heard: int, word_ends: tuple[flo
     partials agreed; forgets pauses that can no longer be the boundary. ``word_ends``: end time (s) of each
     word of ``text`` when the decoder aligned them. Caller holds the stream's lock."""
     lookahead = o.commit_lookahead_ms * SAMPLES_PER_MS
-    if op.commit_pending or not any(heard - c >= lookahead for c, _ in op.pauses):
+    if op.commit_pending or not lookahead_heard(op, heard, o):
         return None
     if word_ends:
         found = _aligned(op, text, word_ends, o)
