@@ -5,24 +5,29 @@ cost, stand-in decoder, a fake clock so the count does not depend on this machin
 from __future__ import annotations
 
 import dataclasses
+import time
 import types
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
 from livenexus_worker.inference.engine import Hypothesis
 from livenexus_worker.streaming import pipeline as pipeline_module
+from livenexus_worker.streaming.commits import partial_share
 from livenexus_worker.streaming.pipeline import PipelineOptions, StreamPipeline
 
 from .fakes import Ctx, LengthEngine, silence
 
 
 class CostEngine(LengthEngine):
-    """Reports that every decode took ``cost`` seconds; counts partial decodes."""
+    """Reports that every decode took ``cost`` seconds; counts partial decodes. A final really takes
+    ``final_s`` (its cost is measured on the wall clock)."""
 
-    def __init__(self, cost: float) -> None:
+    def __init__(self, cost: float, final_s: float = 0.0) -> None:
         super().__init__()
         self.cost = cost
+        self.final_s = final_s
         self.partials = 0
 
     def transcribe(self, audio: np.ndarray, beam_size: int = 1, language: str | None = "en", prefix: str = "",
@@ -30,17 +35,21 @@ class CostEngine(LengthEngine):
         hyp = super().transcribe(audio, beam_size, language, prefix, max_new_tokens, context)
         if max_new_tokens is not None:
             self.partials += 1
+        else:
+            time.sleep(self.final_s)
         return dataclasses.replace(hyp, encode_s=self.cost / 2, decode_s=self.cost / 2)
 
 
-def partials_over(speech: np.ndarray, cost: float, speakers: int, monkeypatch: pytest.MonkeyPatch) -> int:
+def partials_over(speech: np.ndarray, cost: float, speakers: int, monkeypatch: pytest.MonkeyPatch,
+                  final_s: float = 0.0, budget: float = 0.0) -> int:
     clock = [1000.0]
     monkeypatch.setattr(pipeline_module, "time", types.SimpleNamespace(monotonic=lambda: clock[0]))
     ctx = Ctx()
-    ctx.engine = CostEngine(cost)
+    ctx.engine = CostEngine(cost, final_s)
     ctx.speakers = speakers
     # No commits: the count must not depend on where pauses fall. The share is set: the sums below use it.
-    pipe = StreamPipeline("s", "spk", ctx, lambda e: None, PipelineOptions(commit_in_speech=False, partial_share=0.6))  # type: ignore[arg-type]
+    options = PipelineOptions(commit_in_speech=False, partial_share=0.6, cpu_budget=budget)
+    pipe = StreamPipeline("s", "spk", ctx, lambda e: None, options)  # type: ignore[arg-type]
     audio = np.concatenate([silence(300), speech])
     for i in range(0, audio.shape[0] - 480, 480):
         clock[0] += 0.03
@@ -59,3 +68,24 @@ def test_partials_stretch_with_speakers_and_cost(sentence: np.ndarray, monkeypat
     assert 0.8 * seconds / 1.0 <= crowded <= 1.2 * seconds / 1.0 + 1
     assert crowded < cheap / 3
 
+
+
+def test_the_share_is_what_the_budget_leaves_after_the_finals() -> None:
+    o = PipelineOptions(partial_share=0.6, cpu_budget=0.45, partial_share_min=0.25)
+    assert partial_share(o, 0.0) == pytest.approx(0.45), "no finals: the whole budget, not more"
+    assert partial_share(o, 0.1) == pytest.approx(0.35)
+    assert partial_share(o, 0.4) == pytest.approx(0.25), "never below the floor: words must still show"
+    assert partial_share(replace(o, cpu_budget=0.0), 0.4) == pytest.approx(0.6), "no budget: the fixed share"
+    assert partial_share(replace(o, cpu_budget=2.0), 0.0) == pytest.approx(0.6), "never above the share"
+
+
+def test_costly_finals_leave_the_partials_less(sentence: np.ndarray, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Four utterances, each ended by a second of silence: its final (and the guess in its pause) are decoded
+    # while the stream goes on. With finals of 0.4 s each, by the third utterance they have used ~0.2 of a core
+    # over the 10 s window, and the partials (0.2 s each) get the rest of a 0.45 budget, not all of it.
+    speech = np.concatenate([np.concatenate([sentence, silence(1000)]) for _ in range(4)])
+    cheap = partials_over(speech, 0.2, 1, monkeypatch, final_s=0.0, budget=0.45)
+    costly = partials_over(speech, 0.2, 1, monkeypatch, final_s=0.4, budget=0.45)
+    assert costly < 0.9 * cheap, (costly, cheap)
+    fixed = partials_over(speech, 0.2, 1, monkeypatch, final_s=0.4, budget=0.0)
+    assert fixed > cheap, "without a budget the finals' cost does not matter, and the share is larger"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import replace
 
@@ -55,6 +56,7 @@ class StreamJobs:
     _prefix: str
     _finals: list[str]
     _partial_cost: float
+    _final_costs: deque[tuple[int, float]]
     _pauses: PauseDetector
     _follow_on: commits.FollowOn
 
@@ -232,8 +234,9 @@ class StreamJobs:
 
     def _maybe_partial(self, op: OpenUtterance, now: float) -> None:
         _idx, tier, _eng = self._ctx.engine_for(op.tier)
+        share = commits.partial_share(self.o, self._finals_rate())
         if not commits.partial_due(op, self.o, now, tier.partial_interval_ms / 1000, self._partial_cost,
-                                   max(1, self._ctx.active_speakers()), self._ctx.scheduler.parallel):
+                                   max(1, self._ctx.active_speakers()), self._ctx.scheduler.parallel, share):
             return
         op.last_partial_request = now
         job = Job(lambda: self._run_partial(op, now), "partial", key=self.stream_id,
@@ -280,9 +283,27 @@ class StreamJobs:
                                                                             word_ends):
                 self._deliver(event)
 
+    def _finals_rate(self) -> float:
+        """Core-seconds per second this stream's finals took over the last ``cpu_budget_window_s`` of its
+        audio (decodes run on one core: their wall time is their CPU time). Lock held."""
+        window = self.o.cpu_budget_window_s * SAMPLE_RATE
+        if window <= 0:
+            return 0.0
+        return sum(cost for pos, cost in self._final_costs if self._pos - pos <= window) / self.o.cpu_budget_window_s
+
     def _decode_final(self, op: OpenUtterance, audio: np.ndarray, speech_end_wall: float,
                       keep_until: int | None = None, commit: bool = False, head: str = "", timed: bool = False
                       ) -> PendingFinal | None:
+        began = time.perf_counter()
+        try:
+            return self._decode_final_timed(op, audio, speech_end_wall, keep_until, commit, head, timed)
+        finally:
+            spent = time.perf_counter() - began
+            with self._lock:
+                self._final_costs.append((self._pos, spent))
+
+    def _decode_final_timed(self, op: OpenUtterance, audio: np.ndarray, speech_end_wall: float,
+                            keep_until: int | None, commit: bool, head: str, timed: bool) -> PendingFinal | None:
         context = " ".join(self._finals[-self.o.context_finals:]) if self.o.context_finals else ""
         # A commit's words are the next part's left context: their times say where its last words begin.
         req = finals.FinalRequest(self.stream_id, self.speaker, context,
