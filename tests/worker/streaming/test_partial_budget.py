@@ -67,6 +67,9 @@ def test_partials_stretch_with_speakers_and_cost(sentence: np.ndarray, monkeypat
     crowded = partials_over(speech, 0.15, 4, monkeypatch)  # 0.15 x 4 / 0.6 = 1 s between partials
     assert 0.8 * seconds / 1.0 <= crowded <= 1.2 * seconds / 1.0 + 1
     assert crowded < cheap / 3
+    # A stream's CPU budget caps its own partials (0.15 / 0.45 = 1 every 0.33 s); the shared cadence of four
+    # speakers is already slower than that, and the budget does not stretch it further.
+    assert partials_over(speech, 0.15, 4, monkeypatch, budget=0.45) == crowded
 
 
 

@@ -107,8 +107,8 @@ def rest_of_sentence(op: OpenUtterance) -> bool:
 
 
 def partial_share(o: PipelineOptions, finals_rate: float) -> float:
-    """The share of an inference thread a stream's partials may use while its finals take ``finals_rate``
-    core-seconds per second: what ``cpu_budget`` leaves, between ``partial_share_min`` and ``partial_share``."""
+    """The share of a core one stream's partials may use while its finals take ``finals_rate`` core-seconds per
+    second: what ``cpu_budget`` leaves, between ``partial_share_min`` and ``partial_share``."""
     if o.cpu_budget <= 0:
         return o.partial_share
     return min(o.partial_share, max(o.partial_share_min, o.cpu_budget - finals_rate))
@@ -116,15 +116,15 @@ def partial_share(o: PipelineOptions, finals_rate: float) -> float:
 
 def partial_due(op: OpenUtterance, o: PipelineOptions, now: float, interval: float, cost: float, speakers: int,
                 parallel: int, share: float) -> bool:
-    """Is a partial of ``op`` due ``now``? Every tier ``interval`` (s; 0: no partials) at most, and the partials
-    of all ``speakers`` together may keep the inference threads busy only ``share`` of the time
-    (:func:`partial_share`), so the cadence stretches with the speakers (beyond the ``parallel`` jobs that run at
-    once) and the ``cost`` of a partial (s) before finals queue; a partial that may confirm a pause does not wait
-    for that stretch."""
+    """Is a partial of ``op`` due ``now``? Every tier ``interval`` (s; 0: no partials) at most; the partials of
+    all ``speakers`` together may keep the inference threads busy only ``partial_share`` of the time, so the
+    cadence stretches with the speakers (beyond the ``parallel`` jobs that run at once) and the ``cost`` of a
+    partial (s) before finals queue; and this stream's may use only ``share`` of a core (its CPU budget,
+    :func:`partial_share`). A partial that may confirm a pause does not wait for those stretches."""
     if interval <= 0 or now - op.last_partial_request < interval:
         return False
     lanes = max(1, min(speakers, parallel))
-    stretched = max(interval, cost * speakers / (share * lanes))
+    stretched = max(interval, cost * speakers / (o.partial_share * lanes), cost / share)
     if now - op.last_partial_request < stretched and not confirms_pause(op, o):
         return False
     least = o.min_partial_audio_ms

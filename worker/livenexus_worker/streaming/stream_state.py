@@ -66,7 +66,8 @@ class PipelineOptions:
     """Core-seconds per second a stream's decodes may use together while its speaker talks (0: no such cap):
     its partials get the share its own finals of the last ``cpu_budget_window_s`` left, between
     ``partial_share_min`` and ``partial_share``. Separated sentences have few finals, and their partials keep
-    the full share; in continuous speech the finals take ~0.2 and the partials give way. Through LiveKit
+    the whole budget; in continuous speech the finals take ~0.2 and the partials give way. With many speakers
+    the shared ``partial_share`` already spaces each stream's partials wider than this. Through LiveKit
     (2-core host where a partial cost ~200 ms): a fixed share of 0.6 / 0.45 / 0.35 used 0.68 / 0.60 / 0.56
     CPU-s per audio-s, with visible lag p50 0.28 / 0.19 / 0.34 s."""
     partial_share_min: float = 0.25
