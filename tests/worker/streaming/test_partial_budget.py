@@ -73,22 +73,34 @@ def test_partials_stretch_with_speakers_and_cost(sentence: np.ndarray, monkeypat
 
 
 
-def test_the_share_is_what_the_budget_leaves_after_the_finals() -> None:
+def test_the_share_falls_to_its_floor_only_while_the_stream_is_over_budget() -> None:
     o = PipelineOptions(partial_share=0.6, cpu_budget=0.45, partial_share_min=0.25)
-    assert partial_share(o, 0.0) == pytest.approx(0.45), "no finals: the whole budget, not more"
-    assert partial_share(o, 0.1) == pytest.approx(0.35)
-    assert partial_share(o, 0.4) == pytest.approx(0.25), "never below the floor: words must still show"
-    assert partial_share(replace(o, cpu_budget=0.0), 0.4) == pytest.approx(0.6), "no budget: the fixed share"
-    assert partial_share(replace(o, cpu_budget=2.0), 0.0) == pytest.approx(0.6), "never above the share"
+    assert partial_share(o, 0.0) == pytest.approx(0.6), "under budget: the full share"
+    assert partial_share(o, 0.44) == pytest.approx(0.6)
+    assert partial_share(o, 0.45) == pytest.approx(0.25), "at or over budget: the floor"
+    assert partial_share(replace(o, cpu_budget=0.0), 2.0) == pytest.approx(0.6), "no budget: the fixed share"
 
 
 def test_costly_finals_leave_the_partials_less(sentence: np.ndarray, monkeypatch: pytest.MonkeyPatch) -> None:
     # Four utterances, each ended by a second of silence: its final (and the guess in its pause) are decoded
-    # while the stream goes on. With finals of 0.4 s each, by the third utterance they have used ~0.2 of a core
-    # over the 10 s window, and the partials (0.2 s each) get the rest of a 0.45 budget, not all of it.
+    # while the stream goes on. Partials of 0.2 s at a share of 0.6 alone stay under a 0.45 budget with these
+    # pauses; finals of 0.8 s each (~0.4 of a core) push the stream over it, and its partials slow down.
     speech = np.concatenate([np.concatenate([sentence, silence(1000)]) for _ in range(4)])
     cheap = partials_over(speech, 0.2, 1, monkeypatch, final_s=0.0, budget=0.45)
-    costly = partials_over(speech, 0.2, 1, monkeypatch, final_s=0.4, budget=0.45)
+    unbudgeted = partials_over(speech, 0.2, 1, monkeypatch, final_s=0.0, budget=0.0)
+    assert cheap == unbudgeted, "under budget the cadence is the fixed share's"
+    costly = partials_over(speech, 0.2, 1, monkeypatch, final_s=0.8, budget=0.45)
     assert costly < 0.9 * cheap, (costly, cheap)
-    fixed = partials_over(speech, 0.2, 1, monkeypatch, final_s=0.4, budget=0.0)
-    assert fixed > cheap, "without a budget the finals' cost does not matter, and the share is larger"
+    assert partials_over(speech, 0.2, 1, monkeypatch, final_s=0.8, budget=0.0) == unbudgeted, \
+        "without a budget the finals' cost does not matter"
+
+
+def test_continuous_speech_is_held_near_the_budget(sentence: np.ndarray, monkeypatch: pytest.MonkeyPatch) -> None:
+    # ~22 s of speech without a pause, partials of 0.2 s: unbudgeted they use over a third of a core here; a
+    # budget of 0.2 holds the stream near it (the floor's 0.25 share when over, the full share when back under).
+    speech = np.concatenate([sentence] * 8)
+    seconds = speech.shape[0] / 16000
+    free = partials_over(speech, 0.2, 1, monkeypatch)
+    held = partials_over(speech, 0.2, 1, monkeypatch, budget=0.2)
+    assert free * 0.2 / seconds > 0.3, free
+    assert held < 0.8 * free and held * 0.2 / seconds <= 0.25, (held, free)

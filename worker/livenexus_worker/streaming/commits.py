@@ -106,12 +106,13 @@ def rest_of_sentence(op: OpenUtterance) -> bool:
     return op.hears_commit and op.left is not None and not _ENDS_SENTENCE.search(op.left.text)
 
 
-def partial_share(o: PipelineOptions, finals_rate: float) -> float:
-    """The share of a core one stream's partials may use while its finals take ``finals_rate`` core-seconds per
-    second: what ``cpu_budget`` leaves, between ``partial_share_min`` and ``partial_share``."""
-    if o.cpu_budget <= 0:
+def partial_share(o: PipelineOptions, spent_rate: float) -> float:
+    """The share of a core one stream's partials may use now, its decodes having taken ``spent_rate``
+    core-seconds per second of its recent audio: ``partial_share`` while that is under its ``cpu_budget``,
+    ``partial_share_min`` once it is not."""
+    if o.cpu_budget <= 0 or spent_rate < o.cpu_budget:
         return o.partial_share
-    return min(o.partial_share, max(o.partial_share_min, o.cpu_budget - finals_rate))
+    return min(o.partial_share, o.partial_share_min)
 
 
 def partial_due(op: OpenUtterance, o: PipelineOptions, now: float, interval: float, cost: float, speakers: int,

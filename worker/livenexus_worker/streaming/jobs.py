@@ -56,7 +56,7 @@ class StreamJobs:
     _prefix: str
     _finals: list[str]
     _partial_cost: float
-    _final_costs: deque[tuple[int, float]]
+    _spent: deque[tuple[int, float]]
     _pauses: PauseDetector
     _follow_on: commits.FollowOn
 
@@ -234,7 +234,7 @@ class StreamJobs:
 
     def _maybe_partial(self, op: OpenUtterance, now: float) -> None:
         _idx, tier, _eng = self._ctx.engine_for(op.tier)
-        share = commits.partial_share(self.o, self._finals_rate())
+        share = commits.partial_share(self.o, self._spent_rate())
         if not commits.partial_due(op, self.o, now, tier.partial_interval_ms / 1000, self._partial_cost,
                                    max(1, self._ctx.active_speakers()), self._ctx.scheduler.parallel, share):
             return
@@ -269,6 +269,7 @@ class StreamJobs:
                            evidence_words=self.o.guards.evidence_words if heard else 0)
         with self._lock:
             self._partial_cost = cost if not self._partial_cost else 0.7 * self._partial_cost + 0.3 * cost
+            self._spent.append((self._pos, cost))
             op.partial_dropped |= text is None
             if op.ended or self._open is not op or text is None:
                 return
@@ -283,13 +284,13 @@ class StreamJobs:
                                                                             word_ends):
                 self._deliver(event)
 
-    def _finals_rate(self) -> float:
-        """Core-seconds per second this stream's finals took over the last ``cpu_budget_window_s`` of its
-        audio (decodes run on one core: their wall time is their CPU time). Lock held."""
+    def _spent_rate(self) -> float:
+        """Core-seconds per second this stream's decodes took over the last ``cpu_budget_window_s`` of its
+        audio (a decode runs on one core: its wall time is its CPU time). Lock held."""
         window = self.o.cpu_budget_window_s * SAMPLE_RATE
         if window <= 0:
             return 0.0
-        return sum(cost for pos, cost in self._final_costs if self._pos - pos <= window) / self.o.cpu_budget_window_s
+        return sum(cost for pos, cost in self._spent if self._pos - pos <= window) / self.o.cpu_budget_window_s
 
     def _decode_final(self, op: OpenUtterance, audio: np.ndarray, speech_end_wall: float,
                       keep_until: int | None = None, commit: bool = False, head: str = "", timed: bool = False
@@ -300,7 +301,7 @@ class StreamJobs:
         finally:
             spent = time.perf_counter() - began
             with self._lock:
-                self._final_costs.append((self._pos, spent))
+                self._spent.append((self._pos, spent))
 
     def _decode_final_timed(self, op: OpenUtterance, audio: np.ndarray, speech_end_wall: float,
                             keep_until: int | None, commit: bool, head: str, timed: bool) -> PendingFinal | None:

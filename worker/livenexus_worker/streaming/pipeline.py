@@ -58,7 +58,7 @@ class StreamPipeline(StreamJobs):
         self._closed = False
         self._finals: list[str] = []  # recent final texts, the decoder's optional context
         self._partial_cost = 0.0  # seconds a partial of this stream takes to decode (moving average)
-        self._final_costs: deque[tuple[int, float]] = deque(maxlen=64)  # (stream position, decode s) of finals
+        self._spent: deque[tuple[int, float]] = deque(maxlen=256)  # (stream position, decode s), for the budget
         self._pauses = PauseDetector(self.o.pauses)
         self._follow_on = commits.FollowOn(self.o)
 

@@ -63,18 +63,17 @@ class PipelineOptions:
     0.6 visible lag p50 0.26 s at 0.88 CPU-s per audio-s; 0.3 saved 0.19 CPU-s but words showed 1.24 s late
     (on the file path 0.11 s; why LiveKit suffers more was not measured)."""
     cpu_budget: float = 0.45
-    """Core-seconds per second a stream's decodes may use together while its speaker talks (0: no such cap):
-    its partials get the share its own finals of the last ``cpu_budget_window_s`` left, between
-    ``partial_share_min`` and ``partial_share``. Separated sentences have few finals, and their partials keep
-    the whole budget; in continuous speech the finals take ~0.2 and the partials give way. With many speakers
-    the shared ``partial_share`` already spaces each stream's partials wider than this. Through LiveKit
-    (2-core host where a partial cost ~200 ms): a fixed share of 0.6 / 0.45 / 0.35 used 0.68 / 0.60 / 0.56
-    CPU-s per audio-s, with visible lag p50 0.28 / 0.19 / 0.34 s."""
+    """Core-seconds per second of its audio a stream's decodes (partials and finals) may use over the last
+    ``cpu_budget_window_s`` (0: no budget): under it, its partials come at ``partial_share``; over it, at
+    ``partial_share_min`` until the window is back under. Separated sentences stay under it (the pauses
+    between them cost nothing) and keep the full cadence; in continuous speech, where finals take ~0.2, the
+    partials give way. With many speakers the shared ``partial_share`` already spaces each stream's partials
+    wider. Through LiveKit (2-core host, a partial ~200 ms): a fixed share of 0.6 / 0.45 / 0.35 used 0.68 /
+    0.60 / 0.56 CPU-s per audio-s, with visible lag p50 0.28 / 0.19 / 0.34 s."""
     partial_share_min: float = 0.25
-    """The partials' share never falls below this for the finals' sake: words must still show while the
-    speaker talks."""
+    """The partials' share over budget: words must still show while the speaker talks."""
     cpu_budget_window_s: float = 10.0
-    """How much of the stream (s of audio) its finals' decode time is averaged over."""
+    """How much of the stream (s of audio) its decode time is summed over."""
     min_partial_audio_ms: int = 1000
     """No partials for utterances shorter than this: too little audio to say anything useful."""
     commit_in_speech: bool = True
