@@ -38,7 +38,7 @@ if over:  # given to the constructor, so the parts it builds (follow-on contexts
     P.StreamPipeline.__init__ = patched
 """
 
-WRAPPER = """
+WRAPPER = PIPELINE_KNOBS + """
 import resource, sys, time
 import psutil
 import livenexus_worker
@@ -56,7 +56,6 @@ def feed(*a, **k):
     print("LNX_FEED_START", time.monotonic(), c[0], c[2], file=sys.stderr, flush=True)
     return inner(*a, **k)
 T.feed = feed
-import json
 from livenexus_worker.streaming import runtime as R
 kinds = {}
 on_inference = R.Runtime.on_inference
@@ -72,7 +71,6 @@ print("LNX_KINDS", json.dumps(kinds, separators=(",", ":")), file=sys.stderr, fl
 print("LNX_END", time.monotonic(), *cpu(), file=sys.stderr, flush=True)
 sys.exit(rc)
 """
-WRAPPER = PIPELINE_KNOBS + WRAPPER
 
 ROOM_WRAPPER = PIPELINE_KNOBS + """
 import sys

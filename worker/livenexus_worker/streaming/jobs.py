@@ -295,22 +295,17 @@ class StreamJobs:
     def _decode_final(self, op: OpenUtterance, audio: np.ndarray, speech_end_wall: float,
                       keep_until: int | None = None, commit: bool = False, head: str = "", timed: bool = False
                       ) -> PendingFinal | None:
-        began = time.perf_counter()
-        try:
-            return self._decode_final_timed(op, audio, speech_end_wall, keep_until, commit, head, timed)
-        finally:
-            spent = time.perf_counter() - began
-            with self._lock:
-                self._spent.append((self._pos, spent))
-
-    def _decode_final_timed(self, op: OpenUtterance, audio: np.ndarray, speech_end_wall: float,
-                            keep_until: int | None, commit: bool, head: str, timed: bool) -> PendingFinal | None:
         context = " ".join(self._finals[-self.o.context_finals:]) if self.o.context_finals else ""
         # A commit's words are the next part's left context: their times say where its last words begin.
         req = finals.FinalRequest(self.stream_id, self.speaker, context,
                                   (commit or timed) and self.o.final_left_context_s > 0, (head.split() or [""])[-1],
                                   (self._pauses.speech_level, self._pauses.floor_level))
-        result = finals.decode_final(self._ctx, self.o, req, op, audio, speech_end_wall, keep_until)
+        began = time.perf_counter()
+        try:  # every decode of the final (a second one too) counts against the stream's CPU budget
+            result = finals.decode_final(self._ctx, self.o, req, op, audio, speech_end_wall, keep_until)
+        finally:
+            with self._lock:
+                self._spent.append((self._pos, time.perf_counter() - began))
         return finals.stamped(self._ctx, op, result, audio.shape[0] if keep_until is None else keep_until)
 
     def _emit_final(self, op: OpenUtterance, result: PendingFinal | None) -> None:
