@@ -4,6 +4,8 @@ and word times stay those of the new part (stand-in decoders; the meeting benchm
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -208,6 +210,19 @@ def test_a_partial_of_the_part_after_a_cut_hears_the_words_before_it() -> None:
     _hyp, said, _ends, heard = decode_partial(engine, PipelineOptions(), audio, "", left, False, "s")  # type: ignore[arg-type]
     assert engine.calls == [(5 * SR, "Okay, let's start."), (3 * SR, "")]
     assert "Okay" not in said and not heard
+
+    class Timed(ContinuingEngine):
+        def transcribe(self, audio: np.ndarray, beam_size: int = 1, language: str | None = "en", prefix: str = "",
+                       max_new_tokens: int | None = None, context: str = "", word_times: bool = False) -> Hypothesis:
+            hyp = super().transcribe(audio, beam_size, language, prefix, max_new_tokens, context, word_times)
+            return dataclasses.replace(hyp, encode_s=0.05, decode_s=0.1)
+
+    hyp, _said, _ends, heard = decode_partial(Timed(left_s=2.0, echo="Okay let us start"), PipelineOptions(),  # type: ignore[arg-type]
+                                              audio, "", left, False, "s")
+    assert not heard and (hyp.encode_s, hyp.decode_s) == pytest.approx((0.1, 0.2)), \
+        "the partial cost both decodes: its cadence and the stream's CPU budget count them"
+    hyp, *_rest = decode_partial(Timed(left_s=2.0), PipelineOptions(), audio, "", left, False, "s")  # type: ignore[arg-type]
+    assert (hyp.encode_s, hyp.decode_s) == pytest.approx((0.05, 0.1)), "one decode, counted once"
     # With agreed words of its own, they follow the context in the forced start.
     engine = ContinuingEngine(left_s=2.0)
     decode_partial(engine, PipelineOptions(), audio, "w0", left, False, "s")  # type: ignore[arg-type]

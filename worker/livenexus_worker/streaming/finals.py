@@ -158,7 +158,9 @@ def decode_partial(engine: WhisperEngine, o: PipelineOptions, audio: np.ndarray,
     are forced), and it is capped, so a partial cannot hold up the next final for long. With ``left``, the
     words before the cut are heard and forced first: a part that starts abruptly, or in a voice Whisper
     rates as noise, had every partial dropped as no-speech for 9-13 s of the meeting benchmark. When the
-    forced words do not come back, the part is decoded alone, as before."""
+    forced words do not come back, the part is decoded alone, as before; the hypothesis then carries the time
+    of both decodes (what the partial cost, for its cadence and the stream's CPU budget)."""
+    spent = (0.0, 0.0)
     if left is not None:
         hyp = engine.transcribe(np.concatenate([left.audio, audio]), beam_size=1, language=o.language,
                                 prefix=f"{left.text} {committed}".strip(),
@@ -166,8 +168,10 @@ def decode_partial(engine: WhisperEngine, o: PipelineOptions, audio: np.ndarray,
         own = after_left(hyp, left, stream_id)
         if own is not None:
             return hyp, *own, True
+        spent = (hyp.encode_s, hyp.decode_s)
     hyp = engine.transcribe(audio, beam_size=1, language=o.language, prefix=committed,
                             max_new_tokens=o.partial_max_new_tokens, word_times=aligned)
+    hyp = replace(hyp, encode_s=hyp.encode_s + spent[0], decode_s=hyp.decode_s + spent[1])
     return hyp, hyp.text, hyp.word_ends, False
 
 
