@@ -120,20 +120,11 @@ def decode_final(ctx: StreamContext, o: PipelineOptions, req: FinalRequest, op: 
                       op.utt.segment_id, said[:40], why)
             return None
     if keep_until is not None:
-        # A word may end a frame or two past the cut (20 ms alignment steps); one that ends later is the next
-        # sentence's. Without word times nothing can be kept safely: the commit is declined.
-        limit = (keep_until + 40 * SAMPLES_PER_MS) / SAMPLE_RATE
-        kept = sum(1 for end in word_ends if end <= limit)
-        rest = said.split()[kept:]
-        if rest and req.head_last and word_key(rest[0]) == word_key(req.head_last):
-            log.debug("stream %s: commit declined, %r ends after the cut at %.2f s", req.stream_id, rest[0],
-                      keep_until / SAMPLE_RATE)
+        before = keep_before(said, word_ends, keep_until, req.head_last, req.stream_id)
+        if before is None:
             return None
-        if not kept:
-            log.debug("stream %s: commit declined, no word ends before %.2f s (%s)", req.stream_id,
-                      keep_until / SAMPLE_RATE, word_ends[:3])
-            return None
-        said, dur, word_ends = " ".join(said.split()[:kept]), keep_until / SAMPLE_RATE, word_ends[:kept]
+        said, word_ends = before
+        dur = keep_until / SAMPLE_RATE
     if keep_until is None:  # a commit's words end before its cut: a word after its full stop is not in them
         said = cut_restart_word(said)
     text, why = check(said, hyp.no_speech_prob, hyp.avg_logprob, dur, o.guards, evidence_words=len(agreed))
@@ -148,6 +139,27 @@ def decode_final(ctx: StreamContext, o: PipelineOptions, req: FinalRequest, op: 
     )
     # Word times only while they still name the text's words (the guards may have changed it).
     return PendingFinal(event, speech_end_wall, word_ends if len(word_ends) == len(text.split()) else ())
+
+
+def keep_before(said: str, word_ends: tuple[float, ...], cut: int, head_last: str, stream_id: str
+                ) -> tuple[str, tuple[float, ...]] | None:
+    """The words of ``said`` (aligned: ``word_ends``) that end before sample ``cut``, with their times; None
+    when the commit there is declined: no word ends before it, or ``head_last`` (the confirming partial's
+    last word before the cut) ends after it, i.e. the cut is inside that word."""
+    # A word may end a frame or two past the cut (20 ms alignment steps); one that ends later is the next
+    # sentence's. Without word times nothing can be kept safely: the commit is declined.
+    limit = (cut + 40 * SAMPLES_PER_MS) / SAMPLE_RATE
+    kept = sum(1 for end in word_ends if end <= limit)
+    rest = said.split()[kept:]
+    if rest and head_last and word_key(rest[0]) == word_key(head_last):
+        log.debug("stream %s: commit declined, %r ends after the cut at %.2f s", stream_id, rest[0],
+                  cut / SAMPLE_RATE)
+        return None
+    if not kept:
+        log.debug("stream %s: commit declined, no word ends before %.2f s (%s)", stream_id, cut / SAMPLE_RATE,
+                  word_ends[:3])
+        return None
+    return " ".join(said.split()[:kept]), word_ends[:kept]
 
 
 def decode_partial(engine: WhisperEngine, o: PipelineOptions, audio: np.ndarray, committed: str,

@@ -21,6 +21,7 @@ import numpy as np
 from livenexus_worker.core import stages
 from livenexus_worker.core.audio import SAMPLE_RATE, SAMPLES_PER_MS
 from livenexus_worker.core.events import TranscriptEvent
+from livenexus_worker.inference.engine import Hypothesis
 from livenexus_worker.inference.guards import check
 from livenexus_worker.streaming import commits, finals
 from livenexus_worker.streaming.pauses import PauseDetector
@@ -176,10 +177,11 @@ class StreamJobs:
         self._ctx.scheduler.submit_final(Job(run, "final", key=self.stream_id))
 
     def _confirm_pause(self, op: OpenUtterance, text: str, heard: int, partial: TranscriptEvent,
-                       word_ends: tuple[float, ...] = ()) -> bool:
+                       word_ends: tuple[float, ...] = (), decoded: PendingFinal | None = None) -> bool:
         """A partial over ``heard`` samples: does it end a sentence at one of the recent pauses? If so, commit
         the sentence; returns whether it did (the partial is then out of date). ``word_ends``: end time of
-        each word of ``text`` (s), when the decoder aligned them. Lock held."""
+        each word of ``text`` (s), when the decoder aligned them; ``decoded``: the partial was decoded as a
+        final, whose words before the cut are the commit's (no second decode). Lock held."""
         found = commits.find_boundary(op, text, heard, word_ends, self.o, self.stream_id)
         if found is None:
             return False
@@ -190,6 +192,14 @@ class StreamJobs:
                       cut / SAMPLE_RATE)
             self._commit(op, op.speculative_samples, guess)
             return True
+        if decoded is not None:
+            before = finals.keep_before(text, word_ends, cut, (head.split() or [""])[-1], self.stream_id)
+            if before is not None:
+                start = op.utt.start_sample / SAMPLE_RATE
+                kept, ends = before
+                event = replace(decoded.event, text=kept, stable=kept, end=start + cut / SAMPLE_RATE)
+                self._commit(op, cut, PendingFinal(event, wall, ends))
+                return True
         if not self.o.commit_text_from_partial:
             self._propose_commit(op, wall, cut, heard, head)
             return False
@@ -254,6 +264,7 @@ class StreamJobs:
                 # final's queue wait p50 126 ms with partials, 3 ms without).
                 return
             audio = op.utt.audio().copy()
+            confirming = self.o.commit_in_speech and self.o.commit_confirm_final and commits.confirms_pause(op, self.o)
             op.partial_heard = max(op.partial_heard, audio.shape[0])  # when it runs (see confirms_pause)
             committed = " ".join(op.agreement.committed)
             # Word times cost one more decoder pass (~25 ms): only when a pause may be confirmed, i.e. its
@@ -261,6 +272,9 @@ class StreamJobs:
             aligned = self.o.commit_in_speech and commits.lookahead_heard(op, audio.shape[0], self.o)
             left = op.left if self.o.partial_left_context and op.partial_dropped else None
         _idx, tier, engine = self._ctx.engine_for(op.tier)
+        if confirming and aligned:
+            self._run_confirming(op, audio, requested, tier.name)
+            return
         hyp, said, said_ends, heard = finals.decode_partial(engine, self.o, audio, committed, left, aligned,
                                                             self.stream_id)
         self._ctx.on_inference("partial", hyp, audio.shape[0] / SAMPLE_RATE)
@@ -284,6 +298,22 @@ class StreamJobs:
                                                                             word_ends):
                 self._deliver(event)
 
+    def _run_confirming(self, op: OpenUtterance, audio: np.ndarray, requested: float, tier: str) -> None:
+        """The first partial to hear a pause's look-ahead, decoded as a final (``commit_confirm_final``): it
+        commits the sentence that ends at the pause with its own words, or is shown as a partial."""
+        result = self._decode_final(op, audio, op.last_voiced_wall, commit=True, confirming=True)
+        with self._lock:
+            if result is None:
+                op.partial_dropped = True
+            if op.ended or self._open is not op or result is None:
+                return
+            said, ends = result.event.text, result.word_ends
+            stable, unstable = op.agreement.update(said)
+            event = finals.partial_event(self._ctx, self.stream_id, self.speaker, op, audio.shape[0],
+                                         (stable, unstable), _as_hypothesis(result), tier, requested)
+            if not self._confirm_pause(op, said, audio.shape[0], event, ends, decoded=result):
+                self._deliver(event)
+
     def _spent_rate(self) -> float:
         """Core-seconds per second this stream's decodes took over the last ``cpu_budget_window_s`` of its
         audio (a decode runs on one core: its wall time is its CPU time). Lock held."""
@@ -293,12 +323,14 @@ class StreamJobs:
         return sum(cost for pos, cost in self._spent if self._pos - pos <= window) / self.o.cpu_budget_window_s
 
     def _decode_final(self, op: OpenUtterance, audio: np.ndarray, speech_end_wall: float,
-                      keep_until: int | None = None, commit: bool = False, head: str = "", timed: bool = False
-                      ) -> PendingFinal | None:
+                      keep_until: int | None = None, commit: bool = False, head: str = "", timed: bool = False,
+                      confirming: bool = False) -> PendingFinal | None:
         context = " ".join(self._finals[-self.o.context_finals:]) if self.o.context_finals else ""
-        # A commit's words are the next part's left context: their times say where its last words begin.
+        # A commit's words are the next part's left context: their times say where its last words begin. A
+        # confirming decode's say where its sentence ends.
         req = finals.FinalRequest(self.stream_id, self.speaker, context,
-                                  (commit or timed) and self.o.final_left_context_s > 0, (head.split() or [""])[-1],
+                                  ((commit or timed) and self.o.final_left_context_s > 0) or confirming,
+                                  (head.split() or [""])[-1],
                                   (self._pauses.speech_level, self._pauses.floor_level))
         began = time.perf_counter()
         try:  # every decode of the final (a second one too) counts against the stream's CPU budget
@@ -329,3 +361,8 @@ class StreamJobs:
             self._on_event(event)
         except Exception:
             log.exception("event sink failed for stream %s", self.stream_id)
+
+
+def _as_hypothesis(result: PendingFinal) -> Hypothesis:
+    """What a partial event needs of a decode, from a final's result."""
+    return Hypothesis(result.event.text, 0.0, 0.0, result.event.language, result.event.processing_ms / 1000, 0.0, 0)
