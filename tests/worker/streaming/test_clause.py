@@ -16,7 +16,7 @@ from .fakes import SR, SentenceEngine, check_contiguous, decoded, finals, finish
 
 
 class NoStopEngine(SentenceEngine):
-    """Partials that never end a sentence where the speaker pauses ("samples P w0 w1 next"): greedy decoding
+    """Decodes that never end a sentence where the speaker pauses ("samples P w0 w1 next"): greedy decoding
     of a sentence that runs on, or a clause; with ``mark``, the clause's last word carries it ("w1, next")."""
 
     def __init__(self, mark: str = "") -> None:
@@ -26,7 +26,8 @@ class NoStopEngine(SentenceEngine):
     def transcribe(self, audio: np.ndarray, beam_size: int = 1, language: str | None = "en", prefix: str = "",
                    max_new_tokens: int | None = None, context: str = "", word_times: bool = False) -> Hypothesis:
         hyp = super().transcribe(audio, beam_size, language, prefix, max_new_tokens, context, word_times)
-        if max_new_tokens is None:
+        # A final that hears the pause's look-ahead (a confirming partial decoded as a final) runs on too.
+        if max_new_tokens is None and not hyp.text.endswith(" " + self.following):
             return hyp
         return replace(hyp, text=hyp.text.replace(".", self.mark))
 

@@ -149,8 +149,9 @@ def test_with_word_times_a_lower_case_or_longer_continuation_still_commits(sente
                                                                           aligned: bool) -> None:
     # Greedy partials often go on in lower case after a real full stop, and hear several words past the pause
     # before they are asked: with word times the cut is placed by the sentence's last word, so both commit.
+    # (Greedy partials confirm pauses with commit_confirm_final off; a final-grade decode is always aligned.)
     engine = SentenceEngine(aligned=aligned, following="and then we four five")
-    ctx, pipe, events = pipeline(engine)
+    ctx, pipe, events = pipeline(engine, PipelineOptions(commit_confirm_final=False))
     push(pipe, np.concatenate([silence(500), sentence, silence(150), sentence[: 500 * 16]]), ctx)
     assert ctx.scheduler.wait_idle(10)
     assert len(finals(events)) == (1 if aligned else 0)
@@ -263,8 +264,8 @@ def test_a_partial_cut_by_its_token_cap_confirms_a_pause_only_when_aligned(sente
                                                                           aligned: bool) -> None:
     # Cut text may stop before the audio does: its word count says nothing of where its sentence ended, but
     # its aligned words still do. Refusing those too left long utterances without commits (meeting benchmark,
-    # lag p95 6.7 s) once the engine flagged its cap.
-    ctx, pipe, events = pipeline(CappedEngine(aligned=aligned))
+    # lag p95 6.7 s) once the engine flagged its cap. (The greedy path: commit_confirm_final off.)
+    ctx, pipe, events = pipeline(CappedEngine(aligned=aligned), PipelineOptions(commit_confirm_final=False))
     push(pipe, np.concatenate([silence(500), sentence, silence(150), sentence[: 500 * 16]]), ctx)
     assert ctx.scheduler.wait_idle(10)
     assert len(finals(events)) == (1 if aligned else 0)
@@ -276,12 +277,14 @@ def test_a_pause_gets_its_confirming_partial_without_waiting_for_the_cadence(
         sentence: np.ndarray, prompt: bool, monkeypatch: pytest.MonkeyPatch) -> None:
     from livenexus_worker.streaming import commits
 
+    # (Greedy partials, commit_confirm_final off: with it on, the pause's partial is the commit itself.)
     if not prompt:  # the cadence alone: no partial for ~8 s after the first, so nothing confirms the pause
         monkeypatch.setattr(commits, "confirms_pause", lambda op, o: False)
     ctx = FastCtx()
     ctx.engine = CostlyPartials()
     events: list[TranscriptEvent] = []
-    pipe = StreamPipeline("s", "spk", ctx, events.append, PipelineOptions(final_left_context_s=0.0))  # type: ignore[arg-type]
+    pipe = StreamPipeline("s", "spk", ctx, events.append, PipelineOptions(final_left_context_s=0.0,
+                                                                          commit_confirm_final=False))  # type: ignore[arg-type]
     push(pipe, np.concatenate([silence(500), sentence, silence(150), sentence[: 500 * 16]]), ctx)
     assert ctx.scheduler.wait_idle(10)
     partials = [e for e in events if not e.is_final]
@@ -369,7 +372,7 @@ def test_partials_align_their_words_only_once_a_pause_look_ahead_is_heard(senten
     # Aligning costs a decoder pass, and a partial can end a sentence only at a pause whose look-ahead
     # (300 ms) it heard: before that, a partial is not aligned even though a pause is waiting.
     engine = _RecordingPartials()
-    ctx, pipe, events = pipeline(engine, PipelineOptions(final_left_context_s=0.0))
+    ctx, pipe, events = pipeline(engine, PipelineOptions(final_left_context_s=0.0, commit_confirm_final=False))
     push(pipe, np.concatenate([silence(500), sentence, silence(150), sentence[: 100 * 16]]), ctx)
     assert ctx.scheduler.wait_idle(10)
     before = list(engine.partials)

@@ -81,6 +81,13 @@ def confirmed_speculation(op: OpenUtterance, cut: int, o: PipelineOptions) -> Pe
     return guess if _in_guess_pause(op, cut) else None
 
 
+def guess_awaits(op: OpenUtterance, o: PipelineOptions) -> bool:
+    """A speculative final decoded in one of ``op``'s pauses may become its commit: a partial that confirms the
+    pause then needs no final-grade decode of its own (``commit_confirm_final``). Caller holds the lock."""
+    return (op.speculative is not None and _guess_outlived(op, o)
+            and any(_in_guess_pause(op, c) for c, _ in op.pauses))
+
+
 def _in_guess_pause(op: OpenUtterance, c: int) -> bool:
     """The pause candidate at offset ``c`` is the one ``op``'s speculative final was decoded in: the guess heard
     it, and only quiet after it (the VAD's last voiced frame lags the energy pause by up to a frame or two)."""
