@@ -128,3 +128,20 @@ def test_a_marked_word_ends_a_clause_from_commit_min_s_before_any_partial_agreed
         assert (None if found is None else round(found[0] / SR, 2)) == cut, (words, agreed, heard)
         if found is not None:
             assert found[2] == " ".join(words.split()[:5])
+
+
+@pytest.mark.parametrize("stop_p", [0.0004, 0.3], ids=["forced-and-doubted", "decoder's-own"])
+def test_a_full_stop_the_decoder_rates_near_zero_is_no_sentence_end(stop_p: float) -> None:
+    # "a plan to avoid it next. In": the stop was forced from earlier partials' agreed words while the audio
+    # says "next time"; the decoder, hearing it, gives that stop p 0.000. A real one reads 0.05 and up.
+    op = part([1.2])
+    text, ends = "avoid it next. In the", (0.3, 0.6, 1.0, 1.5, 1.7)
+    probs = (0.9, 0.9, stop_p, 0.5, 0.9)
+    found = find_boundary(op, text, int(1.8 * SR), ends, PipelineOptions(commit_clause_after_s=0.0), "s", probs)
+    if stop_p < PipelineOptions().commit_stop_min_prob:
+        assert found is None and op.pauses, "no cut, the pause kept for a later reading"
+    else:
+        assert found is not None and found[2] == "avoid it next."
+    assert find_boundary(part([1.2]), text, int(1.8 * SR), ends, PipelineOptions(commit_clause_after_s=0.0,
+                                                                                   commit_stop_min_prob=0.0),
+                         "s", probs) is not None, "0: any full stop"

@@ -202,12 +202,12 @@ def test_a_partial_of_the_part_after_a_cut_hears_the_words_before_it() -> None:
     left = LeftContext(np.ones(2 * SR, dtype=np.int16), "Okay, let's start.")
     audio = np.ones(3 * SR, dtype=np.int16)
     engine = ContinuingEngine(left_s=2.0)
-    _hyp, said, ends, heard = decode_partial(engine, PipelineOptions(), audio, "", left, True, "s")  # type: ignore[arg-type]
+    _hyp, said, ends, _probs, heard = decode_partial(engine, PipelineOptions(), audio, "", left, True, "s")  # type: ignore[arg-type]
     assert engine.calls == [(5 * SR, "Okay, let's start.")], "one decode over both parts, the first one forced"
     assert said == "w0 w1 w2" and ends == (1.0, 2.0, 3.0) and heard, "only the new part's words, in its own time"
     # Forced words that do not come back: the part alone, with its own agreed words forced.
     engine = ContinuingEngine(left_s=2.0, echo="Okay let us start")
-    _hyp, said, _ends, heard = decode_partial(engine, PipelineOptions(), audio, "", left, False, "s")  # type: ignore[arg-type]
+    _hyp, said, _ends, _probs, heard = decode_partial(engine, PipelineOptions(), audio, "", left, False, "s")  # type: ignore[arg-type]
     assert engine.calls == [(5 * SR, "Okay, let's start."), (3 * SR, "")]
     assert "Okay" not in said and not heard
 
@@ -217,7 +217,7 @@ def test_a_partial_of_the_part_after_a_cut_hears_the_words_before_it() -> None:
             hyp = super().transcribe(audio, beam_size, language, prefix, max_new_tokens, context, word_times)
             return dataclasses.replace(hyp, encode_s=0.05, decode_s=0.1)
 
-    hyp, _said, _ends, heard = decode_partial(Timed(left_s=2.0, echo="Okay let us start"), PipelineOptions(),  # type: ignore[arg-type]
+    hyp, _said, _ends, _probs, heard = decode_partial(Timed(left_s=2.0, echo="Okay let us start"), PipelineOptions(),  # type: ignore[arg-type]
                                               audio, "", left, False, "s")
     assert not heard and (hyp.encode_s, hyp.decode_s) == pytest.approx((0.1, 0.2)), \
         "the partial cost both decodes: its cadence and the stream's CPU budget count them"

@@ -99,6 +99,10 @@ class Hypothesis:
     word_ends: tuple[float, ...] = ()
     """End time (s, from the start of the audio) of each space-separated word of ``text``, when asked for
     (cross-attention alignment, as faster-whisper's word timestamps); empty otherwise or when it failed."""
+    word_probs: tuple[float, ...] = ()
+    """With ``word_ends``: the probability the decoder gives each word's last token (its punctuation, where it
+    has some), read in the same alignment pass. A forced token gets one too: a forced full stop near 0 is a
+    sentence end the decoder, hearing more audio, does not make."""
 
 
 class WhisperEngine:
@@ -225,13 +229,14 @@ class WhisperEngine:
             avg_logprob = float(result.scores[0]) * len(tokens) / (len(tokens) + 1) if tokens else -10.0
             text = toks[i].decode(tokens).strip()  # type: ignore[attr-defined]
             ends: tuple[float, ...] = ()
+            probs: tuple[float, ...] = ()
             aligned_at = time.perf_counter()
             if r.word_times:
                 one = enc if n == 1 else ctranslate2.StorageView.from_array(np.asarray(enc)[i : i + 1])
-                ends = self._word_ends(toks[i], one, tokens, samples[i].shape[0] // HOP_SAMPLES, text)
+                ends, probs = self._word_ends(toks[i], one, tokens, samples[i].shape[0] // HOP_SAMPLES, text)
             out.append(Hypothesis(text, float(result.no_speech_prob), avg_logprob, langs[i] or "",
                                   (t1 - t0) / n, (decoded_at - t1) / n + time.perf_counter() - aligned_at, frames,
-                                  truncated=len(tokens) >= limit[i] - 1, word_ends=ends))
+                                  truncated=len(tokens) >= limit[i] - 1, word_ends=ends, word_probs=probs))
         return out
 
     def _features(self, samples: np.ndarray, frames: int) -> np.ndarray:
@@ -242,37 +247,49 @@ class WhisperEngine:
         feats = self._wm.feature_extractor(padded, padding=HOP_SAMPLES)
         return np.ascontiguousarray(feats[:, :frames], dtype=np.float32)
 
-    def _word_ends(self, tok: Any, enc: Any, tokens: list[int], num_frames: int, text: str) -> tuple[float, ...]:
-        """Word end times from the decoder's alignment heads; () when the words do not match ``text``."""
+    def _word_ends(self, tok: Any, enc: Any, tokens: list[int], num_frames: int, text: str
+                   ) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """Word end times and last-token probabilities from the decoder's alignment pass; () and () when the
+        words do not match ``text``."""
         if not tokens or num_frames <= 0:
-            return ()
+            return (), ()
         result = self._wm.model.align(enc, tok.sot_sequence, [tokens], num_frames, median_filter_width=7)[0]
         words, word_tokens = tok.split_to_word_tokens([*tokens, tok.eot])
         pairs = np.array(result.alignments)
         if len(word_tokens) <= 1 or pairs.size == 0:
-            return ()
+            return (), ()
         jumps = np.pad(np.diff(pairs[:, 0]), (1, 0), constant_values=1).astype(bool)
         jump_times = pairs[:, 1][jumps] / TOKENS_PER_SECOND
         bounds = np.cumsum([len(t) for t in word_tokens[:-1]])
         if bounds[-1] >= jump_times.shape[0]:
-            return ()
-        return text_word_ends(words[:-1], [float(jump_times[b]) for b in bounds], text)
+            return (), ()
+        token_probs = list(result.text_token_probs)
+        last = [float(token_probs[b - 1]) if 0 < b <= len(token_probs) else 1.0 for b in bounds]
+        return text_word_ends(words[:-1], [float(jump_times[b]) for b in bounds], text, last)
 
 
-def text_word_ends(pieces: list[str], ends: list[float], text: str) -> tuple[float, ...]:
+def text_word_ends(pieces: list[str], ends: list[float], text: str, probs: list[float] | None = None
+                   ) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """The end time of each whitespace-separated word of ``text``, from Whisper's word split (``pieces``, each
     with its end time); () when the two disagree (no times rather than wrong ones). Whisper splits punctuation
     off as a piece of its own ("start" "."), and what follows it with no space goes with it ("re" "-try",
     "3" ".5"): a piece with no leading space belongs to the word before, and its end is that word's end unless
-    it is punctuation only (which the alignment places in the pause after the word)."""
+    it is punctuation only (which the alignment places in the pause after the word). With ``probs`` (each
+    piece's last token's probability), each word's is its last piece's, punctuation included."""
     out: list[float] = []
-    for piece, end in zip(pieces, ends, strict=True):
+    p_out: list[float] = []
+    for i, (piece, end) in enumerate(zip(pieces, ends, strict=True)):
+        p = probs[i] if probs is not None else 1.0
         if out and not piece.startswith(" "):
             if not all(c in _PUNCTUATION for c in piece.strip()):
                 out[-1] = end
+            p_out[-1] = p
             continue
         out.append(end)
-    return tuple(out) if len(out) == len(text.split()) else ()
+        p_out.append(p)
+    if len(out) != len(text.split()):
+        return (), ()
+    return tuple(out), (tuple(p_out) if probs is not None else ())
 
 
 def _limit_blas() -> None:

@@ -79,7 +79,7 @@ def decode_final(ctx: StreamContext, o: PipelineOptions, req: FinalRequest, op: 
         own = after_left(hyp, left, req.stream_id)
         if own is not None:
             heard_left = True
-            return hyp, *own
+            return hyp, own[0], own[1]
         hyp = _decode(engine, tier.beam_size, o, req, audio, prefix, timed, None)
         ctx.on_inference("final", hyp, dur)
         return hyp, hyp.text, hyp.word_ends
@@ -164,14 +164,15 @@ def keep_before(said: str, word_ends: tuple[float, ...], cut: int, head_last: st
 
 def decode_partial(engine: WhisperEngine, o: PipelineOptions, audio: np.ndarray, committed: str,
                    left: LeftContext | None, aligned: bool, stream_id: str
-                   ) -> tuple[Hypothesis, str, tuple[float, ...], bool]:
-    """A partial of ``audio``: the hypothesis, what it says of this audio, its word times ('' and () when that
-    is unknown), and whether it heard ``left``. Only the unstable tail is generated (the ``committed`` words
-    are forced), and it is capped, so a partial cannot hold up the next final for long. With ``left``, the
-    words before the cut are heard and forced first: a part that starts abruptly, or in a voice Whisper
-    rates as noise, had every partial dropped as no-speech for 9-13 s of the meeting benchmark. When the
-    forced words do not come back, the part is decoded alone, as before; the hypothesis then carries the time
-    of both decodes (what the partial cost, for its cadence and the stream's CPU budget)."""
+                   ) -> tuple[Hypothesis, str, tuple[float, ...], tuple[float, ...], bool]:
+    """A partial of ``audio``: the hypothesis, what it says of this audio, its word times and last-token
+    probabilities ('', () and () when unknown), and whether it heard ``left``. Only the unstable tail is
+    generated (the ``committed`` words are forced), and it is capped, so a partial cannot hold up the next
+    final for long. With ``left``, the words before the cut are heard and forced first: a part that starts
+    abruptly, or in a voice Whisper rates as noise, had every partial dropped as no-speech for 9-13 s of the
+    meeting benchmark. When the forced words do not come back, the part is decoded alone, as before; the
+    hypothesis then carries the time of both decodes (what the partial cost, for its cadence and the
+    stream's CPU budget)."""
     spent = (0.0, 0.0)
     if left is not None:
         hyp = engine.transcribe(np.concatenate([left.audio, audio]), beam_size=1, language=o.language,
@@ -184,7 +185,7 @@ def decode_partial(engine: WhisperEngine, o: PipelineOptions, audio: np.ndarray,
     hyp = engine.transcribe(audio, beam_size=1, language=o.language, prefix=committed,
                             max_new_tokens=o.partial_max_new_tokens, word_times=aligned)
     hyp = replace(hyp, encode_s=hyp.encode_s + spent[0], decode_s=hyp.decode_s + spent[1])
-    return hyp, hyp.text, hyp.word_ends, False
+    return hyp, hyp.text, hyp.word_ends, hyp.word_probs, False
 
 
 def partial_event(ctx: StreamContext, stream_id: str, speaker: str, op: OpenUtterance, heard: int,
@@ -202,9 +203,11 @@ def partial_event(ctx: StreamContext, stream_id: str, speaker: str, op: OpenUtte
     )
 
 
-def after_left(hyp: Hypothesis, left: LeftContext, stream_id: str) -> tuple[str, tuple[float, ...]] | None:
+def after_left(hyp: Hypothesis, left: LeftContext, stream_id: str
+               ) -> tuple[str, tuple[float, ...], tuple[float, ...]] | None:
     """What ``hyp``, decoded with ``left`` before its own audio (its text forced), says of its own part, with
-    word times from the part's start; None when that is unknown (decode again without the context)."""
+    word times from the part's start and the words' probabilities; None when that is unknown (decode again
+    without the context)."""
     forced, out = left.text.split(), hyp.text.split()
     words = out[len(forced):]
     if _bare(out[: len(forced)]) != _bare(forced):
@@ -226,7 +229,8 @@ def after_left(hyp: Hypothesis, left: LeftContext, stream_id: str) -> tuple[str,
         log.debug("stream %s: the decode repeats its left context %r", stream_id, left.text[-40:])
         words = words[:loop]
     offset = left.audio.shape[0] / SAMPLE_RATE
-    return " ".join(words), tuple(e - offset for e in hyp.word_ends[len(forced):][: len(words)])
+    return (" ".join(words), tuple(e - offset for e in hyp.word_ends[len(forced):][: len(words)]),
+            hyp.word_probs[len(forced):][: len(words)])
 
 
 def _decode(engine: WhisperEngine, beam: int, o: PipelineOptions, req: FinalRequest, audio: np.ndarray,

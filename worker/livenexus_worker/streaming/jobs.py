@@ -177,12 +177,14 @@ class StreamJobs:
         self._ctx.scheduler.submit_final(Job(run, "final", key=self.stream_id))
 
     def _confirm_pause(self, op: OpenUtterance, text: str, heard: int, partial: TranscriptEvent,
-                       word_ends: tuple[float, ...] = (), decoded: PendingFinal | None = None) -> bool:
+                       word_ends: tuple[float, ...] = (), decoded: PendingFinal | None = None,
+                       probs: tuple[float, ...] = ()) -> bool:
         """A partial over ``heard`` samples: does it end a sentence at one of the recent pauses? If so, commit
         the sentence; returns whether it did (the partial is then out of date). ``word_ends``: end time of
-        each word of ``text`` (s), when the decoder aligned them; ``decoded``: the partial was decoded as a
-        final, whose words before the cut are the commit's (no second decode). Lock held."""
-        found = commits.find_boundary(op, text, heard, word_ends, self.o, self.stream_id)
+        each word of ``text`` (s), when the decoder aligned them, and ``probs`` their last tokens'
+        probabilities; ``decoded``: the partial was decoded as a final, whose words before the cut are the
+        commit's (no second decode). Lock held."""
+        found = commits.find_boundary(op, text, heard, word_ends, self.o, self.stream_id, probs)
         if found is None:
             return False
         cut, wall, head = found
@@ -276,7 +278,7 @@ class StreamJobs:
         if confirming and aligned:
             self._run_confirming(op, audio, requested, tier.name)
             return
-        hyp, said, said_ends, heard = finals.decode_partial(engine, self.o, audio, committed, left, aligned,
+        hyp, said, said_ends, said_probs, heard = finals.decode_partial(engine, self.o, audio, committed, left, aligned,
                                                             self.stream_id)
         self._ctx.on_inference("partial", hyp, audio.shape[0] / SAMPLE_RATE)
         cost = hyp.encode_s + hyp.decode_s
@@ -295,8 +297,8 @@ class StreamJobs:
             # end says nothing about where the audio's sentence ends; aligned, its words still say where
             # they were spoken.
             word_ends = said_ends if text == said else ()
-            if (hyp.truncated and not word_ends) or not self._confirm_pause(op, text, audio.shape[0], event,
-                                                                            word_ends):
+            if (hyp.truncated and not word_ends) or not self._confirm_pause(
+                    op, text, audio.shape[0], event, word_ends, probs=said_probs if word_ends else ()):
                 self._deliver(event)
 
     def _run_confirming(self, op: OpenUtterance, audio: np.ndarray, requested: float, tier: str) -> None:

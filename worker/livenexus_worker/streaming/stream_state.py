@@ -97,8 +97,12 @@ class PipelineOptions:
     (measured on the meeting benchmark: sentences decoded alone 11 % WER, cut mid-sentence 26 %), and it costs
     no second decode. False: decode the sentence again with the tier's beam, hearing the look-ahead too, and
     keep the words that end before the cut."""
+    commit_stop_min_prob: float = 0.02
+    """A partial's full stop ends a sentence only when the decoder gives it this probability (its aligned
+    words' pass): a stop forced from earlier partials' agreed words, that the decoder hearing what follows
+    rates near 0, is inside a sentence. 0: any full stop."""
     commit_confirm_final: bool = True
-    """The first partial that hears a pause's look-ahead is decoded as a final is (the tier's beam, the left
+    """The first partial that hears a pause's look-ahead is decoded as a final (the tier's beam, the left
     context, word times). When it ends a sentence at the pause, its words before the cut are the commit's final
     and no second decode follows; when it does not, it is shown as a partial."""
     commit_speculative: bool = True
