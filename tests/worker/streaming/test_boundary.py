@@ -137,11 +137,12 @@ def test_a_full_stop_the_decoder_rates_near_zero_is_no_sentence_end(stop_p: floa
     op = part([1.2])
     text, ends = "avoid it next. In the", (0.3, 0.6, 1.0, 1.5, 1.7)
     probs = (0.9, 0.9, stop_p, 0.5, 0.9)
-    found = find_boundary(op, text, int(1.8 * SR), ends, PipelineOptions(commit_clause_after_s=0.0), "s", probs)
-    if stop_p < PipelineOptions().commit_stop_min_prob:
+    o = PipelineOptions(commit_clause_after_s=0.0, commit_stop_min_prob=0.02)
+    found = find_boundary(op, text, int(1.8 * SR), ends, o, "s", probs)
+    if stop_p < o.commit_stop_min_prob:
         assert found is None and op.pauses, "no cut, the pause kept for a later reading"
     else:
         assert found is not None and found[2] == "avoid it next."
     assert find_boundary(part([1.2]), text, int(1.8 * SR), ends, PipelineOptions(commit_clause_after_s=0.0,
                                                                                    commit_stop_min_prob=0.0),
-                         "s", probs) is not None, "0: any full stop"
+                         "s", probs) is not None, "0 (the default): any full stop"

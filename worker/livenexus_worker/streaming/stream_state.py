@@ -97,11 +97,13 @@ class PipelineOptions:
     (measured on the meeting benchmark: sentences decoded alone 11 % WER, cut mid-sentence 26 %), and it costs
     no second decode. False: decode the sentence again with the tier's beam, hearing the look-ahead too, and
     keep the words that end before the cut."""
-    commit_stop_min_prob: float = 0.02
+    commit_stop_min_prob: float = 0.0
     """A partial's full stop ends a sentence only when the decoder gives it this probability (its aligned
     words' pass): a stop forced from earlier partials' agreed words, that the decoder hearing what follows
-    rates near 0, is inside a sentence. 0: any full stop."""
-    commit_confirm_final: bool = True
+    rates near 0, is inside a sentence (all 12 under 0.02 in a traced LiveKit run were). 0 (default): any full
+    stop. 0.02 vetoed those cuts, but over five meeting runs against 0 it moved p95 both ways (1.31 vs 2.47 s,
+    3.42 vs 1.98 s) and WER +0.2 to +1.1 points on the file path, so it stays opt-in."""
+    commit_confirm_final: bool = False
     """The first partial that hears a pause's look-ahead is decoded as a final (the tier's beam, the left
     context, word times). When it ends a sentence at the pause, its words before the cut are the commit's final
     and no second decode follows; when it does not, it is shown as a partial."""
