@@ -278,8 +278,8 @@ class StreamJobs:
         if confirming and aligned:
             self._run_confirming(op, audio, requested, tier.name)
             return
-        hyp, said, said_ends, said_probs, heard = finals.decode_partial(engine, self.o, audio, committed, left, aligned,
-                                                            self.stream_id)
+        hyp, said, said_ends, said_probs, heard = finals.decode_partial(engine, self.o, audio, committed, left,
+                                                                        aligned, self.stream_id)
         self._ctx.on_inference("partial", hyp, audio.shape[0] / SAMPLE_RATE)
         cost = hyp.encode_s + hyp.decode_s
         text, _why = check(said, hyp.no_speech_prob, hyp.avg_logprob, audio.shape[0] / SAMPLE_RATE, self.o.guards,
