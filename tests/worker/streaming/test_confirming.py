@@ -1,0 +1,148 @@
+"""The partial that confirms a pause: it runs past the load-stretched cadence and before other streams' partials, it
+alone aligns its words, and with commit_confirm_final it is decoded as a final (stand-in decoders from fakes.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from livenexus_worker.core.events import TranscriptEvent
+from livenexus_worker.inference.engine import Hypothesis
+from livenexus_worker.streaming.pipeline import PipelineOptions, StreamPipeline
+from livenexus_worker.streaming.scheduler import Job
+
+from .fakes import (
+    SR,
+    CostlyPartials,
+    FastCtx,
+    SentenceEngine,
+    decoded,
+    finals,
+    finish_contiguous,
+    pipeline,
+    push,
+    silence,
+)
+
+
+@pytest.mark.parametrize("prompt", [True, False], ids=["confirming-partial", "cadence-only"])
+def test_a_pause_gets_its_confirming_partial_without_waiting_for_the_cadence(
+        sentence: np.ndarray, prompt: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    from livenexus_worker.streaming import commits
+
+    # (Greedy partials, commit_confirm_final off: with it on, the pause's partial is the commit itself.)
+    if not prompt:  # the cadence alone: no partial for ~8 s after the first, so nothing confirms the pause
+        monkeypatch.setattr(commits, "confirms_pause", lambda op, o: False)
+    ctx = FastCtx()
+    ctx.engine = CostlyPartials()
+    events: list[TranscriptEvent] = []
+    pipe = StreamPipeline("s", "spk", ctx, events.append, PipelineOptions(final_left_context_s=0.0,
+                                                                          commit_confirm_final=False))  # type: ignore[arg-type]
+    push(pipe, np.concatenate([silence(500), sentence, silence(150), sentence[: 500 * 16]]), ctx)
+    assert ctx.scheduler.wait_idle(10)
+    partials = [e for e in events if not e.is_final]
+    if prompt:
+        (first,) = finals(events)
+        assert pipe.in_utterance and "Next" not in first.text, "committed while the speaker goes on"
+        assert len(partials) == 2, "the first partial, then one for the pause: none from the stretched cadence"
+    else:
+        assert finals(events) == [] and len(partials) == 1
+    finish_contiguous(ctx, pipe, events, sentence[500 * 16 :])
+
+
+def test_a_confirming_partial_that_never_ran_leaves_the_next_one_its_way_past_the_cadence(
+        sentence: np.ndarray) -> None:
+    # The load stretched the cadence to ~8 s. The partial asked for when the pause's look-ahead was heard is
+    # dropped before it runs (as the scheduler drops a stale one): the next frame asks again.
+    ctx = FastCtx()
+    ctx.engine = CostlyPartials()
+    events: list[TranscriptEvent] = []
+    pipe = StreamPipeline("s", "spk", ctx, events.append, PipelineOptions(final_left_context_s=0.0))  # type: ignore[arg-type]
+    submit, dropped = ctx.scheduler.submit_partial, []
+
+    def drop_one(key: str, job: object) -> None:
+        if len(dropped) < 1 and pipe._open is not None and pipe._open.pauses:
+            dropped.append(job)
+            return
+        submit(key, job)  # type: ignore[arg-type]
+
+    ctx.scheduler.submit_partial = drop_one  # type: ignore[method-assign]
+    push(pipe, np.concatenate([silence(500), sentence, silence(150), sentence[: 500 * 16]]), ctx)
+    assert ctx.scheduler.wait_idle(10)
+    assert dropped and len(finals(events)) == 1 and pipe.in_utterance
+    ctx.scheduler.close()
+
+
+def test_the_partial_that_may_confirm_a_pause_is_urgent_and_the_others_are_not(sentence: np.ndarray) -> None:
+    ctx = FastCtx()
+    events: list[TranscriptEvent] = []
+    pipe = StreamPipeline("s", "spk", ctx, events.append, PipelineOptions(final_left_context_s=0.0))  # type: ignore[arg-type]
+    submit, asked = ctx.scheduler.submit_partial, []
+
+    def record(key: str, job: Job) -> None:
+        op = pipe._open
+        heard = op is not None and any(op.utt.n - c >= 300 * 16 for c, _ in op.pauses)
+        asked.append((job.urgent, heard))
+        submit(key, job)
+
+    ctx.scheduler.submit_partial = record  # type: ignore[method-assign]
+    push(pipe, np.concatenate([silence(500), sentence, silence(150), sentence[: 500 * 16]]), ctx)
+    assert ctx.scheduler.wait_idle(10)
+    assert (False, False) in asked and (True, True) in asked
+    assert all(heard for urgent, heard in asked if urgent)
+    ctx.scheduler.close()
+
+
+class _RecordingPartials(SentenceEngine):
+    """Notes, for every partial, how much audio it heard and whether its words were aligned."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.partials: list[tuple[int, bool]] = []
+
+    def transcribe(self, audio: np.ndarray, beam_size: int = 1, language: str | None = "en", prefix: str = "",
+                   max_new_tokens: int | None = None, context: str = "", word_times: bool = False) -> Hypothesis:
+        if max_new_tokens is not None:
+            self.partials.append((audio.shape[0], word_times))
+        return super().transcribe(audio, beam_size, language, prefix, max_new_tokens, context, word_times)
+
+
+def test_partials_align_their_words_only_once_a_pause_look_ahead_is_heard(sentence: np.ndarray) -> None:
+    # Aligning costs a decoder pass, and a partial can end a sentence only at a pause whose look-ahead
+    # (300 ms) it heard: before that, a partial is not aligned even though a pause is waiting.
+    engine = _RecordingPartials()
+    ctx, pipe, events = pipeline(engine, PipelineOptions(final_left_context_s=0.0, commit_confirm_final=False))
+    push(pipe, np.concatenate([silence(500), sentence, silence(150), sentence[: 100 * 16]]), ctx)
+    assert ctx.scheduler.wait_idle(10)
+    before = list(engine.partials)
+    assert len(before) >= 3 and not any(aligned for _n, aligned in before), before
+    assert finals(events) == []
+    push(pipe, sentence[100 * 16 : 500 * 16], ctx)  # the look-ahead is heard now
+    assert ctx.scheduler.wait_idle(10)
+    flags = [aligned for _n, aligned in engine.partials[len(before):]]
+    assert True in flags and not any(flags[: flags.index(True)]) and all(flags[flags.index(True):]), \
+        "aligned from the first partial that hears the look-ahead on"
+    (first,) = finals(events)  # and it commits the sentence, cut in the pause
+    lead = int((0.5 - first.start) * SR)
+    assert lead + sentence.shape[0] < (first.end - first.start) * SR <= lead + sentence.shape[0] + 150 * 16
+    ctx.scheduler.close()
+
+
+@pytest.mark.parametrize("confirm_final", [True, False], ids=["decoded-as-final", "greedy-then-commit-decode"])
+def test_a_confirming_partial_decoded_as_a_final_commits_with_its_own_words(sentence: np.ndarray,
+                                                                            confirm_final: bool) -> None:
+    # Measured on the meeting benchmark: a sentence found by its first confirming partial was final ~1.2 s after
+    # its end, ~0.45 s of it the commit's second decode.
+    engine = SentenceEngine()
+    ctx, pipe, events = pipeline(engine, PipelineOptions(final_left_context_s=0.0,
+                                                         commit_confirm_final=confirm_final))
+    push(pipe, np.concatenate([silence(500), sentence, silence(150), sentence[: 500 * 16]]), ctx)
+    assert ctx.scheduler.wait_idle(10)
+    (first,) = finals(events)
+    assert pipe.in_utterance and "Next" not in first.text, "committed while the speaker goes on"
+    assert decoded(first) == int((0.5 - first.start) * SR) + sentence.shape[0], "cut at the sentence's own pause"
+    # Decoded as a final, the partial that heard the look-ahead is the commit's decode; greedy, the commit
+    # decodes the same audio again with the tier's beam.
+    (heard,) = engine.final_sized
+    assert sum(n == heard for n, _ in engine.calls) == (1 if confirm_final else 2)
+    finish_contiguous(ctx, pipe, events, sentence[500 * 16 :])
