@@ -62,14 +62,15 @@ class PipelineOptions:
     than its tier's interval. The rest is kept for finals. Meeting benchmark, one speaker, through LiveKit:
     0.6 visible lag p50 0.26 s at 0.88 CPU-s per audio-s; 0.3 saved 0.19 CPU-s but words showed 1.24 s late
     (on the file path 0.11 s; why LiveKit suffers more was not measured)."""
-    cpu_budget: float = 0.45
+    cpu_budget: float = 0.40
     """Core-seconds per second of its audio a stream's decodes (partials and finals) may use over the last
     ``cpu_budget_window_s`` (0: no budget): under it, its partials come at ``partial_share``; over it, at
     ``partial_share_min`` until the window is back under. Separated sentences stay under it (the pauses
     between them cost nothing) and keep the full cadence; in continuous speech, where finals take ~0.2, the
     partials give way. With many speakers the shared ``partial_share`` already spaces each stream's partials
     wider. Through LiveKit (2-core host, a partial ~200 ms): a fixed share of 0.6 / 0.45 / 0.35 used 0.68 /
-    0.60 / 0.56 CPU-s per audio-s, with visible lag p50 0.28 / 0.19 / 0.34 s."""
+    0.60 / 0.56 CPU-s per audio-s, with visible lag p50 0.28 / 0.19 / 0.34 s. 0.40 with
+    ``commit_confirm_final`` (meeting benchmark, file path): 0.475-0.495 CPU-s per audio-s, final p50 0.69-0.79 s."""
     partial_share_min: float = 0.25
     """The partials' share over budget: words must still show while the speaker talks."""
     cpu_budget_window_s: float = 10.0
@@ -103,10 +104,12 @@ class PipelineOptions:
     rates near 0, is inside a sentence (all 12 under 0.02 in a traced LiveKit run were). 0 (default): any full
     stop. 0.02 vetoed those cuts, but over five meeting runs against 0 it moved p95 both ways (1.31 vs 2.47 s,
     3.42 vs 1.98 s) and WER +0.2 to +1.1 points on the file path, so it stays opt-in."""
-    commit_confirm_final: bool = False
+    commit_confirm_final: bool = True
     """The first partial that hears a pause's look-ahead is decoded as a final (the tier's beam, the left
     context, word times). When it ends a sentence at the pause, its words before the cut are the commit's final
-    and no second decode follows; when it does not, it is shown as a partial."""
+    and no second decode follows; when it does not, it is shown as a partial. Meeting benchmark, file path,
+    off vs on: final p95 2.97 / 1.92 / 3.90 s vs 2.31 / 1.59 / 2.27 s over three meetings, WER +0.2-0.7 points,
+    CPU +0.02-0.045 CPU-s per audio-s (paid back by ``cpu_budget`` 0.40)."""
     commit_speculative: bool = True
     """A speculative final of a pause the speaker then talks on after is not thrown away: it heard everything
     up to the pause, so it becomes the final of that part (cut in the pause), like a commit."""
