@@ -6,15 +6,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from livenexus_worker.core.events import TranscriptEvent
 from livenexus_worker.inference.engine import Hypothesis
-from livenexus_worker.streaming.pipeline import PipelineOptions, StreamPipeline
+from livenexus_worker.streaming.pipeline import PipelineOptions
 from livenexus_worker.streaming.scheduler import Job
 
 from .fakes import (
     SR,
     CostlyPartials,
-    FastCtx,
+    LengthEngine,
     SentenceEngine,
     decoded,
     finals,
@@ -33,11 +32,8 @@ def test_a_pause_gets_its_confirming_partial_without_waiting_for_the_cadence(
     # (Greedy partials, commit_confirm_final off: with it on, the pause's partial is the commit itself.)
     if not prompt:  # the cadence alone: no partial for ~8 s after the first, so nothing confirms the pause
         monkeypatch.setattr(commits, "confirms_pause", lambda op, o: False)
-    ctx = FastCtx()
-    ctx.engine = CostlyPartials()
-    events: list[TranscriptEvent] = []
-    pipe = StreamPipeline("s", "spk", ctx, events.append, PipelineOptions(final_left_context_s=0.0,
-                                                                          commit_confirm_final=False))  # type: ignore[arg-type]
+    ctx, pipe, events = pipeline(CostlyPartials(), PipelineOptions(final_left_context_s=0.0,
+                                                                   commit_confirm_final=False))
     push(pipe, np.concatenate([silence(500), sentence, silence(150), sentence[: 500 * 16]]), ctx)
     assert ctx.scheduler.wait_idle(10)
     partials = [e for e in events if not e.is_final]
@@ -54,10 +50,7 @@ def test_a_confirming_partial_that_never_ran_leaves_the_next_one_its_way_past_th
         sentence: np.ndarray) -> None:
     # The load stretched the cadence to ~8 s. The partial asked for when the pause's look-ahead was heard is
     # dropped before it runs (as the scheduler drops a stale one): the next frame asks again.
-    ctx = FastCtx()
-    ctx.engine = CostlyPartials()
-    events: list[TranscriptEvent] = []
-    pipe = StreamPipeline("s", "spk", ctx, events.append, PipelineOptions(final_left_context_s=0.0))  # type: ignore[arg-type]
+    ctx, pipe, events = pipeline(CostlyPartials(), PipelineOptions(final_left_context_s=0.0))
     submit, dropped = ctx.scheduler.submit_partial, []
 
     def drop_one(key: str, job: object) -> None:
@@ -74,9 +67,7 @@ def test_a_confirming_partial_that_never_ran_leaves_the_next_one_its_way_past_th
 
 
 def test_the_partial_that_may_confirm_a_pause_is_urgent_and_the_others_are_not(sentence: np.ndarray) -> None:
-    ctx = FastCtx()
-    events: list[TranscriptEvent] = []
-    pipe = StreamPipeline("s", "spk", ctx, events.append, PipelineOptions(final_left_context_s=0.0))  # type: ignore[arg-type]
+    ctx, pipe, _events = pipeline(LengthEngine(), PipelineOptions(final_left_context_s=0.0))
     submit, asked = ctx.scheduler.submit_partial, []
 
     def record(key: str, job: Job) -> None:
