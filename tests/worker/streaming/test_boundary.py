@@ -146,3 +146,21 @@ def test_a_full_stop_the_decoder_rates_near_zero_is_no_sentence_end(stop_p: floa
     assert find_boundary(part([1.2]), text, int(1.8 * SR), ends, PipelineOptions(commit_clause_after_s=0.0,
                                                                                    commit_stop_min_prob=0.0),
                          "s", probs) is not None, "0 (the default): any full stop"
+
+
+@pytest.mark.parametrize("pause_ms, in_pause", [(200, True), (100, False)], ids=["ends-in-its-pause", "ends-after"])
+def test_a_sentence_end_aligned_inside_its_pause_ends_there(pause_ms: int, in_pause: bool) -> None:
+    # "...we missed several obvious bugs." read "smuggs.": the alignment gave the word the quiet after it, to
+    # 140 ms past where its 200 ms pause was noticed (80 ms in). It ends in that pause; a word aligned to end
+    # after the pause is over (a gap inside it) does not.
+    text = "we only had four volunteers and we missed and long up mere smuggs."
+    ends = (0.86, 1.12, 1.3, 1.62, 2.1, 2.68, 2.82, 3.12, 3.34, 3.56, 3.8, 3.96, 4.7)
+    op = part([2.46, 4.56])
+    op.pause_lengths[100.0 + 4.56] = pause_ms
+    found = find_boundary(op, text, int(4.86 * SR), ends, PipelineOptions())
+    assert (found is not None) == in_pause
+    if found is not None:
+        assert found[0] == int(4.56 * SR) and found[2] == text
+    op = part([2.46, 4.56])
+    op.pause_lengths[100.0 + 4.56] = pause_ms
+    assert find_boundary(op, text, int(4.86 * SR), ends, PipelineOptions(commit_word_end_in_pause=False)) is None
