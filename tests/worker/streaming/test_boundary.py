@@ -155,12 +155,14 @@ def test_a_sentence_end_aligned_inside_its_pause_ends_there(pause_ms: int, in_pa
     # after the pause is over (a gap inside it) does not.
     text = "we only had four volunteers and we missed and long up mere smuggs."
     ends = (0.86, 1.12, 1.3, 1.62, 2.1, 2.68, 2.82, 3.12, 3.34, 3.56, 3.8, 3.96, 4.7)
-    op = part([2.46, 4.56])
-    op.pause_lengths[100.0 + 4.56] = pause_ms
-    found = find_boundary(op, text, int(4.86 * SR), ends, PipelineOptions())
+
+    def boundary(o: PipelineOptions) -> tuple[int, float, str] | None:
+        op = part([2.46, 4.56])
+        op.pause_lengths[100.0 + 4.56] = pause_ms
+        return find_boundary(op, text, int(4.86 * SR), ends, o)
+
+    found = boundary(PipelineOptions())
     assert (found is not None) == in_pause
     if found is not None:
         assert found[0] == int(4.56 * SR) and found[2] == text
-    op = part([2.46, 4.56])
-    op.pause_lengths[100.0 + 4.56] = pause_ms
-    assert find_boundary(op, text, int(4.86 * SR), ends, PipelineOptions(commit_word_end_in_pause=False)) is None
+    assert boundary(PipelineOptions(commit_word_end_in_pause=False)) is None, "only a word ending before it"
