@@ -109,7 +109,8 @@ class PipelineOptions:
     before it (see :func:`commits._under_word`). Meeting benchmark, file path, three meetings, on vs off:
     final p50 / p95 0.76 / 1.50 vs 0.80 / 2.05 s, 0.82 / 1.74 vs 0.84 / 2.86 s, 0.71 / 1.85 vs 0.64 / 1.82 s;
     WER 7.7 / 8.2 / 8.7 % vs 7.9 / 10.9 / 8.7 %. Through LiveKit (default meeting, three runs vs two) p95 3.16-4.30
-    vs 3.53-4.12 s and WER 7.2-10.5 vs 7.7-7.9 %: within that path's noise."""
+    vs 3.53-4.12 s: the same within that path's noise; WER 7.2 / 10.3 / 10.5 vs 7.9 / 7.7 % (offline on the
+    audio as received 6.8 / 7.2 / 8.4 vs 5.2 / 6.1 %), a hint of more WER that five runs cannot settle."""
     commit_confirm_final: bool = True
     """The first partial that hears a pause's look-ahead is decoded as a final (the tier's beam, the left
     context, word times). When it ends a sentence at the pause, its words before the cut are the commit's final
