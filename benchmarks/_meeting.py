@@ -280,3 +280,31 @@ def slice_meeting(m: Meeting, start_s: float, dur_s: float) -> Meeting:
     b = min(m.audio.shape[0], keep[-1].end + SAMPLE_RATE // 2)
     sents = [replace(s, index=i, start=s.start - a, end=s.end - a) for i, s in enumerate(keep)]
     return Meeting(m.audio[a:b], sents, m.path, f"{m.key}-{a}-{b}")
+
+
+def _offset(ref: np.ndarray, rec: np.ndarray) -> int:
+    """Where ``ref`` begins in ``rec`` (samples; negative: before it), by cross-correlation."""
+    n = 1 << int(np.ceil(np.log2(ref.shape[0] + rec.shape[0])))
+    a, b = rec.astype(np.float32), ref.astype(np.float32)
+    corr = np.fft.irfft(np.fft.rfft(a, n) * np.conj(np.fft.rfft(b, n)), n)
+    k = int(np.argmax(corr))
+    return k if k < n - ref.shape[0] else k - n
+
+
+def recorded(m: Meeting, rec: np.ndarray, path: Path) -> tuple[Meeting, list[int]]:
+    """The meeting as ``rec`` recorded it (e.g. what a LiveKit subscriber received: after Opus and the jitter
+    buffer), cut so that its samples line up with the meeting's sentences, written to ``path``. Also returns
+    where each minute of the meeting was found in ``rec`` relative to where its start was: a recording that
+    lost or stretched audio on the way drifts, and its per-sentence lags would be off by that much."""
+    head = m.audio[: 30 * SAMPLE_RATE]
+    start = _offset(head, rec[: 60 * SAMPLE_RATE])
+    drift = []
+    for s in range(SAMPLE_RATE * 60, m.audio.shape[0] - 20 * SAMPLE_RATE, SAMPLE_RATE * 60):
+        lo = max(0, start + s - 5 * SAMPLE_RATE)
+        drift.append(lo + _offset(m.audio[s: s + 10 * SAMPLE_RATE], rec[lo: lo + 20 * SAMPLE_RATE]) - start - s)
+    out = np.zeros_like(m.audio)
+    at = max(0, -start)
+    src = rec[max(0, start):][: out.shape[0] - at]
+    out[at: at + src.shape[0]] = src
+    write_wav(path, out)
+    return Meeting(out, m.sentences, path, f"{m.key}-rec-{hashlib.sha256(out.tobytes()).hexdigest()[:12]}"), drift

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 from livekit import rtc
 
-from _meeting import Layout, Meeting, build, cache_dir
+from _meeting import Layout, Meeting, build, cache_dir, recorded
 from _ours import REPO, git, run_file_ours, start_room_worker, worker_source
 from _peer import (
     Bridge,
@@ -293,8 +293,12 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=Layout.seed,
                     help="the meeting's voices, pauses and noise (same text): another seed, another meeting")
     ap.add_argument("--threads", type=int, default=0, help="inference threads of both systems (0: usable cores)")
+    ap.add_argument("--file-audio", metavar="NPY",
+                    help="the file path on this recording of the meeting instead (a LiveKit run's " + RECEIVED + ")")
     ap.add_argument("--rescore", metavar="RAW_JSON", help="score a previous run's -raw.json again, run nothing")
     args = ap.parse_args()
+    if args.file_audio and (args.path != "file" or args.rescore):
+        ap.error("--file-audio runs the file path only: give --path file, and no --rescore")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so the finally blocks stop what we started
     from livenexus_worker.inference.models import resolve
 
@@ -315,6 +319,9 @@ def main() -> int:
         env, src = worker_source(args.worker_src)
         logdir = outdir / f"continuous-{stamp}-logs"
         logdir.mkdir(parents=True, exist_ok=True)
+        if args.file_audio:
+            meeting, drift = recorded(meeting, np.load(args.file_audio), logdir / "recorded.wav")
+            print(f"the meeting as recorded in {args.file_audio}; drift per minute (samples): {drift}", flush=True)
         peer_py = None if args.no_peer else ensure_venv(logdir / "whisperlive-install.log")
         print(f"worker: {src}; model {model_dir}; {threads} threads; meeting {meeting.path} "
               f"({meeting.duration_s:.1f} s, {len(meeting.sentences)} sentences)", flush=True)
