@@ -166,3 +166,21 @@ def test_a_sentence_end_aligned_inside_its_pause_ends_there(pause_ms: int, in_pa
     if found is not None:
         assert found[0] == int(4.56 * SR) and found[2] == text
     assert boundary(PipelineOptions(commit_word_end_in_pause=False)) is None, "only a word ending before it"
+
+
+@pytest.mark.parametrize(("stop_p", "threshold", "cut_s", "head"),
+                         [(0.009, 0.03, 1.02, "Taking too long,"),
+                          (0.5, 0.03, 1.56, "Taking too long, support"),
+                          (0.009, 0.0, 1.56, "Taking too long, support")])
+def test_after_a_full_stop_the_next_decode_doubts_the_rest_of_the_sentence_ends_at_its_first_mark(
+        stop_p: float, threshold: float, cut_s: float, head: str) -> None:
+    # "...the email confirmation stat. | Taking too long, support told me that": the guessed final cut at a gap
+    # inside the sentence and ended it with a full stop, which this part's decode (hearing that commit before
+    # it) rates 0.009. Its first marked word at a pause ends the rest; a later pause under an agreed word (a
+    # stop consonant's gap in "support told", 160 ms) is inside the next sentence.
+    op = part([1.02, 1.56], left="about the email confirmation stat.", agreed=("Taking", "too", "long", "support"))
+    op.pause_lengths = {100.0 + 1.56: 160}
+    op.left_stop_p = stop_p
+    text, ends = "Taking too long, support told me that most", (0.3, 0.6, 1.0, 1.5, 1.8, 2.0, 2.3, 2.8)
+    found = find_boundary(op, text, int(3.2 * SR), ends, PipelineOptions(commit_rest_stop_prob=threshold))
+    assert found is not None and (found[0], found[2]) == (int(cut_s * SR), head)

@@ -359,3 +359,22 @@ def test_the_short_rest_of_a_cut_sentence_commits_without_a_second_look_alone() 
     assert result is not None and result.event.text == "to be."
     assert all(prefix for _n, prefix in engine.calls), "no decode of the part alone"
 
+
+
+def test_a_final_after_its_left_context_reports_how_likely_the_decoder_found_the_context_s_full_stop() -> None:
+    # The forced "stat." gets 0.009 from a decoder that hears the words after it ("...stat. Taking too long").
+
+    class Doubting(ContinuingEngine):
+        def transcribe(self, audio: np.ndarray, beam_size: int = 1, language: str | None = "en", prefix: str = "",
+                       max_new_tokens: int | None = None, context: str = "", word_times: bool = False
+                       ) -> Hypothesis:
+            hyp = super().transcribe(audio, beam_size, language, prefix, max_new_tokens, context, word_times)
+            n = len(prefix.split())
+            probs = tuple(0.009 if i == n - 1 else 0.9 for i in range(len(hyp.text.split())))
+            return dataclasses.replace(hyp, word_probs=probs if word_times else ())
+
+    left = LeftContext(np.ones(2 * SR, dtype=np.int16), "the email confirmation stat.")
+    result = decode(Doubting(left_s=2.0), left, 3.0, keep_until_s=2.5)
+    assert result is not None and result.event.text == "w0 w1" and result.left_stop_p == 0.009
+    alone = decode(Doubting(left_s=2.0), None, 3.0, keep_until_s=2.5)
+    assert alone is not None and alone.left_stop_p is None, "no context, nothing to rate"

@@ -107,10 +107,17 @@ def confirms_pause(op: OpenUtterance, o: PipelineOptions) -> bool:
         op.utt.n - c >= lookahead > op.partial_heard - c for c, _ in op.pauses)
 
 
-def rest_of_sentence(op: OpenUtterance) -> bool:
-    """``op`` follows a commit that ended without a sentence end (a clause cut): it starts with the rest of
-    that sentence."""
-    return op.hears_commit and op.left is not None and not _ENDS_SENTENCE.search(op.left.text)
+def rest_of_sentence(op: OpenUtterance, o: PipelineOptions) -> bool:
+    """``op`` follows a commit that ended without a sentence end (a clause cut), or with a full stop that a
+    decode hearing the commit before ``op``'s own audio rated below ``commit_rest_stop_prob``: it starts with
+    the rest of that sentence. A commit cut in a gap inside the sentence ends with a full stop too (Whisper
+    ends any audio it is given with one, and a speculative final is such a decode): "the email confirmation
+    stat. | taking too long", "a plan to avoid it next. | time", whose stops the next part's decodes rated
+    0.009 and 0.000 (at real sentence ends 0.25 and more, on the meeting benchmark as received through
+    LiveKit). Its words then waited for the next sentence's end, 2.5-4.5 s."""
+    if not (op.hears_commit and op.left is not None):
+        return False
+    return not _ENDS_SENTENCE.search(op.left.text) or op.left_stop_p < o.commit_rest_stop_prob
 
 
 def partial_share(o: PipelineOptions, spent_rate: float) -> float:
@@ -285,7 +292,7 @@ def _clause(op: OpenUtterance, words: list[str], heard: int, word_ends: tuple[fl
     if not o.commit_clause_after_s or not word_ends:
         return None
     long = heard >= o.commit_clause_after_s * SAMPLE_RATE
-    rest = rest_of_sentence(op) and heard >= o.commit_min_after_cut_s * SAMPLE_RATE
+    rest = rest_of_sentence(op, o) and heard >= o.commit_min_after_cut_s * SAMPLE_RATE
     unmarked = long and heard >= o.commit_clause_unmarked_after_s * SAMPLE_RATE
     lookahead = o.commit_lookahead_ms * SAMPLES_PER_MS
     said = min(len(word_ends), len(words))
@@ -307,6 +314,11 @@ def _clause(op: OpenUtterance, words: list[str], heard: int, word_ends: tuple[fl
                   and (words[i][-1] in _MARKS or (free and i < stable))]
         if ending:
             found = (c, wall, ending[-1])
+            if early:
+                # The rest of a cut sentence ends at its first marked word: a later pause is inside the next
+                # sentence ("Taking too long, | support | told me", where the part's pause under "support"
+                # was a stop consonant's gap and the rest waited for the sentence after it).
+                break
     if found is None:
         return None
     cut, wall, last = found

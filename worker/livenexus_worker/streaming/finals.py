@@ -68,9 +68,10 @@ def decode_final(ctx: StreamContext, o: PipelineOptions, req: FinalRequest, op: 
     timed = keep_until is not None or req.word_times
 
     heard_left = False
+    stop_p: float | None = None
 
     def run(prefix: list[str]) -> tuple[Hypothesis, str, tuple[float, ...]]:
-        nonlocal heard_left
+        nonlocal heard_left, stop_p
         left = op.left
         hyp = _decode(engine, tier.beam_size, o, req, audio, prefix, timed, left)
         ctx.on_inference("final", hyp, dur)
@@ -79,6 +80,7 @@ def decode_final(ctx: StreamContext, o: PipelineOptions, req: FinalRequest, op: 
         own = after_left(hyp, left, req.stream_id)
         if own is not None:
             heard_left = True
+            stop_p = forced_stop_p(hyp, left)
             return hyp, own[0], own[1]
         hyp = _decode(engine, tier.beam_size, o, req, audio, prefix, timed, None)
         ctx.on_inference("final", hyp, dur)
@@ -100,7 +102,7 @@ def decode_final(ctx: StreamContext, o: PipelineOptions, req: FinalRequest, op: 
                   " ".join(agreed)[:60])
         hyp, said, word_ends = run(agreed)
     if (heard_left and keep_until is None and len(agreed) < o.guards.evidence_words and said.strip()
-            and dur <= o.left_noise_check_s and not rest_of_sentence(op)
+            and dur <= o.left_noise_check_s and not rest_of_sentence(op, o)
             and loud_ms(audio, *req.levels, o.pauses) < o.left_noise_loud_ms):
         # A decode that hears a left context rates no-speech over the whole window, the context's speech
         # included: noise right after a final, read as "Thank you." four times at the end of the meeting
@@ -138,7 +140,14 @@ def decode_final(ctx: StreamContext, o: PipelineOptions, req: FinalRequest, op: 
         processing_ms=(hyp.encode_s + hyp.decode_s) * 1000, latency_ms=0.0,
     )
     # Word times only while they still name the text's words (the guards may have changed it).
-    return PendingFinal(event, speech_end_wall, word_ends if len(word_ends) == len(text.split()) else ())
+    return PendingFinal(event, speech_end_wall, word_ends if len(word_ends) == len(text.split()) else (), stop_p)
+
+
+def forced_stop_p(hyp: Hypothesis, left: LeftContext) -> float | None:
+    """The probability ``hyp``, decoded after ``left`` (its text forced), gave the last token of that text;
+    None when it has no word probabilities."""
+    n = len(left.text.split())
+    return hyp.word_probs[n - 1] if 0 < n <= len(hyp.word_probs) else None
 
 
 def keep_before(said: str, word_ends: tuple[float, ...], cut: int, head_last: str, stream_id: str

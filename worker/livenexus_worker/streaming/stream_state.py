@@ -111,6 +111,14 @@ class PipelineOptions:
     WER 7.7 / 8.2 / 8.7 % vs 7.9 / 10.9 / 8.7 %. Through LiveKit (default meeting, three runs vs two) p95 3.16-4.30
     vs 3.53-4.12 s: the same within that path's noise; WER 7.2 / 10.3 / 10.5 vs 7.9 / 7.7 % (offline on the
     audio as received 6.8 / 7.2 / 8.4 vs 5.2 / 6.1 %), a hint of more WER that five runs cannot settle."""
+    commit_rest_stop_prob: float = 0.03
+    """A part after a commit that ended with a full stop is the rest of a cut sentence
+    (:func:`commits.rest_of_sentence`) when a decode that heard the commit before it gave that full stop less
+    than this probability (0: never). Traced: 0.000-0.021 at the stops of cuts inside a sentence, 0.25-0.9
+    at real sentence ends. Meeting benchmark, file path, 0.03 vs 0 (both with the rest's first mark ending
+    it): on the audio as received through LiveKit p95 3.17 / 3.25 vs 2.92 / 3.64 / 2.83 s, WER 8.2 / 7.7 vs
+    8.7 / 8.2 / 8.7 %; meeting 11 3.44 vs 3.54 s, 8.9 vs 11.8 %; the default meeting 1.68 / 1.82 vs 2.00 /
+    1.69 s, 7.5 / 9.1 vs 7.5 / 8.2 %: the lag within noise, WER 8.3 vs 8.9 % on average."""
     commit_confirm_final: bool = True
     """The first partial that hears a pause's look-ahead is decoded as a final (the tier's beam, the left
     context, word times). When it ends a sentence at the pause, its words before the cut are the commit's final
@@ -258,6 +266,9 @@ class OpenUtterance:
     """When its end was decided (VAD hangover, flush, cut or commit; monotonic): the ``end`` stage stamp."""
     left: LeftContext | None = None
     """The committed part this one follows, for its finals to hear (see ``final_left_context_s``)."""
+    left_stop_p: float = 1.0
+    """The probability the latest decode that heard ``left`` gave the last token of its forced text (the full
+    stop the commit ended with): near 0, that decode, hearing what follows, reads no sentence end there."""
     partial_dropped: bool = False
     """A partial of it said nothing the guards kept: its next ones hear ``left`` (``partial_left_context``)."""
 
@@ -286,3 +297,6 @@ class PendingFinal:
     speech_end_wall: float
     word_ends: tuple[float, ...] = ()
     """End time (s from the utterance start) of each word of the text, when the decode aligned them."""
+    left_stop_p: float | None = None
+    """When it was decoded after the utterance's left context: the probability of that context's last forced
+    token (see :attr:`OpenUtterance.left_stop_p`)."""
