@@ -1,7 +1,8 @@
 """Continuous speech, like a meeting: our worker beside WhisperLive on the same audio, in the same run.
 
     .venv/bin/python benchmarks/continuous.py [--path file|livekit|both] [--minutes 3] [--no-peer] [--quick]
-                                              [--worker-src worktree|GIT-REF] [--threads N]
+                                              [--worker-src worktree|GIT-REF] [--threads N] [--seed N]
+    .venv/bin/python benchmarks/continuous.py --path file --file-audio RUN-logs/livekit-received.npy
 
 The meeting (_meeting.py) is streamed in real time to each system in turn, never both at once (2 cores; how our
 worker is run: _ours.py, the peer: _peer.py, scoring: _score.py):
@@ -10,6 +11,8 @@ worker is run: _ours.py, the peer: _peer.py, scoring: _score.py):
   livekit: livekit-server on 127.0.0.1, `livenexus-worker run` in the room, a SpeakerBot publishing the meeting
            and a Listener stamping every data message; then a bridge participant that subscribes to the same
            kind of track and forwards it to WhisperLive.
+  --file-audio: the file path on what a LiveKit run's room delivered (after Opus and the jitter buffer),
+           aligned to the meeting's sentences: that path's audio without its timing.
 Per sentence (hypothesis words aligned to the script): final lag = its audio end → all its aligned words are in
 finals; visible lag = its audio end → its last aligned word first shows in any transcript. Plus WER of the
 finals (and of offline faster-whisper), CPU-s per audio-s and peak RSS of each system's process. Numbers only:
