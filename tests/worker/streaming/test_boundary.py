@@ -137,7 +137,8 @@ def test_a_full_stop_the_decoder_rates_near_zero_is_no_sentence_end(stop_p: floa
     op = part([1.2])
     text, ends = "avoid it next. In the", (0.3, 0.6, 1.0, 1.5, 1.7)
     probs = (0.9, 0.9, stop_p, 0.5, 0.9)
-    o = PipelineOptions(commit_clause_after_s=0.0, commit_stop_min_prob=0.02)
+    o = PipelineOptions(commit_clause_after_s=0.0)
+    assert o.commit_stop_min_prob == 0.02, "on by default"
     found = find_boundary(op, text, int(1.8 * SR), ends, o, "s", probs)
     if stop_p < o.commit_stop_min_prob:
         assert found is None and op.pauses, "no cut, the pause kept for a later reading"
@@ -145,7 +146,7 @@ def test_a_full_stop_the_decoder_rates_near_zero_is_no_sentence_end(stop_p: floa
         assert found is not None and found[2] == "avoid it next."
     assert find_boundary(part([1.2]), text, int(1.8 * SR), ends, PipelineOptions(commit_clause_after_s=0.0,
                                                                                    commit_stop_min_prob=0.0),
-                         "s", probs) is not None, "0 (the default): any full stop"
+                         "s", probs) is not None, "0: any full stop"
 
 
 @pytest.mark.parametrize("pause_ms, in_pause", [(200, True), (100, False)], ids=["ends-in-its-pause", "ends-after"])
@@ -184,3 +185,27 @@ def test_after_a_full_stop_the_next_decode_doubts_the_rest_of_the_sentence_ends_
     text, ends = "Taking too long, support told me that most", (0.3, 0.6, 1.0, 1.5, 1.8, 2.0, 2.3, 2.8)
     found = find_boundary(op, text, int(3.2 * SR), ends, PipelineOptions(commit_rest_stop_prob=threshold))
     assert found is not None and (found[0], found[2]) == (int(cut_s * SR), head)
+
+
+def test_what_a_decode_hearing_the_commit_made_of_its_full_stop_decides_whether_a_part_is_a_rest() -> None:
+    from livenexus_worker.core.events import TranscriptEvent
+    from livenexus_worker.streaming.commits import rest_of_sentence
+    from livenexus_worker.streaming.jobs import _heard_left
+    from livenexus_worker.streaming.stream_state import PendingFinal
+
+    def decoded(stop_p: float | None) -> PendingFinal:
+        event = TranscriptEvent(stream_id="s", speaker="spk", segment_id="s-2", text="taking too long", is_final=True,
+                                start=0.0, end=1.0)
+        return PendingFinal(event, 0.0, left_stop_p=stop_p)
+
+    o = PipelineOptions()
+    op = part([], left="about the email confirmation stat.")
+    assert not rest_of_sentence(op, o), "a full stop no decode has doubted yet"
+    _heard_left(op, decoded(0.009))
+    assert rest_of_sentence(op, o) and not rest_of_sentence(op, PipelineOptions(commit_rest_stop_prob=0.0))
+    _heard_left(op, decoded(None))  # a decode that did not hear the commit says nothing about it
+    assert rest_of_sentence(op, o)
+    _heard_left(op, decoded(0.6))
+    assert not rest_of_sentence(op, o), "the latest reading counts"
+    assert rest_of_sentence(part([], left="behind where we wanted"), o), "no full stop: a clause cut"
+    assert not rest_of_sentence(part([]), o), "no commit before it"

@@ -46,7 +46,7 @@ class ContinuingEngine(LengthEngine):
 
 def decode(engine: LengthEngine, left: LeftContext | None, audio_s: float, keep_until_s: float | None = None,
            agreed: tuple[str, ...] = ("w0", "w1", "w2"), after_commit: bool = False,
-           levels: tuple[float, float] = (0.0, 0.0)):
+           levels: tuple[float, float] = (0.0, 0.0), word_times: bool = False):
     """``agreed``: what the part's partials agreed on (by default enough to make it speech for sure); the
     part's audio is all ones (RMS 1); ``levels``: the speaker's speech level and the background's."""
     ctx = Ctx()
@@ -58,7 +58,8 @@ def decode(engine: LengthEngine, left: LeftContext | None, audio_s: float, keep_
     op = OpenUtterance(utt, 0, left=left, after_commit=after_commit)
     op.agreement.committed.extend(agreed)
     keep = None if keep_until_s is None else int(keep_until_s * SR)
-    result = decode_final(ctx, PipelineOptions(), FinalRequest("s", "spk", "", levels=levels), op, audio, 0.0, keep)  # type: ignore[arg-type]
+    req = FinalRequest("s", "spk", "", word_times=word_times, levels=levels)
+    result = decode_final(ctx, PipelineOptions(), req, op, audio, 0.0, keep)  # type: ignore[arg-type]
     ctx.scheduler.close()
     return result
 
@@ -378,3 +379,31 @@ def test_a_final_after_its_left_context_reports_how_likely_the_decoder_found_the
     assert result is not None and result.event.text == "w0 w1" and result.left_stop_p == 0.009
     alone = decode(Doubting(left_s=2.0), None, 3.0, keep_until_s=2.5)
     assert alone is not None and alone.left_stop_p is None, "no context, nothing to rate"
+    # A confirming decode (the whole part, aligned) also gives its own words' probabilities, for the stops
+    # it reads (``commit_stop_min_prob``); a commit's are not needed.
+    whole = decode(Doubting(left_s=2.0), left, 3.0, word_times=True)
+    assert whole is not None and whole.event.text == "w0 w1 w2" and whole.word_probs == (0.9, 0.9, 0.9)
+    assert result.word_probs == ()
+
+
+@pytest.mark.parametrize(("levels", "kept"), [((1.2, 0.05), True), ((40.0, 0.05), False)],
+                         ids=["as-loud-as-the-speaker", "far-below-the-speaker"])
+def test_a_commit_as_loud_as_the_speaker_s_words_is_not_dropped_as_no_speech(levels: tuple[float, float],
+                                                                              kept: bool) -> None:
+    # "...drop the marks. | from this release. Nobody": decoded alone, the rest of the sentence was rated
+    # no-speech and its commit declined, in every run on the meeting as received through LiveKit.
+
+    class RatedNoise(LengthEngine):
+        def transcribe(self, audio: np.ndarray, beam_size: int = 1, language: str | None = "en", prefix: str = "",
+                       max_new_tokens: int | None = None, context: str = "", word_times: bool = False
+                       ) -> Hypothesis:
+            self.calls.append((audio.shape[0], prefix))
+            return Hypothesis("from this release. Nobody", 0.95, -0.9, "en", 0.0, 0.0, 0,
+                              word_ends=(0.3, 0.6, 1.0, 1.5) if word_times else ())
+
+    result = decode(RatedNoise(), None, 1.6, keep_until_s=1.2, agreed=(), levels=levels)
+    assert (result is not None) is kept
+    if result is not None:
+        assert result.event.text == "from this release."
+    whole = decode(RatedNoise(), None, 1.6, agreed=(), levels=levels)
+    assert whole is None, "not a commit: a final of its own is held to the no-speech guard"

@@ -232,7 +232,7 @@ def _aligned(op: OpenUtterance, text: str, word_ends: tuple[float, ...], o: Pipe
     nearest where a pause that began at the word's end is noticed: nearest the end itself cut "the | latest."
     at a gap inside the word its alignment put 60 ms early, and the next part read the rest as "is".
 
-    With ``commit_stop_min_prob`` (opt-in), not a full stop the decoder gives under it (``word_probs``):
+    Not a full stop the decoder gives under ``commit_stop_min_prob`` (``word_probs``, when given):
     one forced from an earlier partial's agreed words, which the decoder would not make hearing what follows
     ("avoid it next. In", p 0.000 while the audio says "next time"; in one LiveKit meeting run all 12 full
     stops read under 0.02 were inside a sentence, "the whole. Release slips", "much. Better", and of 73 at

@@ -319,7 +319,8 @@ class StreamJobs:
             stable, unstable = op.agreement.update(said)
             event = finals.partial_event(self._ctx, self.stream_id, self.speaker, op, audio.shape[0],
                                          (stable, unstable), _as_hypothesis(result), tier, requested)
-            if not self._confirm_pause(op, said, audio.shape[0], event, ends, decoded=result):
+            if not self._confirm_pause(op, said, audio.shape[0], event, ends, decoded=result,
+                                       probs=result.word_probs):
                 self._deliver(event)
 
     def _spent_rate(self) -> float:
