@@ -120,9 +120,10 @@ class PipelineOptions:
     (:func:`commits.rest_of_sentence`) when a decode that heard the commit before it gave that full stop less
     than this probability (0: never). Traced: 0.000-0.021 at the stops of cuts inside a sentence, 0.25-0.9
     at real sentence ends. Meeting benchmark, file path, 0.03 vs 0 (both with the rest's first mark ending
-    it): on the audio as received through LiveKit p95 3.17 / 3.25 vs 2.92 / 3.64 / 2.83 s, WER 8.2 / 7.7 vs
-    8.7 / 8.2 / 8.7 %; meeting 11 3.44 vs 3.54 s, 8.9 vs 11.8 %; the default meeting 1.68 / 1.82 vs 2.00 /
-    1.69 s, 7.5 / 9.1 vs 7.5 / 8.2 %: the lag within noise, WER 8.3 vs 8.9 % on average."""
+    it, and with ``commit_stop_min_prob`` 0, as it was then): on the audio as received through LiveKit p95
+    3.17 / 3.25 vs 2.92 / 3.64 / 2.83 s, WER 8.2 / 7.7 vs 8.7 / 8.2 / 8.7 %; meeting 11 3.44 vs 3.54 s, 8.9
+    vs 11.8 %; the default meeting 1.68 / 1.82 vs 2.00 / 1.69 s, 7.5 / 9.1 vs 7.5 / 8.2 %: the lag within
+    noise, WER 8.3 vs 8.9 % on average."""
     commit_confirm_final: bool = True
     """The first partial that hears a pause's look-ahead is decoded as a final (the tier's beam, the left
     context, word times). When it ends a sentence at the pause, its words before the cut are the commit's final
