@@ -4,7 +4,8 @@ The file path runs `livenexus-worker transcribe --realtime --json` inside a smal
 the start of the feed and the end (monotonic time, CPU seconds, host CPU) on stderr, and applies knobs from
 the environment: LNX_PIPELINE (JSON of StreamPipeline options, e.g. ``{"partial_share": 0.45}``, given to every
 stream's pipeline on either path) and LNX_VERBOSE (debug logs of either path, to
-see why a pause was not committed), and LNX_ARGS (more `transcribe` options, e.g. ``--beam-size 1``). ``--worker-src``
+see why a pause was not committed), LNX_TRACE_DECODES (file path: every decode as it ends, its kind, audio
+and cost, on stderr as ``LNX_INF``) and LNX_ARGS (more `transcribe` options, e.g. ``--beam-size 1``). ``--worker-src``
 picks the code: the working tree, or a commit exported to the cache.
 """
 
@@ -39,7 +40,7 @@ if over:  # given to the constructor, so the parts it builds (follow-on contexts
 """
 
 WRAPPER = PIPELINE_KNOBS + """
-import resource, sys, time
+import os, resource, sys, time
 import psutil
 import livenexus_worker
 import livenexus_worker.files.transcribe as T
@@ -58,10 +59,14 @@ def feed(*a, **k):
 T.feed = feed
 from livenexus_worker.streaming import runtime as R
 kinds = {}
+TRACE = bool(os.environ.get("LNX_TRACE_DECODES"))
 on_inference = R.Runtime.on_inference
 def counted(self, kind, hyp, audio_s):  # where the inference time goes, by kind of decode
     k = kinds.setdefault(kind, [0, 0.0, 0.0, 0.0])
     k[0] += 1; k[1] += hyp.encode_s; k[2] += hyp.decode_s; k[3] += audio_s
+    if TRACE:  # each decode as it ends: what held the inference thread when (monotonic, as LNX_FEED_START)
+        print("LNX_INF", round(time.monotonic(), 3), kind, round(audio_s, 2), round(hyp.encode_s, 3),
+              round(hyp.decode_s, 3), repr(hyp.text[-50:]), file=sys.stderr, flush=True)
     return on_inference(self, kind, hyp, audio_s)
 R.Runtime.on_inference = counted
 print("LNX_SRC", livenexus_worker.__file__, file=sys.stderr, flush=True)

@@ -46,7 +46,7 @@ class ContinuingEngine(LengthEngine):
 
 def decode(engine: LengthEngine, left: LeftContext | None, audio_s: float, keep_until_s: float | None = None,
            agreed: tuple[str, ...] = ("w0", "w1", "w2"), after_commit: bool = False,
-           levels: tuple[float, float] = (0.0, 0.0), word_times: bool = False):
+           levels: tuple[float, float] = (0.0, 0.0), word_times: bool = False, left_stop_p: float = 1.0):
     """``agreed``: what the part's partials agreed on (by default enough to make it speech for sure); the
     part's audio is all ones (RMS 1); ``levels``: the speaker's speech level and the background's."""
     ctx = Ctx()
@@ -57,6 +57,7 @@ def decode(engine: LengthEngine, left: LeftContext | None, audio_s: float, keep_
     utt.append(audio)
     op = OpenUtterance(utt, 0, left=left, after_commit=after_commit)
     op.agreement.committed.extend(agreed)
+    op.left_stop_p = left_stop_p
     keep = None if keep_until_s is None else int(keep_until_s * SR)
     req = FinalRequest("s", "spk", "", word_times=word_times, levels=levels)
     result = decode_final(ctx, PipelineOptions(), req, op, audio, 0.0, keep)  # type: ignore[arg-type]
@@ -120,6 +121,14 @@ def test_the_forced_words_said_again_at_the_end_are_not_kept(then: str) -> None:
     left = LeftContext(np.ones(2 * SR, dtype=np.int16), "May have a mark.")
     result = decode(Looping(left_s=2.0, then=then), left, 3.0)
     assert result is not None and result.event.text == "w0 w1 w2", "the loop back to the forced words is dropped"
+
+
+def test_a_one_word_left_context_said_again_inside_the_part_is_no_loop() -> None:
+    # After the commit "time." (the rest of a cut sentence): "In the meantime ... a shorter time out" was cut
+    # at "time" as a loop back to the context.
+    left = LeftContext(np.ones(SR, dtype=np.int16), "time.")
+    result = decode(Looping(left_s=1.0, then="time out on our side."), left, 3.0)
+    assert result is not None and result.event.text == "w0 w1 w2 time out on our side."
 
 
 def test_a_decode_that_says_its_part_twice_is_decoded_again_without_the_context() -> None:
@@ -295,3 +304,34 @@ def test_a_final_after_its_left_context_reports_how_likely_the_decoder_found_the
     whole = decode(Doubting(left_s=2.0), left, 3.0, word_times=True)
     assert whole is not None and whole.event.text == "w0 w1 w2" and whole.word_probs == (0.9, 0.9, 0.9)
     assert result.word_probs == ()
+
+
+@pytest.mark.parametrize(("text", "stop_p", "threshold", "forced"),
+                         [("a plan to avoid it next.", 0.0, 0.03, "a plan to avoid it next"),
+                          ("did it ship?", 0.01, 0.03, "did it ship"),
+                          ("a plan to avoid it next.", 0.3, 0.03, "a plan to avoid it next."),
+                          ("a plan to avoid it next.", 0.0, 0.0, "a plan to avoid it next."),
+                          ("behind where we wanted", 0.0, 0.03, "behind where we wanted")],
+                         ids=["doubted-stop", "doubted-question", "stop-kept", "rule-off", "clause-cut"])
+def test_a_stop_a_decode_doubted_is_not_forced_again(text: str, stop_p: float, threshold: float,
+                                                        forced: str) -> None:
+    # "a plan to avoid it next. | time. In the meantime": forced with its stop, the decoder began a new sentence
+    # and lost "time"; without it, the sentence can go on.
+    from livenexus_worker.streaming.commits import forced_left
+
+    op = OpenUtterance(Utterance("s-2", 0), 0, after_commit=True, left=LeftContext(np.ones(SR, dtype=np.int16), text))
+    op.left_stop_p = stop_p
+    left = forced_left(op, PipelineOptions(commit_rest_stop_prob=threshold))
+    assert left is not None and left.text == forced and left.audio is op.left.audio
+
+
+def test_a_final_after_a_doubted_stop_forces_the_words_without_it_and_rates_no_stop() -> None:
+    left = LeftContext(np.ones(2 * SR, dtype=np.int16), "a plan to avoid it next.")
+    engine = ContinuingEngine(left_s=2.0)
+    result = decode(engine, left, 3.0, keep_until_s=2.5, after_commit=True, left_stop_p=0.0)
+    assert result is not None and result.event.text == "w0 w1", "its own words, after the forced ones"
+    assert engine.calls[0][1] == "a plan to avoid it next"
+    assert result.left_stop_p is None, "no stop was forced, so none was rated: the rest stays a rest"
+    engine = ContinuingEngine(left_s=2.0)
+    kept = decode(engine, left, 3.0, keep_until_s=2.5, after_commit=True)
+    assert kept is not None and engine.calls[0][1] == "a plan to avoid it next."

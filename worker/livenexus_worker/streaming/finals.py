@@ -19,7 +19,7 @@ from livenexus_worker.core.events import TranscriptEvent
 from livenexus_worker.inference.engine import Hypothesis, WhisperEngine
 from livenexus_worker.inference.guards import check, cut_restart_word
 from livenexus_worker.streaming.agreement import coverage, skipped_start, word_key
-from livenexus_worker.streaming.commits import rest_of_sentence
+from livenexus_worker.streaming.commits import ends_sentence, forced_left, rest_of_sentence
 from livenexus_worker.streaming.pauses import loud_ms
 from livenexus_worker.streaming.stream_state import (
     LeftContext,
@@ -72,7 +72,7 @@ def decode_final(ctx: StreamContext, o: PipelineOptions, req: FinalRequest, op: 
 
     def run(prefix: list[str]) -> tuple[Hypothesis, str, tuple[float, ...], tuple[float, ...]]:
         nonlocal heard_left, stop_p
-        left = op.left
+        left = forced_left(op, o)
         hyp = _decode(engine, tier.beam_size, o, req, audio, prefix, timed, left)
         ctx.on_inference("final", hyp, dur)
         if left is None:
@@ -154,8 +154,10 @@ def decode_final(ctx: StreamContext, o: PipelineOptions, req: FinalRequest, op: 
 
 
 def forced_stop_p(hyp: Hypothesis, left: LeftContext) -> float | None:
-    """The probability ``hyp``, decoded after ``left`` (its text forced), gave the last token of that text;
-    None when it has no word probabilities."""
+    """The probability ``hyp``, decoded after ``left`` (its text forced), gave the sentence end that closes that
+    text; None when it has no word probabilities, or the text was forced without one (:func:`forced_left`)."""
+    if not ends_sentence(left.text):
+        return None
     n = len(left.text.split())
     return hyp.word_probs[n - 1] if 0 < n <= len(hyp.word_probs) else None
 
@@ -263,9 +265,11 @@ def _decode(engine: WhisperEngine, beam: int, o: PipelineOptions, req: FinalRequ
 
 
 def _loop_start(words: list[str], start: list[str]) -> int | None:
-    """Where ``words`` begin to say ``start`` (its first three words) again, after their first word."""
+    """Where ``words`` begin to say ``start`` (its first three words) again, after their first word. Never for a
+    ``start`` of one word: a left context of one ("time.", a commit of the rest of a cut sentence) found "a
+    shorter time out" a loop and cut the final there, and its last words waited 4.4 s for the next one."""
     k = min(3, len(start))
-    if not k:
+    if k < 2:
         return None
     head = _bare(start[:k])
     for i in range(1, len(words) - k + 1):

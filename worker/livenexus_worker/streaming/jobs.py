@@ -274,7 +274,7 @@ class StreamJobs:
             # Word times cost one more decoder pass (~25 ms): only when a pause may be confirmed, i.e. its
             # look-ahead is in this audio. Any pause at all asked for them on 68 % of a meeting's partials.
             aligned = self.o.commit_in_speech and commits.lookahead_heard(op, audio.shape[0], self.o)
-            left = op.left if self.o.partial_left_context and op.partial_dropped else None
+            left = commits.forced_left(op, self.o) if self.o.partial_left_context and op.partial_dropped else None
         _idx, tier, engine = self._ctx.engine_for(op.tier)
         if confirming and aligned:
             self._run_confirming(op, audio, requested, tier.name)
