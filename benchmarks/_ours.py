@@ -4,9 +4,10 @@ The file path runs `livenexus-worker transcribe --realtime --json` inside a smal
 the start of the feed and the end (monotonic time, CPU seconds, host CPU) on stderr, and applies knobs from
 the environment: LNX_PIPELINE (JSON of StreamPipeline options, e.g. ``{"partial_share": 0.45}``, given to every
 stream's pipeline on either path) and LNX_VERBOSE (debug logs of either path, to
-see why a pause was not committed), LNX_TRACE_DECODES (file path: every decode as it ends, its kind, audio
-and cost, on stderr as ``LNX_INF``) and LNX_ARGS (more `transcribe` options, e.g. ``--beam-size 1``). ``--worker-src``
-picks the code: the working tree, or a commit exported to the cache.
+see why a pause was not committed), LNX_TRACE_DECODES (every decode as it ends, its kind, audio and cost, on
+stderr as ``LNX_INF`` with the monotonic time: the file run's feed start is ``LNX_FEED_START``, a LiveKit run's
+start of play ``LNX_PLAY_START`` in its worker log) and LNX_ARGS (more `transcribe` options, e.g.
+``--beam-size 1``). ``--worker-src`` picks the code: the working tree, or a commit exported to the cache.
 """
 
 from __future__ import annotations
@@ -37,10 +38,19 @@ if over:  # given to the constructor, so the parts it builds (follow-on contexts
         init(self, stream_id, speaker, ctx, on_event, dataclasses.replace(options or P.PipelineOptions(), **over),
              *a, **k)
     P.StreamPipeline.__init__ = patched
+if os.environ.get("LNX_TRACE_DECODES"):  # each decode as it ends: what held the inference thread when
+    import sys as _sys, time as _time
+    from livenexus_worker.streaming import runtime as _R
+    _inner = _R.Runtime.on_inference
+    def _traced(self, kind, hyp, audio_s):
+        print("LNX_INF", round(_time.monotonic(), 3), kind, round(audio_s, 2), round(hyp.encode_s, 3),
+              round(hyp.decode_s, 3), repr(hyp.text[-50:]), file=_sys.stderr, flush=True)
+        return _inner(self, kind, hyp, audio_s)
+    _R.Runtime.on_inference = _traced
 """
 
 WRAPPER = PIPELINE_KNOBS + """
-import os, resource, sys, time
+import resource, sys, time
 import psutil
 import livenexus_worker
 import livenexus_worker.files.transcribe as T
@@ -59,14 +69,10 @@ def feed(*a, **k):
 T.feed = feed
 from livenexus_worker.streaming import runtime as R
 kinds = {}
-TRACE = bool(os.environ.get("LNX_TRACE_DECODES"))
 on_inference = R.Runtime.on_inference
 def counted(self, kind, hyp, audio_s):  # where the inference time goes, by kind of decode
     k = kinds.setdefault(kind, [0, 0.0, 0.0, 0.0])
     k[0] += 1; k[1] += hyp.encode_s; k[2] += hyp.decode_s; k[3] += audio_s
-    if TRACE:  # each decode as it ends: what held the inference thread when (monotonic, as LNX_FEED_START)
-        print("LNX_INF", round(time.monotonic(), 3), kind, round(audio_s, 2), round(hyp.encode_s, 3),
-              round(hyp.decode_s, 3), repr(hyp.text[-50:]), file=sys.stderr, flush=True)
     return on_inference(self, kind, hyp, audio_s)
 R.Runtime.on_inference = counted
 print("LNX_SRC", livenexus_worker.__file__, file=sys.stderr, flush=True)

@@ -113,6 +113,8 @@ async def run_livekit(meeting: Meeting, env: dict[str, str], threads: int, peer_
             await bot.silence(2.0)  # the worker subscribes before the meeting starts
             cpu0, host0 = proc_cpu_s(worker.pid), host_busy_s()
             t0 = time.monotonic()
+            with (logdir / "worker-livekit.log").open("a") as log:  # the clock of LNX_INF lines (monotonic)
+                log.write(f"LNX_PLAY_START {t0}\n")
             await bot.play(meeting.audio)
             await bot.silence(DRAIN_S)
             await settle(lambda: len(listener.finals(speaker="speaker")))
