@@ -27,7 +27,7 @@ from livenexus_worker.streaming.stream_state import (
     SpeculationMark,
     StreamContext,
 )
-from livenexus_worker.streaming.vad import VadEvent, VadStateMachine, WebRtcVad
+from livenexus_worker.streaming.vad import OnsetGate, VadEvent, VadStateMachine, WebRtcVad
 
 __all__ = ["PipelineOptions", "SpeculationMark", "StreamContext", "StreamPipeline"]
 
@@ -47,6 +47,7 @@ class StreamPipeline(StreamJobs):
         self._on_event = on_event
         self._vad = WebRtcVad(self.o.vad)
         self._sm = VadStateMachine(self.o.vad)
+        self._onset = OnsetGate(self.o.vad)
         self._frame = self.o.vad.frame_samples
         self._residual = np.zeros(0, dtype=np.int16)
         self._ring: deque[np.ndarray] = deque(maxlen=self._sm.start_lookback_frames)
@@ -100,12 +101,17 @@ class StreamPipeline(StreamJobs):
     def _step(self, frame: np.ndarray, voiced: bool) -> None:
         now = time.monotonic()
         ev = self._sm.step(voiced)
+        self._onset.push(frame, voiced)
         quiet_ms = self._pauses.push(frame, voiced)
         self._pos += frame.shape[0]
         op = self._open
         if op is None:
             self._ring.append(frame)
-            if ev is VadEvent.START:
+            if ev is VadEvent.START and not self._onset.allows_start():
+                log.debug("stream %s: no speech starts at %.2f s: the VAD heard the background's level only",
+                          self.stream_id, self._pos / SAMPLE_RATE)
+                self._sm = VadStateMachine(self.o.vad)  # a later window decides again; the ring keeps its audio
+            elif ev is VadEvent.START:
                 audio = np.concatenate(list(self._ring))
                 self._ring.clear()
                 utt = Utterance(self._new_id(), self._pos - audio.shape[0])
