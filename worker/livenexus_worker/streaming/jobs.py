@@ -87,7 +87,7 @@ class StreamJobs:
             with self._lock:
                 if op.speculated_at != marker:
                     return
-                _heard_left(op, event)
+                _heard_left(op, event.left_stop_p if event is not None else None)
                 op.speculative, op.speculative_done = event, True
                 if op.ended:
                     self._emit_final(op, event)
@@ -289,9 +289,7 @@ class StreamJobs:
             self._partial_cost = cost if not self._partial_cost else 0.7 * self._partial_cost + 0.3 * cost
             self._spent.append((self._pos, cost))
             op.partial_dropped |= text is None
-            stop_p = finals.forced_stop_p(hyp, left) if heard and left is not None else None
-            if stop_p is not None:
-                op.left_stop_p = stop_p
+            _heard_left(op, finals.forced_stop_p(hyp, left) if heard and left is not None else None)
             if op.ended or self._open is not op or text is None:
                 return
             stable, unstable = op.agreement.update(text)
@@ -314,7 +312,7 @@ class StreamJobs:
                 op.partial_dropped = True
             if op.ended or self._open is not op or result is None:
                 return
-            _heard_left(op, result)
+            _heard_left(op, result.left_stop_p)
             said, ends = result.event.text, result.word_ends
             stable, unstable = op.agreement.update(said)
             event = finals.partial_event(self._ctx, self.stream_id, self.speaker, op, audio.shape[0],
@@ -372,10 +370,11 @@ class StreamJobs:
             log.exception("event sink failed for stream %s", self.stream_id)
 
 
-def _heard_left(op: OpenUtterance, result: PendingFinal | None) -> None:
-    """Note what a decode of ``op`` that heard its left context made of that context's full stop. Lock held."""
-    if result is not None and result.left_stop_p is not None:
-        op.left_stop_p = result.left_stop_p
+def _heard_left(op: OpenUtterance, stop_p: float | None) -> None:
+    """Note what a decode of ``op`` that heard its left context made of that context's full stop (``stop_p``;
+    None: it did not hear a forced stop). The latest reading counts. Lock held."""
+    if stop_p is not None:
+        op.left_stop_p = stop_p
 
 
 def _as_hypothesis(result: PendingFinal) -> Hypothesis:

@@ -87,7 +87,7 @@ class PauseDetector:
 
     def push(self, frame: np.ndarray, voiced: bool) -> int:
         """Update with one VAD frame; returns :attr:`quiet_ms`."""
-        mean_sq = _mean_squares(frame, self._sub)
+        mean_sq = mean_squares(frame, self._sub)
         if not mean_sq.size:
             return self.quiet_ms
         rms = np.sqrt(mean_sq)
@@ -113,12 +113,12 @@ def loud_ms(audio: np.ndarray, speech_level: float, floor_level: float, o: Pause
     speech level is known."""
     if speech_level <= 0:
         return 0
-    rms = np.sqrt(_mean_squares(audio, o.sub_ms * SAMPLES_PER_MS))
+    rms = np.sqrt(mean_squares(audio, o.sub_ms * SAMPLES_PER_MS))
     least = max(o.word_ratio * speech_level, o.word_floor_ratio * floor_level)
     return int(np.count_nonzero(rms >= least)) * o.sub_ms
 
 
-def _mean_squares(audio: np.ndarray, sub: int) -> np.ndarray:
+def mean_squares(audio: np.ndarray, sub: int) -> np.ndarray:
     """The mean square of each whole ``sub``-sample sub-frame of ``audio`` (a partial one at the end is left out)."""
     n = audio.shape[0] // sub
     subs = audio[: n * sub].astype(np.float32).reshape(n, sub)

@@ -13,6 +13,7 @@ from enum import Enum
 import numpy as np
 
 from livenexus_worker.core.audio import SAMPLE_RATE
+from livenexus_worker.streaming.pauses import mean_squares
 
 
 @dataclass(frozen=True)
@@ -148,10 +149,8 @@ class OnsetGate:
     def push(self, frame: np.ndarray, voiced: bool) -> None:
         if self.adapted:
             return
-        n = frame.shape[0] // self._SUB
-        subs = frame[: n * self._SUB].astype(np.float32).reshape(n, self._SUB)
         sound = False
-        for ms in np.mean(subs * subs, axis=1).tolist():
+        for ms in mean_squares(frame, self._SUB).tolist():
             self._window.append(ms)
             if ms <= self._SILENT:
                 self._recent.clear()
