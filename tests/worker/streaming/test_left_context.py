@@ -131,6 +131,30 @@ def test_a_one_word_left_context_said_again_inside_the_part_is_no_loop() -> None
     assert result is not None and result.event.text == "w0 w1 w2 time out on our side."
 
 
+def test_a_decode_that_says_the_context_in_place_of_its_part_is_decoded_again_alone() -> None:
+    # "Thanks." after the rest "but we still have a few less ends." came back as "But we still have a few less
+    # ends." (capitalised): kept, that was too many words for 0.6 s and the part was dropped, "Thanks" lost.
+    class ReadsTheContextAgain(ContinuingEngine):
+        def transcribe(self, audio: np.ndarray, beam_size: int = 1, language: str | None = "en", prefix: str = "",
+                       max_new_tokens: int | None = None, context: str = "", word_times: bool = False) -> Hypothesis:
+            super().transcribe(audio, beam_size, language, prefix, max_new_tokens, context, word_times)
+            said = "But we still have a few less ends." if prefix else "Thanks."
+            return Hypothesis(f"{prefix} {said}".strip(), 0.01, -0.1, "en", 0.0, 0.0, 0)
+
+    left = LeftContext(np.ones(2 * SR, dtype=np.int16), "but we still have a few less ends.")
+    engine = ReadsTheContextAgain(left_s=2.0)
+    result = decode(engine, left, 0.6, agreed=("thanks",))
+    assert result is not None and result.event.text == "Thanks."
+    assert engine.calls == [(round(2.6 * SR), left.text), (round(0.6 * SR), "")]
+
+
+def test_a_part_that_starts_like_its_context_mid_sentence_is_kept() -> None:
+    # Only a restart at the part's own start is a reading of the context again; later, it is a loop (cut there).
+    left = LeftContext(np.ones(2 * SR, dtype=np.int16), "We need more people.")
+    result = decode(Looping(left_s=2.0, then="we need more"), left, 3.0)
+    assert result is not None and result.event.text == "w0 w1 w2", "the loop back (any case) is cut"
+
+
 def test_a_decode_that_says_its_part_twice_is_decoded_again_without_the_context() -> None:
     class SaysItTwice(ContinuingEngine):
         def transcribe(self, audio: np.ndarray, beam_size: int = 1, language: str | None = "en", prefix: str = "",

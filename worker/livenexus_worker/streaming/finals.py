@@ -242,7 +242,13 @@ def after_left(hyp: Hypothesis, left: LeftContext, stream_id: str
         # context led it astray, and which reading is right is unknown.
         log.debug("stream %s: the decode after %r says its part twice", stream_id, left.text[-40:])
         return None
-    loop = _loop_start(words, forced)
+    loop = _loop_start(words, forced, first=0)
+    if loop == 0:
+        # It read the context again in its own part's place ("Thanks." after "but we still have a few less
+        # ends." came back as "But we still have a few less ends.": the word dropped as too many words for
+        # 0.6 s, every file run): what the part says is unknown, decode it alone.
+        log.debug("stream %s: the decode says its left context %r again", stream_id, left.text[-40:])
+        return None
     if loop is not None:
         # Whisper looped back to the start of its window and says it again (measured on windows that
         # end right after the speech: "... 3 hours. May have a mark on on Tuesday afternoon that"):
@@ -264,16 +270,18 @@ def _decode(engine: WhisperEngine, beam: int, o: PipelineOptions, req: FinalRequ
                              prefix=" ".join(prefix), word_times=timed)
 
 
-def _loop_start(words: list[str], start: list[str]) -> int | None:
-    """Where ``words`` begin to say ``start`` (its first three words) again, after their first word. Never for a
-    ``start`` of one word: a left context of one ("time.", a commit of the rest of a cut sentence) found "a
-    shorter time out" a loop and cut the final there, and its last words waited 4.4 s for the next one."""
+def _loop_start(words: list[str], start: list[str], first: int = 1) -> int | None:
+    """Where ``words`` begin to say ``start`` (its first three words, in any case) again, from word ``first`` on.
+    Never for a ``start`` of one word: a left context of one ("time.", a commit of the rest of a cut sentence)
+    found "a shorter time out" a loop and cut the final there, and its last words waited 4.4 s for the next
+    one. Case does not count: a context that is the rest of a cut sentence starts in lower case ("but we...")
+    and the decoder says it again capitalised."""
     k = min(3, len(start))
     if k < 2:
         return None
-    head = _bare(start[:k])
-    for i in range(1, len(words) - k + 1):
-        if _bare(words[i : i + k]) == head:
+    head = [word_key(w) for w in start[:k]]
+    for i in range(first, len(words) - k + 1):
+        if [word_key(w) for w in words[i : i + k]] == head:
             return i
     return None
 
