@@ -41,14 +41,14 @@ class CostEngine(LengthEngine):
 
 
 def partials_over(speech: np.ndarray, cost: float, speakers: int, monkeypatch: pytest.MonkeyPatch,
-                  final_s: float = 0.0, budget: float = 0.0) -> int:
+                  final_s: float = 0.0, budget: float = 0.0, alone: float = 0.6) -> int:
     clock = [1000.0]
     monkeypatch.setattr(pipeline_module, "time", types.SimpleNamespace(monotonic=lambda: clock[0]))
     ctx = Ctx()
     ctx.engine = CostEngine(cost, final_s)
     ctx.speakers = speakers
     # No commits: the count must not depend on where pauses fall. The share is set: the sums below use it.
-    options = PipelineOptions(commit_in_speech=False, partial_share=0.6, cpu_budget=budget)
+    options = PipelineOptions(commit_in_speech=False, partial_share=0.6, partial_share_alone=alone, cpu_budget=budget)
     pipe = StreamPipeline("s", "spk", ctx, lambda e: None, options)  # type: ignore[arg-type]
     audio = np.concatenate([silence(300), speech])
     for i in range(0, audio.shape[0] - 480, 480):
@@ -75,10 +75,27 @@ def test_partials_stretch_with_speakers_and_cost(sentence: np.ndarray, monkeypat
 
 def test_the_share_falls_to_its_floor_only_while_the_stream_is_over_budget() -> None:
     o = PipelineOptions(partial_share=0.6, cpu_budget=0.45, partial_share_min=0.25)
-    assert partial_share(o, 0.0) == pytest.approx(0.6), "under budget: the full share"
-    assert partial_share(o, 0.44) == pytest.approx(0.6)
-    assert partial_share(o, 0.45) == pytest.approx(0.25), "at or over budget: the floor"
-    assert partial_share(replace(o, cpu_budget=0.0), 2.0) == pytest.approx(0.6), "no budget: the fixed share"
+    assert partial_share(o, 0.0, 2) == pytest.approx(0.6), "under budget: the full share"
+    assert partial_share(o, 0.44, 2) == pytest.approx(0.6)
+    assert partial_share(o, 0.45, 2) == pytest.approx(0.25), "at or over budget: the floor"
+    assert partial_share(replace(o, cpu_budget=0.0), 2.0, 2) == pytest.approx(0.6), "no budget: the fixed share"
+
+
+def test_a_stream_speaking_alone_has_the_larger_share() -> None:
+    o = PipelineOptions(partial_share=0.6, partial_share_alone=0.75, cpu_budget=0.45, partial_share_min=0.25)
+    assert partial_share(o, 0.0, 1) == pytest.approx(0.75), "alone: no other stream's final waits behind it"
+    assert partial_share(o, 0.0, 2) == pytest.approx(0.6)
+    assert partial_share(o, 0.5, 1) == pytest.approx(0.25), "over budget alone: the floor all the same"
+
+
+def test_a_lone_speaker_asks_for_partials_closer(sentence: np.ndarray, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Partials of 0.225 s: at a share of 0.6 one every 0.375 s, at 0.75 every 0.3 s; two speakers keep 0.6.
+    speech = np.concatenate([sentence] * 4)
+    alone = partials_over(speech, 0.225, 1, monkeypatch, alone=0.75)
+    shared_by_two = partials_over(speech, 0.225, 2, monkeypatch, alone=0.75)
+    at_the_old_share = partials_over(speech, 0.225, 1, monkeypatch, alone=0.6)
+    assert alone >= 1.15 * at_the_old_share, (alone, at_the_old_share)
+    assert shared_by_two < at_the_old_share, "two speakers share 0.6 between them"
 
 
 def test_costly_finals_leave_the_partials_less(sentence: np.ndarray, monkeypatch: pytest.MonkeyPatch) -> None:

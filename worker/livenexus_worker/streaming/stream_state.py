@@ -57,7 +57,8 @@ class PipelineOptions:
     """A final must say at least this fraction of the words its partials agreed on; otherwise it is decoded
     again with those words forced as its start (Whisper can skip the start of a window)."""
     partial_share: float = 0.6
-    """Fraction of the inference thread the partials of all speaking streams may use together: each stream
+    """Fraction of the inference thread the partials of all speaking streams (two or more; one alone:
+    ``partial_share_alone``) may use together: each stream
     asks for a partial at most every (its partial's decode time x speakers / share) seconds, never more often
     than its tier's interval. The rest is kept for finals. Meeting benchmark, one speaker, through LiveKit:
     0.6 visible lag p50 0.26 s at 0.88 CPU-s per audio-s; 0.3 saved 0.19 CPU-s but words showed 1.24 s late
@@ -71,6 +72,12 @@ class PipelineOptions:
     wider. Through LiveKit (2-core host, a partial ~200 ms): a fixed share of 0.6 / 0.45 / 0.35 used 0.68 /
     0.60 / 0.56 CPU-s per audio-s, with visible lag p50 0.28 / 0.19 / 0.34 s. 0.40 with
     ``commit_confirm_final`` (meeting benchmark, file path): 0.475-0.495 CPU-s per audio-s, final p50 0.69-0.79 s."""
+    partial_share_alone: float = 0.75
+    """``partial_share`` while the stream is the only one speaking: no other stream's final can queue behind its
+    partials, so they may come closer. Separated sentences, one speaker (``concurrency.py``, 30 s, runs back to
+    back): partial gap p50 289-299 ms vs 307-322 ms at 0.6, final p50 / p95 the same within noise; continuous
+    speech is held by ``cpu_budget`` either way (meeting benchmark, file path: 0.486 CPU-s per audio-s with
+    both). Used for every speaker count, 0.75 put eight speakers' final p95 at 1078 ms vs 757 ms."""
     partial_share_min: float = 0.25
     """The partials' share over budget: words must still show while the speaker talks."""
     cpu_budget_window_s: float = 10.0
