@@ -40,12 +40,16 @@ class Ctx:
         self.engine = LengthEngine()
         self.utterances: list[float] = []
         self.speakers = 1
+        self.streams = 1
 
     def tier_index(self) -> int:
         return 0
 
     def active_speakers(self) -> int:
         return self.speakers
+
+    def stream_count(self) -> int:
+        return self.streams
 
     def engine_for(self, tier_index: int) -> tuple[int, TierSpec, LengthEngine]:
         return 0, TierSpec("fake", "int8", 1, 250), self.engine

@@ -47,6 +47,7 @@ def partials_over(speech: np.ndarray, cost: float, speakers: int, monkeypatch: p
     ctx = Ctx()
     ctx.engine = CostEngine(cost, final_s)
     ctx.speakers = speakers
+    ctx.streams = speakers
     # No commits: the count must not depend on where pauses fall. The share is set: the sums below use it.
     options = PipelineOptions(commit_in_speech=False, partial_share=0.6, partial_share_alone=alone, cpu_budget=budget)
     pipe = StreamPipeline("s", "spk", ctx, lambda e: None, options)  # type: ignore[arg-type]
@@ -84,7 +85,7 @@ def test_the_share_falls_to_its_floor_only_while_the_stream_is_over_budget() -> 
 def test_a_stream_speaking_alone_has_the_larger_share() -> None:
     o = PipelineOptions(partial_share=0.6, partial_share_alone=0.75, cpu_budget=0.45, partial_share_min=0.25)
     assert partial_share(o, 0.0, 1) == pytest.approx(0.75), "alone: no other stream's final waits behind it"
-    assert partial_share(o, 0.0, 2) == pytest.approx(0.6)
+    assert partial_share(o, 0.0, 2) == pytest.approx(0.6), "another stream is open (speaking or not)"
     assert partial_share(o, 0.5, 1) == pytest.approx(0.25), "over budget alone: the floor all the same"
 
 

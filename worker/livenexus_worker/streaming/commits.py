@@ -137,32 +137,34 @@ def forced_left(op: OpenUtterance, o: PipelineOptions) -> LeftContext | None:
     return LeftContext(left.audio, bare) if bare else left
 
 
-def partial_share(o: PipelineOptions, spent_rate: float, speakers: int) -> float:
-    """The share of a core one stream's partials may use now, ``speakers`` speaking and its decodes having
+def partial_share(o: PipelineOptions, spent_rate: float, streams: int) -> float:
+    """The share of a core one stream's partials may use now, ``streams`` being open and its decodes having
     taken ``spent_rate`` core-seconds per second of its recent audio: the full share (:func:`shared`) while
     that is under its ``cpu_budget``, ``partial_share_min`` once it is not."""
-    full = shared(o, speakers)
+    full = shared(o, streams)
     if o.cpu_budget <= 0 or spent_rate < o.cpu_budget:
         return full
     return min(full, o.partial_share_min)
 
 
-def shared(o: PipelineOptions, speakers: int) -> float:
-    """The share of the inference threads the partials of ``speakers`` streams may use together."""
-    return o.partial_share_alone if speakers <= 1 else o.partial_share
+def shared(o: PipelineOptions, streams: int) -> float:
+    """The share of the inference threads the partials of all speaking streams may use together, ``streams``
+    being open: ``partial_share_alone`` for the only one. Not "the only one speaking": while one of several
+    speaks, the others' finals are decoded (their speakers have just stopped) and must not queue behind it."""
+    return o.partial_share_alone if streams <= 1 else o.partial_share
 
 
 def partial_due(op: OpenUtterance, o: PipelineOptions, now: float, interval: float, cost: float, speakers: int,
-                parallel: int, share: float) -> bool:
+                parallel: int, share: float, together: float) -> bool:
     """Is a partial of ``op`` due ``now``? Every tier ``interval`` (s; 0: no partials) at most; the partials of
-    all ``speakers`` together may keep the inference threads busy only a share of the time (:func:`shared`),
-    so the cadence stretches with the speakers (beyond the ``parallel`` jobs that run at once) and the ``cost``
-    of a partial (s) before finals queue; and this stream's may use only ``share`` of a core (its CPU budget,
+    all ``speakers`` may keep the inference threads busy only ``together`` of the time (:func:`shared`), so the
+    cadence stretches with the speakers (beyond the ``parallel`` jobs that run at once) and the ``cost`` of a
+    partial (s) before finals queue; and this stream's may use only ``share`` of a core (its CPU budget,
     :func:`partial_share`). A partial that may confirm a pause does not wait for those stretches."""
     if interval <= 0 or now - op.last_partial_request < interval:
         return False
     lanes = max(1, min(speakers, parallel))
-    stretched = max(interval, cost * speakers / (shared(o, speakers) * lanes), cost / share)
+    stretched = max(interval, cost * speakers / (together * lanes), cost / share)
     if now - op.last_partial_request < stretched and not confirms_pause(op, o):
         return False
     least = o.min_partial_audio_ms

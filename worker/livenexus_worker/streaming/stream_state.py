@@ -73,11 +73,12 @@ class PipelineOptions:
     0.60 / 0.56 CPU-s per audio-s, with visible lag p50 0.28 / 0.19 / 0.34 s. 0.40 with
     ``commit_confirm_final`` (meeting benchmark, file path): 0.475-0.495 CPU-s per audio-s, final p50 0.69-0.79 s."""
     partial_share_alone: float = 0.75
-    """``partial_share`` while the stream is the only one speaking: no other stream's final can queue behind its
+    """``partial_share`` while the stream is the only one open: no other stream's final can queue behind its
     partials, so they may come closer. Separated sentences, one speaker (``concurrency.py``, 30 s, runs back to
     back): partial gap p50 289-299 ms vs 307-322 ms at 0.6, final p50 / p95 the same within noise; continuous
     speech is held by ``cpu_budget`` either way (meeting benchmark, file path: 0.486 CPU-s per audio-s with
-    both). Used for every speaker count, 0.75 put eight speakers' final p95 at 1078 ms vs 757 ms."""
+    both). Used for every speaker count, 0.75 put eight speakers' final p95 at 1078 ms vs 757 ms; for the only
+    one speaking of several, at 1457 vs 742 ms (four: 1065 vs 887 ms)."""
     partial_share_min: float = 0.25
     """The partials' share over budget: words must still show while the speaker talks."""
     cpu_budget_window_s: float = 10.0
@@ -206,6 +207,7 @@ class StreamContext(Protocol):
 
     def tier_index(self) -> int: ...
     def active_speakers(self) -> int: ...
+    def stream_count(self) -> int: ...
     def engine_for(self, tier_index: int) -> tuple[int, TierSpec, WhisperEngine]: ...
     def on_frames(self, frames: int, silent: int) -> None: ...
     def on_inference(self, kind: str, hyp: Hypothesis, audio_s: float) -> None: ...
