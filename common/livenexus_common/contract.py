@@ -97,6 +97,10 @@ class Env:
     """One deadline for SIGTERM → exit (flush, decode, publish, leave); below the pod's grace period."""
     FRAME_MS: Final = "LIVENEXUS_FRAME_MS"
     """Frame length asked of LiveKit's AudioStream (10, 20 or 30 ms; default 30)."""
+    LONG_CONTEXT_S: Final = "LIVENEXUS_LONG_CONTEXT_S"
+    """Seconds of earlier speech (0-12; unset or 0: the previous part's last 6 s) a final hears before its own
+    part, across several committed parts: fewer misread words for more CPU per final (the operator leaves it
+    unset; the chart's worker.extraEnv sets it)."""
     TRACE_STAGES: Final = "LIVENEXUS_TRACE_STAGES"
     """``1``: stamp each transcript's stages (monotonic clock) into its data message's ``trace`` and the log."""
 
@@ -116,7 +120,7 @@ RENDERED_ENV: Final = frozenset(
 
 WORKER_ENV: Final = RENDERED_ENV | AUTOSCALE_ENV | {Env.IDENTITY, Env.METRICS_HOST, Env.THREADS, Env.POD_NAME,
                                                     Env.MAX_STREAMS, Env.MAX_SPEAKERS, Env.SHUTDOWN_DEADLINE_S,
-                                                    Env.FRAME_MS, Env.TRACE_STAGES}
+                                                    Env.FRAME_MS, Env.TRACE_STAGES, Env.LONG_CONTEXT_S}
 """Everything the worker reads: the rendered names plus the knobs the operator leaves at their defaults."""
 
 

@@ -136,3 +136,20 @@ def test_frame_ms_and_trace_stages() -> None:
     for bad in ({"LIVENEXUS_FRAME_MS": "25"}, {"LIVENEXUS_FRAME_MS": "0"}, {"LIVENEXUS_TRACE_STAGES": "maybe"}):
         with pytest.raises(SettingsError, match=next(iter(bad))):
             WorkerSettings.from_env(bad)
+
+
+def test_long_context_chains_the_left_context_within_one_window() -> None:
+    from livenexus_worker.core.audio import SAMPLE_RATE
+    from livenexus_worker.inference.engine import MAX_WINDOW_SAMPLES
+
+    shipped = WorkerSettings.from_env({}).runtime_options().pipeline
+    assert (shipped.final_left_context_s, shipped.final_left_context_chain) == (6.0, False)
+    long = WorkerSettings.from_env({"LIVENEXUS_LONG_CONTEXT_S": "10"}).runtime_options().pipeline
+    assert (long.final_left_context_s, long.final_left_context_chain) == (10.0, True)
+    assert long.vad == shipped.vad and long.language == shipped.language, "only the context changes"
+    for bad in ("12.5", "-1", "nan", "ten"):
+        with pytest.raises(SettingsError, match="LIVENEXUS_LONG_CONTEXT_S"):
+            WorkerSettings.from_env({"LIVENEXUS_LONG_CONTEXT_S": bad})
+    top = WorkerSettings.from_env({"LIVENEXUS_LONG_CONTEXT_S": "12"}).runtime_options().pipeline
+    worst = (top.final_left_context_s + top.segmenter.max_utterance_s) * SAMPLE_RATE + top.tail_ms * 16
+    assert worst <= MAX_WINDOW_SAMPLES, "the longest context and the longest utterance fit in one window"

@@ -1,4 +1,4 @@
-"""Left context across VAD ends (commits.FollowOn): an utterance that starts soon after the previous final's
+"""Left context across VAD ends (left.FollowOn): an utterance that starts soon after the previous final's
 audio hears that final before itself, as the part after a commit does (stand-in decoder from fakes.py)."""
 
 from __future__ import annotations

@@ -211,7 +211,7 @@ def test_after_a_commit_the_next_final_hears_the_last_words_before_the_cut(sente
 
 
 def test_the_left_context_is_the_last_words_that_fit_from_where_the_word_before_them_ended() -> None:
-    from livenexus_worker.streaming.commits import left_context
+    from livenexus_worker.streaming.left import left_context
     from livenexus_worker.streaming.stream_state import PendingFinal
 
     def result(text: str, ends: tuple[float, ...] = ()) -> PendingFinal:

@@ -38,6 +38,8 @@ _PUNCTUATION = frozenset(string.punctuation)
 FULL_WINDOW_FRAMES = 3000
 MAX_RETURNED_TOKENS = 224
 """Whisper's decoder holds 448 positions; CTranslate2 returns at most half of ``max_length`` (see ``_decode``)."""
+MAX_WINDOW_SAMPLES = 30 * SAMPLE_RATE
+"""Whisper's window: audio beyond it is not decoded."""
 
 
 @dataclass(frozen=True)
@@ -308,7 +310,7 @@ def _samples(audio: np.ndarray) -> np.ndarray:
         samples = audio.astype(np.float32) / 32768.0
     else:
         samples = np.clip(np.nan_to_num(audio.astype(np.float32)), -1.0, 1.0)
-    return samples[: 30 * SAMPLE_RATE]
+    return samples[:MAX_WINDOW_SAMPLES]
 
 
 def _prompt(tok: Any, context: str, prefix: str) -> tuple[list[int], list[int]]:

@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import logging
 import re
-
-import numpy as np
+from dataclasses import replace
 
 from livenexus_worker.core.audio import SAMPLE_RATE, SAMPLES_PER_MS
 from livenexus_worker.streaming.stream_state import LeftContext, OpenUtterance, PendingFinal, PipelineOptions
@@ -134,7 +133,7 @@ def forced_left(op: OpenUtterance, o: PipelineOptions) -> LeftContext | None:
     if left is None or not ends_sentence(left.text) or op.left_stop_p >= o.commit_rest_stop_prob:
         return left
     bare = _ENDS_SENTENCE.sub("", left.text).rstrip()
-    return LeftContext(left.audio, bare) if bare else left
+    return replace(left, text=bare) if bare else left
 
 
 def partial_share(o: PipelineOptions, spent_rate: float, streams: int) -> float:
@@ -348,48 +347,3 @@ def _clause(op: OpenUtterance, words: list[str], heard: int, word_ends: tuple[fl
         return None
     cut, wall, last = found
     return cut, wall, " ".join(words[: last + 1])
-
-
-class FollowOn:
-    """The stream's last final, kept as the left context of an utterance that starts right after its audio
-    (``final_left_context_gap_ms``). Caller holds the stream's lock."""
-
-    def __init__(self, o: PipelineOptions) -> None:
-        self._o = o
-        # Where its audio ends (stream sample), its utterance, the final and how many samples it heard. The
-        # context itself is cut only for an utterance that gets it: most finals are followed by none.
-        self._last: tuple[int, OpenUtterance, PendingFinal, int] | None = None
-
-    def record(self, op: OpenUtterance, result: PendingFinal) -> None:
-        """``result`` was emitted as the final of ``op``."""
-        heard = round((result.event.end - result.event.start) * SAMPLE_RATE)
-        self._last = (op.utt.start_sample + heard, op, result, heard)
-
-    def offer(self, op: OpenUtterance) -> None:
-        """Give ``op`` the last final as its left context when it started within the gap after that final's
-        audio. Not to the part after a commit (its context is the commit's), nor to one that has it."""
-        gap = self._o.final_left_context_gap_ms * SAMPLES_PER_MS
-        if self._last is None or op.left is not None or op.after_commit or not gap:
-            return
-        end, before, result, heard = self._last
-        if 0 <= op.utt.start_sample - end <= gap:
-            op.left = left_context(before.utt.audio()[:heard], result, self._o.final_left_context_s)
-
-
-def left_context(head: np.ndarray, result: PendingFinal | None, limit_s: float) -> LeftContext | None:
-    """What the part after a commit hears before itself: the last words of the committed ``head`` that fit
-    in ``limit_s`` seconds (from where the word before them ended), or all of it when it is that short; None
-    when nothing fits or the commit's words have no times."""
-    limit = int(limit_s * SAMPLE_RATE)
-    if result is None or not head.size or limit <= 0:
-        return None
-    if head.shape[0] <= limit:
-        return LeftContext(head.copy(), result.event.text)
-    words, ends = result.event.text.split(), result.word_ends
-    if len(ends) != len(words):
-        return None
-    for k in range(1, len(words)):
-        start = int(ends[k - 1] * SAMPLE_RATE)
-        if head.shape[0] - start <= limit:
-            return LeftContext(head[start:].copy(), " ".join(words[k:]))
-    return None

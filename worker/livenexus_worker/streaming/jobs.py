@@ -23,7 +23,7 @@ from livenexus_worker.core.audio import SAMPLE_RATE, SAMPLES_PER_MS
 from livenexus_worker.core.events import TranscriptEvent
 from livenexus_worker.inference.engine import Hypothesis
 from livenexus_worker.inference.guards import check
-from livenexus_worker.streaming import commits, finals
+from livenexus_worker.streaming import commits, finals, left
 from livenexus_worker.streaming.pauses import PauseDetector
 from livenexus_worker.streaming.scheduler import Job
 from livenexus_worker.streaming.segmenter import Utterance
@@ -59,7 +59,7 @@ class StreamJobs:
     _partial_cost: float
     _spent: deque[tuple[int, float]]
     _pauses: PauseDetector
-    _follow_on: commits.FollowOn
+    _follow_on: left.FollowOn
 
     def _new_id(self) -> str:
         self._seq += 1
@@ -77,7 +77,8 @@ class StreamJobs:
 
         # It may become the final of a part the next one hears as its left context: that needs its word times
         # when it is longer than the context.
-        timed = self.o.commit_speculative and audio.shape[0] > self.o.final_left_context_s * SAMPLE_RATE
+        timed = self.o.commit_speculative and (self.o.final_left_context_chain
+                                               or audio.shape[0] > self.o.final_left_context_s * SAMPLE_RATE)
 
         def run() -> None:
             with self._lock:
@@ -222,7 +223,9 @@ class StreamJobs:
         self._open = OpenUtterance(rest, self._ctx.tier_index(), last_voiced_wall=op.last_voiced_wall,
                            last_partial_request=time.monotonic(), after_commit=True,
                            voiced_frames=max(0, voiced_after), pause_seen_at=op.pause_seen_at,
-                           left=commits.left_context(head, result, self.o.final_left_context_s))
+                           left=left.left_context(head, result, self.o.final_left_context_s,
+                                                     commits.forced_left(op, self.o)
+                                                     if self.o.final_left_context_chain else None))
         # Pauses heard after the cut stay candidates of the part that goes on.
         self._open.pauses.extend((c - cut, w) for c, w in op.pauses if c > cut)
         self._open.pause_lengths = {w: op.pause_lengths[w] for _c, w in self._open.pauses if w in op.pause_lengths}

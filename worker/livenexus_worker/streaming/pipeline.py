@@ -17,7 +17,7 @@ import numpy as np
 
 from livenexus_worker.core.audio import SAMPLE_RATE
 from livenexus_worker.core.events import TranscriptEvent
-from livenexus_worker.streaming import commits
+from livenexus_worker.streaming import commits, left
 from livenexus_worker.streaming.jobs import StreamJobs
 from livenexus_worker.streaming.pauses import PauseDetector
 from livenexus_worker.streaming.segmenter import Utterance, cut_point
@@ -61,7 +61,7 @@ class StreamPipeline(StreamJobs):
         self._partial_cost = 0.0  # seconds a partial of this stream takes to decode (moving average)
         self._spent: deque[tuple[int, float]] = deque(maxlen=256)  # (stream position, decode s), for the budget
         self._pauses = PauseDetector(self.o.pauses)
-        self._follow_on = commits.FollowOn(self.o)
+        self._follow_on = left.FollowOn(self.o)
 
     # ---- caller thread -------------------------------------------------------------------------------
     def push(self, pcm: np.ndarray) -> None:

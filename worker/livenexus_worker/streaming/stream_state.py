@@ -179,6 +179,15 @@ class PipelineOptions:
     it (0: never): its last words, with their text forced as the decoder's start, and keeps only what follows.
     A sentence cut out alone loses the words around it, which Whisper reads it by. Every forced token costs a
     decoder step (times the beam), so it is kept short."""
+    final_left_context_chain: bool = False
+    """The left context may reach back over several committed parts (their words as their decodes forced
+    them), not only the last one: a short part left the next one a short context. Off: it pays in words, not
+    in time. Meeting benchmark, file path, 2 cores of a host where a 5 s window encodes in 100 ms: at 10 s
+    WER 6.1 / 5.6 % vs 7.9 % in three runs of the shipped rule (offline base 6.6 %), but CPU 0.82-0.84 vs 0.68-0.72
+    CPU-s per audio-s and final lag p50 2.2-2.8 vs 1.4 s; at 8 s 7.0 %, 0.82, 2.3 s. Forced words are decoded
+    one step each, times the beam (a 4 s part with 12 s of context: 1.7 s vs 0.37 s alone, one thread), so
+    the cost is the context's words. Offline at one run's cuts (``benchmarks/left_context_study.py``): 6 s
+    8.2 %, 6 s chained 8.4 %, 8 s 7.3 %, 10 s 5.9 %, 12 s 7.3 %, 15 s 5.8 %."""
     partial_left_context: bool = True
     """Partials of a part that has a left context hear it too (forced before the part's agreed words) once one
     of them said nothing the guards kept; those partials are held only to the loop and runaway guards, as the
@@ -301,6 +310,8 @@ class LeftContext:
     """int16 samples, ending where the utterance starts."""
     text: str
     """Its final's text: forced as the decoder's start, so the decode goes on from there."""
+    ends: tuple[float, ...] = ()
+    """Where each word of ``text`` ends (s from the audio's start); () when unknown."""
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,72 @@
+"""The left context a part's decodes hear: the committed words before it (the last part's, or with
+``final_left_context_chain`` several parts'), cut only where a word's end is known, and the last final kept for
+an utterance that starts right after it (:class:`FollowOn`)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from livenexus_worker.core.audio import SAMPLE_RATE, SAMPLES_PER_MS
+from livenexus_worker.streaming.commits import forced_left
+from livenexus_worker.streaming.stream_state import LeftContext, OpenUtterance, PendingFinal, PipelineOptions
+
+
+class FollowOn:
+    """The stream's last final, kept as the left context of an utterance that starts right after its audio
+    (``final_left_context_gap_ms``). Caller holds the stream's lock."""
+
+    def __init__(self, o: PipelineOptions) -> None:
+        self._o = o
+        # Where its audio ends (stream sample), its utterance, the final and how many samples it heard. The
+        # context itself is cut only for an utterance that gets it: most finals are followed by none.
+        self._last: tuple[int, OpenUtterance, PendingFinal, int] | None = None
+
+    def record(self, op: OpenUtterance, result: PendingFinal) -> None:
+        """``result`` was emitted as the final of ``op``."""
+        heard = round((result.event.end - result.event.start) * SAMPLE_RATE)
+        self._last = (op.utt.start_sample + heard, op, result, heard)
+
+    def offer(self, op: OpenUtterance) -> None:
+        """Give ``op`` the last final as its left context when it started within the gap after that final's
+        audio. Not to the part after a commit (its context is the commit's), nor to one that has it."""
+        gap = self._o.final_left_context_gap_ms * SAMPLES_PER_MS
+        if self._last is None or op.left is not None or op.after_commit or not gap:
+            return
+        end, before, result, heard = self._last
+        if 0 <= op.utt.start_sample - end <= gap:
+            chain = forced_left(before, self._o) if self._o.final_left_context_chain else None
+            op.left = left_context(before.utt.audio()[:heard], result, self._o.final_left_context_s, chain)
+
+
+def left_context(head: np.ndarray, result: PendingFinal | None, limit_s: float,
+                 before: LeftContext | None = None) -> LeftContext | None:
+    """What the part after a commit hears before itself: the last words of the committed ``head`` that fit
+    in ``limit_s`` seconds (from where the word before them ended), or all of it when it is that short; None
+    when nothing fits or the commit's words have no times. With ``before`` (the head's own left context, as
+    its decodes forced it), the words fit from both: a short head does not leave the next part with a short
+    context."""
+    limit = int(limit_s * SAMPLE_RATE)
+    if result is None or not head.size or limit <= 0:
+        return None
+    words = result.event.text.split()
+    ends: list[float | None] = [*result.word_ends] if len(result.word_ends) == len(words) else [None] * len(words)
+    audio = head
+    if before is not None and before.ends and len(before.ends) == len(before.text.split()) and words:
+        offset = before.audio.shape[0] / SAMPLE_RATE
+        audio = np.concatenate([before.audio, head])
+        words = [*before.text.split(), *words]
+        ends = [*before.ends, *(None if e is None else offset + e for e in ends)]
+    if audio.shape[0] <= limit:
+        return LeftContext(audio.copy(), " ".join(words), _known(ends, 0.0))
+    for k in range(1, len(words)):
+        cut = ends[k - 1]
+        if cut is not None and audio.shape[0] - int(cut * SAMPLE_RATE) <= limit:
+            return LeftContext(audio[int(cut * SAMPLE_RATE):].copy(), " ".join(words[k:]), _known(ends[k:], cut))
+    return None
+
+
+def _known(ends: list[float | None], start: float) -> tuple[float, ...]:
+    """``ends`` from ``start`` on, or () when one of them is unknown."""
+    if any(e is None for e in ends):
+        return ()
+    return tuple(e - start for e in ends if e is not None)
