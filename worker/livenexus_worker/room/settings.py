@@ -127,8 +127,9 @@ class WorkerSettings:
     """LIVENEXUS_FRAME_MS: frame length asked of LiveKit's AudioStream, 10, 20 or 30 ms (webrtcvad's sizes)."""
     long_context_s: float = 0.0
     """LIVENEXUS_LONG_CONTEXT_S: seconds of earlier speech, across committed parts, a final hears before its own
-    (0: the previous part's last 6 s, the default). Measured at 10 s (meeting benchmark, 2 cores): WER 6.1 %
-    vs 7.9 %, for 0.82 vs 0.69 CPU-s per audio-s and a final lag p50 of 2.2 vs 1.4 s on that host."""
+    (0: the previous part's last 6 s, the default). Measured at 10 s (meeting benchmark, 2 slow cores): WER
+    5.6-6.1 % vs 7.9 % on the file path, 6.8 vs 8.0 % through LiveKit, for 0.82-0.85 vs 0.69 CPU-s per audio-s,
+    final lag p50 2.2-3.5 vs 1.4 s and 531 vs 413 MiB RSS: for hosts with time to spare per final."""
     trace_stages: bool = False
     """LIVENEXUS_TRACE_STAGES: ``1`` stamps every transcript's stages (data message ``trace`` and a log line);
     for transport measurements, off by default."""
