@@ -98,9 +98,8 @@ class Env:
     FRAME_MS: Final = "LIVENEXUS_FRAME_MS"
     """Frame length asked of LiveKit's AudioStream (10, 20 or 30 ms; default 30)."""
     LONG_CONTEXT_S: Final = "LIVENEXUS_LONG_CONTEXT_S"
-    """Seconds of earlier speech (0-12; unset or 0: the previous part's last 6 s) a final hears before its own
-    part, across several committed parts: fewer misread words for more CPU per final (the operator leaves it
-    unset; the chart's worker.extraEnv sets it)."""
+    """Seconds of earlier speech across committed parts a final hears (0-12; 0: the previous part's last 6 s):
+    fewer misread words, more CPU per final (the operator leaves it unset; the chart's worker.extraEnv sets it)."""
     TRACE_STAGES: Final = "LIVENEXUS_TRACE_STAGES"
     """``1``: stamp each transcript's stages (monotonic clock) into its data message's ``trace`` and the log."""
 

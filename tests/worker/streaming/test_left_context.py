@@ -115,6 +115,21 @@ class Looping(ContinuingEngine):
         return Hypothesis(f"{hyp.text} {self.then}", 0.01, -0.1, "en", 0.0, 0.0, 0)
 
 
+class Says(ContinuingEngine):
+    """After its forced start, says ``with_left`` when it was given one (a left context) and ``alone`` when not."""
+
+    def __init__(self, with_left: str, alone: str) -> None:
+        super().__init__(left_s=2.0)
+        self.with_left = with_left
+        self.alone = alone
+
+    def transcribe(self, audio: np.ndarray, beam_size: int = 1, language: str | None = "en", prefix: str = "",
+                   max_new_tokens: int | None = None, context: str = "", word_times: bool = False) -> Hypothesis:
+        super().transcribe(audio, beam_size, language, prefix, max_new_tokens, context, word_times)
+        said = self.with_left if prefix else self.alone
+        return Hypothesis(f"{prefix} {said}".strip(), 0.01, -0.1, "en", 0.0, 0.0, 0)
+
+
 @pytest.mark.parametrize("then", ["May have a mark.", "May have a murk"], ids=["whole", "cut-short-misspelt"])
 def test_the_forced_words_said_again_at_the_end_are_not_kept(then: str) -> None:
     # The loop may also run out of tokens part-way through the forced words, and misspell them.
@@ -134,15 +149,8 @@ def test_a_one_word_left_context_said_again_inside_the_part_is_no_loop() -> None
 def test_a_decode_that_says_the_context_in_place_of_its_part_is_decoded_again_alone() -> None:
     # "Thanks." after the rest "but we still have a few less ends." came back as "But we still have a few less
     # ends." (capitalised): kept, that was too many words for 0.6 s and the part was dropped, "Thanks" lost.
-    class ReadsTheContextAgain(ContinuingEngine):
-        def transcribe(self, audio: np.ndarray, beam_size: int = 1, language: str | None = "en", prefix: str = "",
-                       max_new_tokens: int | None = None, context: str = "", word_times: bool = False) -> Hypothesis:
-            super().transcribe(audio, beam_size, language, prefix, max_new_tokens, context, word_times)
-            said = "But we still have a few less ends." if prefix else "Thanks."
-            return Hypothesis(f"{prefix} {said}".strip(), 0.01, -0.1, "en", 0.0, 0.0, 0)
-
     left = LeftContext(np.ones(2 * SR, dtype=np.int16), "but we still have a few less ends.")
-    engine = ReadsTheContextAgain(left_s=2.0)
+    engine = Says(with_left="But we still have a few less ends.", alone="Thanks.")
     result = decode(engine, left, 0.6, agreed=("thanks",))
     assert result is not None and result.event.text == "Thanks."
     assert engine.calls == [(round(2.6 * SR), left.text), (round(0.6 * SR), "")]
@@ -156,15 +164,8 @@ def test_a_part_that_starts_like_its_context_mid_sentence_is_kept() -> None:
 
 
 def test_a_decode_that_says_its_part_twice_is_decoded_again_without_the_context() -> None:
-    class SaysItTwice(ContinuingEngine):
-        def transcribe(self, audio: np.ndarray, beam_size: int = 1, language: str | None = "en", prefix: str = "",
-                       max_new_tokens: int | None = None, context: str = "", word_times: bool = False) -> Hypothesis:
-            super().transcribe(audio, beam_size, language, prefix, max_new_tokens, context, word_times)
-            said = "We will deploy in an Uber. We will deploy the new version." if prefix else "We will deploy it."
-            return Hypothesis(f"{prefix} {said}".strip(), 0.01, -0.1, "en", 0.0, 0.0, 0)
-
     left = LeftContext(np.ones(2 * SR, dtype=np.int16), "Please review it.")
-    engine = SaysItTwice(left_s=2.0)
+    engine = Says(with_left="We will deploy in an Uber. We will deploy the new version.", alone="We will deploy it.")
     result = decode(engine, left, 3.0)
     assert result is not None and result.event.text == "We will deploy it."
     assert engine.calls == [(5 * SR, "Please review it."), (3 * SR, "")]

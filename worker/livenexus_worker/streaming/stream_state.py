@@ -185,10 +185,11 @@ class PipelineOptions:
     in time. Meeting benchmark, file path, 2 cores of a host where a 5 s window encodes in 100 ms: at 10 s
     WER 6.1 / 5.6 % vs 7.9 % in three runs of the shipped rule (offline base 6.6 %), but CPU 0.82-0.84 vs 0.68-0.72
     CPU-s per audio-s and final lag p50 2.2-2.8 vs 1.4 s; at 8 s 7.0 %, 0.82, 2.3 s. Through LiveKit at 10 s:
-    WER 6.8 vs 8.0 %, p50 / p95 3.5 / 10.7 vs 1.5 / 4.2 s, RSS 531 vs 413 MiB. Forced words are decoded
-    one step each, times the beam (a 4 s part with 12 s of context: 1.7 s vs 0.37 s alone, one thread), so
-    the cost is the context's words. Offline at one run's cuts (``benchmarks/left_context_study.py``): 6 s
-    8.2 %, 6 s chained 8.4 %, 8 s 7.3 %, 10 s 5.9 %, 12 s 7.3 %, 15 s 5.8 %."""
+    WER 6.8 vs 8.0 %, p50 / p95 3.5 / 10.7 vs 1.5 / 4.2 s, RSS 531 vs 413 MiB. Forced words cost a
+    decoder step each, as much as generated ones (a 4 s part with 12 s of context: 1.7 s vs 0.37 s alone at
+    beam 5, 1.4 vs 0.33 s at beam 1, one thread), so the cost is the context's words. Offline at one run's
+    cuts (``benchmarks/left_context_study.py``): 6 s 8.2 %, 6 s chained 8.4 %, 8 s 7.3 %, 10 s 5.9 %, 12 s
+    7.3 %, 15 s 5.8 %."""
     partial_left_context: bool = True
     """Partials of a part that has a left context hear it too (forced before the part's agreed words) once one
     of them said nothing the guards kept; those partials are held only to the loop and runaway guards, as the
