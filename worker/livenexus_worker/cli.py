@@ -71,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--beam-size", type=int, default=5, help="beam size of finals")
         sp.add_argument("--partial-ms", type=int, default=250, help="partial cadence (0: no partials)")
         sp.add_argument("--language", default="en", help="language code or 'auto'")
-        sp.add_argument("--threads", type=int, default=0, help="CTranslate2 threads per decode (0: one)")
+        sp.add_argument("--threads", type=int, default=0, help="CTranslate2 threads per decode (0: two from 2 cores)")
 
     t = sub.add_parser("transcribe", help="stream a file through the real-time pipeline")
     t.add_argument("file")

@@ -153,3 +153,18 @@ def test_long_context_chains_the_left_context_within_one_window() -> None:
     top = WorkerSettings.from_env({"LIVENEXUS_LONG_CONTEXT_S": "12"}).runtime_options().pipeline
     worst = (top.final_left_context_s + top.segmenter.max_utterance_s) * SAMPLE_RATE + top.tail_ms * 16
     assert worst <= MAX_WINDOW_SAMPLES, "the longest context and the longest utterance fit in one window"
+
+
+@pytest.mark.parametrize(("cores", "threads"), [(0.5, 1), (1.0, 1), (1.9, 1), (2.0, 2), (4.0, 2), (16.0, 2)])
+def test_decode_threads_follow_the_usable_cores_unless_set(monkeypatch: pytest.MonkeyPatch, cores: float,
+                                                           threads: int) -> None:
+    from livenexus_worker.ops import cpu
+    from livenexus_worker.streaming.scheduler import lanes_for
+
+    monkeypatch.setattr(cpu, "usable_cores", lambda: cores)
+    auto = WorkerSettings.from_env({}).runtime_options()
+    assert auto.threads == threads
+    assert lanes_for(cores, auto.threads) * auto.threads <= max(cores + 0.5, auto.threads), "no core oversubscribed"
+    assert WorkerSettings.from_env({"LIVENEXUS_THREADS": "1"}).runtime_options().threads == 1, "set: kept"
+    with pytest.raises(SettingsError, match="LIVENEXUS_THREADS"):
+        WorkerSettings.from_env({"LIVENEXUS_THREADS": "-2"})

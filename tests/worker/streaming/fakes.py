@@ -23,6 +23,8 @@ SR = 16000
 class LengthEngine:
     """Answers with the audio length so tests can see exactly what was decoded."""
 
+    threads = 1
+
     def __init__(self) -> None:
         self.calls: list[tuple[int, str]] = []
         self.contexts: list[str] = []

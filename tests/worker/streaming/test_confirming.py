@@ -125,7 +125,7 @@ def test_a_confirming_partial_decoded_as_a_final_commits_with_its_own_words(sent
     # Measured on the meeting benchmark: a sentence found by its first confirming partial was final ~1.2 s after
     # its end, ~0.45 s of it the commit's second decode.
     engine = SentenceEngine()
-    ctx, pipe, events = pipeline(engine, PipelineOptions(final_left_context_s=0.0,
+    ctx, pipe, events = pipeline(engine, PipelineOptions(final_left_context_s=0.0, commit_heard_after_cut_ms=200,
                                                          commit_confirm_final=confirm_final))
     push(pipe, np.concatenate([silence(500), sentence, silence(150), sentence[: 500 * 16]]), ctx)
     assert ctx.scheduler.wait_idle(10)
@@ -133,7 +133,13 @@ def test_a_confirming_partial_decoded_as_a_final_commits_with_its_own_words(sent
     assert pipe.in_utterance and "Next" not in first.text, "committed while the speaker goes on"
     assert decoded(first) == int((0.5 - first.start) * SR) + sentence.shape[0], "cut at the sentence's own pause"
     # Decoded as a final, the partial that heard the look-ahead is the commit's decode; greedy, the commit
-    # decodes the same audio again with the tier's beam.
+    # decodes again with the tier's beam, hearing no more than commit_heard_after_cut_ms (here 200) after the
+    # cut: the partial heard its 300 ms look-ahead.
     (heard,) = engine.final_sized
-    assert sum(n == heard for n, _ in engine.calls) == (1 if confirm_final else 2)
+    if confirm_final:
+        assert sum(n == heard for n, _ in engine.calls) == 1
+    else:
+        cut = heard - 200 * 16
+        assert decoded(first) <= cut <= decoded(first) + 150 * 16, "200 ms after a cut in the pause"
+        assert any(n > heard for n, _ in engine.calls), "the greedy partial that confirmed it heard more"
     finish_contiguous(ctx, pipe, events, sentence[500 * 16 :])

@@ -41,11 +41,12 @@ class CostEngine(LengthEngine):
 
 
 def partials_over(speech: np.ndarray, cost: float, speakers: int, monkeypatch: pytest.MonkeyPatch,
-                  final_s: float = 0.0, budget: float = 0.0, alone: float = 0.6) -> int:
+                  final_s: float = 0.0, budget: float = 0.0, alone: float = 0.6, threads: int = 1) -> int:
     clock = [1000.0]
     monkeypatch.setattr(pipeline_module, "time", types.SimpleNamespace(monotonic=lambda: clock[0]))
     ctx = Ctx()
     ctx.engine = CostEngine(cost, final_s)
+    ctx.engine.threads = threads
     ctx.speakers = speakers
     ctx.streams = speakers
     # No commits: the count must not depend on where pauses fall. The share is set: the sums below use it.
@@ -72,6 +73,18 @@ def test_partials_stretch_with_speakers_and_cost(sentence: np.ndarray, monkeypat
     # speakers is already slower than that, and the budget does not stretch it further.
     assert partials_over(speech, 0.15, 4, monkeypatch, budget=0.45) == crowded
 
+
+
+def test_a_decode_on_two_cores_costs_a_stream_twice_its_time(sentence: np.ndarray,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    # One speaker, 0.15 s partials: its lane is free 0.15 / 0.6 = every 0.25 s, the tier's interval. On two
+    # intra-op threads each partial keeps two cores busy for those 0.15 s: 0.3 core-s / 0.6 = every 0.5 s.
+    speech = np.concatenate([sentence] * 4)
+    seconds = speech.shape[0] / 16000 - 1.0
+    one = partials_over(speech, 0.15, 1, monkeypatch)
+    two = partials_over(speech, 0.15, 1, monkeypatch, threads=2)
+    assert one >= 0.8 * seconds / 0.25
+    assert 0.8 * seconds / 0.5 <= two <= 1.2 * seconds / 0.5 + 1
 
 
 def test_the_share_falls_to_its_floor_only_while_the_stream_is_over_budget() -> None:

@@ -201,6 +201,8 @@ def test_close_stops_every_worker() -> None:
 
 def test_lanes_follow_the_cores_a_quota_gives() -> None:
     assert [lanes_for(c) for c in (0.0, 0.25, 1.0, 1.4, 1.5, 2.0, 3.7)] == [1, 1, 1, 1, 2, 2, 4]
+    # Decodes on two cores each: one per two cores.
+    assert [lanes_for(c, 2) for c in (0.5, 1.0, 2.0, 2.9, 3.0, 4.0, 8.0)] == [1, 1, 1, 1, 2, 2, 4]
 
 
 def test_a_batch_of_partials_holds_one_job_of_a_stream() -> None:

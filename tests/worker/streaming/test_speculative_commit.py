@@ -157,3 +157,31 @@ def test_a_guess_commits_alone_only_at_a_pause_as_long_as_an_unmarked_clause_s(s
     assert engine.finals, "a final was guessed in the pause either way"
     assert len(finals(events)) == int(commits)
     ctx.scheduler.close()
+
+
+@pytest.mark.parametrize(("pauses_ms", "awaits"), [
+    ([1950], True),  # the partial would be the first to hear the guess's pause only: the guess is its commit
+    ([1950, 2600], False),  # ...and a later pause's look-ahead, where the sentence may end: decoded as a final
+    ([1400, 1950], True),  # an earlier pause too: a boundary there needs a commit decode whatever this one is
+    ([2600], False),  # not the guess's pause
+])
+def test_a_guess_spares_the_confirming_decode_only_of_its_own_pause(pauses_ms: list[int], awaits: bool) -> None:
+    from livenexus_worker.core.events import TranscriptEvent
+    from livenexus_worker.streaming.commits import confirms_pause, guess_awaits
+    from livenexus_worker.streaming.segmenter import Utterance
+    from livenexus_worker.streaming.stream_state import OpenUtterance, PendingFinal
+
+    start = 16000
+    utt = Utterance("u", start)
+    utt.append(np.zeros(3000 * 16, dtype=np.int16))  # every pause's 300 ms look-ahead is heard
+    op = OpenUtterance(utt, 0, speculated_at=start + 2000 * 16, speculative_done=True,
+                       speculative_samples=2090 * 16, resumed_at=start + 2200 * 16)
+    said = TranscriptEvent(stream_id="s", speaker="spk", segment_id="u", text="A sentence.", is_final=True,
+                           start=1.0, end=3.09)
+    op.speculative = PendingFinal(said, 0.0)
+    op.pauses.extend((ms * 16, float(ms)) for ms in pauses_ms)
+    o = PipelineOptions()
+    assert confirms_pause(op, o)
+    assert guess_awaits(op, o) is awaits
+    op.partial_heard = 3000 * 16  # a partial heard them all: none is left to confirm
+    assert not confirms_pause(op, o) and not guess_awaits(op, o)

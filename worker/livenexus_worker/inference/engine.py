@@ -4,13 +4,12 @@ Whisper's encoder is usually fed a 30 s window padded with silence; on CPU that 
 the speech. CTranslate2 accepts shorter mel inputs, so we pad only to the utterance length plus a margin,
 rounded up to a bucket: a few seconds of speech encode ~5-8x faster with the same text.
 
-One decode runs on one core (``threads`` 1 by default) and numpy's BLAS is held to one thread. Measured on
-2 cores (base int8, 10 windows each, 0.2 s apart, as partials come): with 2 intra-op threads and numpy's
-default BLAS threads a 2.5 s beam-1 partial took 127 ms and 242 ms of CPU, a 3 s beam-5 final 291 ms and
-405 ms, an 8 s beam-5 final 892 ms and 1049 ms; with one thread each 116/119, 152/155, 391/398 ms. The
-decoder's small matrices gain nothing from a second thread, and the feature extractor's one BLAS call left
-OpenBLAS threads spinning on the other core for ~100 ms after every decode. Meeting benchmark (file path):
-0.91 -> 0.57 CPU-s per audio-s, sentence-final lag p50/p95 1.43/3.98 -> 1.24/3.23 s.
+numpy's BLAS is held to one thread. Measured on 2 cores (base int8, 10 windows each, 0.2 s apart, as partials
+come): with numpy's default BLAS threads the feature extractor's one BLAS call left OpenBLAS threads spinning on
+the other core for ~100 ms after every decode, and 2 intra-op threads looked no faster than one (a 2.5 s
+beam-1 partial 127 vs 116 ms). Meeting benchmark (file path): 0.91 -> 0.57 CPU-s per audio-s, sentence-final
+lag p50/p95 1.43/3.98 -> 1.24/3.23 s. With BLAS held, ``threads`` 2 decodes 1.5-6 s windows 1.75-1.85x faster
+than one (beam 1 and 5; the worker's choice is ``streaming.scheduler.threads_for``).
 """
 
 from __future__ import annotations
@@ -117,6 +116,8 @@ class WhisperEngine:
 
         self.options = options or EngineOptions()
         threads = threads or 1
+        self.threads = threads
+        """Intra-op threads of each decode: the cores one call keeps busy."""
         _limit_blas()
         t0 = time.perf_counter()
         self._wm = WhisperModel(str(model_dir), device="cpu", compute_type=compute_type, cpu_threads=threads,

@@ -23,7 +23,7 @@ def tier_signals(runtime: Runtime, metrics: WorkerMetrics) -> tuple[CpuSample, f
     in-place resize)."""
     metrics.queue(runtime.scheduler.depth(), runtime.scheduler.lag_s(), runtime.active_speakers())
     sample = metrics.sampler.sample()
-    runtime.scheduler.set_parallel(lanes_for(sample.usable_cores))
+    runtime.scheduler.set_parallel(lanes_for(sample.usable_cores, runtime.decode_threads))
     return sample, runtime.scheduler.lag_s(finals_only=True)
 
 

@@ -113,7 +113,8 @@ class WorkerSettings:
     metrics_host: str = "0.0.0.0"
     """LIVENEXUS_METRICS_HOST: bind address of the metrics server (tests use 127.0.0.1)."""
     threads: int = 0
-    """LIVENEXUS_THREADS: CTranslate2 intra-op threads per decode (0 = one, measured fastest)."""
+    """LIVENEXUS_THREADS: CTranslate2 intra-op threads per decode (0 = two from two usable cores on, else one;
+    decodes run at once on the cores left, see ``streaming.scheduler.threads_for``)."""
     model_cache: str = ""
     """LIVENEXUS_MODEL_CACHE: directory of prepared models (default: user cache dir)."""
     max_streams: int = 32
@@ -189,8 +190,10 @@ class WorkerSettings:
         """What the runtime takes from these settings: the ladder, VAD, language, threads and model cache."""
         # Imported here: reading settings (the CLI does for every command) must not load the audio stack.
         from livenexus_worker.inference.guards import GuardOptions
+        from livenexus_worker.ops.cpu import usable_cores
         from livenexus_worker.streaming.pipeline import PipelineOptions
         from livenexus_worker.streaming.runtime import RuntimeOptions
+        from livenexus_worker.streaming.scheduler import threads_for
         from livenexus_worker.streaming.segmenter import SegmenterOptions
         from livenexus_worker.streaming.vad import VadOptions
 
@@ -202,7 +205,8 @@ class WorkerSettings:
         )
         if self.long_context_s > 0:
             pipeline = replace(pipeline, final_left_context_s=self.long_context_s, final_left_context_chain=True)
-        return RuntimeOptions(tiers=self.tiers, pipeline=pipeline, threads=self.threads, model_cache=self.model_cache)
+        threads = self.threads or threads_for(usable_cores())
+        return RuntimeOptions(tiers=self.tiers, pipeline=pipeline, threads=threads, model_cache=self.model_cache)
 
     def tier_options(self) -> TierOptions:
         """Thresholds and windows of the tier policy, over this ladder."""

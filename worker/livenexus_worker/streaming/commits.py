@@ -81,10 +81,15 @@ def confirmed_speculation(op: OpenUtterance, cut: int, o: PipelineOptions) -> Pe
 
 
 def guess_awaits(op: OpenUtterance, o: PipelineOptions) -> bool:
-    """A speculative final decoded in one of ``op``'s pauses may become its commit: a partial that confirms the
-    pause then needs no final-grade decode of its own (``commit_confirm_final``). Caller holds the lock."""
-    return (op.speculative is not None and _guess_outlived(op, o)
-            and any(_in_guess_pause(op, c) for c, _ in op.pauses))
+    """A speculative final decoded in the pause a partial asked for now would confirm (:func:`confirms_pause`)
+    may become its commit: that partial then needs no final-grade decode of its own (``commit_confirm_final``).
+    Not when it would also be the first to hear a later pause: "a plan to avoid it next. | time" was guessed at
+    a gap inside the sentence, the partial that heard both that gap's and the sentence end's look-ahead was
+    greedy and read no full stop at the end, and the sentence was final 3.8 s after it (every run of the
+    meeting benchmark). Caller holds the lock."""
+    fresh = [c for c, _ in _fresh(op, o)]
+    return (op.speculative is not None and _guess_outlived(op, o) and any(_in_guess_pause(op, c) for c in fresh)
+            and all(c <= op.speculative_samples for c in fresh))
 
 
 def _in_guess_pause(op: OpenUtterance, c: int) -> bool:
@@ -101,9 +106,13 @@ def confirms_pause(op: OpenUtterance, o: PipelineOptions) -> bool:
     sooner than the tier's interval: on an idle node it comes soon anyway, and one speaker's meeting run asked
     for 24 % more partials (+0.11 CPU-s per audio-s) with no gain in final lag when it did. What a partial
     heard is noted when it runs: one dropped as stale or skipped in the pause leaves the next its way past."""
+    return not op.commit_pending and bool(_fresh(op, o))
+
+
+def _fresh(op: OpenUtterance, o: PipelineOptions) -> list[tuple[int, float]]:
+    """``op``'s pauses whose look-ahead a partial asked for now would be the first to hear."""
     lookahead = o.commit_lookahead_ms * SAMPLES_PER_MS
-    return not op.commit_pending and any(
-        op.utt.n - c >= lookahead > op.partial_heard - c for c, _ in op.pauses)
+    return [(c, w) for c, w in op.pauses if op.utt.n - c >= lookahead > op.partial_heard - c]
 
 
 def rest_of_sentence(op: OpenUtterance, o: PipelineOptions) -> bool:
@@ -154,16 +163,17 @@ def shared(o: PipelineOptions, streams: int) -> float:
 
 
 def partial_due(op: OpenUtterance, o: PipelineOptions, now: float, interval: float, cost: float, speakers: int,
-                parallel: int, share: float, together: float) -> bool:
+                parallel: int, share: float, together: float, threads: int = 1) -> bool:
     """Is a partial of ``op`` due ``now``? Every tier ``interval`` (s; 0: no partials) at most; the partials of
     all ``speakers`` may keep the inference threads busy only ``together`` of the time (:func:`shared`), so the
     cadence stretches with the speakers (beyond the ``parallel`` jobs that run at once) and the ``cost`` of a
     partial (s) before finals queue; and this stream's may use only ``share`` of a core (its CPU budget,
-    :func:`partial_share`). A partial that may confirm a pause does not wait for those stretches."""
+    :func:`partial_share`; a partial keeps its decode's ``threads`` cores busy for its ``cost``). A partial that
+    may confirm a pause does not wait for those stretches."""
     if interval <= 0 or now - op.last_partial_request < interval:
         return False
     lanes = max(1, min(speakers, parallel))
-    stretched = max(interval, cost * speakers / (together * lanes), cost / share)
+    stretched = max(interval, cost * speakers / (together * lanes), cost * threads / share)
     if now - op.last_partial_request < stretched and not confirms_pause(op, o):
         return False
     least = o.min_partial_audio_ms

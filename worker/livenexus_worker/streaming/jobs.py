@@ -83,11 +83,14 @@ class StreamJobs:
         def run() -> None:
             with self._lock:
                 if op.speculated_at != marker or (op.ended and op.speculative_done):
+                    log.debug("stream %s: guess @%d skipped", self.stream_id, marker)
                     return  # speech resumed: this guess is obsolete
             event = self._decode_final(op, audio, wall, timed=timed)
             with self._lock:
                 if op.speculated_at != marker:
+                    log.debug("stream %s: guess @%d obsolete once decoded", self.stream_id, marker)
                     return
+                log.debug("stream %s: guess @%d decoded (ended=%s)", self.stream_id, marker, op.ended)
                 _heard_left(op, event.left_stop_p if event is not None else None)
                 op.speculative, op.speculative_done = event, True
                 if op.ended:
@@ -103,7 +106,8 @@ class StreamJobs:
         event, heard = op.speculative, op.speculative_samples
         if event is None or self._open is not op or not commits.speculation_commits(op, self.o):
             return
-        log.debug("stream %s: speech went on; the guessed final commits %.2f s", self.stream_id, heard / SAMPLE_RATE)
+        log.debug("stream %s: speech went on; the guessed final commits %.2f s (guess @%d used)", self.stream_id,
+                  heard / SAMPLE_RATE, op.speculated_at)
         self._commit(op, heard, event)
 
     def _finish(self, op: OpenUtterance, reason: str, speech_end_wall: float | None = None) -> None:
@@ -127,6 +131,8 @@ class StreamJobs:
                       self.stream_id, op.utt.segment_id, reason)
             return
         if op.speculated_at == op.utt.last_voiced_sample:
+            log.debug("stream %s: guess @%d is the final (done=%s)", self.stream_id, op.speculated_at,
+                      op.speculative_done)
             if op.speculative_done:
                 self._emit_final(op, op.speculative)
             return  # the speculative job emits when it completes
@@ -192,8 +198,8 @@ class StreamJobs:
         cut, wall, head = found
         guess = commits.confirmed_speculation(op, cut, self.o)
         if guess is not None:
-            log.debug("stream %s: the pause at %.2f s ends a sentence; its guessed final commits", self.stream_id,
-                      cut / SAMPLE_RATE)
+            log.debug("stream %s: the pause at %.2f s ends a sentence; its guessed final commits (guess @%d used)",
+                      self.stream_id, cut / SAMPLE_RATE, op.speculated_at)
             self._commit(op, op.speculative_samples, guess)
             return True
         if decoded is not None:
@@ -205,7 +211,8 @@ class StreamJobs:
                 self._commit(op, cut, PendingFinal(event, wall, ends))
                 return True
         if not self.o.commit_text_from_partial:
-            self._propose_commit(op, wall, cut, heard, head)
+            after = self.o.commit_heard_after_cut_ms * SAMPLES_PER_MS
+            self._propose_commit(op, wall, cut, min(heard, cut + after) if after > 0 else heard, head)
             return False
         start = op.utt.start_sample / SAMPLE_RATE
         event = replace(partial, text=head, stable=head, unstable="", is_final=True, end=start + cut / SAMPLE_RATE)
@@ -249,12 +256,12 @@ class StreamJobs:
                            last_partial_request=wall)
 
     def _maybe_partial(self, op: OpenUtterance, now: float) -> None:
-        _idx, tier, _eng = self._ctx.engine_for(op.tier)
+        _idx, tier, engine = self._ctx.engine_for(op.tier)
         streams = self._ctx.stream_count()
         share = commits.partial_share(self.o, self._spent_rate(), streams)
         if not commits.partial_due(op, self.o, now, tier.partial_interval_ms / 1000, self._partial_cost,
                                    max(1, self._ctx.active_speakers()), self._ctx.scheduler.parallel, share,
-                                   commits.shared(self.o, streams)):
+                                   commits.shared(self.o, streams), engine.threads):
             return
         op.last_partial_request = now
         job = Job(lambda: self._run_partial(op, now), "partial", key=self.stream_id,
@@ -287,12 +294,12 @@ class StreamJobs:
         hyp, said, said_ends, said_probs, heard = finals.decode_partial(engine, self.o, audio, committed, left,
                                                                         aligned, self.stream_id)
         self._ctx.on_inference("partial", hyp, audio.shape[0] / SAMPLE_RATE)
-        cost = hyp.encode_s + hyp.decode_s
+        cost = hyp.encode_s + hyp.decode_s  # how long it held its lane
         text, _why = check(said, hyp.no_speech_prob, hyp.avg_logprob, audio.shape[0] / SAMPLE_RATE, self.o.guards,
                            evidence_words=self.o.guards.evidence_words if heard else 0)
         with self._lock:
             self._partial_cost = cost if not self._partial_cost else 0.7 * self._partial_cost + 0.3 * cost
-            self._spent.append((self._pos, cost))
+            self._spent.append((self._pos, cost * engine.threads))  # core-seconds: each thread kept a core busy
             op.partial_dropped |= text is None
             _heard_left(op, finals.forced_stop_p(hyp, left) if heard and left is not None else None)
             if op.ended or self._open is not op or text is None:
@@ -328,7 +335,7 @@ class StreamJobs:
 
     def _spent_rate(self) -> float:
         """Core-seconds per second this stream's decodes took over the last ``cpu_budget_window_s`` of its
-        audio (a decode runs on one core: its wall time is its CPU time). Lock held."""
+        audio (a decode keeps its engine's ``threads`` cores busy for its wall time). Lock held."""
         window = self.o.cpu_budget_window_s * SAMPLE_RATE
         if window <= 0:
             return 0.0
@@ -345,11 +352,12 @@ class StreamJobs:
                                   (head.split() or [""])[-1],
                                   (self._pauses.speech_level, self._pauses.floor_level))
         began = time.perf_counter()
+        cores = self._ctx.engine_for(op.tier)[2].threads
         try:  # every decode of the final (a second one too) counts against the stream's CPU budget
             result = finals.decode_final(self._ctx, self.o, req, op, audio, speech_end_wall, keep_until)
         finally:
             with self._lock:
-                self._spent.append((self._pos, time.perf_counter() - began))
+                self._spent.append((self._pos, (time.perf_counter() - began) * cores))
         return finals.stamped(self._ctx, op, result, audio.shape[0] if keep_until is None else keep_until)
 
     def _emit_final(self, op: OpenUtterance, result: PendingFinal | None) -> None:

@@ -72,11 +72,12 @@ class RuntimeOptions:
     engine: EngineOptions = field(default_factory=EngineOptions)
     """Window sizing."""
     threads: int = 0
-    """CTranslate2 intra-op threads per decode (0: one, measured fastest; see ``inference/engine.py``)."""
+    """CTranslate2 intra-op threads per decode (0: one). The worker and the CLI choose two from two usable cores
+    on (``scheduler.threads_for``); the default workers then hold one decode per two cores."""
     workers: int = 0
-    """Inference threads: decodes of different streams that may run at once, each on one core (0: the cores
-    in the affinity mask, at most :data:`MAX_WORKERS`). How many do run at once follows the CPU quota
-    (:meth:`InferenceScheduler.set_parallel`)."""
+    """Inference threads: decodes of different streams that may run at once, each on ``threads`` cores (0: the
+    cores in the affinity mask over ``threads``, at most :data:`MAX_WORKERS`). How many do run at once follows
+    the CPU quota (:meth:`InferenceScheduler.set_parallel`)."""
     model_cache: str = ""
     """Model cache directory ('' = default)."""
     max_batch: int = 1
@@ -110,7 +111,8 @@ class Runtime:
         self._streams: dict[str, StreamPipeline] = {}
         self._opened = 0
         self._stats_lock = threading.Lock()  # batched jobs report from several threads at once
-        self.workers = options.workers or min(MAX_WORKERS, len(os.sched_getaffinity(0)))
+        self.decode_threads = max(1, options.threads)
+        self.workers = options.workers or max(1, min(MAX_WORKERS, len(os.sched_getaffinity(0)) // self.decode_threads))
         self.scheduler = InferenceScheduler(between_jobs=self._between_jobs, max_batch=options.max_batch,
                                             batch_partials=options.batch_partials, workers=self.workers)
         self.ready = False

@@ -138,6 +138,9 @@ class PipelineOptions:
     and no second decode follows; when it does not, it is shown as a partial. Meeting benchmark, file path,
     off vs on: final p95 2.97 / 1.92 / 3.90 s vs 2.31 / 1.59 / 2.27 s over three meetings, WER +0.2-0.7 points,
     CPU +0.02-0.045 CPU-s per audio-s (paid back by ``cpu_budget`` 0.40)."""
+    commit_heard_after_cut_ms: int = 600
+    """A commit decode (a greedy partial found the sentence end) hears this much audio after its cut, not all
+    the partial heard (0: all of it): the words after the cut are thrown away, and each costs a decoder step."""
     commit_speculative: bool = True
     """A speculative final of a pause the speaker then talks on after is not thrown away: it heard everything
     up to the pause, so it becomes the final of that part (cut in the pause), like a commit."""
