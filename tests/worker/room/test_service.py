@@ -42,8 +42,9 @@ def test_service_serves_health_metrics_and_counts_speech(speech_cache: dict[str,
         svc.close()
 
 
-@pytest.mark.parametrize(("cores", "lanes"), [(0.6, 1), (1.5, 2), (3.0, 3), (8.0, 4)])
-def test_tier_signals_run_as_many_decodes_at_once_as_the_quota_holds(cores: float, lanes: int) -> None:
+@pytest.mark.parametrize(("cores", "threads", "lanes"),
+                         [(0.6, 1, 1), (1.5, 1, 2), (3.0, 1, 3), (8.0, 1, 4), (2.0, 2, 1), (4.0, 2, 2), (1.0, 2, 1)])
+def test_tier_signals_run_as_many_decodes_at_once_as_the_quota_holds(cores: float, threads: int, lanes: int) -> None:
     from livenexus_worker.ops.cpu import CpuSample, CpuSampler
     from livenexus_worker.ops.metrics import WorkerMetrics
     from livenexus_worker.room.service import tier_signals
@@ -55,6 +56,7 @@ def test_tier_signals_run_as_many_decodes_at_once_as_the_quota_holds(cores: floa
 
     class Rt:
         scheduler = InferenceScheduler(workers=4)
+        decode_threads = threads  # each decode keeps this many cores busy
 
         def active_speakers(self) -> int:
             return 2

@@ -19,8 +19,8 @@ log = logging.getLogger(__name__)
 def tier_signals(runtime: Runtime, metrics: WorkerMetrics) -> tuple[CpuSample, float]:
     """One tick of the tier controller: the CPU sample and how long the oldest queued final has waited (what
     a listener waits for). Also refreshes the queue gauges (between jobs they go stale during one long
-    decode) and lets as many decodes run at once as the CPU quota holds, one per core (it changes on an
-    in-place resize)."""
+    decode) and lets as many decodes run at once as the CPU quota holds, one per ``decode_threads`` cores (the
+    quota changes on an in-place resize)."""
     metrics.queue(runtime.scheduler.depth(), runtime.scheduler.lag_s(), runtime.active_speakers())
     sample = metrics.sampler.sample()
     runtime.scheduler.set_parallel(lanes_for(sample.usable_cores, runtime.decode_threads))
