@@ -75,16 +75,19 @@ def test_partials_stretch_with_speakers_and_cost(sentence: np.ndarray, monkeypat
 
 
 
-def test_a_decode_on_two_cores_costs_a_stream_twice_its_time(sentence: np.ndarray,
-                                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    # One speaker, 0.15 s partials: its lane is free 0.15 / 0.6 = every 0.25 s, the tier's interval. On two
-    # intra-op threads each partial keeps two cores busy for those 0.15 s: 0.3 core-s / 0.6 = every 0.5 s.
+def test_over_its_budget_a_decode_on_two_cores_costs_a_stream_twice_its_time(sentence: np.ndarray,
+                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    # One speaker, 0.15 s partials. Under budget the share is lane time: 0.15 / 0.6 = every 0.25 s, the tier's
+    # interval, on one thread or two. Over budget (0.15 / 0.25 s = 0.6 s of decode per second > 0.1) the floor
+    # is 0.25 of a core: every 0.6 s on one thread, every 1.2 s on two (each partial keeps two cores busy).
     speech = np.concatenate([sentence] * 4)
     seconds = speech.shape[0] / 16000 - 1.0
-    one = partials_over(speech, 0.15, 1, monkeypatch)
-    two = partials_over(speech, 0.15, 1, monkeypatch, threads=2)
-    assert one >= 0.8 * seconds / 0.25
-    assert 0.8 * seconds / 0.5 <= two <= 1.2 * seconds / 0.5 + 1
+    for threads in (1, 2):
+        assert partials_over(speech, 0.15, 1, monkeypatch, alone=0.6, threads=threads) >= 0.8 * seconds / 0.25
+    one = partials_over(speech, 0.15, 1, monkeypatch, budget=0.1, threads=1)
+    two = partials_over(speech, 0.15, 1, monkeypatch, budget=0.1, threads=2)
+    assert 0.8 * seconds / 0.6 <= one <= 1.2 * seconds / 0.6 + 2
+    assert 0.8 * seconds / 1.2 <= two <= 1.2 * seconds / 1.2 + 2
 
 
 def test_the_share_falls_to_its_floor_only_while_the_stream_is_over_budget() -> None:
@@ -100,6 +103,8 @@ def test_a_stream_speaking_alone_has_the_larger_share() -> None:
     assert partial_share(o, 0.0, 1) == pytest.approx(0.75), "alone: no other stream's final waits behind it"
     assert partial_share(o, 0.0, 2) == pytest.approx(0.6), "another stream is open (speaking or not)"
     assert partial_share(o, 0.5, 1) == pytest.approx(0.25), "over budget alone: the floor all the same"
+    assert partial_share(o, 0.5, 1, threads=2) == pytest.approx(0.125), "the floor is of a core"
+    assert partial_share(o, 0.0, 1, threads=2) == pytest.approx(0.75), "under budget: lane time, any threads"
 
 
 def test_a_lone_speaker_asks_for_partials_closer(sentence: np.ndarray, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -258,10 +258,10 @@ class StreamJobs:
     def _maybe_partial(self, op: OpenUtterance, now: float) -> None:
         _idx, tier, engine = self._ctx.engine_for(op.tier)
         streams = self._ctx.stream_count()
-        share = commits.partial_share(self.o, self._spent_rate(), streams)
+        share = commits.partial_share(self.o, self._spent_rate(), streams, engine.threads)
         if not commits.partial_due(op, self.o, now, tier.partial_interval_ms / 1000, self._partial_cost,
                                    max(1, self._ctx.active_speakers()), self._ctx.scheduler.parallel, share,
-                                   commits.shared(self.o, streams), engine.threads):
+                                   commits.shared(self.o, streams)):
             return
         op.last_partial_request = now
         job = Job(lambda: self._run_partial(op, now), "partial", key=self.stream_id,
