@@ -33,7 +33,7 @@ from livenexus_worker.core.audio import SAMPLE_RATE
 from livenexus_worker.core.events import TranscriptEvent
 from livenexus_worker.ops.metrics import WorkerMetrics
 from livenexus_worker.ops.tier_control import TierController, TierManager
-from livenexus_worker.room.service import tier_signals
+from livenexus_worker.room.service import speakers_contend, tier_signals
 from livenexus_worker.room.settings import WorkerSettings
 from livenexus_worker.streaming.runtime import Runtime
 
@@ -87,6 +87,8 @@ class RunResult:
     """Tier in force at the end of the run."""
     max_lag_s: float = 0.0
     """Highest inference queue lag sampled."""
+    contended: float = 0.0
+    """Share of tier ticks with more speakers than decode lanes (only then does CPU count for the tiers)."""
 
 
 def stream_signal(clips: list[np.ndarray], k: int, seconds: float) -> np.ndarray:
@@ -131,7 +133,14 @@ def run(n: int, clips: list[np.ndarray], seconds: float, settings: WorkerSetting
         lags.append(lag)
         return s.pressure, lag
 
-    controller = TierController(manager, signals, rt.set_tier if tiers else (lambda i: None), interval_s=0.5)
+    contention: list[bool] = []
+
+    def contended() -> bool:
+        contention.append(speakers_contend(rt))
+        return contention[-1]
+
+    controller = TierController(manager, signals, rt.set_tier if tiers else (lambda i: None), interval_s=0.5,
+                                contended=contended)
 
     last_partial: dict[str, float] = {}
 
@@ -195,6 +204,7 @@ def run(n: int, clips: list[np.ndarray], seconds: float, settings: WorkerSetting
     res.busy_mean = statistics.fmean(busy) if busy else float("nan")
     res.stall_mean = statistics.fmean(stall) if stall else float("nan")
     res.max_lag_s = max(lags, default=0.0)
+    res.contended = statistics.fmean(contention) if contention else 0.0
     res.tier_end = manager.active
     rt.close()
     return res
@@ -207,7 +217,7 @@ def pct(values: list[float], q: float) -> float:
 def table(results: list[RunResult], settings: WorkerSettings) -> str:
     head = (f"{'N':>3} {'finals':>6} {'p50 ms':>7} {'p95 ms':>7} {'max ms':>7} {'gap p50':>7} {'RTF':>6} {'CPU %':>6} "
             f"{'press.':>6} {'busy':>5} {'stall':>5} {'lag max s':>9} {'RSS MiB':>8} {'stale':>5} {'batched':>7} "
-            f"{'overlap':>7}  "
+            f"{'overlap':>7} {'contend':>7}  "
             "tiers (s on each; end)")
     lines = [head, "-" * len(head)]
     for r in results:
@@ -217,7 +227,7 @@ def table(results: list[RunResult], settings: WorkerSettings) -> str:
             f"{max(r.latencies_ms, default=float('nan')):7.0f} {pct(r.partial_gaps_ms, 50):7.0f} {r.rtf:6.3f} "
             f"{100 * r.cpu_share:6.1f} "
             f"{r.pressure_mean:6.2f} {r.busy_mean:5.2f} {r.stall_mean:5.2f} {r.max_lag_s:9.2f} "
-            f"{r.rss_peak_mib:8.0f} {r.stale_partials:5d} {r.batched:7d} {r.overlapped:7d}  "
+            f"{r.rss_peak_mib:8.0f} {r.stale_partials:5d} {r.batched:7d} {r.overlapped:7d} {r.contended:7.2f}  "
             f"{used}; end {r.tier_end}")
     for r in results:
         if r.stages_ms:

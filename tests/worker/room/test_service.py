@@ -47,7 +47,7 @@ def test_service_serves_health_metrics_and_counts_speech(speech_cache: dict[str,
 def test_tier_signals_run_as_many_decodes_at_once_as_the_quota_holds(cores: float, threads: int, lanes: int) -> None:
     from livenexus_worker.ops.cpu import CpuSample, CpuSampler
     from livenexus_worker.ops.metrics import WorkerMetrics
-    from livenexus_worker.room.service import tier_signals
+    from livenexus_worker.room.service import speakers_contend, tier_signals
     from livenexus_worker.streaming.scheduler import InferenceScheduler
 
     class Quota(CpuSampler):
@@ -67,5 +67,7 @@ def test_tier_signals_run_as_many_decodes_at_once_as_the_quota_holds(cores: floa
         sample, lag = tier_signals(rt, metrics)  # type: ignore[arg-type]
         assert (sample.pressure, lag, rt.scheduler.parallel) == (0.3, 0.0, lanes)
         assert "livenexus_active_speakers 2.0" in metrics.exposition().decode()
+        # Two speakers wait for each other's decodes only on fewer than two lanes.
+        assert speakers_contend(rt) == (lanes < 2)  # type: ignore[arg-type]
     finally:
         rt.scheduler.close()

@@ -100,6 +100,7 @@ class TierPolicy:
         self._avg_at = 0.0
         self._cores: float | None = None
         self._grace_spent = False  # the autoscale grace was waited out at this quota: no second wait
+        self._contended_at: float | None = None
 
     @property
     def signals(self) -> tuple[float, float] | None:
@@ -132,12 +133,25 @@ class TierPolicy:
         o = self.options
         return o.autoscale_max_cores > 0 and cores is not None and cores < o.autoscale_max_cores - 1e-3
 
-    def observe(self, now: float, cpu: float, lag_s: float, cores: float | None = None) -> int | None:
+    def cpu_counts(self, now: float) -> bool:
+        """Whether CPU pressure is a sign of overload now: streams contended for decode lanes within the
+        last down window."""
+        return self._contended_at is not None and now - self._contended_at < self.options.down_window_s
+
+    def observe(self, now: float, cpu: float, lag_s: float, cores: float | None = None, *,
+                contended: bool = True) -> int | None:
         """Feed one sample; returns the new tier index when a change is due (and adopts it), else None.
 
         ``cores`` is the CPU budget the sample was taken under (the cgroup quota); None when unknown.
+        ``contended`` says whether more streams were speaking than decodes can run at once. When none were
+        for a whole down window, only lag counts: a stream's decodes run one after another, so while each
+        speaker has a lane of its own a busy CPU is that speaker's decodes keeping up (one speaker's
+        two-thread decodes hold both cores of a two-core pod ~85 % of the time at lag 0), and any
+        shortfall shows as its own finals waiting. Stepping down then cost WER for nothing.
         """
         o = self.options
+        if contended:
+            self._contended_at = now
         if cores is not None and self._cores is not None and abs(cores - self._cores) > 1e-3:
             # The pod was resized: windows measured against the old budget say nothing about the new one,
             # and an autoscaler that acts is worth waiting for again.
@@ -146,8 +160,9 @@ class TierPolicy:
         if cores is not None:
             self._cores = cores
         cpu, lag_s = self._smooth(now, cpu, lag_s)
-        hot = cpu > o.cpu_high or lag_s > o.lag_high_s
-        calm = cpu < o.cpu_low and lag_s < o.lag_low_s
+        cpu_counts = self.cpu_counts(now)
+        hot = (cpu_counts and cpu > o.cpu_high) or lag_s > o.lag_high_s
+        calm = (not cpu_counts or cpu < o.cpu_low) and lag_s < o.lag_low_s
         # A window is "held" only if every sample since it started agreed; any other sample restarts it.
         self._hot_since = (self._hot_since if self._hot_since is not None else now) if hot else None
         self._calm_since = (self._calm_since if self._calm_since is not None else now) if calm else None
@@ -226,15 +241,17 @@ class TierManager:
     def spec(self) -> TierSpec:
         return self.tiers[self.active]
 
-    def request(self, now: float, cpu: float, lag_s: float, cores: float | None = None) -> int | None:
+    def request(self, now: float, cpu: float, lag_s: float, cores: float | None = None, *,
+                contended: bool = True) -> int | None:
         """Feed the policy; returns the pending index (None if the active tier stays)."""
-        target = self.policy.observe(now, cpu, lag_s, cores)
+        target = self.policy.observe(now, cpu, lag_s, cores, contended=contended)
         if target is not None:
             for i in self.policy.skipped:
                 log.warning("tier %d (%s) is unavailable; skipping it", i, self.tiers[i].name)
             log.info(
-                "tier change due: %d (%s) -> %d (%s); cpu=%.2f lag=%.2fs",
-                self.active, self.tiers[self.active].name, target, self.tiers[target].name, cpu, lag_s)
+                "tier change due: %d (%s) -> %d (%s); cpu=%.2f lag=%.2fs (cpu %s)",
+                self.active, self.tiers[self.active].name, target, self.tiers[target].name, cpu, lag_s,
+                "counts" if self.policy.cpu_counts(now) else "ignored: no stream waited for a lane")
         # The policy may have moved back to the active rung before we got to commit.
         self.pending = self.policy.current if self.policy.current != self.active else None
         return self.pending
@@ -293,9 +310,11 @@ class TierController:
         interval_s: float = 0.5,
         clock: Callable[[], float] = time.monotonic,
         cores: Callable[[], float] | None = None,
+        contended: Callable[[], bool] | None = None,
     ) -> None:
         self.manager = manager
         self._cores = cores
+        self._contended = contended
         self._signals = signals
         self._apply = apply
         self._in_utterance = in_utterance
@@ -310,7 +329,8 @@ class TierController:
         """One control step; returns the tier applied, if it changed."""
         cpu, lag = self._signals()
         now = self._clock()
-        self.manager.request(now, cpu, lag, self._cores() if self._cores is not None else None)
+        self.manager.request(now, cpu, lag, self._cores() if self._cores is not None else None,
+                             contended=self._contended() if self._contended is not None else True)
         new = self.manager.commit_if_idle(self._in_utterance())
         if new is not None:
             self._apply(new)

@@ -27,6 +27,12 @@ def tier_signals(runtime: Runtime, metrics: WorkerMetrics) -> tuple[CpuSample, f
     return sample, runtime.scheduler.lag_s(finals_only=True)
 
 
+def speakers_contend(runtime: Runtime) -> bool:
+    """Whether more streams are speaking than decodes can run at once: only then does a busy CPU mean
+    that one speaker's decodes wait for another's (the tier policy's ``contended``)."""
+    return runtime.active_speakers() > runtime.scheduler.parallel
+
+
 @dataclass
 class WorkerService:
     """The long-lived pieces of a worker; build with :meth:`start`, tear down with :meth:`close`."""
@@ -60,7 +66,8 @@ class WorkerService:
         # set_tier only affects utterances that start later, so a change never lands mid-utterance.
         # The quota is re-read every tick: an in-place resize changes it under the running process.
         controller = TierController(manager, signals, runtime.set_tier,
-                                    cores=lambda: metrics.sampler.sample().usable_cores).start()
+                                    cores=lambda: metrics.sampler.sample().usable_cores,
+                                    contended=lambda: speakers_contend(runtime)).start()
         return cls(settings, runtime, metrics, controller, http)
 
     def close(self, timeout: float = 10.0) -> None:
