@@ -209,3 +209,27 @@ def test_what_a_decode_hearing_the_commit_made_of_its_full_stop_decides_whether_
     assert not rest_of_sentence(op, o), "the latest reading counts"
     assert rest_of_sentence(part([], left="behind where we wanted"), o), "no full stop: a clause cut"
     assert not rest_of_sentence(part([]), o), "no commit before it"
+
+
+@pytest.mark.parametrize(("pause_s", "next_end_s", "found"),
+                         [(2.76, 3.04, True), (2.76, 2.82, False), (3.10, 3.30, False), (2.60, 2.75, True)],
+                         ids=["early-stop-before-next-word", "pause-after-next-word-began-ended",
+                              "beyond-the-lead", "within-400-ms"])
+def test_a_full_stop_aligned_early_still_ends_at_the_pause_before_the_next_word(
+        pause_s: float, next_end_s: float, found: bool) -> None:
+    # Through Opus "that really helps. Now" was aligned to end 440 ms before its 150 ms pause was noticed: the
+    # sentence waited 5.5 s for the next one. A full stop may lead its pause by up to commit_stop_lead_ms
+    # while the pause comes before the next word is over; other words, 400 ms (a pause inside the next word, or
+    # within 400 ms of the stop, is judged as before).
+    words = ["Great", "thank", "you,", "that", "really", "helps."]
+    ends = [0.64, 1.02, 1.4, 1.72, 2.02, 2.32]
+    words, ends = [*words, "Now", "a", "quick"], [*ends, next_end_s, next_end_s + 0.16, next_end_s + 0.34]
+    text = " ".join(words)
+    heard = int((max(ends[-1], pause_s) + 0.4) * SR)
+    got = find_boundary(part([pause_s]), text, heard, tuple(ends), PipelineOptions(commit_clause_after_s=0.0))
+    assert (got is not None) == found
+    if got is not None:
+        assert got[0] == int(pause_s * SR) and got[2] == "Great thank you, that really helps."
+    if pause_s - ends[5] > 0.4:
+        assert find_boundary(part([pause_s]), text, heard, tuple(ends),
+                             PipelineOptions(commit_clause_after_s=0.0, commit_stop_lead_ms=400)) is None

@@ -18,6 +18,7 @@ _ENDS_SENTENCE = re.compile(r"[.?!…][\"')\]]*\s*$")
 _MARKS = ",;:.?!…"
 _VAD_LAG_MS = 200
 """How far webrtcvad's last voiced frame may trail the start of an energy pause (measured up to ~150 ms)."""
+_NEXT_WORD_MIN_MS = 100  # the word after a full stop starts after its pause and lasts at least this long
 
 
 def note_pause(op: OpenUtterance, o: PipelineOptions, pos: int, pause_ms: int, frame: int,
@@ -283,14 +284,19 @@ def _aligned(op: OpenUtterance, text: str, word_ends: tuple[float, ...], o: Pipe
         if n <= len(word_probs) and word_probs[n - 1] < o.commit_stop_min_prob:
             continue
         spoken = word_ends[n - 1] * SAMPLE_RATE
-        near = [(c, w) for c, w in op.pauses if _under_word(op, o, c, w, word_ends[n - 1])]
+        following = word_ends[n] if n < len(word_ends) else None
+        near = [(c, w) for c, w in op.pauses if _under_word(op, o, c, w, word_ends[n - 1], following)]
         if near:
             cut, wall = min(near, key=lambda p: abs(p[0] - spoken - noticed))
+            if cut - spoken > 400 * SAMPLES_PER_MS:
+                log.debug("a full stop aligned %.0f ms before its pause at %.2f s: %r", (cut - spoken) / SAMPLES_PER_MS,
+                          cut / SAMPLE_RATE, text[max(0, len(head) - 40): len(head) + 20])
             return cut, wall, head
     return None
 
 
-def _under_word(op: OpenUtterance, o: PipelineOptions, c: int, wall: float, word_end_s: float) -> bool:
+def _under_word(op: OpenUtterance, o: PipelineOptions, c: int, wall: float, word_end_s: float,
+                next_end_s: float | None = None) -> bool:
     """A pause noticed at offset ``c`` (begun at ``wall``) begins under a word that ends at ``word_end_s``: the
     word ends up to 400 ms before it is noticed (a pause is noticed ``commit_pause_ms`` into the quiet), or
     inside it, or a frame or two after it was noticed.
@@ -301,11 +307,20 @@ def _under_word(op: OpenUtterance, o: PipelineOptions, c: int, wall: float, word
     noticed, in three partials running, so no sentence end was found there and the sentence was final 5.7 s
     late, with the next one. Over three traced runs this found 3 more real sentence ends and 1 gap inside a
     word ("by Thurs | day."), a commit :func:`finals.keep_before` declines when the decode that commits it
-    also ends that word after the cut."""
+    also ends that word after the cut.
+
+    Before it: up to 400 ms; for a full stop (``next_end_s``, the end of the word after it, given) up to
+    ``commit_stop_lead_ms`` while the pause is noticed before the next word is over. Through Opus a
+    sentence's last consonant fades into the noise and its end is aligned early: "that really helps. Now"
+    ended 440 ms before its pause was noticed, so the sentence waited 5.5 s for the one after it."""
     after = 60
     if o.commit_word_end_in_pause:
         after = max(after, op.pause_lengths.get(wall, 0) - o.commit_pause_ms + 60)
-    return -after * SAMPLES_PER_MS <= c - word_end_s * SAMPLE_RATE <= 400 * SAMPLES_PER_MS
+    lead = c - word_end_s * SAMPLE_RATE
+    if -after * SAMPLES_PER_MS <= lead <= 400 * SAMPLES_PER_MS:
+        return True
+    return (next_end_s is not None and lead <= o.commit_stop_lead_ms * SAMPLES_PER_MS
+            and c + _NEXT_WORD_MIN_MS * SAMPLES_PER_MS <= next_end_s * SAMPLE_RATE)
 
 
 def _clause(op: OpenUtterance, words: list[str], heard: int, word_ends: tuple[float, ...],

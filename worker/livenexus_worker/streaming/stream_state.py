@@ -123,6 +123,9 @@ class PipelineOptions:
     WER 7.7 / 8.2 / 8.7 % vs 7.9 / 10.9 / 8.7 %. Through LiveKit (default meeting, three runs vs two) p95 3.16-4.30
     vs 3.53-4.12 s: the same within that path's noise; WER 7.2 / 10.3 / 10.5 vs 7.9 / 7.7 % (offline on the
     audio as received 6.8 / 7.2 / 8.4 vs 5.2 / 6.1 %), a hint of more WER that five runs cannot settle."""
+    commit_stop_lead_ms: int = 700
+    """A full stop's word may end up to this long before its pause is noticed (other words: 400 ms) while the
+    pause is noticed before the next word ends (:func:`commits._under_word`)."""
     commit_rest_stop_prob: float = 0.03
     """A part after a commit that ended with a full stop is the rest of a cut sentence
     (:func:`commits.rest_of_sentence`) when a decode that heard the commit before it gave that full stop less
