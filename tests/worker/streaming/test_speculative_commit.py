@@ -185,3 +185,41 @@ def test_a_guess_spares_the_confirming_decode_only_of_its_own_pause(pauses_ms: l
     assert guess_awaits(op, o) is awaits
     op.partial_heard = 3000 * 16  # a partial heard them all: none is left to confirm
     assert not confirms_pause(op, o) and not guess_awaits(op, o)
+
+
+@pytest.mark.parametrize("speaks_on", [True, False], ids=["talks-on", "stops-in-the-second-pause"])
+def test_a_guess_outrun_by_a_later_pause_still_commits_what_it_heard(sentence: np.ndarray, speaks_on: bool) -> None:
+    # The guess of the first pause is still decoding when the speaker goes on and pauses again: a newer guess
+    # replaces it. Decoded, it is still the final of the part before its own pause (it was thrown away, and
+    # the first sentence waited for a later pause); the newer guess, over the uncut part, is skipped.
+    class Held(LengthEngine):
+        def __init__(self) -> None:
+            super().__init__()
+            self.release = threading.Event()
+            self.finals = 0
+
+        def transcribe(self, audio: np.ndarray, beam_size: int = 1, language: str | None = "en", prefix: str = "",
+                       max_new_tokens: int | None = None, context: str = "", word_times: bool = False) -> Hypothesis:
+            if max_new_tokens is None:
+                self.finals += 1
+                if self.finals == 1:
+                    assert self.release.wait(10)
+            return super().transcribe(audio, beam_size, language, prefix, max_new_tokens, context, word_times)
+
+    engine = Held()
+    ctx, pipe, events = pipeline(engine, PipelineOptions(final_left_context_s=0.0))
+    push(pipe, np.concatenate([silence(500), sentence, silence(240), sentence, silence(240)]))
+    if speaks_on:
+        push(pipe, sentence[: 800 * 16])
+    assert pipe.in_utterance and not finals(events)
+    engine.release.set()
+    assert ctx.scheduler.wait_idle(10)
+    first = finals(events)[0]
+    lead = int((0.5 - first.start) * SR)
+    assert lead + sentence.shape[0] <= decoded(first) <= lead + sentence.shape[0] + 240 * 16, "cut in its pause"
+    push(pipe, silence(1000), ctx)
+    assert ctx.scheduler.wait_idle(10)
+    fs = finals(events)
+    check_contiguous(fs)
+    assert (fs[-1].end - fs[0].start) * SR >= (2 + speaks_on * 0.2) * sentence.shape[0], "nothing lost"
+    ctx.scheduler.close()

@@ -71,7 +71,7 @@ class StreamJobs:
         op.speculative = None
         op.speculative_done = False
         audio = finals.final_audio(op, self.o)
-        op.speculative_samples = audio.shape[0]
+        op.speculative_samples = heard = audio.shape[0]
         marker = op.speculated_at
         wall = op.last_voiced_wall
 
@@ -88,7 +88,8 @@ class StreamJobs:
             event = self._decode_final(op, audio, wall, timed=timed)
             with self._lock:
                 if op.speculated_at != marker:
-                    log.debug("stream %s: guess @%d obsolete once decoded", self.stream_id, marker)
+                    if not self._commit_outrun(op, marker, heard, event):
+                        log.debug("stream %s: guess @%d obsolete once decoded", self.stream_id, marker)
                     return
                 log.debug("stream %s: guess @%d decoded (ended=%s)", self.stream_id, marker, op.ended)
                 _heard_left(op, event.left_stop_p if event is not None else None)
@@ -109,6 +110,17 @@ class StreamJobs:
         log.debug("stream %s: speech went on; the guessed final commits %.2f s (guess @%d used)", self.stream_id,
                   heard / SAMPLE_RATE, op.speculated_at)
         self._commit(op, heard, event)
+
+    def _commit_outrun(self, op: OpenUtterance, marker: int, heard: int, event: PendingFinal | None) -> bool:
+        """A guess a newer one replaced before it was decoded commits what it heard when it may
+        (:func:`commits.outrun_guess_commits`); the newer one, over the uncut part, is then skipped. Lock held."""
+        if event is None or self._open is not op or not commits.outrun_guess_commits(op, self.o, marker, heard):
+            return False
+        log.debug("stream %s: guess @%d was outrun by a later pause; it commits %.2f s", self.stream_id, marker,
+                  heard / SAMPLE_RATE)
+        _heard_left(op, event.left_stop_p)
+        self._commit(op, heard, event)
+        return True
 
     def _finish(self, op: OpenUtterance, reason: str, speech_end_wall: float | None = None) -> None:
         self._open = None
