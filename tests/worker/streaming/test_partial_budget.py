@@ -12,6 +12,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from livenexus_worker.core.events import TranscriptEvent
 from livenexus_worker.inference.engine import Hypothesis
 from livenexus_worker.streaming import pipeline as pipeline_module
 from livenexus_worker.streaming.commits import partial_share
@@ -140,3 +141,40 @@ def test_continuous_speech_is_held_near_the_budget(sentence: np.ndarray, monkeyp
     held = partials_over(speech, 0.2, 1, monkeypatch, budget=0.2)
     assert free * 0.2 / seconds > 0.3, free
     assert held < 0.8 * free and held * 0.2 / seconds <= 0.25, (held, free)
+
+
+def test_a_new_utterance_s_first_partial_is_not_held_back_by_the_budget() -> None:
+    # One speaker's separated sentences went over the budget, and from the third sentence on the first words
+    # of each showed 2.1-2.3 s after the voice began: the floor's share spaced even the first partial.
+    o = PipelineOptions(partial_share=0.6, partial_share_alone=0.75, cpu_budget=0.40, partial_share_min=0.25)
+    assert partial_share(o, 0.5, 1, threads=2) == pytest.approx(0.125)
+    assert partial_share(o, 0.5, 1, threads=2, first=True) == pytest.approx(0.75)
+    assert partial_share(o, 0.5, 3, threads=2, first=True) == pytest.approx(0.6), "shared with other streams"
+
+
+def test_over_budget_the_first_words_of_each_sentence_still_come_soon(sentence: np.ndarray,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    # Sentences separated by a second of silence, finals of 0.8 s push the stream over its budget: each new
+    # utterance still gets its first partial as soon as it holds min_partial_audio_ms (no partial before it).
+    clock = [1000.0]
+    monkeypatch.setattr(pipeline_module, "time", types.SimpleNamespace(monotonic=lambda: clock[0]))
+    ctx = Ctx()
+    ctx.engine = CostEngine(0.2, 0.8)
+    ctx.engine.threads = 2
+    firsts: dict[str, float] = {}
+
+    def on_event(ev: TranscriptEvent) -> None:
+        if not ev.is_final and ev.segment_id not in firsts:
+            firsts[ev.segment_id] = clock[0]
+
+    options = PipelineOptions(commit_in_speech=False, cpu_budget=0.2, final_left_context_s=0.0)
+    pipe = StreamPipeline("s", "spk", ctx, on_event, options)  # type: ignore[arg-type]
+    audio = np.concatenate([np.concatenate([silence(1000), sentence]) for _ in range(4)])
+    onsets = [clock[0] + (1.0 + i * (1.0 + sentence.shape[0] / 16000)) for i in range(4)]
+    for i in range(0, audio.shape[0] - 480, 480):
+        clock[0] += 0.03
+        pipe.push(audio[i : i + 480])
+        assert ctx.scheduler.wait_idle(10)
+    ctx.scheduler.close()
+    delays = [first - onset for onset, first in zip(onsets, sorted(firsts.values()), strict=True)]
+    assert max(delays) < 1.2, delays  # min_partial_audio_ms (1 s, the pre-roll included) and a frame or two

@@ -169,16 +169,21 @@ def forced_left(op: OpenUtterance, o: PipelineOptions) -> LeftContext | None:
     return replace(left, text=bare) if bare else left
 
 
-def partial_share(o: PipelineOptions, spent_rate: float, streams: int, threads: int = 1) -> float:
+def partial_share(o: PipelineOptions, spent_rate: float, streams: int, threads: int = 1,
+                  first: bool = False) -> float:
     """The share of its lane one stream's partials may hold now, ``streams`` being open and its decodes having
     taken ``spent_rate`` core-seconds per second of its recent audio: the full share (:func:`shared`) while
     that is under its ``cpu_budget``; once it is not, ``partial_share_min`` of a core, i.e. that over the
     ``threads`` cores each decode keeps busy. Under budget the share is the lane's time: the stream's finals
     wait behind its partials for their wall time, however many cores a decode uses. Over budget it is CPU:
     counted in lane time, two-thread decodes cost 0.91 CPU-s per audio-s on the meeting benchmark, 0.82 per
-    core (visible lag p50 0.28 vs 0.54 s, finals alike)."""
+    core (visible lag p50 0.28 vs 0.54 s, finals alike).
+
+    A new utterance's ``first`` partial is not held back by the budget: one speaker's separated sentences went
+    over it (0.40-0.55 core-s per audio-s with two-thread finals at beam 5), and from the third sentence on
+    their first words showed 2.1-2.3 s after the voice began instead of 0.75 s."""
     full = shared(o, streams)
-    if o.cpu_budget <= 0 or spent_rate < o.cpu_budget:
+    if first or o.cpu_budget <= 0 or spent_rate < o.cpu_budget:
         return full
     return min(full, o.partial_share_min / max(1, threads))
 
