@@ -78,17 +78,21 @@ def test_partials_stretch_with_speakers_and_cost(sentence: np.ndarray, monkeypat
 
 def test_over_its_budget_a_decode_on_two_cores_costs_a_stream_twice_its_time(sentence: np.ndarray,
                                                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    # One speaker, 0.15 s partials. Under budget the share is lane time: 0.15 / 0.6 = every 0.25 s, the tier's
-    # interval, on one thread or two. Over budget (0.15 / 0.25 s = 0.6 s of decode per second > 0.1) the floor
-    # is 0.25 of a core: every 0.6 s on one thread, every 1.2 s on two (each partial keeps two cores busy).
+    # 0.15 s partials. Under budget the share is lane time: one speaker, 0.15 / 0.6 = every 0.25 s, the tier's
+    # interval, on one thread or two. Over budget (0.15 / 0.25 s = 0.6 s of decode per second > 0.1) while
+    # speakers wait for the one lane (two here: 0.15 x 2 / 0.6 = every 0.5 s at the shared share), the floor is
+    # 0.25 of a core: every 0.6 s on one thread, every 1.2 s on two (each partial keeps two cores busy).
+    # A speaker with the lane to itself keeps 0.25 of the lane's time on two threads too: every 0.6 s.
     speech = np.concatenate([sentence] * 4)
     seconds = speech.shape[0] / 16000 - 1.0
     for threads in (1, 2):
         assert partials_over(speech, 0.15, 1, monkeypatch, alone=0.6, threads=threads) >= 0.8 * seconds / 0.25
-    one = partials_over(speech, 0.15, 1, monkeypatch, budget=0.1, threads=1)
-    two = partials_over(speech, 0.15, 1, monkeypatch, budget=0.1, threads=2)
+    one = partials_over(speech, 0.15, 2, monkeypatch, budget=0.1, threads=1)
+    two = partials_over(speech, 0.15, 2, monkeypatch, budget=0.1, threads=2)
     assert 0.8 * seconds / 0.6 <= one <= 1.2 * seconds / 0.6 + 2
     assert 0.8 * seconds / 1.2 <= two <= 1.2 * seconds / 1.2 + 2
+    alone = partials_over(speech, 0.15, 1, monkeypatch, budget=0.1, threads=2)
+    assert 0.8 * seconds / 0.6 <= alone <= 1.2 * seconds / 0.6 + 2
 
 
 def test_the_share_falls_to_its_floor_only_while_the_stream_is_over_budget() -> None:
@@ -152,15 +156,25 @@ def test_a_new_utterance_s_first_partial_is_not_held_back_by_the_budget() -> Non
     assert partial_share(o, 0.5, 3, threads=2, first=True) == pytest.approx(0.6), "shared with other streams"
 
 
-def test_over_budget_the_first_words_of_each_sentence_still_come_soon(sentence: np.ndarray,
-                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    # Sentences separated by a second of silence, finals of 0.8 s push the stream over its budget: each new
-    # utterance still gets its first partial as soon as it holds min_partial_audio_ms (no partial before it).
+def test_over_budget_the_floor_is_of_a_core_only_while_speakers_wait_for_a_lane() -> None:
+    o = PipelineOptions(partial_share=0.6, partial_share_alone=0.75, cpu_budget=0.40, partial_share_min=0.25)
+    assert partial_share(o, 0.5, 1, threads=2, contended=True) == pytest.approx(0.125)
+    assert partial_share(o, 0.5, 1, threads=2, contended=False) == pytest.approx(0.25), "of the lane's time"
+    assert partial_share(o, 0.3, 1, threads=2, contended=False) == pytest.approx(0.75), "under budget: the full share"
+
+
+@pytest.mark.parametrize("speakers", [1, 4])
+def test_the_first_words_of_each_sentence_come_soon_over_budget_and_under_load(
+        sentence: np.ndarray, monkeypatch: pytest.MonkeyPatch, speakers: int) -> None:
+    # Sentences separated by a second of silence, finals of 0.8 s push the stream over its budget, and with four
+    # speakers on one lane the shared cadence is 0.2 x 4 / 0.6 = 1.3 s: each new utterance still gets its first
+    # partial as soon as it holds min_partial_audio_ms.
     clock = [1000.0]
     monkeypatch.setattr(pipeline_module, "time", types.SimpleNamespace(monotonic=lambda: clock[0]))
     ctx = Ctx()
     ctx.engine = CostEngine(0.2, 0.8)
     ctx.engine.threads = 2
+    ctx.speakers = ctx.streams = speakers
     firsts: dict[str, float] = {}
 
     def on_event(ev: TranscriptEvent) -> None:

@@ -271,7 +271,8 @@ class StreamJobs:
         _idx, tier, engine = self._ctx.engine_for(op.tier)
         streams = self._ctx.stream_count()
         share = commits.partial_share(self.o, self._spent_rate(), streams, engine.threads,
-                                      first=not (op.after_commit or op.partial_heard))
+                                      first=commits.first_partial(op),
+                                      contended=self._ctx.active_speakers() > self._ctx.scheduler.parallel)
         if not commits.partial_due(op, self.o, now, tier.partial_interval_ms / 1000, self._partial_cost,
                                    max(1, self._ctx.active_speakers()), self._ctx.scheduler.parallel, share,
                                    commits.shared(self.o, streams)):
