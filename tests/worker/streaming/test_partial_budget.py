@@ -15,7 +15,7 @@ import pytest
 from livenexus_worker.core.events import TranscriptEvent
 from livenexus_worker.inference.engine import Hypothesis
 from livenexus_worker.streaming import pipeline as pipeline_module
-from livenexus_worker.streaming.commits import partial_share
+from livenexus_worker.streaming.cadence import partial_share
 from livenexus_worker.streaming.pipeline import PipelineOptions, StreamPipeline
 
 from .fakes import Ctx, LengthEngine, silence

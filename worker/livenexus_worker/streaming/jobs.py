@@ -23,7 +23,7 @@ from livenexus_worker.core.audio import SAMPLE_RATE, SAMPLES_PER_MS
 from livenexus_worker.core.events import TranscriptEvent
 from livenexus_worker.inference.engine import Hypothesis
 from livenexus_worker.inference.guards import check
-from livenexus_worker.streaming import commits, finals, left
+from livenexus_worker.streaming import cadence, commits, finals, left
 from livenexus_worker.streaming.pauses import PauseDetector
 from livenexus_worker.streaming.scheduler import Job
 from livenexus_worker.streaming.segmenter import Utterance
@@ -270,12 +270,12 @@ class StreamJobs:
     def _maybe_partial(self, op: OpenUtterance, now: float) -> None:
         _idx, tier, engine = self._ctx.engine_for(op.tier)
         streams = self._ctx.stream_count()
-        share = commits.partial_share(self.o, self._spent_rate(), streams, engine.threads,
-                                      first=commits.first_partial(op),
+        share = cadence.partial_share(self.o, self._spent_rate(), streams, engine.threads,
+                                      first=cadence.first_partial(op),
                                       contended=self._ctx.active_speakers() > self._ctx.scheduler.parallel)
-        if not commits.partial_due(op, self.o, now, tier.partial_interval_ms / 1000, self._partial_cost,
+        if not cadence.partial_due(op, self.o, now, tier.partial_interval_ms / 1000, self._partial_cost,
                                    max(1, self._ctx.active_speakers()), self._ctx.scheduler.parallel, share,
-                                   commits.shared(self.o, streams)):
+                                   cadence.shared(self.o, streams)):
             return
         op.last_partial_request = now
         job = Job(lambda: self._run_partial(op, now), "partial", key=self.stream_id,
