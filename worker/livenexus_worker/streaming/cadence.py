@@ -4,7 +4,7 @@ the stream's CPU budget, never for the first words of an utterance or a partial 
 from __future__ import annotations
 
 from livenexus_worker.core.audio import SAMPLES_PER_MS
-from livenexus_worker.streaming.commits import confirms_pause
+from livenexus_worker.streaming import commits
 from livenexus_worker.streaming.stream_state import OpenUtterance, PipelineOptions
 
 
@@ -50,7 +50,7 @@ def partial_due(op: OpenUtterance, o: PipelineOptions, now: float, interval: flo
         return False
     lanes = max(1, min(speakers, parallel))
     stretched = max(interval, cost * speakers / (together * lanes), cost / share)
-    if now - op.last_partial_request < stretched and not confirms_pause(op, o) and not first_partial(op):
+    if now - op.last_partial_request < stretched and not commits.confirms_pause(op, o) and not first_partial(op):
         return False
     least = o.min_partial_audio_ms
     if op.hears_commit:  # the rest of a cut sentence: its pause may commit it
