@@ -33,9 +33,10 @@ from livenexus_worker.core.audio import SAMPLE_RATE
 from livenexus_worker.core.events import TranscriptEvent
 from livenexus_worker.ops.metrics import WorkerMetrics
 from livenexus_worker.ops.tier_control import TierController, TierManager
-from livenexus_worker.room.service import speakers_contend, tier_signals
+from livenexus_worker.room.service import tier_signals
 from livenexus_worker.room.settings import WorkerSettings
 from livenexus_worker.streaming.runtime import Runtime
+from livenexus_worker.streaming.stream_state import speakers_contend
 
 SENTENCES = [
     "Good morning everyone, thanks for joining the call.",

@@ -47,8 +47,9 @@ def test_service_serves_health_metrics_and_counts_speech(speech_cache: dict[str,
 def test_tier_signals_run_as_many_decodes_at_once_as_the_quota_holds(cores: float, threads: int, lanes: int) -> None:
     from livenexus_worker.ops.cpu import CpuSample, CpuSampler
     from livenexus_worker.ops.metrics import WorkerMetrics
-    from livenexus_worker.room.service import speakers_contend, tier_signals
+    from livenexus_worker.room.service import tier_signals
     from livenexus_worker.streaming.scheduler import InferenceScheduler
+    from livenexus_worker.streaming.stream_state import speakers_contend
 
     class Quota(CpuSampler):
         def sample(self) -> CpuSample:

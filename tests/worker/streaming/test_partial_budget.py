@@ -15,8 +15,10 @@ import pytest
 from livenexus_worker.core.events import TranscriptEvent
 from livenexus_worker.inference.engine import Hypothesis
 from livenexus_worker.streaming import pipeline as pipeline_module
-from livenexus_worker.streaming.cadence import partial_share
+from livenexus_worker.streaming.cadence import partial_due, partial_share
 from livenexus_worker.streaming.pipeline import PipelineOptions, StreamPipeline
+from livenexus_worker.streaming.segmenter import Utterance
+from livenexus_worker.streaming.stream_state import OpenUtterance
 
 from .fakes import Ctx, LengthEngine, silence
 
@@ -151,9 +153,16 @@ def test_a_new_utterance_s_first_partial_is_not_held_back_by_the_budget() -> Non
     # One speaker's separated sentences went over the budget, and from the third sentence on the first words
     # of each showed 2.1-2.3 s after the voice began: the floor's share spaced even the first partial.
     o = PipelineOptions(partial_share=0.6, partial_share_alone=0.75, cpu_budget=0.40, partial_share_min=0.25)
-    assert partial_share(o, 0.5, 1, threads=2) == pytest.approx(0.125)
-    assert partial_share(o, 0.5, 1, threads=2, first=True) == pytest.approx(0.75)
-    assert partial_share(o, 0.5, 3, threads=2, first=True) == pytest.approx(0.6), "shared with other streams"
+    floor = partial_share(o, 0.5, 1, threads=2)
+    assert floor == pytest.approx(0.125)
+    op = OpenUtterance(Utterance("s-1", 0), 0, last_partial_request=100.0)
+    op.utt.append(np.zeros(16000 * 12 // 10, dtype=np.int16))  # 1.2 s: past min_partial_audio_ms
+    # 0.3 s partials at the floor's share: one every 2.4 s; 0.5 s after the utterance began, only the first.
+    assert partial_due(op, o, 100.5, 0.25, 0.3, 1, 1, floor, 0.75)
+    op.partial_heard = op.utt.n
+    assert not partial_due(op, o, 100.5, 0.25, 0.3, 1, 1, floor, 0.75), "later partials keep the cadence"
+    op.partial_heard, op.after_commit = 0, True
+    assert not partial_due(op, o, 100.5, 0.25, 0.3, 1, 1, floor, 0.75), "the rest of a cut sentence too"
 
 
 def test_over_budget_the_floor_is_of_a_core_only_while_speakers_wait_for_a_lane() -> None:

@@ -12,6 +12,7 @@ from livenexus_worker.ops.tier_control import TierController, TierManager
 from livenexus_worker.room.settings import WorkerSettings
 from livenexus_worker.streaming.runtime import Runtime, RuntimeOptions
 from livenexus_worker.streaming.scheduler import lanes_for
+from livenexus_worker.streaming.stream_state import speakers_contend
 
 log = logging.getLogger(__name__)
 
@@ -25,12 +26,6 @@ def tier_signals(runtime: Runtime, metrics: WorkerMetrics) -> tuple[CpuSample, f
     sample = metrics.sampler.sample()
     runtime.scheduler.set_parallel(lanes_for(sample.usable_cores, runtime.decode_threads))
     return sample, runtime.scheduler.lag_s(finals_only=True)
-
-
-def speakers_contend(runtime: Runtime) -> bool:
-    """Whether more streams are speaking than decodes can run at once: only then does a busy CPU mean
-    that one speaker's decodes wait for another's (the tier policy's ``contended``)."""
-    return runtime.active_speakers() > runtime.scheduler.parallel
 
 
 @dataclass

@@ -9,7 +9,7 @@ from livenexus_worker.streaming.stream_state import OpenUtterance, PipelineOptio
 
 
 def partial_share(o: PipelineOptions, spent_rate: float, streams: int, threads: int = 1,
-                  first: bool = False, contended: bool = True) -> float:
+                  contended: bool = True) -> float:
     """The share of its lane one stream's partials may hold now, ``streams`` being open and its decodes having
     taken ``spent_rate`` core-seconds per second of its recent audio: the full share (:func:`shared`) while
     that is under its ``cpu_budget``; once it is not, ``partial_share_min`` of a core, i.e. that over the
@@ -18,15 +18,11 @@ def partial_share(o: PipelineOptions, spent_rate: float, streams: int, threads: 
     counted in lane time, two-thread decodes cost 0.91 CPU-s per audio-s on the meeting benchmark, 0.82 per
     core (visible lag p50 0.28 vs 0.54 s, finals alike).
 
-    A new utterance's ``first`` partial is not held back by the budget: one speaker's separated sentences went
-    over it (0.40-0.55 core-s per audio-s with two-thread finals at beam 5), and from the third sentence on
-    their first words showed 2.1-2.3 s after the voice began instead of 0.75 s.
-
     Over budget while no stream waits for a lane (not ``contended``: no more speakers than decodes may run at
     once), the floor is of the lane's time, not of a core: the cores the partials keep busy are idle
-    otherwise, and what they delay is this stream's own finals, by their wall time."""
+    otherwise, and what they delay is this stream's own finals, by their wall time (:func:`speakers_contend`)."""
     full = shared(o, streams)
-    if first or o.cpu_budget <= 0 or spent_rate < o.cpu_budget:
+    if o.cpu_budget <= 0 or spent_rate < o.cpu_budget:
         return full
     return min(full, o.partial_share_min / (max(1, threads) if contended else 1))
 
@@ -61,5 +57,7 @@ def partial_due(op: OpenUtterance, o: PipelineOptions, now: float, interval: flo
 def first_partial(op: OpenUtterance) -> bool:
     """No partial of ``op``, a new utterance (not the rest of a cut one), has run yet: its first words are not
     held back by the cadence the load and the CPU budget stretch (:func:`partial_due`, :func:`partial_share`).
-    With four speakers on one lane they showed 2.0 s after the voice began (p50), 0.74 s for one alone."""
+    One speaker's separated sentences go over the budget (0.40-0.55 core-s per audio-s with two-thread finals
+    at beam 5): from the third sentence on their first words showed 2.1-2.3 s after the voice began, 0.75 s
+    since; with four speakers on one lane 2.0 s (p50), 0.94 s since."""
     return not (op.after_commit or op.partial_heard)

@@ -33,6 +33,7 @@ from livenexus_worker.streaming.stream_state import (
     PipelineOptions,
     SpeculationMark,
     StreamContext,
+    speakers_contend,
 )
 from livenexus_worker.streaming.vad import VadStateMachine
 
@@ -271,8 +272,7 @@ class StreamJobs:
         _idx, tier, engine = self._ctx.engine_for(op.tier)
         streams = self._ctx.stream_count()
         share = cadence.partial_share(self.o, self._spent_rate(), streams, engine.threads,
-                                      first=cadence.first_partial(op),
-                                      contended=self._ctx.active_speakers() > self._ctx.scheduler.parallel)
+                                      contended=speakers_contend(self._ctx))
         if not cadence.partial_due(op, self.o, now, tier.partial_interval_ms / 1000, self._partial_cost,
                                    max(1, self._ctx.active_speakers()), self._ctx.scheduler.parallel, share,
                                    cadence.shared(self.o, streams)):

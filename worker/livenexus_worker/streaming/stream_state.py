@@ -336,3 +336,10 @@ class PendingFinal:
     word_probs: tuple[float, ...] = ()
     """With ``word_ends``, of a final of the whole audio decoded: each word's last token's probability
     (:attr:`Hypothesis.word_probs`)."""
+
+
+def speakers_contend(ctx: StreamContext) -> bool:
+    """Whether more streams are speaking than decodes can run at once: only then do one speaker's decodes wait
+    for another's, so only then is a busy CPU a sign of load (the tier policy's ``contended``) and do the
+    partials' CPU over budget count per core (:func:`cadence.partial_share`)."""
+    return ctx.active_speakers() > ctx.scheduler.parallel
