@@ -75,10 +75,24 @@ def counted(self, kind, hyp, audio_s):  # where the inference time goes, by kind
     k[0] += 1; k[1] += hyp.encode_s; k[2] += hyp.decode_s; k[3] += audio_s
     return on_inference(self, kind, hyp, audio_s)
 R.Runtime.on_inference = counted
+from livenexus_worker.streaming import jobs as J
+purposes = {}
+decode_final = J.StreamJobs._decode_final
+def by_purpose(self, *a, **k):  # the finals' decode time by who asked: a guess, a commit, a confirming partial...
+    name = sys._getframe(1).f_code.co_qualname.split(".")
+    who = name[-3] if "<locals>" in name else name[-1]
+    t = time.perf_counter()
+    try:
+        return decode_final(self, *a, **k)
+    finally:
+        p = purposes.setdefault(who, [0, 0.0])
+        p[0] += 1; p[1] += time.perf_counter() - t
+J.StreamJobs._decode_final = by_purpose
 print("LNX_SRC", livenexus_worker.__file__, file=sys.stderr, flush=True)
 from livenexus_worker.cli import main
 rc = main(sys.argv[1:])
 print("LNX_KINDS", json.dumps(kinds, separators=(",", ":")), file=sys.stderr, flush=True)
+print("LNX_PURPOSES", json.dumps(purposes, separators=(",", ":")), file=sys.stderr, flush=True)
 print("LNX_END", time.monotonic(), *cpu(), file=sys.stderr, flush=True)
 sys.exit(rc)
 """
@@ -150,8 +164,10 @@ def run_file_ours(meeting: Meeting, env: dict[str, str], threads: int, logdir: P
     others = (host1 - host0 - (cpu1 - cpu0)) / (t1 - t0)
     # Per kind of decode: count, encoder s, decoder s, audio s decoded.
     kinds = json.loads(marks["LNX_KINDS"][0]) if "LNX_KINDS" in marks else {}
+    # Finals' decodes by who asked (count, wall s): _speculate, _finish, _propose_commit, _run_confirming, _cut.
+    purposes = json.loads(marks["LNX_PURPOSES"][0]) if "LNX_PURPOSES" in marks else {}
     return Capture("ours", t0, ems, cpu1 - cpu0, maxrss / 1024, others,
-                   {"imported": marks["LNX_SRC"][0], "events": len(ems), "decodes": kinds})
+                   {"imported": marks["LNX_SRC"][0], "events": len(ems), "decodes": kinds, "finals_by": purposes})
 
 
 def start_room_worker(env: dict[str, str], url: str, key: str, secret: str, room: str, threads: int,

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -119,7 +120,9 @@ def run(n: int, clips: list[np.ndarray], seconds: float, settings: WorkerSetting
     metrics = WorkerMetrics()
     options = settings.runtime_options()
     options = replace(options, max_batch=options.max_batch if max_batch is None else max_batch,
-                      batch_partials=batch_partials, workers=workers or options.workers)
+                      batch_partials=batch_partials, workers=workers or options.workers,
+                      # LNX_PIPELINE: JSON of PipelineOptions to change, as continuous.py takes it
+                      pipeline=replace(options.pipeline, **json.loads(os.environ.get("LNX_PIPELINE") or "{}")))
     rt = Runtime.create(options, observer=metrics)
     res = RunResult(n)
     lock = threading.Lock()

@@ -44,7 +44,8 @@ class CostEngine(LengthEngine):
 
 
 def partials_over(speech: np.ndarray, cost: float, speakers: int, monkeypatch: pytest.MonkeyPatch,
-                  final_s: float = 0.0, budget: float = 0.0, alone: float = 0.6, threads: int = 1) -> int:
+                  final_s: float = 0.0, budget: float = 0.0, alone: float = 0.6, threads: int = 1,
+                  budget_alone: float = 0.0) -> int:
     clock = [1000.0]
     monkeypatch.setattr(pipeline_module, "time", types.SimpleNamespace(monotonic=lambda: clock[0]))
     ctx = Ctx()
@@ -53,7 +54,8 @@ def partials_over(speech: np.ndarray, cost: float, speakers: int, monkeypatch: p
     ctx.speakers = speakers
     ctx.streams = speakers
     # No commits: the count must not depend on where pauses fall. The share is set: the sums below use it.
-    options = PipelineOptions(commit_in_speech=False, partial_share=0.6, partial_share_alone=alone, cpu_budget=budget)
+    options = PipelineOptions(commit_in_speech=False, partial_share=0.6, partial_share_alone=alone, cpu_budget=budget,
+                              cpu_budget_alone=budget_alone)
     pipe = StreamPipeline("s", "spk", ctx, lambda e: None, options)  # type: ignore[arg-type]
     audio = np.concatenate([silence(300), speech])
     for i in range(0, audio.shape[0] - 480, 480):
@@ -98,7 +100,8 @@ def test_over_its_budget_a_decode_on_two_cores_costs_a_stream_twice_its_time(sen
 
 
 def test_the_share_falls_to_its_floor_only_while_the_stream_is_over_budget() -> None:
-    o = PipelineOptions(partial_share=0.6, cpu_budget=0.45, partial_share_min=0.25)
+    o = PipelineOptions(partial_share=0.6, cpu_budget=0.45, cpu_budget_alone=0.0,
+                        partial_share_min=0.25)
     assert partial_share(o, 0.0, 2) == pytest.approx(0.6), "under budget: the full share"
     assert partial_share(o, 0.44, 2) == pytest.approx(0.6)
     assert partial_share(o, 0.45, 2) == pytest.approx(0.25), "at or over budget: the floor"
@@ -106,7 +109,8 @@ def test_the_share_falls_to_its_floor_only_while_the_stream_is_over_budget() -> 
 
 
 def test_a_stream_speaking_alone_has_the_larger_share() -> None:
-    o = PipelineOptions(partial_share=0.6, partial_share_alone=0.75, cpu_budget=0.45, partial_share_min=0.25)
+    o = PipelineOptions(partial_share=0.6, partial_share_alone=0.75, cpu_budget=0.45, cpu_budget_alone=0.0,
+                        partial_share_min=0.25)
     assert partial_share(o, 0.0, 1) == pytest.approx(0.75), "alone: no other stream's final waits behind it"
     assert partial_share(o, 0.0, 2) == pytest.approx(0.6), "another stream is open (speaking or not)"
     assert partial_share(o, 0.5, 1) == pytest.approx(0.25), "over budget alone: the floor all the same"
@@ -152,7 +156,8 @@ def test_continuous_speech_is_held_near_the_budget(sentence: np.ndarray, monkeyp
 def test_a_new_utterance_s_first_partial_is_not_held_back_by_the_budget() -> None:
     # One speaker's separated sentences went over the budget, and from the third sentence on the first words
     # of each showed 2.1-2.3 s after the voice began: the floor's share spaced even the first partial.
-    o = PipelineOptions(partial_share=0.6, partial_share_alone=0.75, cpu_budget=0.40, partial_share_min=0.25)
+    o = PipelineOptions(partial_share=0.6, partial_share_alone=0.75, cpu_budget=0.40, cpu_budget_alone=0.0,
+                        partial_share_min=0.25)
     floor = partial_share(o, 0.5, 1, threads=2)
     assert floor == pytest.approx(0.125)
     op = OpenUtterance(Utterance("s-1", 0), 0, last_partial_request=100.0)
@@ -166,7 +171,8 @@ def test_a_new_utterance_s_first_partial_is_not_held_back_by_the_budget() -> Non
 
 
 def test_over_budget_the_floor_is_of_a_core_only_while_speakers_wait_for_a_lane() -> None:
-    o = PipelineOptions(partial_share=0.6, partial_share_alone=0.75, cpu_budget=0.40, partial_share_min=0.25)
+    o = PipelineOptions(partial_share=0.6, partial_share_alone=0.75, cpu_budget=0.40, cpu_budget_alone=0.0,
+                        partial_share_min=0.25)
     assert partial_share(o, 0.5, 1, threads=2, contended=True) == pytest.approx(0.125)
     assert partial_share(o, 0.5, 1, threads=2, contended=False) == pytest.approx(0.25), "of the lane's time"
     assert partial_share(o, 0.3, 1, threads=2, contended=False) == pytest.approx(0.75), "under budget: the full share"
@@ -190,7 +196,7 @@ def test_the_first_words_of_each_sentence_come_soon_over_budget_and_under_load(
         if not ev.is_final and ev.segment_id not in firsts:
             firsts[ev.segment_id] = clock[0]
 
-    options = PipelineOptions(commit_in_speech=False, cpu_budget=0.2, final_left_context_s=0.0)
+    options = PipelineOptions(commit_in_speech=False, cpu_budget=0.2, cpu_budget_alone=0.0, final_left_context_s=0.0)
     pipe = StreamPipeline("s", "spk", ctx, on_event, options)  # type: ignore[arg-type]
     audio = np.concatenate([np.concatenate([silence(1000), sentence]) for _ in range(4)])
     onsets = [clock[0] + (1.0 + i * (1.0 + sentence.shape[0] / 16000)) for i in range(4)]
@@ -201,3 +207,16 @@ def test_the_first_words_of_each_sentence_come_soon_over_budget_and_under_load(
     ctx.scheduler.close()
     delays = [first - onset for onset, first in zip(onsets, sorted(firsts.values()), strict=True)]
     assert max(delays) < 1.2, delays  # min_partial_audio_ms (1 s, the pre-roll included) and a frame or two
+
+
+def test_a_stream_open_alone_has_the_larger_budget() -> None:
+    # One speaker's separated sentences spend 0.55-0.6 core-s per s with two-thread beam-5 finals: at a budget
+    # of 0.40 their partials came at the floor's share, 0.7-0.8 s apart on an idle node.
+    o = PipelineOptions(partial_share=0.6, partial_share_alone=0.75, cpu_budget=0.40, cpu_budget_alone=0.8,
+                        partial_share_min=0.25)
+    assert partial_share(o, 0.6, 1, threads=2, contended=False) == pytest.approx(0.75), "alone: under its budget"
+    assert partial_share(o, 0.8, 1, threads=2, contended=False) == pytest.approx(0.25), "over it: the floor"
+    assert partial_share(o, 0.6, 2, threads=2, contended=False) == pytest.approx(0.25), \
+        "another stream open: the shared budget"
+    assert partial_share(replace(o, cpu_budget_alone=0.0), 0.6, 1, threads=2, contended=False) == \
+        pytest.approx(0.25), "0: the same budget alone"

@@ -10,19 +10,20 @@ from livenexus_worker.streaming.stream_state import OpenUtterance, PipelineOptio
 
 def partial_share(o: PipelineOptions, spent_rate: float, streams: int, threads: int = 1,
                   contended: bool = True) -> float:
-    """The share of its lane one stream's partials may hold now, ``streams`` being open and its decodes having
-    taken ``spent_rate`` core-seconds per second of its recent audio: the full share (:func:`shared`) while
-    that is under its ``cpu_budget``; once it is not, ``partial_share_min`` of a core, i.e. that over the
-    ``threads`` cores each decode keeps busy. Under budget the share is the lane's time: the stream's finals
-    wait behind its partials for their wall time, however many cores a decode uses. Over budget it is CPU:
-    counted in lane time, two-thread decodes cost 0.91 CPU-s per audio-s on the meeting benchmark, 0.82 per
-    core (visible lag p50 0.28 vs 0.54 s, finals alike).
+    """The share of its lane one stream's partials may hold now, ``streams`` being open and its decodes having taken
+    ``spent_rate`` core-seconds per second of its recent audio: the full share (:func:`shared`) while that is under
+    its ``cpu_budget`` (``cpu_budget_alone`` while it is the only stream open); once it is not,
+    ``partial_share_min`` of a core, i.e. that over the ``threads`` cores each decode keeps busy. Under budget the
+    share is the lane's time: the stream's finals wait behind its partials for their wall time, however many cores a
+    decode uses. Over budget it is CPU: counted in lane time, two-thread decodes cost 0.91 CPU-s per audio-s on the
+    meeting benchmark, 0.82 per core (visible lag p50 0.28 vs 0.54 s, finals alike).
 
     Over budget while no stream waits for a lane (not ``contended``: no more speakers than decodes may run at
     once), the floor is of the lane's time, not of a core: the cores the partials keep busy are idle
     otherwise, and what they delay is this stream's own finals, by their wall time (:func:`speakers_contend`)."""
     full = shared(o, streams)
-    if o.cpu_budget <= 0 or spent_rate < o.cpu_budget:
+    budget = o.cpu_budget_alone if streams <= 1 and o.cpu_budget_alone > 0 else o.cpu_budget
+    if budget <= 0 or spent_rate < budget:
         return full
     return min(full, o.partial_share_min / (max(1, threads) if contended else 1))
 

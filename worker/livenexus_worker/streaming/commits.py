@@ -133,6 +133,12 @@ def confirms_pause(op: OpenUtterance, o: PipelineOptions) -> bool:
     return not op.commit_pending and bool(_fresh(op, o))
 
 
+def confirm_worth(op: OpenUtterance, o: PipelineOptions) -> bool:
+    """A pause whose look-ahead a partial asked for now would be the first to hear lasted
+    ``commit_confirm_min_pause_ms``: worth decoding that partial as a final."""
+    return any(op.pause_lengths.get(w, 0) >= o.commit_confirm_min_pause_ms for _c, w in _fresh(op, o))
+
+
 def _fresh(op: OpenUtterance, o: PipelineOptions) -> list[tuple[int, float]]:
     """``op``'s pauses whose look-ahead a partial asked for now would be the first to hear."""
     lookahead = o.commit_lookahead_ms * SAMPLES_PER_MS

@@ -294,7 +294,7 @@ class StreamJobs:
                 return
             audio = op.utt.audio().copy()
             confirming = (self.o.commit_in_speech and self.o.commit_confirm_final and commits.confirms_pause(op, self.o)
-                          and not commits.guess_awaits(op, self.o))
+                          and not commits.guess_awaits(op, self.o) and commits.confirm_worth(op, self.o))
             op.partial_heard = max(op.partial_heard, audio.shape[0])  # when it runs (see confirms_pause)
             committed = " ".join(op.agreement.committed)
             # Word times cost one more decoder pass (~25 ms): only when a pause may be confirmed, i.e. its

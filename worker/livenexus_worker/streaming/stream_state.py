@@ -66,12 +66,18 @@ class PipelineOptions:
     cpu_budget: float = 0.40
     """Core-seconds per second of its audio a stream's decodes (partials and finals) may use over the last
     ``cpu_budget_window_s`` (0: no budget): under it, its partials come at ``partial_share``; over it, at
-    ``partial_share_min`` until the window is back under. Separated sentences stay under it (the pauses
-    between them cost nothing) and keep the full cadence; in continuous speech, where finals take ~0.2, the
-    partials give way. With many speakers the shared ``partial_share`` already spaces each stream's partials
-    wider. Through LiveKit (2-core host, a partial ~200 ms): a fixed share of 0.6 / 0.45 / 0.35 used 0.68 /
-    0.60 / 0.56 CPU-s per audio-s, with visible lag p50 0.28 / 0.19 / 0.34 s. 0.40 with
+    ``partial_share_min`` until the window is back under. Separated sentences of one-thread decodes stayed under it
+    (the pauses between them cost nothing; two-thread ones do not: ``cpu_budget_alone``); in continuous speech,
+    where finals take ~0.2, the partials give way. With many speakers the shared ``partial_share`` already spaces
+    each stream's partials wider. Through LiveKit (2-core host, a partial ~200 ms): a fixed share of 0.6 / 0.45 /
+    0.35 used 0.68 / 0.60 / 0.56 CPU-s per audio-s, with visible lag p50 0.28 / 0.19 / 0.34 s. 0.40 with
     ``commit_confirm_final`` (meeting benchmark, file path): 0.475-0.495 CPU-s per audio-s, final p50 0.69-0.79 s."""
+    cpu_budget_alone: float = 0.8
+    """``cpu_budget`` while the stream is the only one open (0: ``cpu_budget``): no other stream waits for its
+    cores. One speaker's separated sentences spend 0.55-0.6 core-s per s with two-thread beam-5 finals; at
+    0.40 their partials came at the floor's share, 0.7 s apart on an idle node (``concurrency.py --streams 1``),
+    0.30 s at 0.8 (0.55 vs 0.76 cores). In continuous speech (meeting benchmark, file path) 0.8 still binds:
+    0.97 vs 0.91 CPU-s per audio-s, visible lag p50 0.35 vs 0.48 s, finals alike."""
     partial_share_alone: float = 0.75
     """``partial_share`` while the stream is the only one open: no other stream's final can queue behind its
     partials, so they may come closer. Separated sentences, one speaker (``concurrency.py``, 30 s, runs back to
@@ -141,6 +147,18 @@ class PipelineOptions:
     and no second decode follows; when it does not, it is shown as a partial. Meeting benchmark, file path,
     off vs on: final p95 2.97 / 1.92 / 3.90 s vs 2.31 / 1.59 / 2.27 s over three meetings, WER +0.2-0.7 points,
     CPU +0.02-0.045 CPU-s per audio-s (paid back by ``cpu_budget`` 0.40)."""
+    commit_confirm_min_pause_ms: int = 140
+    """A partial is decoded as a final (``commit_confirm_final``) only when a pause it is the first to hear the
+    look-ahead of lasted this long (0: any pause); after a shorter one it is a plain partial, which still
+    commits a sentence it ends there (with a decode of its own, ``_propose_commit``), and the guess decoded in
+    that pause may become the commit. Those decodes were half of a meeting run's decode time (117 of 192 finals,
+    0.42 s of the lane each, 3 in 4 finding no sentence end): most pauses are gaps inside a sentence, and
+    those are shorter (72 of 260 inside sentences were 140 ms or more, 62 of 82 between sentences). Their beam
+    was not the cost: at beam 1 they took 15 % less and the finals' WER rose from 7.9 to 10.5 %. At 140 (with
+    ``cpu_budget_alone``) 45 of 124 finals, 20 s of decode time instead of 49; the budget gives partials what
+    that frees. Meeting benchmark, file path, against 0: the meeting 0.85 vs 0.91 CPU-s per audio-s, final p50 /
+    p95 0.83 / 1.75 vs 0.79 / 1.95 s, WER 7.9 vs 7.9 %; a LiveKit recording of it 0.81 vs 0.89, 0.80 / 2.63
+    vs 0.90 / 2.36 s, end of stretch 0.49 vs 0.79 s, WER 8.9 vs 9.6 % (one run each)."""
     commit_heard_after_cut_ms: int = 600
     """A commit decode (a greedy partial found the sentence end) hears this much audio after its cut, not all
     the partial heard (0: all of it): the words after the cut are thrown away, and each costs a decoder step."""
