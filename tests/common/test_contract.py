@@ -59,11 +59,12 @@ def test_bad_ladders_are_contract_errors(raw: str) -> None:
         ladder_from_json(raw)
 
 
-def test_default_ladder_is_the_base_variants_then_tiny() -> None:
-    assert DEFAULT_TIERS[:-1] == model_ladder("base", "int8", 5)
-    assert DEFAULT_TIERS[-1] == TierSpec("tiny.en", "int8", 1, 0)
+def test_default_ladder_keeps_partials_on_tiny_before_it_drops_them() -> None:
+    # Past base's slow partials the worker's own ladder goes on with partials on tiny.en, not finals only on base.
+    assert DEFAULT_TIERS[:3] == model_ladder("base", "int8", 5)[:3]
+    assert DEFAULT_TIERS[3:] == (TierSpec("tiny.en", "int8", 1, 600), TierSpec("tiny.en", "int8", 1, 0))
     assert [t.name for t in DEFAULT_TIERS] == [
-        "base-int8-b5-p250", "base-int8-b1-p250", "base-int8-b1-p600", "base-int8-b1-p0", "tiny.en-int8-b1-p0"]
+        "base-int8-b5-p250", "base-int8-b1-p250", "base-int8-b1-p600", "tiny.en-int8-b1-p600", "tiny.en-int8-b1-p0"]
 
 
 def test_model_ladder_drops_repeated_rungs() -> None:

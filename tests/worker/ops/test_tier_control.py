@@ -7,7 +7,8 @@ import time
 
 import pytest
 
-from livenexus_worker.core.tier_spec import DEFAULT_TIERS, TierSpec
+from livenexus_common.contract import model_ladder
+from livenexus_worker.core.tier_spec import TierSpec
 from livenexus_worker.ops.tier_control import TierController, TierManager, TierOptions, TierPolicy
 
 OPTS = TierOptions(
@@ -15,7 +16,7 @@ OPTS = TierOptions(
     down_window_s=5.0, up_window_s=20.0, cooldown_s=10.0, smoothing_s=0.0,
 )
 HOT, CALM, MID = 0.95, 0.2, 0.7
-LADDER = DEFAULT_TIERS[:4]
+LADDER = model_ladder("base", "int8", 5)
 
 
 def run(policy: TierPolicy, start: float, end: float, cpu: float, lag: float = 0.0,
