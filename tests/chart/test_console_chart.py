@@ -172,6 +172,16 @@ def test_probes_port_and_command() -> None:
     assert container(helm_template(*ON, "--set", "console.verbose=true"))["args"] == ["--verbose"]
 
 
+def test_an_all_digit_tag_is_a_string_given_as_one() -> None:
+    # A content-hash or date tag may be all digits: --set makes it a number, which the schema refuses (the
+    # e2e install failed so on a tag "201029010109"); --set-string keeps it, leading zeros included.
+    c = container(helm_template(*ON, "--set-string", "operator.image.tag=0201029010109"))
+    assert c["image"] == "livenexus-operator:0201029010109"
+    with pytest.raises(subprocess.CalledProcessError) as err:
+        helm_template(*ON, "--set", "operator.image.tag=201029010109")
+    assert "want string" in err.value.stderr
+
+
 def test_image_is_the_operator_image_unless_overridden() -> None:
     c = container(helm_template(*ON))
     assert c["image"] == "livenexus-operator:0.1.0" and c["imagePullPolicy"] == "IfNotPresent"

@@ -47,7 +47,9 @@ class Installed:
 
 def _image_values(prefix: str, ref: str) -> list[str]:
     repo, _, tag = ref.rpartition(":")
-    return ["--set", f"{prefix}.repository={repo}", "--set", f"{prefix}.tag={tag}"]
+    # --set-string: a content-hash tag can be all digits ("201029010109"), which --set makes a number that the
+    # chart's schema refuses (a tag is a string; as a number a leading zero would be lost, too).
+    return ["--set", f"{prefix}.repository={repo}", "--set-string", f"{prefix}.tag={tag}"]
 
 
 @pytest.fixture(scope="session")
