@@ -198,12 +198,9 @@ def model_ladder(model: str, compute_type: str, beam_size: int) -> tuple[TierSpe
 
 DEFAULT_TIERS: Final[tuple[TierSpec, ...]] = (*model_ladder("base", "int8", 5)[:3], TierSpec("tiny.en", "int8", 1, 600),
                                                TierSpec("tiny.en", "int8", 1, 0))
-"""The worker's own ladder when LIVENEXUS_TIERS is not set: the ``base`` variants with partials, then ``tiny.en``
-(English only, shipped in the worker image beside ``base``) with partials, then without. Past base's slow
-partials the next rung keeps partials on the smaller model rather than dropping them on base: eight speakers
-on two cores (``concurrency.py --streams 8``) had final p95 0.89 s with partials every 1.4 s, against 1.40 s
-and no partials for half the run (``base`` beam 1 finals only, the rung before). tiny.en reads worse: the
-meeting benchmark's finals 9.4 vs 7.5 % WER (offline 9.6 vs 6.6 %)."""
+"""The worker's own ladder when LIVENEXUS_TIERS is not set: ``base`` with partials, then ``tiny.en`` (shipped beside
+it) with partials, then without: partials on the smaller model beat none on base (8 speakers, 2 cores: final
+p95 0.94 vs 1.40 s; tiny.en's WER 9.4 vs 7.5 %; README, session 29)."""
 
 
 def ladder_to_json(ladder: Iterable[TierSpec]) -> str:
