@@ -190,7 +190,7 @@ def test_after_a_full_stop_the_next_decode_doubts_the_rest_of_the_sentence_ends_
 def test_what_a_decode_hearing_the_commit_made_of_its_full_stop_decides_whether_a_part_is_a_rest() -> None:
     from livenexus_worker.core.events import TranscriptEvent
     from livenexus_worker.streaming.commits import rest_of_sentence
-    from livenexus_worker.streaming.jobs import _heard_left
+    from livenexus_worker.streaming.jobs import heard_left
     from livenexus_worker.streaming.stream_state import PendingFinal
 
     def decoded(stop_p: float | None) -> PendingFinal:
@@ -201,11 +201,11 @@ def test_what_a_decode_hearing_the_commit_made_of_its_full_stop_decides_whether_
     o = PipelineOptions()
     op = part([], left="about the email confirmation stat.")
     assert not rest_of_sentence(op, o), "a full stop no decode has doubted yet"
-    _heard_left(op, decoded(0.009).left_stop_p)
+    heard_left(op, decoded(0.009).left_stop_p)
     assert rest_of_sentence(op, o) and not rest_of_sentence(op, PipelineOptions(commit_rest_stop_prob=0.0))
-    _heard_left(op, decoded(None).left_stop_p)  # a decode that did not hear the commit says nothing about it
+    heard_left(op, decoded(None).left_stop_p)  # a decode that did not hear the commit says nothing about it
     assert rest_of_sentence(op, o)
-    _heard_left(op, decoded(0.6).left_stop_p)
+    heard_left(op, decoded(0.6).left_stop_p)
     assert not rest_of_sentence(op, o), "the latest reading counts"
     assert rest_of_sentence(part([], left="behind where we wanted"), o), "no full stop: a clause cut"
     assert not rest_of_sentence(part([]), o), "no commit before it"

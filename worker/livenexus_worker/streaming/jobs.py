@@ -1,6 +1,6 @@
 """What a stream decodes and when, and what it emits: the job-submission half of :class:`StreamPipeline`
-(speculative finals, commits during speech, cuts, partials) and the inference-thread half that runs those
-jobs and delivers their events.
+(finals, commits during speech, cuts, partials; the end-of-speech guesses are :mod:`guesses`, a layer on
+top) and the inference-thread half that runs those jobs and delivers their events.
 
 The pipeline's frame path (:mod:`pipeline`) decides *that* something is due; this module turns that into
 jobs on the shared scheduler. Both halves work on the same per-stream state, guarded by the stream's lock:
@@ -67,62 +67,6 @@ class StreamJobs:
         return f"{self._prefix}{self._seq}"
 
     # ---- job submission (caller thread, lock held) ---------------------------------------------------
-    def _speculate(self, op: OpenUtterance) -> None:
-        op.speculated_at = op.utt.last_voiced_sample
-        op.speculative = None
-        op.speculative_done = False
-        audio = finals.final_audio(op, self.o)
-        op.speculative_samples = heard = audio.shape[0]
-        marker = op.speculated_at
-        wall = op.last_voiced_wall
-
-        # It may become the final of a part the next one hears as its left context: that needs its word times
-        # when it is longer than the context.
-        timed = self.o.commit_speculative and (self.o.final_left_context_chain
-                                               or audio.shape[0] > self.o.final_left_context_s * SAMPLE_RATE)
-
-        def run() -> None:
-            with self._lock:
-                if op.speculated_at != marker or (op.ended and op.speculative_done):
-                    log.debug("stream %s: guess @%d skipped", self.stream_id, marker)
-                    return  # speech resumed: this guess is obsolete
-            event = self._decode_final(op, audio, wall, timed=timed)
-            with self._lock:
-                if op.speculated_at != marker:
-                    if not self._commit_outrun(op, marker, heard, event):
-                        log.debug("stream %s: guess @%d obsolete once decoded", self.stream_id, marker)
-                    return
-                log.debug("stream %s: guess @%d decoded (ended=%s)", self.stream_id, marker, op.ended)
-                _heard_left(op, event.left_stop_p if event is not None else None)
-                op.speculative, op.speculative_done = event, True
-                if op.ended:
-                    self._emit_final(op, event)
-                else:
-                    self._commit_speculative(op)
-
-        self._ctx.scheduler.submit_final(Job(run, "final", key=self.stream_id))
-
-    def _commit_speculative(self, op: OpenUtterance) -> None:
-        """The speaker went on after a pause a final was guessed in: once decoded, that guess is the final of
-        the part up to the pause (:func:`commits.speculation_commits` says when). Lock held."""
-        event, heard = op.speculative, op.speculative_samples
-        if event is None or self._open is not op or not commits.speculation_commits(op, self.o):
-            return
-        log.debug("stream %s: speech went on; the guessed final commits %.2f s (guess @%d used)", self.stream_id,
-                  heard / SAMPLE_RATE, op.speculated_at)
-        self._commit(op, heard, event)
-
-    def _commit_outrun(self, op: OpenUtterance, marker: int, heard: int, event: PendingFinal | None) -> bool:
-        """A guess a newer one replaced before it was decoded commits what it heard when it may
-        (:func:`commits.outrun_guess_commits`); the newer one, over the uncut part, is then skipped. Lock held."""
-        if event is None or self._open is not op or not commits.outrun_guess_commits(op, self.o, marker, heard):
-            return False
-        log.debug("stream %s: guess @%d was outrun by a later pause; it commits %.2f s", self.stream_id, marker,
-                  heard / SAMPLE_RATE)
-        _heard_left(op, event.left_stop_p)
-        self._commit(op, heard, event)
-        return True
-
     def _finish(self, op: OpenUtterance, reason: str, speech_end_wall: float | None = None) -> None:
         self._open = None
         op.ended = True
@@ -315,7 +259,7 @@ class StreamJobs:
             self._partial_cost = cost if not self._partial_cost else 0.7 * self._partial_cost + 0.3 * cost
             self._spent.append((self._pos, cost * engine.threads))  # core-seconds: each thread kept a core busy
             op.partial_dropped |= text is None
-            _heard_left(op, finals.forced_stop_p(hyp, left) if heard and left is not None else None)
+            heard_left(op, finals.forced_stop_p(hyp, left) if heard and left is not None else None)
             if op.ended or self._open is not op or text is None:
                 return
             stable, unstable = op.agreement.update(text)
@@ -338,7 +282,7 @@ class StreamJobs:
                 op.partial_dropped = True
             if op.ended or self._open is not op or result is None:
                 return
-            _heard_left(op, result.left_stop_p)
+            heard_left(op, result.left_stop_p)
             said, ends = result.event.text, result.word_ends
             stable, unstable = op.agreement.update(said)
             event = finals.partial_event(self._ctx, self.stream_id, self.speaker, op, audio.shape[0],
@@ -397,7 +341,7 @@ class StreamJobs:
             log.exception("event sink failed for stream %s", self.stream_id)
 
 
-def _heard_left(op: OpenUtterance, stop_p: float | None) -> None:
+def heard_left(op: OpenUtterance, stop_p: float | None) -> None:
     """Note what a decode of ``op`` that heard its left context made of that context's full stop (``stop_p``;
     None: it did not hear a forced stop). The latest reading counts. Lock held."""
     if stop_p is not None:

@@ -18,7 +18,7 @@ import numpy as np
 from livenexus_worker.core.audio import SAMPLE_RATE
 from livenexus_worker.core.events import TranscriptEvent
 from livenexus_worker.streaming import commits, left
-from livenexus_worker.streaming.jobs import StreamJobs
+from livenexus_worker.streaming.guesses import StreamGuesses
 from livenexus_worker.streaming.pauses import PauseDetector
 from livenexus_worker.streaming.segmenter import Utterance, cut_point
 from livenexus_worker.streaming.stream_state import (
@@ -34,7 +34,7 @@ __all__ = ["PipelineOptions", "SpeculationMark", "StreamContext", "StreamPipelin
 log = logging.getLogger(__name__)
 
 
-class StreamPipeline(StreamJobs):
+class StreamPipeline(StreamGuesses):
     """Transcribes one audio stream; see module docstring for threading."""
 
     def __init__(self, stream_id: str, speaker: str, ctx: StreamContext,
