@@ -88,11 +88,32 @@ def by_purpose(self, *a, **k):  # the finals' decode time by who asked: a guess,
         p = purposes.setdefault(who, [0, 0.0])
         p[0] += 1; p[1] += time.perf_counter() - t
 J.StreamJobs._decode_final = by_purpose
+from livenexus_worker.streaming import scheduler as S
+waits, running, behind = {}, {}, {}
+run_job, submit_final = S.InferenceScheduler._run, S.InferenceScheduler.submit_final
+def waited(self, job):  # how long each job queued before an inference thread took it, by kind
+    waits.setdefault(job.kind, []).append(round(job.started - job.created, 4))
+    if job.kind == "final":  # and what a final waited behind: its stream's job running when it was queued
+        blocker = behind.pop(id(job), None)
+        if blocker:
+            waits.setdefault("final_behind_" + blocker, []).append(round(job.started - job.created, 4))
+    running[job.key] = job.kind + ("_urgent" if job.urgent else "")
+    try:
+        return run_job(self, job)
+    finally:
+        running.pop(job.key, None)
+def queued(self, job):
+    if job.key in running:
+        behind[id(job)] = running[job.key]
+    return submit_final(self, job)
+S.InferenceScheduler._run = waited
+S.InferenceScheduler.submit_final = queued
 print("LNX_SRC", livenexus_worker.__file__, file=sys.stderr, flush=True)
 from livenexus_worker.cli import main
 rc = main(sys.argv[1:])
 print("LNX_KINDS", json.dumps(kinds, separators=(",", ":")), file=sys.stderr, flush=True)
 print("LNX_PURPOSES", json.dumps(purposes, separators=(",", ":")), file=sys.stderr, flush=True)
+print("LNX_WAITS", json.dumps(waits, separators=(",", ":")), file=sys.stderr, flush=True)
 print("LNX_END", time.monotonic(), *cpu(), file=sys.stderr, flush=True)
 sys.exit(rc)
 """
@@ -166,8 +187,19 @@ def run_file_ours(meeting: Meeting, env: dict[str, str], threads: int, logdir: P
     kinds = json.loads(marks["LNX_KINDS"][0]) if "LNX_KINDS" in marks else {}
     # Finals' decodes by who asked (count, wall s): _speculate, _finish, _propose_commit, _run_confirming, _cut.
     purposes = json.loads(marks["LNX_PURPOSES"][0]) if "LNX_PURPOSES" in marks else {}
+    # Queue wait of each kind of job (s): p50 / p90 / max / count; a final's is what it waited behind a partial.
+    waits = {k: _spread(v) for k, v in json.loads(marks["LNX_WAITS"][0]).items()} if "LNX_WAITS" in marks else {}
     return Capture("ours", t0, ems, cpu1 - cpu0, maxrss / 1024, others,
-                   {"imported": marks["LNX_SRC"][0], "events": len(ems), "decodes": kinds, "finals_by": purposes})
+                   {"imported": marks["LNX_SRC"][0], "events": len(ems), "decodes": kinds, "finals_by": purposes,
+                    "queue_wait": waits})
+
+
+def _spread(values: list[float]) -> list[float]:
+    """p50, p90, max and count of ``values``."""
+    v = sorted(values)
+    if not v:
+        return [0.0, 0.0, 0.0, 0]
+    return [v[len(v) // 2], v[min(len(v) - 1, int(len(v) * 0.9))], v[-1], len(v)]
 
 
 def start_room_worker(env: dict[str, str], url: str, key: str, secret: str, room: str, threads: int,
