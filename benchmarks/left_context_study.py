@@ -8,7 +8,7 @@ cut, its text forced as the decoder's start, as ``streaming.finals`` does), take
 script's sentence starts instead (300 ms early). Prints the WER of each configuration, deterministic for one
 run's cuts: no timing, no threads.
 
-    python benchmarks/left_context_study.py benchmarks/out/continuous-<stamp>-raw.json --configs 0,6,6chain,10chain
+    python benchmarks/left_context_study.py benchmarks/out/continuous-<stamp>-raw.json --configs 0,6,6chain,10chain,2+p1
 """
 
 from __future__ import annotations
@@ -63,8 +63,8 @@ def left_of(parts: list[Part], limit_s: float, chain: bool) -> tuple[np.ndarray,
     return None
 
 
-def run(engine: object, audio: np.ndarray, cuts: list[int], limit_s: float, chain: bool, beam: int
-        ) -> tuple[str, float]:
+def run(engine: object, audio: np.ndarray, cuts: list[int], limit_s: float, chain: bool, beam: int,
+        prompt: int = 0) -> tuple[str, float]:
     from livenexus_worker.streaming.finals import after_left
     from livenexus_worker.streaming.stream_state import LeftContext
 
@@ -77,16 +77,18 @@ def run(engine: object, audio: np.ndarray, cuts: list[int], limit_s: float, chai
         if own.shape[0] < SAMPLE_RATE // 10:
             continue
         left = left_of(parts, limit_s, chain)
+        context = " ".join(said[-prompt:]) if prompt else ""  # Whisper's previous-text slot: no decoder steps
         text, ends = "", ()
         if left is not None:
             hyp = engine.transcribe(np.concatenate([left[0], own]), beam_size=beam, language="en",  # type: ignore[attr-defined]
-                                    prefix=left[1], word_times=True)
+                                    prefix=left[1], word_times=True, context=context)
             spent += hyp.encode_s + hyp.decode_s
             got = after_left(hyp, LeftContext(left[0], left[1]), "study")
             if got is not None:
                 text, ends, _p = got
         if left is None or got is None:
-            hyp = engine.transcribe(own, beam_size=beam, language="en", word_times=True)  # type: ignore[attr-defined]
+            hyp = engine.transcribe(own, beam_size=beam, language="en", word_times=True,  # type: ignore[attr-defined]
+                                    context=context)
             spent += hyp.encode_s + hyp.decode_s
             text, ends = hyp.text, hyp.word_ends
         parts.append(Part(own, text.split(), list(ends)))
@@ -99,8 +101,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("raw", help="a continuous.py run's -raw.json (its file path's capture of our worker)")
     ap.add_argument("--configs", default="0,6,6chain,10chain",
-                    help="left context seconds, 'chain' for several previous parts, '@N' for beam N (default 5); "
-                         "comma separated")
+                    help="left context seconds, 'chain' for several previous parts, '+pN' for the N previous "
+                         "parts' text as Whisper's previous-text prompt, '@N' for beam N (default 5); comma separated")
     ap.add_argument("--reference-cuts", action="store_true", help="cut at the script's sentence starts instead")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--texts", metavar="JSONL", help="append each configuration's transcript to this file")
@@ -122,14 +124,16 @@ def main() -> int:
     print(f"{len(cuts)} cuts ({'reference' if args.reference_cuts else 'ours'}), meeting {meeting.duration_s:.1f} s")
     for cfg in args.configs.split(","):
         left, _, beam = cfg.partition("@")
+        left, _, prompted = left.partition("+p")
         chain = left.endswith("chain")
         limit = float(left.removesuffix("chain") or 0)
         t = time.monotonic()
-        text, spent = run(engine, meeting.audio, cuts, limit, chain, int(beam or 5))
+        text, spent = run(engine, meeting.audio, cuts, limit, chain, int(beam or 5), int(prompted or 0))
         if args.texts:
             with open(args.texts, "a") as f:
                 f.write(json.dumps({"config": cfg, "text": text}) + "\n")
-        print(f"  left {limit:>4.1f} s {'chain' if chain else 'prev ':5} beam {int(beam or 5)}: "
+        print(f"  left {limit:>4.1f} s {'chain' if chain else 'prev ':5} prompt {int(prompted or 0)} "
+              f"beam {int(beam or 5)}: "
               f"WER {wer(meeting.reference, text) * 100:5.1f} %"
               f"  decode {spent:6.1f} s ({time.monotonic() - t:.0f} s wall)", flush=True)
     return 0
