@@ -24,7 +24,7 @@ from pathlib import Path
 
 from _meeting import Meeting, cache_dir
 from _peer import free_port, stop
-from _score import Capture, Emission
+from _score import Capture, Emission, pct
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -188,18 +188,12 @@ def run_file_ours(meeting: Meeting, env: dict[str, str], threads: int, logdir: P
     # Finals' decodes by who asked (count, wall s): _speculate, _finish, _propose_commit, _run_confirming, _cut.
     purposes = json.loads(marks["LNX_PURPOSES"][0]) if "LNX_PURPOSES" in marks else {}
     # Queue wait of each kind of job (s): p50 / p90 / max / count; a final's is what it waited behind a partial.
-    waits = {k: _spread(v) for k, v in json.loads(marks["LNX_WAITS"][0]).items()} if "LNX_WAITS" in marks else {}
+    waits = {k: [pct(v, 50), pct(v, 90), max(v), len(v)]
+             for k, v in json.loads(marks["LNX_WAITS"][0]).items()} if "LNX_WAITS" in marks else {}
     return Capture("ours", t0, ems, cpu1 - cpu0, maxrss / 1024, others,
                    {"imported": marks["LNX_SRC"][0], "events": len(ems), "decodes": kinds, "finals_by": purposes,
                     "queue_wait": waits})
 
-
-def _spread(values: list[float]) -> list[float]:
-    """p50, p90, max and count of ``values``."""
-    v = sorted(values)
-    if not v:
-        return [0.0, 0.0, 0.0, 0]
-    return [v[len(v) // 2], v[min(len(v) - 1, int(len(v) * 0.9))], v[-1], len(v)]
 
 
 def start_room_worker(env: dict[str, str], url: str, key: str, secret: str, room: str, threads: int,

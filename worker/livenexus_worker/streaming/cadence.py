@@ -22,8 +22,8 @@ def partial_share(o: PipelineOptions, spent_rate: float, streams: int, threads: 
     once), the floor is of the lane's time, not of a core: the cores the partials keep busy are idle
     otherwise, and what they delay is this stream's own finals, by their wall time (:func:`speakers_contend`)."""
     full = shared(o, streams)
-    budget = o.cpu_budget_alone if streams <= 1 and o.cpu_budget_alone > 0 else o.cpu_budget
-    if budget <= 0 or spent_rate < budget:
+    limit = budget(o, streams)
+    if limit <= 0 or spent_rate < limit:
         return full
     return min(full, o.partial_share_min / (max(1, threads) if contended else 1))
 
@@ -32,7 +32,17 @@ def shared(o: PipelineOptions, streams: int) -> float:
     """The share of the inference threads the partials of all speaking streams may use together, ``streams``
     being open: ``partial_share_alone`` for the only one. Not "the only one speaking": while one of several
     speaks, the others' finals are decoded (their speakers have just stopped) and must not queue behind it."""
-    return o.partial_share_alone if streams <= 1 else o.partial_share
+    return o.partial_share_alone if _alone(streams) else o.partial_share
+
+
+def budget(o: PipelineOptions, streams: int) -> float:
+    """A stream's CPU budget, ``streams`` being open: ``cpu_budget_alone`` for the only one (unless 0)."""
+    return o.cpu_budget_alone if _alone(streams) and o.cpu_budget_alone > 0 else o.cpu_budget
+
+
+def _alone(streams: int) -> bool:
+    """The only stream open: no other stream's final can wait behind its decodes."""
+    return streams <= 1
 
 
 def partial_due(op: OpenUtterance, o: PipelineOptions, now: float, interval: float, cost: float, speakers: int,
