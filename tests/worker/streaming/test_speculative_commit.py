@@ -54,16 +54,22 @@ def test_a_guessed_final_decoded_after_the_speaker_went_on_still_commits(sentenc
         def __init__(self) -> None:
             super().__init__()
             self.release = threading.Event()
+            self.started = threading.Event()
 
         def transcribe(self, audio: np.ndarray, beam_size: int = 1, language: str | None = "en", prefix: str = "",
                        max_new_tokens: int | None = None, context: str = "", word_times: bool = False) -> Hypothesis:
             if max_new_tokens is None:
+                self.started.set()
                 assert self.release.wait(10)  # the guess is still decoding when the speaker goes on
             return super().transcribe(audio, beam_size, language, prefix, max_new_tokens, context, word_times)
 
     engine = Held()
     ctx, pipe, events = pipeline(engine, PipelineOptions(final_left_context_s=0.0))
-    push(pipe, np.concatenate([silence(500), sentence, silence(240), sentence[: 800 * 16]]))
+    push(pipe, np.concatenate([silence(500), sentence, silence(240)]))
+    # Unpaced pushes outrun the decoder thread: wait until the guess is decoding, or it would still be queued
+    # (and replaced) when the speaker goes on, which is another case.
+    assert engine.started.wait(10)
+    push(pipe, sentence[: 800 * 16])
     assert pipe.in_utterance and not finals(events)
     engine.release.set()
     assert ctx.scheduler.wait_idle(10)
@@ -197,18 +203,24 @@ def test_a_guess_outrun_by_a_later_pause_still_commits_what_it_heard(sentence: n
             super().__init__()
             self.release = threading.Event()
             self.finals = 0
+            self.started = threading.Event()
 
         def transcribe(self, audio: np.ndarray, beam_size: int = 1, language: str | None = "en", prefix: str = "",
                        max_new_tokens: int | None = None, context: str = "", word_times: bool = False) -> Hypothesis:
             if max_new_tokens is None:
                 self.finals += 1
                 if self.finals == 1:
+                    self.started.set()
                     assert self.release.wait(10)
             return super().transcribe(audio, beam_size, language, prefix, max_new_tokens, context, word_times)
 
     engine = Held()
     ctx, pipe, events = pipeline(engine, PipelineOptions(final_left_context_s=0.0))
-    push(pipe, np.concatenate([silence(500), sentence, silence(240), sentence, silence(240)]))
+    push(pipe, np.concatenate([silence(500), sentence, silence(240)]))
+    # The first guess must be decoding (not still queued, where the second would replace it) before the
+    # speaker goes on; unpaced pushes outrun the decoder thread otherwise (a fresh CI run caught that).
+    assert engine.started.wait(10)
+    push(pipe, np.concatenate([sentence, silence(240)]))
     if speaks_on:
         push(pipe, sentence[: 800 * 16])
     assert pipe.in_utterance and not finals(events)
