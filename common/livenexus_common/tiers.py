@@ -36,11 +36,15 @@ class TierSpec:
     """Beam size for finals (partials always decode greedily)."""
     partial_interval_ms: int = 250
     """Time between partial hypotheses while speech continues; 0 disables partials."""
+    partial_model: str = ""
+    """A smaller model that drafts this rung's partials ("" : ``model`` itself). Drafts are shown, never final:
+    where one ends a sentence at a pause, ``model`` decodes that audio and its words decide the commit."""
 
     @property
     def name(self) -> str:
         """The ``tier`` label of ``livenexus_tier_info`` and the ``tier`` of every transcript."""
-        return f"{self.model}-{self.compute_type}-b{self.beam_size}-p{self.partial_interval_ms}"
+        draft = f"+{self.partial_model}" if self.partial_model else ""
+        return f"{self.model}-{self.compute_type}-b{self.beam_size}-p{self.partial_interval_ms}{draft}"
 
     def to_json(self) -> dict[str, object]:
         """One LIVENEXUS_TIERS entry, camelCase as the CRD's spec.tiers.ladder writes it."""
@@ -49,6 +53,7 @@ class TierSpec:
             "computeType": self.compute_type,
             "beamSize": self.beam_size,
             "partialIntervalMs": self.partial_interval_ms,
+            **({"partialModel": self.partial_model} if self.partial_model else {}),
         }
 
     @classmethod
@@ -64,11 +69,15 @@ class TierSpec:
             except ValueError as exc:
                 raise LadderError(f"tier field {key!r} must be an integer, got {value!r}") from exc
 
+        partial_model = raw.get("partialModel", raw.get("partial_model", cls.partial_model))
+        if not isinstance(partial_model, str):
+            raise LadderError(f"tier field 'partialModel' must be a model name, got {partial_model!r}")
         return cls(
             model=str(raw.get("model", cls.model)),
             compute_type=str(raw.get("computeType", raw.get("compute_type", cls.compute_type))),
             beam_size=num("beamSize", "beam_size", cls.beam_size),
             partial_interval_ms=num("partialIntervalMs", "partial_interval_ms", cls.partial_interval_ms),
+            partial_model=partial_model,
         )
 
 

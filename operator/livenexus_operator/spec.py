@@ -6,6 +6,7 @@ function of whatever body it is handed (unit tests, objects stored before a defa
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -47,6 +48,16 @@ def _str(raw: Mapping[str, Any], key: str, default: str) -> str:
     value = raw.get(key, default)
     if not isinstance(value, str) or not value:
         raise SpecError(f"{key} must be a non-empty string, got {value!r}")
+    return value
+
+
+def _partial_model(raw: Mapping[str, Any]) -> str:
+    """A ladder entry's partialModel: "" (the tier's own model) or a name as the CRD's pattern allows."""
+    value = raw.get("partialModel", "")
+    if value == "":
+        return ""
+    if not isinstance(value, str) or len(value) > 253 or not re.fullmatch(r"[A-Za-z0-9._/-]+", value):
+        raise SpecError(f"tiers.ladder[].partialModel must be a model name, got {value!r}")
     return value
 
 
@@ -137,6 +148,7 @@ class RoomSpec:
                 # operator always writes the field.
                 beam_size=_int(t, "beamSize", 1, 1, 10),
                 partial_interval_ms=_int(t, "partialIntervalMs", 250, 0, 10000),
+                partial_model=_partial_model(t),
             )
             for t in raw_ladder
             if isinstance(t, Mapping)

@@ -47,13 +47,23 @@ def test_ladder_round_trips_through_the_env_value() -> None:
     assert ladder_from_json(raw) == ladder
 
 
+def test_a_partial_model_rides_in_the_ladder_only_when_set() -> None:
+    drafted = TierSpec("base", "int8", 5, 250, "tiny.en")
+    raw = ladder_to_json((drafted, TierSpec()))
+    assert [e.get("partialModel") for e in json.loads(raw)] == ["tiny.en", None]
+    assert ladder_from_json(raw) == (drafted, TierSpec())
+    assert drafted.name == "base-int8-b5-p250+tiny.en" and TierSpec().name == "base-int8-b5-p250"
+    assert ladder_from_json('[{"model": "base", "partial_model": "tiny.en"}]') == (drafted,)
+
+
 def test_ladder_entries_take_defaults_and_snake_case() -> None:
     assert ladder_from_json('[{"model": "base"}]') == (TierSpec(),)
     assert ladder_from_json('[{"model": "tiny", "beam_size": "2", "partial_interval_ms": 0}]') == (
         TierSpec("tiny", "int8", 2, 0),)
 
 
-@pytest.mark.parametrize("raw", ["{", "[]", "{}", "[1]", '[{"beamSize": true}]', '[{"beamSize": "x"}]'])
+@pytest.mark.parametrize("raw", ["{", "[]", "{}", "[1]", '[{"beamSize": true}]', '[{"beamSize": "x"}]',
+                                 '[{"partialModel": 5}]'])
 def test_bad_ladders_are_contract_errors(raw: str) -> None:
     # The ladder's own module knows no variable names; the contract's parser says which one was bad.
     with pytest.raises(ContractError, match=r"^LIVENEXUS_TIERS: "):

@@ -56,6 +56,8 @@ INVALID = [
     ({"tiers": {"cpuHigh": 0.4, "cpuLow": 0.6}}, ["tiers.cpuLow must be lower than tiers.cpuHigh"]),
     ({"tiers": {"lagHighMs": 100, "lagLowMs": 100}}, ["tiers.lagLowMs must be lower than tiers.lagHighMs"]),
     ({"tiers": {"ladder": [{"beamSize": 2}]}}, ["spec.tiers.ladder[0].model", "Required value"]),
+    ({"tiers": {"ladder": [{"model": "base", "partialModel": "tiny en"}]}},
+     ["spec.tiers.ladder[0].partialModel", "should match"]),
     ({"livekit": {"credentialsSecretRef": {"name": "lk"}}}, ["spec.livekit.url", "Required value"]),
     ({"livekit": {"url": "ftp://x", "credentialsSecretRef": {"name": "lk"}}}, ["spec.livekit.url", "should match"]),
     ({"livekit": {"url": "ws://x"}}, ["spec.livekit.credentialsSecretRef", "Required value"]),

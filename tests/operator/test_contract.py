@@ -59,7 +59,8 @@ def test_rendered_env_is_read_back_by_the_worker_settings_exactly() -> None:
         model={"name": "base", "computeType": "int8_float32", "language": "auto", "beamSize": 3},
         vad={"aggressiveness": 3, "hangoverMs": 400},
         tiers={
-            "ladder": [{"model": "base", "computeType": "int8", "beamSize": 4, "partialIntervalMs": 200},
+            "ladder": [{"model": "base", "computeType": "int8", "beamSize": 4, "partialIntervalMs": 200,
+                        "partialModel": "tiny.en"},
                        {"model": "tiny", "beamSize": 1, "partialIntervalMs": 0}],
             "cpuHigh": 0.9, "cpuLow": 0.4, "lagHighMs": 1500, "lagLowMs": 200,
             "downWindowSeconds": 3, "upWindowSeconds": 30.5, "cooldownSeconds": 12,
@@ -73,7 +74,7 @@ def test_rendered_env_is_read_back_by_the_worker_settings_exactly() -> None:
         "wss://livekit.example.test", "APIabc", "s3cr3t", "Daily Stand-up")
     assert (s.model, s.compute_type, s.beam_size, s.language) == ("base", "int8_float32", 3, None)
     assert (s.vad_aggressiveness, s.vad_hangover_ms) == (3, 400)
-    assert s.tiers == (TierSpec("base", "int8", 4, 200), TierSpec("tiny", "int8", 1, 0))
+    assert s.tiers == (TierSpec("base", "int8", 4, 200, "tiny.en"), TierSpec("tiny", "int8", 1, 0))
     assert (s.tier_cpu_high, s.tier_cpu_low, s.tier_lag_high_ms, s.tier_lag_low_ms) == (0.9, 0.4, 1500, 200)
     assert (s.tier_down_window_s, s.tier_up_window_s, s.tier_cooldown_s) == (3.0, 30.5, 12.0)
     assert s.metrics_port == 9300

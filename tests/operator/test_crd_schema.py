@@ -113,6 +113,8 @@ def test_crd_defaults_equal_the_operator_defaults() -> None:
     assert RoomSpec.from_body(defaulted) == RoomSpec.from_body(minimal)
     with_ladder = room_body(tiers={"ladder": [{"model": "base"}]})
     assert RoomSpec.from_body(apply_defaults(crd_schema(), with_ladder)) == RoomSpec.from_body(with_ladder)
+    drafted = room_body(tiers={"ladder": [{"model": "base", "partialModel": "tiny.en"}]})
+    assert RoomSpec.from_body(apply_defaults(crd_schema(), drafted)).effective_ladder[0].partial_model == "tiny.en"
 
 
 def test_example_room_is_valid_and_bad_rooms_are_not() -> None:
@@ -129,6 +131,7 @@ def test_example_room_is_valid_and_bad_rooms_are_not() -> None:
         {"livekit": {"url": "wss://x"}},
         {"tiers": {"cpuHigh": 1.5}},
         {"tiers": {"ladder": []}},
+        {"tiers": {"ladder": [{"model": "base", "partialModel": "$(evil)"}]}},
         {"model": {"language": "English"}},
         {"resources": {"limits": {"cpu": "two"}}},
     ]

@@ -200,6 +200,14 @@ def test_explicit_ladder_passes_through() -> None:
     assert spec.effective_ladder == (TierSpec("small", "int8", 1, 250),)
 
 
+@pytest.mark.parametrize("bad", [5, "a b", "../$(x)", "x" * 254])
+def test_a_ladder_entrys_partial_model_must_be_a_model_name(bad: object) -> None:
+    ok = RoomSpec.from_body(room_body(tiers={"ladder": [{"model": "base", "partialModel": "tiny.en"}]}))
+    assert ok.effective_ladder[0].partial_model == "tiny.en"
+    with pytest.raises(SpecError, match="partialModel"):
+        RoomSpec.from_body(room_body(tiers={"ladder": [{"model": "base", "partialModel": bad}]}))
+
+
 def test_worker_image_digest() -> None:
     tmpl = WorkerTemplate.from_values({"image": {"repository": "r/w", "tag": "sha256:" + "a" * 64}})
     assert tmpl.image == "r/w@sha256:" + "a" * 64

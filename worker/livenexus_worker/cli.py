@@ -32,7 +32,7 @@ def _cmd_transcribe(args: argparse.Namespace) -> int:
     from livenexus_worker.core.tier_spec import TierSpec
     from livenexus_worker.files.transcribe import transcribe_file
 
-    tier = TierSpec(args.model, args.compute_type, args.beam_size, args.partial_ms)
+    tier = TierSpec(args.model, args.compute_type, args.beam_size, args.partial_ms, args.partial_model)
     transcribe_file(args.file, tier, language=None if args.language == "auto" else args.language,
                     realtime=args.realtime, as_json=args.json, threads=args.threads)
     return 0
@@ -70,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--compute-type", default="int8")
         sp.add_argument("--beam-size", type=int, default=5, help="beam size of finals")
         sp.add_argument("--partial-ms", type=int, default=250, help="partial cadence (0: no partials)")
+        sp.add_argument("--partial-model", default="", help="smaller model drafting the partials (default: --model)")
         sp.add_argument("--language", default="en", help="language code or 'auto'")
         sp.add_argument("--threads", type=int, default=0, help="CTranslate2 threads per decode (0: two from 2 cores)")
 

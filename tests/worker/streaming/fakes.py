@@ -43,6 +43,8 @@ class Ctx:
         self.utterances: list[float] = []
         self.speakers = 1
         self.streams = 1
+        self.draft: LengthEngine | None = None
+        """The rung's partial model, when it has one."""
 
     def tier_index(self) -> int:
         return 0
@@ -55,6 +57,9 @@ class Ctx:
 
     def engine_for(self, tier_index: int) -> tuple[int, TierSpec, LengthEngine]:
         return 0, TierSpec("fake", "int8", 1, 250), self.engine
+
+    def partial_engine_for(self, tier_index: int) -> LengthEngine:
+        return self.draft or self.engine
 
     def on_frames(self, frames: int, silent: int) -> None:
         pass

@@ -140,7 +140,7 @@ def report(results: list[BenchResult], offline: tuple[float, float] | None, idle
 def main(args: argparse.Namespace) -> int:
     signal = load(args.file)
     reference = Path(args.ref[1:]).read_text() if args.ref.startswith("@") else args.ref
-    tier = TierSpec(args.model, args.compute_type, args.beam_size, args.partial_ms)
+    tier = TierSpec(args.model, args.compute_type, args.beam_size, args.partial_ms, args.partial_model)
     language = None if args.language == "auto" else args.language
     results = [run_mode(signal, reference, tier, False, not args.fast, language, args.threads)]
     if args.compare_padded:

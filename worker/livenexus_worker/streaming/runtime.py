@@ -152,6 +152,8 @@ class Runtime:
                     log.info("loaded %s (%s) in %.2fs", tier.model, tier.compute_type, engine.load_s)
                     continue
             self._unavailable[i] = failed[key].splitlines()[0]
+        for i, tier in enumerate(self.options.tiers):
+            self._load_draft(i, tier, cache)
         if len(self._unavailable) == len(self.options.tiers):
             reasons = "\n".join(f"{model} ({compute}): {why}" for (model, compute), why in failed.items())
             raise (ModelCorruptError if damaged else ModelNotFoundError)(f"no tier has a usable model:\n{reasons}")
@@ -160,6 +162,21 @@ class Runtime:
         if self.observer is not None:
             self.observer.model_loaded(True)
             self.observer.set_tier(self._tier, self.options.tiers[self._tier])
+
+    def _load_draft(self, index: int, tier: TierSpec, cache: Path | None) -> None:
+        """Load a rung's partial model; one that cannot load leaves the rung's partials to its own model."""
+        key = (tier.partial_model, tier.compute_type)
+        if not tier.partial_model or key in self._engines or index in self._unavailable:
+            return
+        try:
+            path = resolve(tier.partial_model, cache).path
+            self._engines[key] = WhisperEngine(path, tier.compute_type, self.options.threads, self.options.engine,
+                                               self.workers)
+        except (ModelNotFoundError, RuntimeError, ValueError, OSError) as exc:
+            log.warning("tier %d (%s): its partial model cannot load, %s drafts its own partials: %s", index,
+                        tier.name, tier.model, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+            return
+        log.info("loaded %s (%s) for partials", tier.partial_model, tier.compute_type)
 
     def is_available(self, index: int) -> bool:
         return 0 <= index < len(self.options.tiers) and index not in self._unavailable
@@ -181,6 +198,12 @@ class Runtime:
     def engine_for(self, tier_index: int) -> tuple[int, TierSpec, WhisperEngine]:
         tier = self.options.tiers[tier_index]
         return tier_index, tier, self._engines[(tier.model, tier.compute_type)]
+
+    def partial_engine_for(self, tier_index: int) -> WhisperEngine:
+        """The engine of a rung's partials: its partial model when that loaded, else its own."""
+        tier = self.options.tiers[tier_index]
+        draft = self._engines.get((tier.partial_model, tier.compute_type)) if tier.partial_model else None
+        return draft or self._engines[(tier.model, tier.compute_type)]
 
     # ---- streams -------------------------------------------------------------------------------------
     def open_stream(self, stream_id: str, speaker: str, on_event: Callable[[TranscriptEvent], None],
