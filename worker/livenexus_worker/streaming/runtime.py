@@ -93,6 +93,10 @@ class RuntimeOptions:
     (``core/memory.py``): a long window otherwise raises RSS for good (by ~100 MiB for 30 s, base model)."""
 
 
+_LOAD_ERRORS = (ModelNotFoundError, RuntimeError, ValueError, OSError)
+"""What loading a model may raise: CTranslate2 raises RuntimeError/ValueError on a damaged model.bin."""
+
+
 class Runtime:
     """Owns the engines and the scheduler; opens one StreamPipeline per audio stream."""
 
@@ -138,10 +142,8 @@ class Runtime:
                 continue
             if key not in failed:
                 try:
-                    path = resolve(tier.model, cache).path
-                    engine = WhisperEngine(path, tier.compute_type, self.options.threads, self.options.engine,
-                                           self.workers)
-                except (ModelNotFoundError, RuntimeError, ValueError, OSError) as exc:
+                    engine = self._open(tier.model, tier.compute_type, cache)
+                except _LOAD_ERRORS as exc:
                     # CTranslate2 raises RuntimeError/ValueError on a damaged model.bin it had no record to check.
                     plain = isinstance(exc, ModelNotFoundError)
                     damaged |= isinstance(exc, ModelCorruptError) or not plain
@@ -152,8 +154,7 @@ class Runtime:
                     log.info("loaded %s (%s) in %.2fs", tier.model, tier.compute_type, engine.load_s)
                     continue
             self._unavailable[i] = failed[key].splitlines()[0]
-        for i, tier in enumerate(self.options.tiers):
-            self._load_draft(i, tier, cache)
+        self._load_drafts(cache)
         if len(self._unavailable) == len(self.options.tiers):
             reasons = "\n".join(f"{model} ({compute}): {why}" for (model, compute), why in failed.items())
             raise (ModelCorruptError if damaged else ModelNotFoundError)(f"no tier has a usable model:\n{reasons}")
@@ -163,20 +164,28 @@ class Runtime:
             self.observer.model_loaded(True)
             self.observer.set_tier(self._tier, self.options.tiers[self._tier])
 
-    def _load_draft(self, index: int, tier: TierSpec, cache: Path | None) -> None:
-        """Load a rung's partial model; one that cannot load leaves the rung's partials to its own model."""
-        key = (tier.partial_model, tier.compute_type)
-        if not tier.partial_model or key in self._engines or index in self._unavailable:
-            return
-        try:
-            path = resolve(tier.partial_model, cache).path
-            self._engines[key] = WhisperEngine(path, tier.compute_type, self.options.threads, self.options.engine,
-                                               self.workers)
-        except (ModelNotFoundError, RuntimeError, ValueError, OSError) as exc:
-            log.warning("tier %d (%s): its partial model cannot load, %s drafts its own partials: %s", index,
-                        tier.name, tier.model, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
-            return
-        log.info("loaded %s (%s) for partials", tier.partial_model, tier.compute_type)
+    def _open(self, model: str, compute_type: str, cache: Path | None) -> WhisperEngine:
+        return WhisperEngine(resolve(model, cache).path, compute_type, self.options.threads, self.options.engine,
+                             self.workers)
+
+    def _load_drafts(self, cache: Path | None) -> None:
+        """Load the available rungs' partial models, each once; one that cannot load leaves its rungs' partials
+        to their own models."""
+        failed: dict[tuple[str, str], str] = {}
+        for i, tier in enumerate(self.options.tiers):
+            key = (tier.partial_model, tier.compute_type)
+            if not tier.partial_model or key in self._engines or i in self._unavailable:
+                continue
+            if key not in failed:
+                try:
+                    self._engines[key] = self._open(tier.partial_model, tier.compute_type, cache)
+                except _LOAD_ERRORS as exc:
+                    failed[key] = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                else:
+                    log.info("loaded %s (%s) for partials", tier.partial_model, tier.compute_type)
+                    continue
+            log.warning("tier %d (%s): its partial model cannot load, %s drafts its own partials: %s", i,
+                        tier.name, tier.model, failed[key])
 
     def is_available(self, index: int) -> bool:
         return 0 <= index < len(self.options.tiers) and index not in self._unavailable
