@@ -159,6 +159,9 @@ def run(n: int, clips: list[np.ndarray], seconds: float, settings: WorkerSetting
         with lock:
             if ev.is_final:
                 res.latencies_ms.append(ev.latency_ms)
+                if os.environ.get("LNX_VERBOSE"):  # each final as it comes, to read a slow one's story
+                    print(f"final {ev.stream_id} {time.monotonic() - t0:7.2f} s lag {ev.latency_ms:5.0f} ms "
+                          f"{ev.text!r}", file=sys.stderr, flush=True)
                 t = ev.trace
                 if t and {"queued", "start", "decoded", "emit"} <= t.keys():
                     spoke = t["emit"] - ev.latency_ms / 1000

@@ -127,6 +127,7 @@ def decode_final(ctx: StreamContext, o: PipelineOptions, req: FinalRequest, op: 
             return None
         said, word_ends = before
         dur = keep_until / SAMPLE_RATE
+    aligned = said  # the words word_ends times; the guards below may shorten what is said
     if keep_until is None:  # a commit's words end before its cut: a word after its full stop is not in them
         said = cut_restart_word(said)
     evidence = len(agreed)
@@ -147,10 +148,28 @@ def decode_final(ctx: StreamContext, o: PipelineOptions, req: FinalRequest, op: 
         start=start, end=start + dur, stable=text, unstable="", language=hyp.language, tier=tier.name,
         processing_ms=(hyp.encode_s + hyp.decode_s) * 1000, latency_ms=0.0,
     )
-    # Word times only while they still name the text's words (the guards may have changed it).
-    named = len(word_ends) == len(text.split())
-    return PendingFinal(event, speech_end_wall, word_ends if named else (), stop_p,
-                        probs if named and keep_until is None and len(probs) == len(word_ends) else ())
+    ends, word_probs = times_of(text, aligned, word_ends, probs)
+    return PendingFinal(event, speech_end_wall, ends, stop_p, word_probs if keep_until is None else ())
+
+
+def times_of(text: str, said: str, word_ends: tuple[float, ...], probs: tuple[float, ...]
+             ) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The end times (and last-token probabilities, when there is one per word) of ``text``'s words, ``text`` being
+    what the guards left of ``said``, whose words ``word_ends`` times. A loop or a first reading cut away leaves
+    a run of ``said``'s words, and their times still name them; a text changed otherwise has none (they would
+    name other words). Without times a confirming decode cannot commit: a base decode that looped ("Good morning
+    everyone. Thanks." three times over 2 s of audio) had its sentence end declined, and a second decode of the
+    same audio made that final 1.28 s late instead of 0.55."""
+    words, full = text.split(), said.split()
+    timed_probs = len(probs) == len(word_ends)
+    if len(word_ends) != len(full):  # times of another reading: they name these words only if as many
+        same = len(word_ends) == len(words)
+        return (word_ends, probs if timed_probs else ()) if same else ((), ())
+    n = len(words)
+    for i in range(len(full) - n + 1):
+        if full[i : i + n] == words:
+            return word_ends[i : i + n], probs[i : i + n] if timed_probs else ()
+    return (), ()
 
 
 def forced_stop_p(hyp: Hypothesis, left: LeftContext) -> float | None:
@@ -177,8 +196,8 @@ def keep_before(said: str, word_ends: tuple[float, ...], cut: int, head_last: st
                   cut / SAMPLE_RATE)
         return None
     if not kept:
-        log.debug("stream %s: commit declined, no word ends before %.2f s (%s)", stream_id, cut / SAMPLE_RATE,
-                  word_ends[:3])
+        log.debug("stream %s: commit declined, no word ends before %.2f s (%s) %r", stream_id, cut / SAMPLE_RATE,
+                  word_ends[:3], said[:80])
         return None
     return " ".join(said.split()[:kept]), word_ends[:kept]
 
