@@ -4,8 +4,9 @@
 
 Starts livekit-server on 127.0.0.1, the worker as a separate process (`livenexus-worker run`), a speaker bot
 and a listener. Prints per-sentence latency (to its last final) and p50/p95; also the worker-side latency (VAD
-end of speech → final emitted) carried in each message, so transport cost is the difference.
-Numbers only, no assertions.
+end of speech → final emitted) carried in each message, so transport cost is the difference; and, as the
+listener saw them, how long after the publisher began a sentence its first words arrived (partial or final)
+and the gaps between a segment's partials. Numbers only, no assertions.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import time
 
 import numpy as np
 
-from livenexus_dev.demo.bots import Listener, SpeakerBot
+from livenexus_dev.demo.bots import Heard, Listener, SpeakerBot
 from livenexus_dev.demo.run import start_worker, wait_worker_joined
 from livenexus_dev.livekit_server import LiveKitServer
 from livenexus_dev.tts import synthesize
@@ -38,6 +39,20 @@ SENTENCES = [
 def trim(audio: np.ndarray) -> np.ndarray:
     loud = np.nonzero(np.abs(audio) > 300)[0]
     return audio[loud[0] : loud[-1] + 1]
+
+
+def partial_gaps(seen: list[Heard]) -> list[float]:
+    """Milliseconds between consecutive partials of one segment, as ``seen`` (in arrival order) holds them."""
+    last: dict[str, float] = {}
+    out: list[float] = []
+    for h in seen:
+        if h.final:
+            last.pop(h.segment_id, None)
+            continue
+        if h.segment_id in last:
+            out.append((h.at - last[h.segment_id]) * 1000)
+        last[h.segment_id] = h.at
+    return out
 
 
 async def run(n: int) -> int:
@@ -60,11 +75,16 @@ async def run(n: int) -> int:
         # A sentence's finals are those that arrive after it starts and before the next one does: a sentence
         # the VAD split at a comma has two, and counting finals by index would shift every later row.
         rows = []
+        firsts: list[float] = []
+        gaps: list[float] = []
         heard = listener.finals(speaker="speaker")
         for i, (start, end) in enumerate(played):
             text = SENTENCES[i % len(SENTENCES)]
             until = played[i + 1][0] if i + 1 < len(played) else float("inf")
             mine = [f for f in heard if start <= f.at < until]
+            seen = [h for h in listener.heard if h.via == "data" and h.speaker == "speaker" and start <= h.at < until]
+            firsts.extend([(seen[0].at - start) * 1000] if seen else [])
+            gaps.extend(partial_gaps(seen))
             if not mine:
                 print(f"{i + 1:2d}  no final")
                 continue
@@ -85,6 +105,11 @@ async def run(n: int) -> int:
                   f"max {e2e.max():.0f} ms; worker-side p50 {np.percentile(wk, 50):.0f} ms; "
                   f"{len(rows)}/{n} sentences finalised, {sum(r[3] > 1 for r in rows)} split; "
                   f"mean WER {np.mean([r[2] for r in rows]):.3f}")
+        if firsts:
+            print(f"first words (publisher's first frame → listener's first partial or final): "
+                  f"p50 {np.percentile(firsts, 50):.0f} ms, max {max(firsts):.0f} ms; partial gap p50 "
+                  f"{np.percentile(gaps, 50) if gaps else float('nan'):.0f} ms, p95 "
+                  f"{np.percentile(gaps, 95) if gaps else float('nan'):.0f} ms ({len(gaps)} gaps)")
         return 0
     finally:
         os.killpg(worker.pid, signal.SIGTERM)

@@ -89,8 +89,15 @@ class PipelineOptions:
     """The partials' share over budget: words must still show while the speaker talks."""
     cpu_budget_window_s: float = 10.0
     """How much of the stream (s of audio) its decode time is summed over."""
-    min_partial_audio_ms: int = 1000
-    """No partials for utterances shorter than this: too little audio to say anything useful."""
+    min_partial_audio_ms: int = 700
+    """No partials for utterances shorter than this: too little audio to say anything useful. Separated
+    sentences through livekit-server (``livekit_latency.py --utterances 12``, listener side), the publisher's first
+    frame to the first words shown, p50: 1071-1080 ms at 1000, 626-751 ms at 700, 999 ms at 500 (its first
+    partials said too little to pass the guards); finals alike (p50 467-492 vs 477-495 ms). Fed from a file
+    (``concurrency.py --streams 1``, 120 s, two runs each) 564-566 vs 761-764 ms, final p50 517-526 vs 524-535 ms,
+    p95 932-1262 vs 805-883 ms: a sentence's clause commits hang on where its partials fall against its pauses,
+    and which sentences were unlucky changed. Once (session 29) 700 cost one speaker's finals more: a
+    confirming decode that looped lost its word times (:func:`finals.times_of`) and was decoded again."""
     commit_in_speech: bool = True
     """Finals while the speaker goes on: a short pause inside an utterance is a candidate cut; when the next
     partial, which hears ``commit_lookahead_ms`` of what follows, ends a sentence there, the audio before the
