@@ -14,8 +14,11 @@ from livenexus_worker.core.events import TranscriptEvent
 from livenexus_worker.core.tier_spec import TierSpec
 from livenexus_worker.files.feed import feed
 from livenexus_worker.inference.engine import Hypothesis
+from livenexus_worker.streaming.finals import FinalRequest, decode_final
 from livenexus_worker.streaming.pipeline import PipelineOptions, StreamPipeline
 from livenexus_worker.streaming.scheduler import InferenceScheduler
+from livenexus_worker.streaming.segmenter import Utterance
+from livenexus_worker.streaming.stream_state import OpenUtterance, PendingFinal
 
 SR = 16000
 
@@ -194,3 +197,18 @@ def finish_contiguous(ctx: Ctx, pipe: StreamPipeline, events: list[TranscriptEve
     assert ctx.scheduler.wait_idle(10)
     check_contiguous(finals(events))
     ctx.scheduler.close()
+
+
+def final_from(engine: LengthEngine, seconds: float, req: FinalRequest, options: PipelineOptions, beam: int = 1,
+               keep_until: int | None = None) -> PendingFinal | None:
+    """``decode_final`` of ``seconds`` of audio, the whole of a new utterance, on ``engine`` at ``beam``."""
+    ctx = Ctx()
+    ctx.engine = engine
+    ctx.engine_for = lambda _i: (0, TierSpec("fake", "int8", beam, 250), engine)  # type: ignore[method-assign]
+    op = OpenUtterance(Utterance("s-1", 0), 0)
+    audio = np.ones(int(seconds * SR), dtype=np.int16)
+    op.utt.append(audio)
+    try:
+        return decode_final(ctx, options, req, op, audio, 0.0, keep_until=keep_until)  # type: ignore[arg-type]
+    finally:
+        ctx.scheduler.close()

@@ -5,15 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from livenexus_worker.core.tier_spec import TierSpec
 from livenexus_worker.inference.engine import Hypothesis
 from livenexus_worker.streaming.commits import find_boundary
-from livenexus_worker.streaming.finals import FinalRequest, decode_final
+from livenexus_worker.streaming.finals import FinalRequest
 from livenexus_worker.streaming.pipeline import PipelineOptions
 from livenexus_worker.streaming.segmenter import Utterance
 from livenexus_worker.streaming.stream_state import LeftContext, OpenUtterance
 
-from .fakes import Ctx, LengthEngine
+from .fakes import LengthEngine, final_from
 
 SR = 16000
 
@@ -76,15 +75,8 @@ class CutInsideAWord(LengthEngine):
                          ids=["partial-ended-the-word-there", "partial-agrees", "no-partial-head"])
 def test_a_commit_whose_decode_ends_the_partial_s_last_word_after_the_cut_is_declined(head: str,
                                                                                       said: str | None) -> None:
-    ctx = Ctx()
-    ctx.engine = CutInsideAWord()
-    ctx.engine_for = lambda _i: (0, TierSpec("fake", "int8", 1, 250), ctx.engine)  # type: ignore[method-assign]
-    op = OpenUtterance(Utterance("s-1", 0), 0)
-    audio = np.ones(int(1.0 * SR), dtype=np.int16)
-    op.utt.append(audio)
     req = FinalRequest("s", "spk", "", False, (head.split() or [""])[-1])
-    result = decode_final(ctx, PipelineOptions(), req, op, audio, 0.0, keep_until=int(0.42 * SR))  # type: ignore[arg-type]
-    ctx.scheduler.close()
+    result = final_from(CutInsideAWord(), 1.0, req, PipelineOptions(), keep_until=int(0.42 * SR))
     assert (None if result is None else result.event.text) == said
 
 

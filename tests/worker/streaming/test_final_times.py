@@ -5,14 +5,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from livenexus_worker.core.tier_spec import TierSpec
 from livenexus_worker.inference.engine import Hypothesis
-from livenexus_worker.streaming.finals import FinalRequest, decode_final, keep_before, times_of
+from livenexus_worker.streaming.finals import FinalRequest, keep_before, times_of
 from livenexus_worker.streaming.pipeline import PipelineOptions
-from livenexus_worker.streaming.segmenter import Utterance
-from livenexus_worker.streaming.stream_state import OpenUtterance
 
-from .fakes import SR, Ctx, LengthEngine
+from .fakes import SR, LengthEngine, final_from
 
 LOOP = "Good morning everyone. Thanks. Good morning everyone. Thanks. Good morning everyone. Thanks. Good morning"
 LOOP_ENDS = (0.34, 0.72, 1.22, 1.74, 1.74, 1.74, 1.74, 1.9, 1.9, 1.9, 1.9, 1.94, 2.04, 2.04)  # as base aligned it
@@ -53,15 +50,8 @@ class Looping(LengthEngine):
 
 
 def test_a_looping_confirming_decode_still_finds_its_sentence_end() -> None:
-    ctx = Ctx()
-    ctx.engine = Looping()
-    ctx.engine_for = lambda _i: (0, TierSpec("fake", "int8", 5, 250), ctx.engine)  # type: ignore[method-assign]
-    op = OpenUtterance(Utterance("s-1", 0), 0)
-    audio = np.ones(int(2.05 * SR), dtype=np.int16)
-    op.utt.append(audio)
     req = FinalRequest("s", "spk", "", True)
-    result = decode_final(ctx, PipelineOptions(final_left_context_s=0.0), req, op, audio, 0.0)  # type: ignore[arg-type]
-    ctx.scheduler.close()
+    result = final_from(Looping(), 2.05, req, PipelineOptions(final_left_context_s=0.0), beam=5)
     assert result is not None and result.event.text == "Good morning everyone. Thanks."
     assert result.word_ends == (0.34, 0.72, 1.22, 1.74)
     # What the pipeline then asks of it at the comma's pause (1.53 s): the sentence before it, with its times.
