@@ -69,19 +69,27 @@ def test_the_chain_stays_within_the_limit_however_long_the_speaker_goes_on() -> 
     assert left is not None and left.text.split()[0] != "w0a", "old words fall out of the chain"
 
 
-@pytest.mark.parametrize("chain", [False, True])
-def test_a_third_part_hears_the_words_of_both_commits_before_it(sentence: np.ndarray, chain: bool) -> None:
-    """Three sentences with 150 ms between them: each pause commits the sentence before it."""
+def _last_part(sentence: np.ndarray, options: object, background: float = 0.0, n: int = 3
+               ) -> tuple[list[str], str, int]:
+    """``n`` sentences with 150 ms between them: each pause commits the sentence before it. Returns the finals,
+    what the last part's final forced, and how many samples it heard. ``background``: the RMS of a room's
+    noise under all of it."""
     from livenexus_worker.inference.engine import Hypothesis
-    from livenexus_worker.streaming.pipeline import PipelineOptions
 
     from .fakes import SentenceEngine, finals, pipeline, push, silence
+
+    def speaker_only(audio: np.ndarray) -> np.ndarray:
+        """The speaker's samples of ``audio``, digital silence elsewhere (the stand-in decoder reads pauses
+        from it): :func:`room` marks them in the lowest bit, as no level can tell a pause in this much
+        noise from a soft consonant."""
+        return audio if not background else np.where(audio & 1, audio, 0).astype(np.int16)
 
     class Continuing(SentenceEngine):
         """A final with a forced start goes on from it, saying how much audio it heard in all."""
 
         def transcribe(self, audio: np.ndarray, beam_size: int = 1, language: str | None = "en", prefix: str = "",
                        max_new_tokens: int | None = None, context: str = "", word_times: bool = False) -> Hypothesis:
+            audio = speaker_only(audio)
             hyp = super().transcribe(audio, beam_size, language, prefix, max_new_tokens, context, word_times)
             if max_new_tokens is not None or not prefix:
                 return hyp
@@ -90,17 +98,71 @@ def test_a_third_part_hears_the_words_of_both_commits_before_it(sentence: np.nda
             return Hypothesis(f"{prefix} heard {audio.shape[0]}.", 0.01, -0.1, "en", 0.0, 0.0, 0,
                               word_ends=ends if word_times else ())
 
+    rng = np.random.default_rng(7)
+
+    def room(audio: np.ndarray) -> np.ndarray:
+        if not background:
+            return audio
+        noisy = np.clip(audio + rng.normal(0.0, background, audio.shape[0]), -32768, 32766).astype(np.int16)
+        return (noisy & ~1) | (audio != 0)
+
     engine = Continuing()
-    ctx, pipe, events = pipeline(engine, PipelineOptions(final_left_context_s=12.0, final_left_context_chain=chain))
-    for _ in range(3):
-        push(pipe, np.concatenate([silence(150), sentence]), ctx)
+    ctx, pipe, events = pipeline(engine, options)  # type: ignore[arg-type]
+    for _ in range(n):
+        push(pipe, room(np.concatenate([silence(150), sentence])), ctx)
         assert ctx.scheduler.wait_idle(10)
-    push(pipe, silence(1000), ctx)
+    push(pipe, room(silence(1000)), ctx)
     assert ctx.scheduler.wait_idle(10)
+    ctx.scheduler.close()
     said = [e.text for e in finals(events)]
-    assert len(said) == 3 and said[2].startswith("heard "), "two commits, then the third part's final"
-    heard = int(said[2].split()[1].rstrip("."))
+    assert len(said) == n and said[-1].startswith("heard "), f"a commit at each pause, then the last final: {said}"
+    heard = int(said[-1].split()[1].rstrip("."))
     (forced,) = {p for size, p in engine.calls if size == heard}
+    return said, forced, heard
+
+
+@pytest.mark.parametrize("chain", [False, True])
+def test_a_third_part_hears_the_words_of_both_commits_before_it(sentence: np.ndarray, chain: bool) -> None:
+    from livenexus_worker.streaming.pipeline import PipelineOptions
+
+    """Three sentences with 150 ms between them: each pause commits the sentence before it."""
+    said, forced, heard = _last_part(sentence, PipelineOptions(final_left_context_s=12.0,
+                                                               final_left_context_chain=chain))
     assert forced == (f"{said[0]} {said[1]}" if chain else said[1]), "the third part's decode forced both commits"
     assert (heard > 2.5 * sentence.shape[0]) == chain, "and heard the audio of all three parts (or of two)"
+
+
+@pytest.mark.parametrize("snr_db", [10.0, 26.0])
+def test_a_noisy_stream_chains_its_left_context_by_itself(sentence: np.ndarray, snr_db: float) -> None:
+    """In a room 10 dB under the speaker the pause detector reads the stream as noisy once 2 s of speech set
+    its level (``noisy_below_db``): from then on a commit's words are timed, and the third commit's context
+    reaches back over the second. At 26 dB the left context stays one part's."""
+    from livenexus_worker.streaming.pipeline import PipelineOptions
+
+    level = float(np.sqrt(np.mean(sentence.astype(np.float64) ** 2)))
+    said, forced, heard = _last_part(sentence, PipelineOptions(final_left_context_s=12.0),
+                                     background=level / 10 ** (snr_db / 20), n=4)
+    noisy = snr_db < PipelineOptions().noisy_below_db
+    assert forced == (f"{said[1]} {said[2]}" if noisy else said[2])
+    assert (heard > 2.5 * sentence.shape[0]) == noisy
+
+
+def test_a_stream_near_the_line_does_not_switch_back_and_forth(monkeypatch: pytest.MonkeyPatch) -> None:
+    from livenexus_worker.streaming.pipeline import PipelineOptions
+
+    from .fakes import LengthEngine, pipeline
+
+    o = PipelineOptions()
+    ctx, pipe, _events = pipeline(LengthEngine(), o)
+    readings: list[float | None] = []
+    monkeypatch.setattr(pipe._pauses, "snr_db", lambda: readings[-1])
+    below, line, margin = o.noisy_below_db - 1, o.noisy_below_db + 0.5, o.noisy_below_db + o.noisy_margin_db + 0.5
+    got = []
+    for snr in (None, line, below, line, None, margin, line):
+        readings.append(snr)
+        got.append(pipe._chain())
+    assert got == [False, False, True, True, True, False, False], "in below the line, out only past the margin"
+    off = pipeline(LengthEngine(), PipelineOptions(noisy_below_db=0))[1]
+    monkeypatch.setattr(off._pauses, "snr_db", lambda: 0.0)
+    assert not off._chain(), "0: never"
     ctx.scheduler.close()

@@ -72,3 +72,22 @@ def test_loud_ms_counts_what_is_as_loud_as_the_speaker_s_words() -> None:
     assert loud_ms(audio, 1200.0, 300.0, o) == 0, "less than 12 dB above the background"
     assert loud_ms(audio, 0.0, 0.0, o) == 0, "no speech level known yet: no evidence"
     assert loud_ms(audio[:100], 1200.0, 50.0, o) == 0, "shorter than a sub-frame"
+
+
+def test_snr_is_read_once_the_speaker_s_level_is_known() -> None:
+    det = PauseDetector()
+    for i in range(3):  # speech 14 dB above the room, with pauses the background is read in
+        _feed(det, _noise(600, 3000, 10 + i), voiced=True)
+        assert det.snr_db() is None, "under 2 s of speech the level is still the first words'"
+        _feed(det, _noise(200, 600, 20 + i), voiced=True)
+    _feed(det, _noise(400, 3000, 30), voiced=True)
+    snr = det.snr_db()
+    assert snr is not None and 14.0 <= snr <= 19.0, "a little above 14 dB: the background is the room's quietest"
+
+
+def test_a_clean_source_reads_as_infinitely_far_above_its_digital_silence() -> None:
+    det = PauseDetector()
+    for i in range(4):
+        _feed(det, _noise(900, 3000, i), voiced=True)
+        _feed(det, np.zeros(16 * 200, dtype=np.int16), voiced=False)
+    assert det.snr_db() == float("inf")

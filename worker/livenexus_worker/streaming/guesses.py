@@ -30,7 +30,7 @@ class StreamGuesses(StreamJobs):
 
         # It may become the final of a part the next one hears as its left context: that needs its word times
         # when it is longer than the context.
-        timed = self.o.commit_speculative and (self.o.final_left_context_chain
+        timed = self.o.commit_speculative and (self._chain()
                                                or audio.shape[0] > self.o.final_left_context_s * SAMPLE_RATE)
 
         def run() -> None:

@@ -61,6 +61,7 @@ class StreamJobs:
     _spent: deque[tuple[int, float]]
     _pauses: PauseDetector
     _follow_on: left.FollowOn
+    _noisy: bool
 
     def _new_id(self) -> str:
         self._seq += 1
@@ -188,11 +189,24 @@ class StreamJobs:
                            last_partial_request=time.monotonic(), after_commit=True,
                            voiced_frames=max(0, voiced_after), pause_seen_at=op.pause_seen_at,
                            left=left.left_context(head, result, self.o.final_left_context_s,
-                                                     commits.forced_left(op, self.o)
-                                                     if self.o.final_left_context_chain else None))
+                                                     commits.forced_left(op, self.o) if self._chain() else None))
         # Pauses heard after the cut stay candidates of the part that goes on.
         self._open.pauses.extend((c - cut, w) for c, w in op.pauses if c > cut)
         self._open.pause_lengths = {w: op.pause_lengths[w] for _c, w in self._open.pauses if w in op.pause_lengths}
+
+    def _chain(self) -> bool:
+        """Does the next left context reach back over several parts: always with ``final_left_context_chain``,
+        and while the stream is noisy (``noisy_below_db``). Lock held."""
+        if self.o.final_left_context_chain or self.o.noisy_below_db <= 0:
+            return self.o.final_left_context_chain
+        snr = self._pauses.snr_db()
+        if snr is not None:
+            noisy = snr < self.o.noisy_below_db + (self.o.noisy_margin_db if self._noisy else 0.0)
+            if noisy != self._noisy:
+                log.info("stream %s: speech %.1f dB above the background at %.1f s: left context %s", self.stream_id,
+                         snr, self._pos / SAMPLE_RATE, "chained" if noisy else "of one part")
+            self._noisy = noisy
+        return self._noisy
 
     def _cut(self, op: OpenUtterance, cut: int) -> None:
         head, rest = op.utt.split_at(cut, self._new_id())
@@ -351,7 +365,7 @@ class StreamJobs:
         del self._finals[:-8]
         self._follow_on.record(op, result)
         if self._open is not None and self._open is not op:
-            self._follow_on.offer(self._open)  # it started while this final was decoded
+            self._follow_on.offer(self._open, self._chain())  # it started while this final was decoded
         latency = (time.monotonic() - result.speech_end_wall) * 1000
         stages.stamp(result.event.trace, "end", op.ended_wall or None)
         self._deliver(replace(result.event, latency_ms=latency))

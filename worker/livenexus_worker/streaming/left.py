@@ -26,16 +26,17 @@ class FollowOn:
         heard = round((result.event.end - result.event.start) * SAMPLE_RATE)
         self._last = (op.utt.start_sample + heard, op, result, heard)
 
-    def offer(self, op: OpenUtterance) -> None:
+    def offer(self, op: OpenUtterance, chain: bool) -> None:
         """Give ``op`` the last final as its left context when it started within the gap after that final's
-        audio. Not to the part after a commit (its context is the commit's), nor to one that has it."""
+        audio, with that final's own context before it when ``chain``. Not to the part after a commit (its
+        context is the commit's), nor to one that has it."""
         gap = self._o.final_left_context_gap_ms * SAMPLES_PER_MS
         if self._last is None or op.left is not None or op.after_commit or not gap:
             return
         end, before, result, heard = self._last
         if 0 <= op.utt.start_sample - end <= gap:
-            chain = forced_left(before, self._o) if self._o.final_left_context_chain else None
-            op.left = left_context(before.utt.audio()[:heard], result, self._o.final_left_context_s, chain)
+            earlier = forced_left(before, self._o) if chain else None
+            op.left = left_context(before.utt.audio()[:heard], result, self._o.final_left_context_s, earlier)
 
 
 def left_context(head: np.ndarray, result: PendingFinal | None, limit_s: float,

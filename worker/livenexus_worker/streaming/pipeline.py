@@ -62,6 +62,7 @@ class StreamPipeline(StreamGuesses):
         self._spent: deque[tuple[int, float]] = deque(maxlen=256)  # (stream position, decode s), for the budget
         self._pauses = PauseDetector(self.o.pauses)
         self._follow_on = left.FollowOn(self.o)
+        self._noisy = False  # its left context is chained while it is (``noisy_below_db``)
 
     # ---- caller thread -------------------------------------------------------------------------------
     def push(self, pcm: np.ndarray) -> None:
@@ -118,7 +119,7 @@ class StreamPipeline(StreamGuesses):
                 utt.append(audio)
                 utt.last_voiced_sample = self._pos
                 self._open = OpenUtterance(utt, self._ctx.tier_index(), last_voiced_wall=now, last_partial_request=now)
-                self._follow_on.offer(self._open)
+                self._follow_on.offer(self._open, self._chain())
             return
         op.utt.append(frame)
         if voiced:
