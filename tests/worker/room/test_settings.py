@@ -168,3 +168,13 @@ def test_decode_threads_follow_the_usable_cores_unless_set(monkeypatch: pytest.M
     assert WorkerSettings.from_env({"LIVENEXUS_THREADS": "1"}).runtime_options().threads == 1, "set: kept"
     with pytest.raises(SettingsError, match="LIVENEXUS_THREADS"):
         WorkerSettings.from_env({"LIVENEXUS_THREADS": "-2"})
+
+
+def test_the_noisy_room_switch_is_a_knob_of_its_own() -> None:
+    assert WorkerSettings.from_env({}).runtime_options().pipeline.noisy_below_db == 16.0
+    off = WorkerSettings.from_env({"LIVENEXUS_NOISY_BELOW_DB": "0"}).runtime_options().pipeline
+    assert off.noisy_below_db == 0 and not off.final_left_context_chain, "0: a noisy stream is decoded as any other"
+    assert WorkerSettings.from_env({"LIVENEXUS_NOISY_BELOW_DB": "20"}).runtime_options().pipeline.noisy_below_db == 20
+    for bad in ("41", "-3", "nan", "inf", "loud"):
+        with pytest.raises(SettingsError, match="LIVENEXUS_NOISY_BELOW_DB"):
+            WorkerSettings.from_env({"LIVENEXUS_NOISY_BELOW_DB": bad})
