@@ -35,6 +35,7 @@ REQUIRED = {
     "livenexus_tier_info",
     "livenexus_tier_changes_total",
     "livenexus_active_speakers",
+    "livenexus_noisy_streams",
     "livenexus_process_cpu_ratio",
     "livenexus_process_rss_bytes",
     "livenexus_livekit_connected",

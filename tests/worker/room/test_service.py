@@ -62,12 +62,16 @@ def test_tier_signals_run_as_many_decodes_at_once_as_the_quota_holds(cores: floa
         def active_speakers(self) -> int:
             return 2
 
+        def noisy_streams(self) -> int:
+            return 1
+
     metrics = WorkerMetrics(sampler=Quota())
     rt = Rt()
     try:
         sample, lag = tier_signals(rt, metrics)  # type: ignore[arg-type]
         assert (sample.pressure, lag, rt.scheduler.parallel) == (0.3, 0.0, lanes)
-        assert "livenexus_active_speakers 2.0" in metrics.exposition().decode()
+        exposed = metrics.exposition().decode()
+        assert "livenexus_active_speakers 2.0" in exposed and "livenexus_noisy_streams 1.0" in exposed
         # Two speakers wait for each other's decodes only on fewer than two lanes.
         assert speakers_contend(rt) == (lanes < 2)  # type: ignore[arg-type]
     finally:

@@ -70,10 +70,10 @@ def test_the_chain_stays_within_the_limit_however_long_the_speaker_goes_on() -> 
 
 
 def _last_part(sentence: np.ndarray, options: object, background: float = 0.0, n: int = 3
-               ) -> tuple[list[str], str, int]:
+               ) -> tuple[list[str], str, int, bool]:
     """``n`` sentences with 150 ms between them: each pause commits the sentence before it. Returns the finals,
     what the last part's final forced, and how many samples it heard. ``background``: the RMS of a room's
-    noise under all of it."""
+    noise under all of it. Last: was the stream read as noisy at the end."""
     from livenexus_worker.inference.engine import Hypothesis
 
     from .fakes import SentenceEngine, finals, pipeline, push, silence
@@ -118,7 +118,7 @@ def _last_part(sentence: np.ndarray, options: object, background: float = 0.0, n
     assert len(said) == n and said[-1].startswith("heard "), f"a commit at each pause, then the last final: {said}"
     heard = int(said[-1].split()[1].rstrip("."))
     (forced,) = {p for size, p in engine.calls if size == heard}
-    return said, forced, heard
+    return said, forced, heard, pipe.noisy
 
 
 @pytest.mark.parametrize("chain", [False, True])
@@ -126,8 +126,8 @@ def test_a_third_part_hears_the_words_of_both_commits_before_it(sentence: np.nda
     from livenexus_worker.streaming.pipeline import PipelineOptions
 
     """Three sentences with 150 ms between them: each pause commits the sentence before it."""
-    said, forced, heard = _last_part(sentence, PipelineOptions(final_left_context_s=12.0,
-                                                               final_left_context_chain=chain))
+    said, forced, heard, _noisy = _last_part(sentence, PipelineOptions(final_left_context_s=12.0,
+                                                                       final_left_context_chain=chain))
     assert forced == (f"{said[0]} {said[1]}" if chain else said[1]), "the third part's decode forced both commits"
     assert (heard > 2.5 * sentence.shape[0]) == chain, "and heard the audio of all three parts (or of two)"
 
@@ -140,9 +140,10 @@ def test_a_noisy_stream_chains_its_left_context_by_itself(sentence: np.ndarray, 
     from livenexus_worker.streaming.pipeline import PipelineOptions
 
     level = float(np.sqrt(np.mean(sentence.astype(np.float64) ** 2)))
-    said, forced, heard = _last_part(sentence, PipelineOptions(final_left_context_s=12.0),
-                                     background=level / 10 ** (snr_db / 20), n=4)
+    said, forced, heard, read = _last_part(sentence, PipelineOptions(final_left_context_s=12.0),
+                                           background=level / 10 ** (snr_db / 20), n=4)
     noisy = snr_db < PipelineOptions().noisy_below_db
+    assert read == noisy, "what the runtime counts as a noisy stream (livenexus_noisy_streams)"
     assert forced == (f"{said[1]} {said[2]}" if noisy else said[2])
     assert (heard > 2.5 * sentence.shape[0]) == noisy
 

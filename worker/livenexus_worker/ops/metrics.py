@@ -135,6 +135,10 @@ class WorkerMetrics:
             Metric.TIER_CHANGES.removesuffix("_total"), "Tier changes by direction.", ["direction"], registry=r)
         self.active_speakers = Gauge(
             Metric.ACTIVE_SPEAKERS, "Streams currently inside an utterance.", registry=r)
+        self.noisy_streams = Gauge(
+            "livenexus_noisy_streams",
+            "Streams whose speech stands less than noisy_below_db above their background (chained context).",
+            registry=r)
         self.process_cpu_ratio = Gauge(
             "livenexus_process_cpu_ratio", "Process CPU time per wall second / usable cores.", registry=r)
         self.process_cpu_ratio.set_function(lambda: self.sampler.sample().process)
@@ -211,6 +215,9 @@ class WorkerMetrics:
 
     def set_active_speakers(self, count: int) -> None:
         self.active_speakers.set(count)
+
+    def set_noisy_streams(self, count: int) -> None:
+        self.noisy_streams.set(count)
 
     # -- tiers ------------------------------------------------------------------------------------
 

@@ -20,9 +20,10 @@ log = logging.getLogger(__name__)
 def tier_signals(runtime: Runtime, metrics: WorkerMetrics) -> tuple[CpuSample, float]:
     """One tick of the tier controller: the CPU sample and how long the oldest queued final has waited (what
     a listener waits for). Also refreshes the queue gauges (between jobs they go stale during one long
-    decode) and lets as many decodes run at once as the CPU quota holds, one per ``decode_threads`` cores (the
-    quota changes on an in-place resize)."""
+    decode) and the count of noisy streams, and lets as many decodes run at once as the CPU quota holds, one
+    per ``decode_threads`` cores (the quota changes on an in-place resize)."""
     metrics.queue(runtime.scheduler.depth(), runtime.scheduler.lag_s(), runtime.active_speakers())
+    metrics.set_noisy_streams(runtime.noisy_streams())
     sample = metrics.sampler.sample()
     runtime.scheduler.set_parallel(lanes_for(sample.usable_cores, runtime.decode_threads))
     return sample, runtime.scheduler.lag_s(finals_only=True)

@@ -99,6 +99,11 @@ class StreamPipeline(StreamGuesses):
     def in_utterance(self) -> bool:
         return self._open is not None
 
+    @property
+    def noisy(self) -> bool:
+        """Read as noisy (``noisy_below_db``) at its last decision: its left context is chained."""
+        return self._noisy
+
     def _step(self, frame: np.ndarray, voiced: bool) -> None:
         now = time.monotonic()
         ev = self._sm.step(voiced)

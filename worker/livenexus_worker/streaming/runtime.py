@@ -241,6 +241,11 @@ class Runtime:
         with self._lock:
             return sum(1 for p in self._streams.values() if p.in_utterance)
 
+    def noisy_streams(self) -> int:
+        """Streams read as noisy at their last decision (``noisy_below_db``): their finals cost more."""
+        with self._lock:
+            return sum(1 for p in self._streams.values() if p.noisy)
+
     def stream_count(self) -> int:
         with self._lock:
             return len(self._streams)
