@@ -108,7 +108,7 @@ class Env:
     fewer misread words, more CPU per final (the operator leaves it unset; the chart's worker.extraEnv sets it)."""
     NOISY_BELOW_DB: Final = "LIVENEXUS_NOISY_BELOW_DB"
     """A stream whose speech stands less than this many dB above its background gets the long left context
-    (0-40; default 16; 0: never): fewer misread words in a noisy room, more CPU per final there."""
+    (0-40; default 18.5; 0: never): fewer misread words in a noisy room, more CPU per final there."""
     TRACE_STAGES: Final = "LIVENEXUS_TRACE_STAGES"
     """``1``: stamp each transcript's stages (monotonic clock) into its data message's ``trace`` and the log."""
 

@@ -91,3 +91,36 @@ def test_a_clean_source_reads_as_infinitely_far_above_its_digital_silence() -> N
         _feed(det, _noise(900, 3000, i), voiced=True)
         _feed(det, np.zeros(16 * 200, dtype=np.int16), voiced=False)
     assert det.snr_db() == float("inf")
+
+
+def test_the_snr_is_an_average_over_seconds_not_one_background_window() -> None:
+    import math
+
+    det = PauseDetector()
+    for i in range(6):
+        _feed(det, _noise(600, 3000, 40 + i), voiced=True)
+        _feed(det, _noise(200, 600, 50 + i), voiced=True)
+    before = det.snr_db()
+    assert before is not None
+    for i in range(4):  # the room gets 8 dB louder for 3.2 s: the background window holds only that
+        _feed(det, _noise(600, 3000, 60 + i), voiced=True)
+        _feed(det, _noise(200, 1500, 70 + i), voiced=True)
+    now = 20 * math.log10(det.speech_level / det.floor_level)
+    after = det.snr_db()
+    assert now < before - 5, "one reading follows the window"
+    assert after is not None and now + 3 < after < before, "the average has moved only part of the way"
+
+
+def test_a_gap_of_digital_silence_leaves_the_average_where_it_was() -> None:
+    det = PauseDetector()
+    for i in range(6):
+        _feed(det, _noise(600, 3000, 80 + i), voiced=True)
+        _feed(det, _noise(200, 600, 90 + i), voiced=True)
+    before = det.snr_db()
+    _feed(det, np.zeros(16 * 2000, dtype=np.int16), voiced=False)  # a track's gap (DTX, a muted microphone)
+    assert det.snr_db() == float("inf"), "while the gap is in the background's window"
+    for i in range(5):
+        _feed(det, _noise(600, 3000, 100 + i), voiced=True)
+        _feed(det, _noise(200, 600, 110 + i), voiced=True)
+    after = det.snr_db()
+    assert before is not None and after is not None and abs(after - before) < 1.5, "the same room as before it"

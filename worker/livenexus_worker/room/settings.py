@@ -131,7 +131,7 @@ class WorkerSettings:
     (0: the previous part's last 6 s, the default). Measured at 10 s (meeting benchmark, 2 slow cores): WER
     5.6-6.1 % vs 7.9 % on the file path, 6.8 vs 8.0 % through LiveKit, for 0.82-0.85 vs 0.69 CPU-s per audio-s,
     final lag p50 2.2-3.5 vs 1.4 s and 531 vs 413 MiB RSS: for hosts with time to spare per final."""
-    noisy_below_db: float = 16.0
+    noisy_below_db: float = 18.5
     """LIVENEXUS_NOISY_BELOW_DB: a stream whose speech stands less than this far above its background (dB, as
     the pause detector reads it) chains its left context, as LIVENEXUS_LONG_CONTEXT_S does at 6 s (0: never).
     Meeting benchmark at 12 dB SNR: WER 19.2 vs 25.7 % on the file path, 20.8 vs 25.7 % through LiveKit, for

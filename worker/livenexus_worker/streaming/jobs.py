@@ -10,6 +10,7 @@ methods marked "lock held" run on the caller's thread inside :meth:`StreamPipeli
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections import deque
@@ -200,7 +201,7 @@ class StreamJobs:
         if self.o.final_left_context_chain or self.o.noisy_below_db <= 0:
             return self.o.final_left_context_chain
         snr = self._pauses.snr_db()
-        if snr is not None:
+        if snr is not None and snr != math.inf:  # inf: digital silence, a clean source or a gap in a noisy one
             noisy = snr < self.o.noisy_below_db + (self.o.noisy_margin_db if self._noisy else 0.0)
             if noisy != self._noisy:
                 log.info("stream %s: speech %.1f dB above the background at %.1f s: left context %s", self.stream_id,

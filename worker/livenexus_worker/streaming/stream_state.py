@@ -221,17 +221,18 @@ class PipelineOptions:
     beam 5, 1.4 vs 0.33 s at beam 1, one thread), so the cost is the context's words. Offline at one run's
     cuts (``benchmarks/left_context_study.py``): 6 s 8.2 %, 6 s chained 8.4 %, 8 s 7.3 %, 10 s 5.9 %, 12 s
     7.3 %, 15 s 5.8 %."""
-    noisy_below_db: float = 16.0
+    noisy_below_db: float = 18.5
     """A stream whose speech stands less than this far above its background (the pause detector's
-    :meth:`~livenexus_worker.streaming.pauses.PauseDetector.snr_db`) chains its left context as
-    ``final_left_context_chain`` does (0: never), until it reads ``noisy_margin_db`` more. In noise the
-    words around a cut part are what Whisper reads it by, and a short part left the next one little of them.
-    Meeting benchmark, file path, 12 dB SNR (reads 14 dB at p50; offline base 13.5 %): WER 19.2 % vs 25.7 / 23.1
-    % (18.4 / 19.9 % with the chain always on), final p50 / p95 1.08 / 3.53 vs 0.85 / 3.10 s, CPU 1.21 vs
-    0.96 CPU-s per audio-s; at 22 dB (reads 17.3-25.4 dB) it never switches, as the chain buys nothing there."""
-    noisy_margin_db: float = 2.5
-    """...so a stream near the line does not switch back and forth (the benchmark's clean meeting reads 18.5 dB
-    at p5, its noisy one 15.6 dB at p95)."""
+    :meth:`~livenexus_worker.streaming.pauses.PauseDetector.snr_db`, a 5 s average) chains its left context as
+    ``final_left_context_chain`` does (0: never), until it reads ``noisy_margin_db`` more. In noise the words
+    around a cut part are what Whisper reads it by, and a short part left the next one little of them. Meeting
+    benchmark, file path (one run each, chained vs not): 12 dB SNR (reads 10.3-15.7 dB; offline base 13.5 %)
+    WER 19.2 vs 25.7 / 23.1 %, final p50 / p95 1.08 / 3.53 vs 0.85 / 3.10 s, CPU 1.21 vs 0.96 CPU-s per audio-s;
+    17 dB (reads 16.4-19.9; offline 11.2 %) 9.3 vs 12.6 %, 1.20 / 2.58 vs 0.88 / 2.56 s, CPU 1.15 vs 0.95. At 22
+    dB (reads 19.5-23.6) it stays off: the default meeting's figures are from there, and its WER is within a
+    point of offline without the chain's later finals."""
+    noisy_margin_db: float = 2.0
+    """...so a stream near the line does not switch back and forth."""
     partial_left_context: bool = True
     """Partials of a part that has a left context hear it too (forced before the part's agreed words) once one
     of them said nothing the guards kept; those partials are held only to the loop and runaway guards, as the
