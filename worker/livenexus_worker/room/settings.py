@@ -133,9 +133,10 @@ class WorkerSettings:
     final lag p50 2.2-3.5 vs 1.4 s and 531 vs 413 MiB RSS: for hosts with time to spare per final."""
     noisy_below_db: float = 18.5
     """LIVENEXUS_NOISY_BELOW_DB: a stream whose speech stands less than this far above its background (dB, as
-    the pause detector reads it) chains its left context, as LIVENEXUS_LONG_CONTEXT_S does at 6 s (0: never).
-    Meeting benchmark at 12 dB SNR: WER 19.2 vs 25.7 % on the file path, 20.8 vs 25.7 % through LiveKit, for
-    1.15-1.21 vs 0.96 CPU-s per audio-s and final p50 1.08-1.38 vs 0.85-1.02 s; a quieter room never switches."""
+    the pause detector reads it, averaged over 5 s) chains its left context, as LIVENEXUS_LONG_CONTEXT_S does
+    at 6 s (0: never). Meeting benchmark: at 12 dB SNR WER 19.2 vs 25.7 % on the file path, 20.8 vs 25.7 %
+    through LiveKit; at 17 dB 9.3 vs 12.6 %; for 1.15-1.21 vs 0.95-0.96 CPU-s per audio-s and final p50
+    1.08-1.38 vs 0.85-1.02 s. The default meeting (22 dB) never switches."""
     trace_stages: bool = False
     """LIVENEXUS_TRACE_STAGES: ``1`` stamps every transcript's stages (data message ``trace`` and a log line);
     for transport measurements, off by default."""
