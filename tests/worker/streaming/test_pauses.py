@@ -93,18 +93,21 @@ def test_a_clean_source_reads_as_infinitely_far_above_its_digital_silence() -> N
     assert det.snr_db() == float("inf")
 
 
+def _talk(det: PauseDetector, sentences: int, room: float, seed: int) -> None:
+    """600 ms of speech at RMS 3000, then a 200 ms pause at the room's RMS, ``sentences`` times."""
+    for i in range(sentences):
+        _feed(det, _noise(600, 3000, seed + 2 * i), voiced=True)
+        _feed(det, _noise(200, room, seed + 2 * i + 1), voiced=True)
+
+
 def test_the_snr_is_an_average_over_seconds_not_one_background_window() -> None:
     import math
 
     det = PauseDetector()
-    for i in range(6):
-        _feed(det, _noise(600, 3000, 40 + i), voiced=True)
-        _feed(det, _noise(200, 600, 50 + i), voiced=True)
+    _talk(det, 6, 600, 40)
     before = det.snr_db()
     assert before is not None
-    for i in range(4):  # the room gets 8 dB louder for 3.2 s: the background window holds only that
-        _feed(det, _noise(600, 3000, 60 + i), voiced=True)
-        _feed(det, _noise(200, 1500, 70 + i), voiced=True)
+    _talk(det, 4, 1500, 60)  # the room gets 8 dB louder for 3.2 s: the background window holds only that
     now = 20 * math.log10(det.speech_level / det.floor_level)
     after = det.snr_db()
     assert now < before - 5, "one reading follows the window"
@@ -113,14 +116,10 @@ def test_the_snr_is_an_average_over_seconds_not_one_background_window() -> None:
 
 def test_a_gap_of_digital_silence_leaves_the_average_where_it_was() -> None:
     det = PauseDetector()
-    for i in range(6):
-        _feed(det, _noise(600, 3000, 80 + i), voiced=True)
-        _feed(det, _noise(200, 600, 90 + i), voiced=True)
+    _talk(det, 6, 600, 80)
     before = det.snr_db()
     _feed(det, np.zeros(16 * 2000, dtype=np.int16), voiced=False)  # a track's gap (DTX, a muted microphone)
     assert det.snr_db() == float("inf"), "while the gap is in the background's window"
-    for i in range(5):
-        _feed(det, _noise(600, 3000, 100 + i), voiced=True)
-        _feed(det, _noise(200, 600, 110 + i), voiced=True)
+    _talk(det, 5, 600, 100)
     after = det.snr_db()
     assert before is not None and after is not None and abs(after - before) < 1.5, "the same room as before it"
