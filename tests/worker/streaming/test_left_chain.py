@@ -123,9 +123,9 @@ def _last_part(sentence: np.ndarray, options: object, background: float = 0.0, n
 
 @pytest.mark.parametrize("chain", [False, True])
 def test_a_third_part_hears_the_words_of_both_commits_before_it(sentence: np.ndarray, chain: bool) -> None:
+    """Three sentences with 150 ms between them: each pause commits the sentence before it."""
     from livenexus_worker.streaming.pipeline import PipelineOptions
 
-    """Three sentences with 150 ms between them: each pause commits the sentence before it."""
     said, forced, heard, _noisy = _last_part(sentence, PipelineOptions(final_left_context_s=12.0,
                                                                        final_left_context_chain=chain))
     assert forced == (f"{said[0]} {said[1]}" if chain else said[1]), "the third part's decode forced both commits"
@@ -163,7 +163,8 @@ def test_a_stream_near_the_line_does_not_switch_back_and_forth(monkeypatch: pyte
         readings.append(snr)
         got.append(pipe._chain())
     assert got == [False, False, True, True, True, False, False], "in below the line, out only past the margin"
-    off = pipeline(LengthEngine(), PipelineOptions(noisy_below_db=0))[1]
+    ctx.scheduler.close()
+    off_ctx, off, _ = pipeline(LengthEngine(), PipelineOptions(noisy_below_db=0))
     monkeypatch.setattr(off._pauses, "snr_db", lambda: 0.0)
     assert not off._chain(), "0: never"
-    ctx.scheduler.close()
+    off_ctx.scheduler.close()
