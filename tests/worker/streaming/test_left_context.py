@@ -46,9 +46,11 @@ class ContinuingEngine(LengthEngine):
 
 def decode(engine: LengthEngine, left: LeftContext | None, audio_s: float, keep_until_s: float | None = None,
            agreed: tuple[str, ...] = ("w0", "w1", "w2"), after_commit: bool = False,
-           levels: tuple[float, float] = (0.0, 0.0), word_times: bool = False, left_stop_p: float = 1.0):
+           levels: tuple[float, float] = (0.0, 0.0), word_times: bool = False, left_stop_p: float = 1.0,
+           settled: bool = False):
     """``agreed``: what the part's partials agreed on (by default enough to make it speech for sure); the
-    part's audio is all ones (RMS 1); ``levels``: the speaker's speech level and the background's."""
+    part's audio is all ones (RMS 1); ``levels``: the speaker's speech level and the background's;
+    ``settled``: the speech level has been heard long enough to call a part quiet."""
     ctx = Ctx()
     ctx.engine = engine
     ctx.engine_for = lambda _i: (0, TierSpec("fake", "int8", 1, 250), engine)  # type: ignore[method-assign]
@@ -59,7 +61,7 @@ def decode(engine: LengthEngine, left: LeftContext | None, audio_s: float, keep_
     op.agreement.committed.extend(agreed)
     op.left_stop_p = left_stop_p
     keep = None if keep_until_s is None else int(keep_until_s * SR)
-    req = FinalRequest("s", "spk", "", word_times=word_times, levels=levels)
+    req = FinalRequest("s", "spk", "", word_times=word_times, levels=levels, settled=settled)
     result = decode_final(ctx, PipelineOptions(), req, op, audio, 0.0, keep)  # type: ignore[arg-type]
     ctx.scheduler.close()
     return result

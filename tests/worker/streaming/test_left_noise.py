@@ -123,3 +123,52 @@ def test_a_commit_as_loud_as_the_speaker_s_words_is_not_dropped_as_no_speech(lev
         assert result.event.text == "from this release."
     whole = decode(RatedNoise(), None, 1.6, agreed=(), levels=levels)
     assert whole is None, "not a commit: a final of its own is held to the no-speech guard"
+
+
+class Reads(LengthEngine):
+    """Reads every window as ``text`` with the given no-speech probability and log-prob."""
+
+    def __init__(self, text: str, no_speech: float, logprob: float) -> None:
+        super().__init__()
+        self.reading = (text, no_speech, logprob)
+
+    def transcribe(self, audio: np.ndarray, beam_size: int = 1, language: str | None = "en", prefix: str = "",
+                   max_new_tokens: int | None = None, context: str = "", word_times: bool = False) -> Hypothesis:
+        self.calls.append((audio.shape[0], prefix))
+        text, no_speech, logprob = self.reading
+        return Hypothesis(f"{prefix} {text}".strip(), no_speech, logprob, "en", 0.0, 0.0, 0)
+
+
+QUIET = (40.0, 0.05)  # the part (RMS 1) never comes near the speaker's level
+LOUD = (1.2, 0.05)
+
+
+@pytest.mark.parametrize(("reading", "levels", "settled", "agreed", "kept"), [
+    (("Thank you.", 0.58, -0.90), QUIET, True, (), False),
+    (("Thank you.", 0.30, -0.85), QUIET, True, (), False),
+    (("Yes.", 0.27, -0.54), QUIET, True, (), True),
+    (("Thank you.", 0.58, -0.90), LOUD, True, (), True),
+    (("Thank you.", 0.58, -0.90), QUIET, False, (), True),
+    (("Thank you all.", 0.58, -0.90), QUIET, True, ("thank", "you", "all"), True),
+], ids=["the-babble-s-thank-you", "low-log-prob", "a-soft-sure-reply", "as-loud-as-the-speaker",
+        "level-not-settled", "agreed-by-partials"])
+def test_a_quiet_part_decoded_alone_must_be_read_with_more_confidence(
+        reading: tuple[str, float, float], levels: tuple[float, float], settled: bool, agreed: tuple[str, ...],
+        kept: bool) -> None:
+    # The babble after the meeting benchmark's last sentence, through LiveKit at 17 dB SNR: no partial agreed on
+    # a word and nothing in it came near the speaker's level, yet alone it read "Thank you." inside the plain
+    # guards (no-speech 0.58 < 0.6, log-prob -0.90 > -1.0).
+    result = decode(Reads(*reading), None, 1.5, agreed=agreed, levels=levels, settled=settled)
+    assert (result is not None) is kept
+    if result is not None:
+        assert result.event.text == reading[0]
+
+
+def test_a_quiet_part_after_a_left_context_is_held_to_the_same_bounds_alone() -> None:
+    left = LeftContext(np.ones(2 * SR, dtype=np.int16), "Page load time went down.")
+    unsure = Reads("Thank you.", 0.58, -0.90)
+    assert decode(unsure, left, 0.8, agreed=(), levels=QUIET, settled=True) is None
+    assert any(not prefix for _n, prefix in unsure.calls), "decoded alone as well"
+    assert decode(Reads("Thank you.", 0.58, -0.90), left, 0.8, agreed=(), levels=QUIET) is not None, \
+        "the plain guards while the speech level is not settled"
+    assert decode(Reads("Thanks.", 0.2, -0.4), left, 0.8, agreed=(), levels=QUIET, settled=True) is not None

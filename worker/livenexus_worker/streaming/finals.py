@@ -51,6 +51,9 @@ class FinalRequest:
     levels: tuple[float, float] = (0.0, 0.0)
     """The speaker's speech level and the background's (RMS, :class:`PauseDetector`) as the decode starts:
     how loud a word said here is."""
+    settled: bool = False
+    """The speech level has been heard long enough (``snr_after_ms``) to call a part that never reaches it
+    quiet: see ``PipelineOptions.quiet_no_speech``."""
 
 
 def final_audio(op: OpenUtterance, o: PipelineOptions) -> np.ndarray:
@@ -117,10 +120,19 @@ def decode_final(ctx: StreamContext, o: PipelineOptions, req: FinalRequest, op: 
         alone = _decode(engine, tier.beam_size, o, req, audio, [], False, None)
         ctx.on_inference("final", alone, dur)
         _text, why = check(alone.text, alone.no_speech_prob, alone.avg_logprob, dur, o.guards)
-        if why in ("no-words", "no-speech", "low-logprob"):
+        if why in ("no-words", "no-speech", "low-logprob") or (req.settled and _unsure(alone, o)):
             log.debug("stream %s dropped utterance %s after its left context (%r): %s alone", req.stream_id,
-                      op.utt.segment_id, said[:40], why)
+                      op.utt.segment_id, said[:40], why if why != "ok" else "unsure")
             return None
+    elif (not heard_left and keep_until is None and len(agreed) < o.guards.evidence_words and req.settled
+            and _unsure(hyp, o) and loud_ms(audio, *req.levels, o.pauses) < o.left_noise_loud_ms):
+        # Alone, with no words its partials agreed on and nothing in it as loud as the speaker's words: the
+        # background the VAD kept hearing. The babble after the meeting benchmark's last sentence, through
+        # LiveKit at 17 dB SNR, came out as a final "Thank you." (no-speech 0.58, log-prob -0.9: inside the
+        # plain guards).
+        log.debug("stream %s dropped utterance %s: %r quiet and unsure (no-speech %.2f, log-prob %.2f)",
+                  req.stream_id, op.utt.segment_id, said[:40], hyp.no_speech_prob, hyp.avg_logprob)
+        return None
     if keep_until is not None:
         before = keep_before(said, word_ends, keep_until, req.head_last, req.stream_id)
         if before is None:
@@ -287,6 +299,11 @@ def _decode(engine: WhisperEngine, beam: int, o: PipelineOptions, req: FinalRequ
         prefix = [*left.text.split(), *prefix]
     return engine.transcribe(audio, beam_size=beam, language=o.language, context=req.context,
                              prefix=" ".join(prefix), word_times=timed)
+
+
+def _unsure(hyp: Hypothesis, o: PipelineOptions) -> bool:
+    """Whether ``hyp`` fails the stricter no-speech and log-prob bounds a quiet part must pass."""
+    return hyp.no_speech_prob > o.quiet_no_speech or hyp.avg_logprob < o.quiet_logprob
 
 
 def _loop_start(words: list[str], start: list[str], first: int = 1) -> int | None:
