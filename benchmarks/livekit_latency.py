@@ -14,9 +14,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import signal
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -84,6 +86,7 @@ async def run(n: int) -> int:
             mine = [f for f in heard if start <= f.at < until]
             seen = [h for h in listener.heard if h.via == "data" and h.speaker == "speaker" and start <= h.at < until]
             firsts.extend([(seen[0].at - start) * 1000] if seen else [])
+            first = f"first {firsts[-1]:5.0f} ms {seen[0].text[:24]!r:27}" if seen else f"first {'-':>5}    {'':27}"
             gaps.extend(partial_gaps(seen))
             if not mine:
                 print(f"{i + 1:2d}  no final")
@@ -94,7 +97,8 @@ async def run(n: int) -> int:
                          len(mine)))
             e2e_ms, worker_ms, score, _ = rows[-1]
             split = f" ({len(mine)} finals)" if len(mine) > 1 else ""
-            print(f"{i + 1:2d}  e2e {e2e_ms:6.0f} ms  worker {worker_ms:6.0f} ms  WER {score:.2f}  {said}{split}")
+            print(f"{i + 1:2d}  e2e {e2e_ms:6.0f} ms  worker {worker_ms:6.0f} ms  {first}  WER {score:.2f}  "
+                  f"{said}{split}")
         await bot.close()
         await listener.close()
         if rows:
@@ -114,6 +118,11 @@ async def run(n: int) -> int:
     finally:
         os.killpg(worker.pid, signal.SIGTERM)
         worker.wait(30)
+        if os.environ.get("LNX_VERBOSE"):  # the worker's debug log outlives the server's work dir
+            kept = Path(__file__).parent / "out" / "livekit-latency-worker.log"
+            kept.parent.mkdir(exist_ok=True)
+            shutil.copyfile(server.workdir / "worker.log", kept)
+            print(f"worker log: {kept}")
         server.stop()
 
 

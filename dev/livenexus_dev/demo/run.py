@@ -80,7 +80,8 @@ def start_worker(server: LiveKitServer, room: str, log: Path) -> subprocess.Pope
     env = {**os.environ, "LIVEKIT_URL": server.url, "LIVEKIT_API_KEY": server.api_key,
            "LIVEKIT_API_SECRET": server.api_secret, "LIVENEXUS_ROOM": room,
            "LIVENEXUS_METRICS_PORT": str(free_port()), "LIVENEXUS_METRICS_HOST": "127.0.0.1"}
-    return subprocess.Popen([sys.executable, "-m", "livenexus_worker.cli", "run"], env=env,
+    verbose = ["-v"] if os.environ.get("LNX_VERBOSE") else []  # debug logs, as the benchmarks take it
+    return subprocess.Popen([sys.executable, "-m", "livenexus_worker.cli", *verbose, "run"], env=env,
                             stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True)
 
 

@@ -270,8 +270,11 @@ class StreamJobs:
                                                                         aligned, self.stream_id)
         self._ctx.on_inference("partial", hyp, audio.shape[0] / SAMPLE_RATE)
         cost = hyp.encode_s + hyp.decode_s  # how long it held its lane
-        text, _why = check(said, hyp.no_speech_prob, hyp.avg_logprob, audio.shape[0] / SAMPLE_RATE, self.o.guards,
-                           evidence_words=self.o.guards.evidence_words if heard else 0)
+        text, why = check(said, hyp.no_speech_prob, hyp.avg_logprob, audio.shape[0] / SAMPLE_RATE, self.o.guards,
+                          evidence_words=self.o.guards.evidence_words if heard else 0)
+        if text is None:
+            log.debug("stream %s: partial of %.2f s %r dropped: %s (no-speech %.2f, log-prob %.2f)", self.stream_id,
+                      audio.shape[0] / SAMPLE_RATE, said[:40], why, hyp.no_speech_prob, hyp.avg_logprob)
         with self._lock:
             self._partial_cost = cost if not self._partial_cost else 0.7 * self._partial_cost + 0.3 * cost
             self._spent.append((self._pos, cost * engine.threads))  # core-seconds: each thread kept a core busy

@@ -97,7 +97,11 @@ class PipelineOptions:
     (``concurrency.py --streams 1``, 120 s, two runs each) 564-566 vs 761-764 ms, final p50 517-526 vs 524-535 ms,
     p95 932-1262 vs 805-883 ms: a sentence's clause commits hang on where its partials fall against its pauses,
     and which sentences were unlucky changed. Once (session 29) 700 cost one speaker's finals more: a
-    confirming decode that looped lost its word times (:func:`finals.times_of`) and was decoded again."""
+    confirming decode that looped lost its word times (:func:`finals.times_of`) and was decoded again. A new
+    utterance's first partial also waits a tier interval after the VAD's start, which brings 540 ms: through
+    livekit-server it heard 0.81 s. Asked for at 0.72 s instead, 9-10 of 12 first partials of espeak sentences
+    were dropped by the guards (5 of 12 at 0.81 s), and the first words came later: p50 886-978 ms in three
+    runs against 678-695 ms in four of five (session 34)."""
     commit_in_speech: bool = True
     """Finals while the speaker goes on: a short pause inside an utterance is a candidate cut; when the next
     partial, which hears ``commit_lookahead_ms`` of what follows, ends a sentence there, the audio before the
