@@ -164,6 +164,12 @@ def test_a_stream_near_the_line_does_not_switch_back_and_forth(monkeypatch: pyte
         got.append(pipe._chain())
     assert got == [False, False, True, True, True, False, False], "in below the line, out only past the margin"
     ctx.scheduler.close()
+    forced_ctx, forced, _ = pipeline(LengthEngine(), PipelineOptions(final_left_context_chain=True))
+    monkeypatch.setattr(forced._pauses, "snr_db", lambda: below)
+    assert forced._chain() and forced.noisy, "a chain forced on still reads the noise the runtime counts"
+    monkeypatch.setattr(forced._pauses, "snr_db", lambda: margin)
+    assert forced._chain() and not forced.noisy, "and stays chained when the room is clean"
+    forced_ctx.scheduler.close()
     off_ctx, off, _ = pipeline(LengthEngine(), PipelineOptions(noisy_below_db=0))
     monkeypatch.setattr(off._pauses, "snr_db", lambda: 0.0)
     assert not off._chain(), "0: never"

@@ -197,17 +197,19 @@ class StreamJobs:
 
     def _chain(self) -> bool:
         """Does the next left context reach back over several parts: always with ``final_left_context_chain``,
-        and while the stream is noisy (``noisy_below_db``). Lock held."""
-        if self.o.final_left_context_chain or self.o.noisy_below_db <= 0:
+        and while the stream is noisy (``noisy_below_db``). The noise is read either way: the runtime counts
+        noisy streams (``livenexus_noisy_streams``) whatever forced the chain. Lock held."""
+        if self.o.noisy_below_db <= 0:
             return self.o.final_left_context_chain
         snr = self._pauses.snr_db()
         if snr is not None and snr != math.inf:  # inf: digital silence, a clean source or a gap in a noisy one
             noisy = snr < self.o.noisy_below_db + (self.o.noisy_margin_db if self._noisy else 0.0)
             if noisy != self._noisy:
-                log.info("stream %s: speech %.1f dB above the background at %.1f s: left context %s", self.stream_id,
-                         snr, self._pos / SAMPLE_RATE, "chained" if noisy else "of one part")
+                log.info("stream %s: speech %.1f dB above the background at %.1f s: %s", self.stream_id, snr,
+                         self._pos / SAMPLE_RATE, "noisy" if self.o.final_left_context_chain
+                         else "left context chained" if noisy else "left context of one part")
             self._noisy = noisy
-        return self._noisy
+        return self.o.final_left_context_chain or self._noisy
 
     def _cut(self, op: OpenUtterance, cut: int) -> None:
         head, rest = op.utt.split_at(cut, self._new_id())
