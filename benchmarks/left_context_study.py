@@ -64,7 +64,7 @@ def left_of(parts: list[Part], limit_s: float, chain: bool) -> tuple[np.ndarray,
 
 
 def run(engine: object, audio: np.ndarray, cuts: list[int], limit_s: float, chain: bool, beam: int,
-        prompt: int = 0) -> tuple[str, float]:
+        prompt: int = 0, under_s: float = 0.0) -> tuple[str, float]:
     from livenexus_worker.streaming.finals import after_left
     from livenexus_worker.streaming.stream_state import LeftContext
 
@@ -76,7 +76,8 @@ def run(engine: object, audio: np.ndarray, cuts: list[int], limit_s: float, chai
         own = audio[a:b]
         if own.shape[0] < SAMPLE_RATE // 10:
             continue
-        left = left_of(parts, limit_s, chain)
+        # under_s: only a part shorter than this hears its left context (a long one reads by its own words)
+        left = left_of(parts, limit_s, chain) if not under_s or own.shape[0] < under_s * SAMPLE_RATE else None
         context = " ".join(said[-prompt:]) if prompt else ""  # Whisper's previous-text slot: no decoder steps
         text, ends = "", ()
         if left is not None:
@@ -102,7 +103,8 @@ def main() -> int:
     ap.add_argument("raw", help="a continuous.py run's -raw.json (its file path's capture of our worker)")
     ap.add_argument("--configs", default="0,6,6chain,10chain",
                     help="left context seconds, 'chain' for several previous parts, '+pN' for the N previous "
-                         "parts' text as Whisper's previous-text prompt, '@N' for beam N (default 5); comma separated")
+                         "parts' text as Whisper's previous-text prompt, '@N' for beam N (default 5), '<N' for a "
+                         "left context only before parts shorter than N s; comma separated")
     ap.add_argument("--reference-cuts", action="store_true", help="cut at the script's sentence starts instead")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--texts", metavar="JSONL", help="append each configuration's transcript to this file")
@@ -125,14 +127,17 @@ def main() -> int:
     for cfg in args.configs.split(","):
         left, _, beam = cfg.partition("@")
         left, _, prompted = left.partition("+p")
+        left, _, under = left.partition("<")
         chain = left.endswith("chain")
         limit = float(left.removesuffix("chain") or 0)
         t = time.monotonic()
-        text, spent = run(engine, meeting.audio, cuts, limit, chain, int(beam or 5), int(prompted or 0))
+        text, spent = run(engine, meeting.audio, cuts, limit, chain, int(beam or 5), int(prompted or 0),
+                          float(under or 0))
         if args.texts:
             with open(args.texts, "a") as f:
                 f.write(json.dumps({"config": cfg, "text": text}) + "\n")
-        print(f"  left {limit:>4.1f} s {'chain' if chain else 'prev ':5} prompt {int(prompted or 0)} "
+        print(f"  left {limit:>4.1f} s {'chain' if chain else 'prev ':5} under {under or '-':>3} s "
+              f"prompt {int(prompted or 0)} "
               f"beam {int(beam or 5)}: "
               f"WER {wer(meeting.reference, text) * 100:5.1f} %"
               f"  decode {spent:6.1f} s ({time.monotonic() - t:.0f} s wall)", flush=True)
