@@ -80,6 +80,34 @@ def test_pink_noise_gives_no_text(runtime: Runtime, tmp_path: Path) -> None:
     assert [e.text for e in events] == []
 
 
+def test_background_talk_after_the_speaker_stops_gives_no_final(runtime: Runtime,
+                                                                 speech_cache: dict[str, np.ndarray]) -> None:
+    # Two sentences, then 10 s of two voices talking backwards 14 dB under the speaker over a little noise: the
+    # VAD hears speech in it, and only the two sentences may come out as finals ("nothing from noise-only
+    # audio"; such babble once read "Thank you." through LiveKit).
+    from tests.conftest import speak
+
+    said = [speak(speech_cache, text) for text in SCRIPT]
+
+    def rms(x: np.ndarray) -> float:
+        return float(np.sqrt(np.mean(x.astype(np.float64) ** 2)))
+
+    level = rms(np.concatenate(said))
+    one = np.concatenate([s[::-1] for s in (said[1], said[2], said[0])]).astype(np.float64)
+    two = np.concatenate([s[::-1] for s in (said[2], said[0], said[1])]).astype(np.float64)
+    n = min(one.shape[0], two.shape[0])
+    babble = one[:n] + np.roll(two[:n], 3000)
+    babble *= level / rms(babble) * 10 ** (-14 / 20)
+    speech = np.concatenate([np.zeros(8000), said[0], np.zeros(4800), said[1]]).astype(np.float64)
+    audio = np.concatenate([speech, babble])
+    audio += np.random.default_rng(1).normal(0.0, level * 10 ** (-30 / 20), audio.shape[0])
+    finals = [e for e in transcribe(runtime, np.clip(audio, -32768, 32767).astype(np.int16), "babble")
+              if e.is_final]
+    assert finals, "the speech is transcribed"
+    assert all(f.start < speech.shape[0] / 16000 - 0.3 for f in finals), [(f.start, f.text) for f in finals]
+    assert wer(" ".join(SCRIPT[:2]), " ".join(f.text for f in finals)) <= 0.2
+
+
 def test_long_silence_costs_no_inference(runtime: Runtime) -> None:
     before = runtime.scheduler.stats.finals_run + runtime.scheduler.stats.partials_run
     events = transcribe(runtime, np.zeros(20 * 16000, dtype=np.int16), "silence")
