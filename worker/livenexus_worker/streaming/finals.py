@@ -120,9 +120,10 @@ def decode_final(ctx: StreamContext, o: PipelineOptions, req: FinalRequest, op: 
         alone = _decode(engine, tier.beam_size, o, req, audio, [], False, None)
         ctx.on_inference("final", alone, dur)
         _text, why = check(alone.text, alone.no_speech_prob, alone.avg_logprob, dur, o.guards)
-        if why in ("no-words", "no-speech", "low-logprob") or (req.settled and _unsure(alone, o)):
+        plain = why in ("no-words", "no-speech", "low-logprob")
+        if plain or (req.settled and _unsure(alone, o)):
             log.debug("stream %s dropped utterance %s after its left context (%r): %s alone", req.stream_id,
-                      op.utt.segment_id, said[:40], why if why != "ok" else "unsure")
+                      op.utt.segment_id, said[:40], why if plain else "quiet and unsure")
             return None
     elif (not heard_left and keep_until is None and len(agreed) < o.guards.evidence_words and req.settled
             and _unsure(hyp, o) and loud_ms(audio, *req.levels, o.pauses) < o.left_noise_loud_ms):

@@ -101,7 +101,7 @@ class PipelineOptions:
     utterance's first partial also waits a tier interval after the VAD's start, which brings 540 ms: through
     livekit-server it heard 0.81 s. Asked for at 0.72 s instead, 9-10 of 12 first partials of espeak sentences
     were dropped by the guards (5 of 12 at 0.81 s), and the first words came later: p50 886-978 ms in three
-    runs against 678-695 ms in four of five (session 34)."""
+    runs, against 672-695 ms in four of seven at 0.81 s (878-1192 ms in the other three; session 34)."""
     commit_in_speech: bool = True
     """Finals while the speaker goes on: a short pause inside an utterance is a candidate cut; when the next
     partial, which hears ``commit_lookahead_ms`` of what follows, ends a sentence there, the audio before the
