@@ -353,7 +353,7 @@ class StreamJobs:
                                   ((commit or timed) and self.o.final_left_context_s > 0) or confirming,
                                   (head.split() or [""])[-1],
                                   (self._pauses.speech_level, self._pauses.floor_level),
-                                  self._pauses.speech_ms >= self.o.pauses.snr_after_ms)
+                                  self._pauses.settled)
         began = time.perf_counter()
         cores = self._ctx.engine_for(op.tier)[2].threads
         try:  # every decode of the final (a second one too) counts against the stream's CPU budget

@@ -119,8 +119,13 @@ class PauseDetector:
         self._average_snr(mean_sq.size * o.sub_ms)
         return self.quiet_ms
 
+    @property
+    def settled(self) -> bool:
+        """``snr_after_ms`` of speech have set the speech level: other sound can be judged against it."""
+        return self.speech_ms >= self.o.snr_after_ms and self.speech_level > 0
+
     def _average_snr(self, ms: int) -> None:
-        if self.speech_ms < self.o.snr_after_ms or self.speech_level <= 0 or self.floor_level <= 0:
+        if not self.settled or self.floor_level <= 0:
             return  # not known yet, or digital silence in the window: a clean source, or a track's gap
         now = 20 * math.log10(self.speech_level / self.floor_level)
         weight = min(1.0, ms / 1000 / self.o.snr_smooth_s) if self.o.snr_smooth_s > 0 else 1.0
@@ -132,7 +137,7 @@ class PauseDetector:
         window (a clean source; or a gap in a track, after which the average goes on from where it was). The
         background is a minimum, so this reads a few dB above the true ratio of the levels (the meeting
         benchmark's babble at 12 dB SNR reads 13.8 dB at p50, at 17 dB 17.4, at 22 dB 20.5)."""
-        if self.speech_ms < self.o.snr_after_ms or self.speech_level <= 0:
+        if not self.settled:
             return None
         if self.floor_level <= 0:
             return math.inf
