@@ -51,5 +51,13 @@ def test_a_text_that_reads_the_first_words_otherwise_did_not_skip_the_start() ->
     assert not skipped_start([], "anything", 3)
 
 
+def test_a_text_that_reads_all_the_agreed_words_otherwise_did_not_skip_the_start() -> None:
+    agreed = _words("Let's count three's and it will tell me.")
+    assert not skipped_start(agreed, "That sound reasonable to me.", 3), "four words of its own before 'me'"
+    assert not skipped_start(agreed, "That sounds reasonable to you.", 3), "none shared, but half as many words"
+    assert skipped_start(agreed, "So, tell me.", 3), "one word of its own, then the agreed words' end"
+    assert skipped_start(agreed, "Okay.", 3), "none shared, and a fraction of the words"
+
+
 def _words(text: str) -> list[str]:
     return text.split()

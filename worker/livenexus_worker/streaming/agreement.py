@@ -67,12 +67,16 @@ def coverage(agreed: list[str], text: str) -> float:
 def skipped_start(agreed: list[str], text: str, least: int) -> bool:
     """Does ``text`` begin ``least`` or more of the ``agreed`` words later than they do: Whisper skipped the
     start of its window ("bugs." for the agreed "we missed several obvious bugs")? Where they first say the
-    same words tells; a text that says none of them skipped it when it is shorter. A text that only reads
-    the first words otherwise ("They had a mark on" for the agreed "May have a mark on") did not: the
-    partials' greedy guess from the first second is the worse reading there."""
+    same words tells, when ``text`` has at most one word before them; a text that says none of them
+    skipped it when it says fewer than half as many words. A text that only reads the first words otherwise
+    ("They had a mark on" for the agreed "May have a mark on") did not: the partials' greedy guess from the
+    first second is the worse reading there. Nor did one that reads all of them otherwise: after a dropped
+    first partial the agreed "Let's count three's and it will tell me." shared only "me" with the final's
+    "That sound reasonable to me." (a stretch's first sentence through LiveKit), and forced to them the
+    final said them instead of the right words."""
     said = [word_key(w) for w in text.split()]
     first = next((b for b in SequenceMatcher(None, [word_key(w) for w in agreed], said, autojunk=False)
                   .get_matching_blocks() if b.size), None)
     if first is None:
-        return len(said) < len(agreed)
-    return first.a - first.b >= least
+        return 2 * len(said) < len(agreed)
+    return first.a - first.b >= least and first.b <= 1

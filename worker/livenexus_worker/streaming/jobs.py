@@ -157,8 +157,9 @@ class StreamJobs:
         cut, wall, head = found
         guess = commits.confirmed_speculation(op, cut, self.o)
         if guess is not None:
-            log.debug("stream %s: the pause at %.2f s ends a sentence; its guessed final commits (guess @%d used)",
-                      self.stream_id, cut / SAMPLE_RATE, op.speculated_at)
+            log.debug("stream %s: the pause at %.2f s ends a sentence; its guessed final commits (guess @%d used: "
+                      "%r, the partial read %r)", self.stream_id, cut / SAMPLE_RATE, op.speculated_at,
+                      guess.event.text[-40:], head[-40:])
             self._commit(op, op.speculative_samples, guess)
             return True
         if decoded is not None:
