@@ -304,6 +304,7 @@ class StreamJobs:
                     op, text, audio.shape[0], event, word_ends, probs=said_probs if word_ends else ()):
                 self._deliver(event)
         if confirm:
+            log.debug("stream %s: the draft ends a sentence at a pause; the rung's model decodes", self.stream_id)
             self._run_confirming(op, audio, requested, tier.name)
 
     def _draft_sees_boundary(self, op: OpenUtterance, text: str, heard: int, word_ends: tuple[float, ...],
@@ -334,6 +335,7 @@ class StreamJobs:
                                          (stable, unstable), _as_hypothesis(result), tier, requested)
             if not self._confirm_pause(op, said, audio.shape[0], event, ends, decoded=result,
                                        probs=result.word_probs):
+                log.debug("stream %s: the confirming decode cut nothing", self.stream_id)
                 self._deliver(event)
 
     def _spent_rate(self) -> float:
