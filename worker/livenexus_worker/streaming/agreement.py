@@ -72,8 +72,8 @@ def skipped_start(agreed: list[str], text: str, least: int) -> bool:
     ("They had a mark on" for the agreed "May have a mark on") did not: the partials' greedy guess from the
     first second is the worse reading there. Nor did one that reads all of them otherwise: after a dropped
     first partial the agreed "Let's count three's and it will tell me." shared only "me" with the final's
-    "That sound reasonable to me." (a stretch's first sentence through LiveKit), and forced to them the
-    final said them instead of the right words."""
+    "That sound reasonable to me." (a stretch's first sentence, in the meeting as received through LiveKit),
+    and forced to them the final said them instead of the right words."""
     said = [word_key(w) for w in text.split()]
     first = next((b for b in SequenceMatcher(None, [word_key(w) for w in agreed], said, autojunk=False)
                   .get_matching_blocks() if b.size), None)
