@@ -181,8 +181,7 @@ def test_after_a_full_stop_the_next_decode_doubts_the_rest_of_the_sentence_ends_
 
 def test_what_a_decode_hearing_the_commit_made_of_its_full_stop_decides_whether_a_part_is_a_rest() -> None:
     from livenexus_worker.core.events import TranscriptEvent
-    from livenexus_worker.streaming.commits import rest_of_sentence
-    from livenexus_worker.streaming.jobs import heard_left
+    from livenexus_worker.streaming.commits import heard_left, rest_of_sentence
     from livenexus_worker.streaming.stream_state import PendingFinal
 
     def decoded(stop_p: float | None) -> PendingFinal:

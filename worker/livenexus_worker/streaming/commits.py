@@ -145,6 +145,13 @@ def _fresh(op: OpenUtterance, o: PipelineOptions) -> list[tuple[int, float]]:
     return [(c, w) for c, w in op.pauses if op.utt.n - c >= lookahead > op.partial_heard - c]
 
 
+def heard_left(op: OpenUtterance, stop_p: float | None) -> None:
+    """Note what a decode of ``op`` that heard its left context made of that context's full stop (``stop_p``;
+    None: it did not hear a forced stop). The latest reading counts. Lock held."""
+    if stop_p is not None:
+        op.left_stop_p = stop_p
+
+
 def rest_of_sentence(op: OpenUtterance, o: PipelineOptions) -> bool:
     """``op`` follows a commit that ended without a sentence end (a clause cut), or with a full stop that a
     decode hearing the commit before ``op``'s own audio rated below ``commit_rest_stop_prob``: it starts with

@@ -256,6 +256,11 @@ def partial_event(ctx: StreamContext, stream_id: str, speaker: str, op: OpenUtte
     )
 
 
+def as_hypothesis(result: PendingFinal) -> Hypothesis:
+    """What a partial event needs of a decode, from a final's result."""
+    return Hypothesis(result.event.text, 0.0, 0.0, result.event.language, result.event.processing_ms / 1000, 0.0, 0)
+
+
 def after_left(hyp: Hypothesis, left: LeftContext, stream_id: str
                ) -> tuple[str, tuple[float, ...], tuple[float, ...]] | None:
     """What ``hyp``, decoded with ``left`` before its own audio (its text forced), says of its own part, with

@@ -22,7 +22,6 @@ import numpy as np
 from livenexus_worker.core import stages
 from livenexus_worker.core.audio import SAMPLE_RATE, SAMPLES_PER_MS
 from livenexus_worker.core.events import TranscriptEvent
-from livenexus_worker.inference.engine import Hypothesis
 from livenexus_worker.inference.guards import check
 from livenexus_worker.streaming import cadence, commits, finals, left
 from livenexus_worker.streaming.pauses import PauseDetector
@@ -282,7 +281,7 @@ class StreamJobs:
             self._partial_cost = cost if not self._partial_cost else 0.7 * self._partial_cost + 0.3 * cost
             self._spent.append((self._pos, cost * engine.threads))  # core-seconds: each thread kept a core busy
             op.partial_dropped |= text is None
-            heard_left(op, finals.forced_stop_p(hyp, left) if heard and left is not None else None)
+            commits.heard_left(op, finals.forced_stop_p(hyp, left) if heard and left is not None else None)
             if op.ended or self._open is not op or text is None:
                 return
             stable, unstable = op.agreement.update(text)
@@ -328,11 +327,11 @@ class StreamJobs:
                 op.partial_dropped = True
             if op.ended or self._open is not op or result is None:
                 return
-            heard_left(op, result.left_stop_p)
+            commits.heard_left(op, result.left_stop_p)
             said, ends = result.event.text, result.word_ends
             stable, unstable = op.agreement.update(said)
             event = finals.partial_event(self._ctx, self.stream_id, self.speaker, op, audio.shape[0],
-                                         (stable, unstable), _as_hypothesis(result), tier, requested)
+                                         (stable, unstable), finals.as_hypothesis(result), tier, requested)
             if not self._confirm_pause(op, said, audio.shape[0], event, ends, decoded=result,
                                        probs=result.word_probs):
                 log.debug("stream %s: the confirming decode cut nothing", self.stream_id)
@@ -387,15 +386,3 @@ class StreamJobs:
             self._on_event(event)
         except Exception:
             log.exception("event sink failed for stream %s", self.stream_id)
-
-
-def heard_left(op: OpenUtterance, stop_p: float | None) -> None:
-    """Note what a decode of ``op`` that heard its left context made of that context's full stop (``stop_p``;
-    None: it did not hear a forced stop). The latest reading counts. Lock held."""
-    if stop_p is not None:
-        op.left_stop_p = stop_p
-
-
-def _as_hypothesis(result: PendingFinal) -> Hypothesis:
-    """What a partial event needs of a decode, from a final's result."""
-    return Hypothesis(result.event.text, 0.0, 0.0, result.event.language, result.event.processing_ms / 1000, 0.0, 0)
