@@ -84,7 +84,8 @@ class Env:
     METRICS_HOST: Final = "LIVENEXUS_METRICS_HOST"
     """Bind address of that server (the operator leaves the default, all addresses)."""
     THREADS: Final = "LIVENEXUS_THREADS"
-    """CTranslate2 intra-op threads per decode (the operator leaves the default, 0: two from two usable cores on)."""
+    """CTranslate2 intra-op threads per decode (the operator leaves the default, 0: from two usable cores on, two
+    where a second thread measurably pays on the node, else one)."""
     MODEL_CACHE: Final = "LIVENEXUS_MODEL_CACHE"
     """Directory of prepared models (the image's, or a mounted volume)."""
     AUTOSCALE_MAX_CPU: Final = "LIVENEXUS_AUTOSCALE_MAX_CPU"

@@ -164,8 +164,11 @@ def test_decode_threads_follow_the_usable_cores_unless_set(monkeypatch: pytest.M
     monkeypatch.setattr(cpu, "usable_cores", lambda: cores)
     auto = WorkerSettings.from_env({}).runtime_options()
     assert auto.threads == threads
+    assert auto.measure_threads, "left to the default: timed on the host, which may keep one"
     assert lanes_for(cores, auto.threads) * auto.threads <= max(cores + 0.5, auto.threads), "no core oversubscribed"
     assert WorkerSettings.from_env({"LIVENEXUS_THREADS": "1"}).runtime_options().threads == 1, "set: kept"
+    given = WorkerSettings.from_env({"LIVENEXUS_THREADS": "2"}).runtime_options()
+    assert (given.threads, given.measure_threads) == (2, False), "set: not second-guessed"
     with pytest.raises(SettingsError, match="LIVENEXUS_THREADS"):
         WorkerSettings.from_env({"LIVENEXUS_THREADS": "-2"})
 

@@ -18,7 +18,8 @@ def transcribe_file(path: str | Path, tier: TierSpec, *, language: str | None, r
                     as_json: bool = False, threads: int = 0) -> None:
     """Decode ``path``, feed it (paced like a microphone if ``realtime``) and print partials and finals."""
     signal = load(path)
-    rt = Runtime.create(RuntimeOptions(tiers=(tier,), threads=threads or threads_for(usable_cores())))
+    rt = Runtime.create(RuntimeOptions(tiers=(tier,), threads=threads or threads_for(usable_cores()),
+                                       measure_threads=not threads))
     # The runtime sizes its threads from the affinity mask; in a pod with a CPU limit below it, decodes
     # at once beyond the quota only take turns on the same cores (the worker's tier loop does the same).
     rt.scheduler.set_parallel(lanes_for(usable_cores(), rt.decode_threads))

@@ -113,8 +113,9 @@ class WorkerSettings:
     metrics_host: str = "0.0.0.0"
     """LIVENEXUS_METRICS_HOST: bind address of the metrics server (tests use 127.0.0.1)."""
     threads: int = 0
-    """LIVENEXUS_THREADS: CTranslate2 intra-op threads per decode (0 = two from two usable cores on, else one;
-    decodes run at once on the cores left, see ``streaming.scheduler.threads_for``)."""
+    """LIVENEXUS_THREADS: CTranslate2 intra-op threads per decode (0 = from two usable cores on, two where a
+    second thread measurably pays on this host, else one: ``inference.calibrate``; decodes run at once on the
+    cores left, see ``streaming.scheduler.threads_for``)."""
     model_cache: str = ""
     """LIVENEXUS_MODEL_CACHE: directory of prepared models (default: user cache dir)."""
     max_streams: int = 32
@@ -214,7 +215,8 @@ class WorkerSettings:
         if self.long_context_s > 0:
             pipeline = replace(pipeline, final_left_context_s=self.long_context_s, final_left_context_chain=True)
         threads = self.threads or threads_for(usable_cores())
-        return RuntimeOptions(tiers=self.tiers, pipeline=pipeline, threads=threads, model_cache=self.model_cache)
+        return RuntimeOptions(tiers=self.tiers, pipeline=pipeline, threads=threads, model_cache=self.model_cache,
+                              measure_threads=not self.threads)
 
     def tier_options(self) -> TierOptions:
         """Thresholds and windows of the tier policy, over this ladder."""

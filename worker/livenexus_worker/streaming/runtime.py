@@ -9,13 +9,14 @@ import time
 import uuid
 from collections import OrderedDict, deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from livenexus_worker.core.events import TranscriptEvent
 from livenexus_worker.core.memory import release_free_memory
 from livenexus_worker.core.tier_spec import TierSpec
+from livenexus_worker.inference.calibrate import measured_threads
 from livenexus_worker.inference.engine import EngineOptions, Hypothesis, WhisperEngine
 from livenexus_worker.inference.models import ModelCorruptError, ModelNotFoundError, resolve
 from livenexus_worker.streaming.pipeline import PipelineOptions, StreamPipeline
@@ -73,7 +74,11 @@ class RuntimeOptions:
     """Window sizing."""
     threads: int = 0
     """CTranslate2 intra-op threads per decode (0: one). The worker and the CLI choose two from two usable cores
-    on (``scheduler.threads_for``); the default workers then hold one decode per two cores."""
+    on (``scheduler.threads_for``) and have them measured (``measure_threads``); the default workers then hold
+    one decode per ``threads`` cores."""
+    measure_threads: bool = False
+    """With ``threads`` above one: time a decode at one and at two threads when the runtime is created and keep
+    two only where they pay on this host (``inference.calibrate``); else one, with twice the lanes."""
     workers: int = 0
     """Inference threads: decodes of different streams that may run at once, each on ``threads`` cores (0: the
     cores in the affinity mask over ``threads``, at most :data:`MAX_WORKERS`). How many do run at once follows
@@ -124,6 +129,8 @@ class Runtime:
     @classmethod
     def create(cls, options: RuntimeOptions, observer: Any = None) -> Runtime:
         """A runtime with its models loaded (see :meth:`load`)."""
+        if options.measure_threads and options.threads > 1 and options.tiers:
+            options = replace(options, threads=_measured_threads(options))
         rt = cls(options, observer)
         rt.load()
         return rt
@@ -321,3 +328,15 @@ class Runtime:
             self.stats.memory_trims += 1
             self.stats.memory_trimmed_mib += max(0.0, t.rss_before_mib - t.rss_after_mib)
         log.debug("room quiet: heap trimmed, RSS %.1f -> %.1f MiB", t.rss_before_mib, t.rss_after_mib)
+
+
+def _measured_threads(options: RuntimeOptions) -> int:
+    """Intra-op threads per decode as timed on the top rung's model; ``options.threads`` when that model cannot
+    be found (loading reports it)."""
+    tier = options.tiers[0]
+    try:
+        model_dir = resolve(tier.model, Path(options.model_cache) if options.model_cache else None).path
+    except _LOAD_ERRORS:
+        return options.threads
+    return min(options.threads, measured_threads(model_dir, tier.compute_type))
+

@@ -28,10 +28,12 @@ log = logging.getLogger(__name__)
 
 
 def threads_for(cores: float) -> int:
-    """Intra-op threads per decode on ``cores`` usable cores: two from two cores on, else one. A stream's own
-    decodes run one after another, so with one speaker a one-thread decode left the second core idle. On two
-    cores (base, int8), two threads decoded 1.5-6 s windows 1.75-1.85x faster; the meeting benchmark's finals
-    came at p50 0.77 vs 1.33 s for +0.13 CPU-s per audio-s, and eight speakers' final p95 was 1.6 vs 1.9 s."""
+    """Intra-op threads per decode on ``cores`` usable cores, at most: two from two cores on, else one. A
+    stream's own decodes run one after another, so with one speaker a one-thread decode leaves the second core
+    idle. On the AVX2 hosts of sessions 26-34 (two cores, base, int8), two threads decoded 1.5-6 s windows
+    1.75-1.85x faster; the meeting benchmark's finals came at p50 0.77 vs 1.33 s for +0.13 CPU-s per audio-s,
+    and eight speakers' final p95 was 1.6 vs 1.9 s. Where the second thread pays less (an AVX-512 / AMX host:
+    1.1-1.26x), the runtime measures it and keeps one (``inference.calibrate``, ``RuntimeOptions.measure_threads``)."""
     return 2 if cores >= 2 else 1
 
 

@@ -1,0 +1,89 @@
+"""Decode threads chosen by timing them on the host, not by the core count alone."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from livenexus_worker.core.tier_spec import TierSpec
+from livenexus_worker.inference import calibrate
+from livenexus_worker.inference.calibrate import MIN_SPEEDUP, ThreadTiming
+from livenexus_worker.streaming import runtime as runtime_module
+from livenexus_worker.streaming.runtime import Runtime, RuntimeOptions
+
+
+def test_two_threads_are_kept_only_when_they_pay() -> None:
+    assert ThreadTiming(one_s=0.40, two_s=0.22).threads == 2, "1.8x (the AVX2 hosts): two"
+    assert ThreadTiming(one_s=0.40, two_s=0.40 / MIN_SPEEDUP).threads == 2, "on the line: two"
+    assert ThreadTiming(one_s=0.40, two_s=0.33).threads == 1, "1.2x (an AMX host): one"
+    assert ThreadTiming(one_s=0.40, two_s=0.50).threads == 1, "slower at two: one"
+    assert ThreadTiming(one_s=0.40, two_s=0.0).threads == 1, "no timing: never two"
+
+
+def test_a_model_that_cannot_be_timed_keeps_the_core_rule(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    (tmp_path / "model.bin").write_bytes(b"not a model")
+    with caplog.at_level(logging.WARNING, logger=calibrate.__name__):
+        assert calibrate.measured_threads(tmp_path) == 2
+    assert "could not time decode threads" in caplog.text and "exit 1" in caplog.text
+
+
+@pytest.mark.parametrize("out", ["", "garbage", '{"one_s": 0.2}', '{"one_s": "NaN", "two_s": 0.1}',
+                                 '{"one_s": -1, "two_s": 0.1}', '{"one_s": 0.2, "two_s": 1e9}', '[1, 2]'])
+def test_what_the_child_prints_is_checked(out: str) -> None:
+    assert calibrate._parse(out) is None
+
+
+def test_the_child_times_the_real_model_at_one_and_two_threads(caplog: pytest.LogCaptureFixture) -> None:
+    from livenexus_worker.inference.models import resolve
+
+    model_dir = resolve("base").path
+    with caplog.at_level(logging.INFO, logger=calibrate.__name__):
+        threads = calibrate.measured_threads(model_dir)
+    assert threads in (1, 2)
+    assert f"decode threads: {threads} (one " in caplog.text, "timed, not fallen back to the core rule"
+    assert calibrate._parse('log line\n{"one_s": 0.2, "two_s": 0.1}').threads == 2  # type: ignore[union-attr]
+
+
+def test_the_runtime_decodes_on_the_measured_threads_with_lanes_to_match(monkeypatch: pytest.MonkeyPatch) -> None:
+    asked: list[tuple[Path, str]] = []
+
+    def timed(model_dir: Path, compute_type: str = "int8") -> int:
+        asked.append((model_dir, compute_type))
+        return 1
+
+    monkeypatch.setattr(runtime_module, "measured_threads", timed)
+    monkeypatch.setattr(Runtime, "load", lambda self: None)  # the thread choice comes before any model load
+    monkeypatch.setattr(runtime_module.os, "sched_getaffinity", lambda _pid: {0, 1})
+    options = RuntimeOptions(tiers=(TierSpec("base", "int8", 5, 250),), threads=2, measure_threads=True)
+    rt = Runtime.create(options)
+    try:
+        assert [c for _, c in asked] == ["int8"] and asked[0][0].name == "base", "the top rung's model is timed"
+        assert (rt.decode_threads, rt.workers) == (1, 2), "one thread per decode: two decodes at once"
+    finally:
+        rt.close()
+    asked.clear()
+    rt = Runtime.create(replace(options, measure_threads=False))
+    try:
+        assert not asked and (rt.decode_threads, rt.workers) == (2, 1), "not asked to measure: as given"
+    finally:
+        rt.close()
+    rt = Runtime.create(replace(options, threads=1))
+    try:
+        assert not asked and rt.decode_threads == 1, "one thread asked for: nothing to measure"
+    finally:
+        rt.close()
+
+
+def test_a_top_rung_that_cannot_be_found_is_not_timed(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(runtime_module, "measured_threads", lambda *_a: pytest.fail("timed a missing model"))
+    monkeypatch.setattr(Runtime, "load", lambda self: None)
+    options = RuntimeOptions(tiers=(TierSpec("no-such-model", "int8", 5, 250),), threads=2, measure_threads=True,
+                             model_cache=str(tmp_path))
+    rt = Runtime.create(options)
+    try:
+        assert rt.decode_threads == 2, "left as asked; loading reports the missing model"
+    finally:
+        rt.close()
