@@ -41,6 +41,7 @@ REQUIRED = {
     "livenexus_livekit_connected",
     "livenexus_livekit_reconnects_total",
     "livenexus_model_loaded",
+    "livenexus_decode_threads",
     "livenexus_publish_errors_total",
     "livenexus_bad_audio_total",
 }

@@ -38,6 +38,8 @@ def test_service_serves_health_metrics_and_counts_speech(speech_cache: dict[str,
         assert "livenexus_utterances_total 1.0" in body
         assert 'livenexus_tier_info{beam_size="5",compute_type="int8",model="base"' in body
         assert svc.tiers.manager.active == 0
+        assert svc.runtime.decode_threads in (1, 2), "timed on this host: one or two, whichever pays"
+        assert f"livenexus_decode_threads {float(svc.runtime.decode_threads)}" in body
     finally:
         svc.close()
 

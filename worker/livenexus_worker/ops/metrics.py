@@ -157,6 +157,10 @@ class WorkerMetrics:
             Metric.LIVEKIT_CONNECTED, "1 while connected to the LiveKit room.", registry=r)
         self.livekit_reconnects = Counter(
             "livenexus_livekit_reconnects", "Reconnections to LiveKit.", registry=r)
+        self.decode_threads = Gauge(
+            "livenexus_decode_threads",
+            "CTranslate2 intra-op threads per decode, chosen at start (timed on the host unless LIVENEXUS_THREADS "
+            "sets it); decodes of different speakers run side by side on the cores left.", registry=r)
         self.model_loaded_gauge = Gauge(
             "livenexus_model_loaded", "1 once the current tier's model is loaded.", registry=r)
         self.publish_errors = Counter(

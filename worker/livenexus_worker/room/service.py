@@ -52,6 +52,7 @@ class WorkerService:
         http = start_metrics_server(metrics.registry, lambda: metrics.readiness(require_livekit=require_livekit),
                                     settings.metrics_host, settings.metrics_port)
         runtime = Runtime.create(options or settings.runtime_options(), observer=metrics)
+        metrics.decode_threads.set(runtime.decode_threads)
         unavailable = {i for i in range(len(runtime.options.tiers)) if not runtime.is_available(i)}
         manager = TierManager(runtime.options.tiers, settings.tier_options(), unavailable=unavailable)
 
