@@ -11,8 +11,9 @@ the meeting benchmark (base int8, file path, same hour), it is a property of the
 So the worker times a fixed decode at one and at two threads when it starts and keeps two only when two are at
 least :data:`MIN_SPEEDUP` times faster: the CPU a second thread spends (2 / speedup of a core-second per
 decode-second) then buys a decode that much sooner. The timing runs in a child process (``python -m
-livenexus_worker.inference.calibrate MODEL_DIR``): its two models (~130 MiB each) and their buffers leave with it,
-where in-process glibc kept ~70 MiB of them for good, above the one model the worker then loads.
+livenexus_worker.inference.calibrate MODEL_DIR``): its two models and their buffers leave with it. In-process
+(base int8), the two loaded together peaked at 469 MiB, and loaded one after the other they still left the
+worker's peak at 400 MiB against 329 MiB for its one model alone: glibc kept the freed memory.
 """
 
 from __future__ import annotations
