@@ -87,3 +87,24 @@ def test_a_top_rung_that_cannot_be_found_is_not_timed(monkeypatch: pytest.Monkey
         assert rt.decode_threads == 2, "left as asked; loading reports the missing model"
     finally:
         rt.close()
+
+
+def test_the_timed_model_is_resolved_once_loading_reuses_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    # resolve() hashes model.bin (~145 MB for base): timing threads must not make a worker's start hash it twice.
+    calls: list[str] = []
+    real = runtime_module.resolve
+
+    def counted(name: str, cache: Path | None = None) -> object:
+        calls.append(name)
+        return real(name, cache)
+
+    monkeypatch.setattr(runtime_module, "resolve", counted)
+    monkeypatch.setattr(runtime_module, "measured_threads", lambda *_a: 1)
+    options = RuntimeOptions(tiers=(TierSpec("base", "int8", 5, 250), TierSpec("base", "int8", 1, 250)), threads=2,
+                             measure_threads=True)
+    rt = Runtime.create(options)
+    try:
+        assert calls == ["base"], "resolved once, for the timing and the load"
+        assert rt.is_available(0) and rt.decode_threads == 1
+    finally:
+        rt.close()

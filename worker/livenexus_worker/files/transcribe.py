@@ -11,15 +11,15 @@ from livenexus_worker.files.feed import feed
 from livenexus_worker.files.sinks import JsonlSink, TerminalSink
 from livenexus_worker.ops.cpu import usable_cores
 from livenexus_worker.streaming.runtime import Runtime, RuntimeOptions
-from livenexus_worker.streaming.scheduler import lanes_for, threads_for
+from livenexus_worker.streaming.scheduler import decode_threads, lanes_for
 
 
 def transcribe_file(path: str | Path, tier: TierSpec, *, language: str | None, realtime: bool = False,
                     as_json: bool = False, threads: int = 0) -> None:
     """Decode ``path``, feed it (paced like a microphone if ``realtime``) and print partials and finals."""
     signal = load(path)
-    rt = Runtime.create(RuntimeOptions(tiers=(tier,), threads=threads or threads_for(usable_cores()),
-                                       measure_threads=not threads))
+    chosen, measure = decode_threads(threads, usable_cores())
+    rt = Runtime.create(RuntimeOptions(tiers=(tier,), threads=chosen, measure_threads=measure))
     # The runtime sizes its threads from the affinity mask; in a pod with a CPU limit below it, decodes
     # at once beyond the quota only take turns on the same cores (the worker's tier loop does the same).
     rt.scheduler.set_parallel(lanes_for(usable_cores(), rt.decode_threads))

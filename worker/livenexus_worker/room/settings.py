@@ -201,7 +201,7 @@ class WorkerSettings:
         from livenexus_worker.ops.cpu import usable_cores
         from livenexus_worker.streaming.pipeline import PipelineOptions
         from livenexus_worker.streaming.runtime import RuntimeOptions
-        from livenexus_worker.streaming.scheduler import threads_for
+        from livenexus_worker.streaming.scheduler import decode_threads
         from livenexus_worker.streaming.segmenter import SegmenterOptions
         from livenexus_worker.streaming.vad import VadOptions
 
@@ -214,9 +214,9 @@ class WorkerSettings:
         )
         if self.long_context_s > 0:
             pipeline = replace(pipeline, final_left_context_s=self.long_context_s, final_left_context_chain=True)
-        threads = self.threads or threads_for(usable_cores())
+        threads, measure = decode_threads(self.threads, usable_cores())
         return RuntimeOptions(tiers=self.tiers, pipeline=pipeline, threads=threads, model_cache=self.model_cache,
-                              measure_threads=not self.threads)
+                              measure_threads=measure)
 
     def tier_options(self) -> TierOptions:
         """Thresholds and windows of the tier policy, over this ladder."""

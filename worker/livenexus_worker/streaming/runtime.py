@@ -115,6 +115,7 @@ class Runtime:
         self.run_id = uuid.uuid4().hex[:8]
         self._engines: dict[tuple[str, str], WhisperEngine] = {}
         self._unavailable: dict[int, str] = {}
+        self._resolved: dict[str, Path] = {}
         self._tier = 0
         self._lock = threading.Lock()
         self._streams: dict[str, StreamPipeline] = {}
@@ -129,9 +130,11 @@ class Runtime:
     @classmethod
     def create(cls, options: RuntimeOptions, observer: Any = None) -> Runtime:
         """A runtime with its models loaded (see :meth:`load`)."""
+        resolved: dict[str, Path] = {}
         if options.measure_threads and options.threads > 1 and options.tiers:
-            options = replace(options, threads=_measured_threads(options))
+            options = replace(options, threads=_measured_threads(options, resolved))
         rt = cls(options, observer)
+        rt._resolved = resolved  # the timed model's directory, already verified: loading does not hash it again
         rt.load()
         return rt
 
@@ -172,8 +175,8 @@ class Runtime:
             self.observer.set_tier(self._tier, self.options.tiers[self._tier])
 
     def _open(self, model: str, compute_type: str, cache: Path | None) -> WhisperEngine:
-        return WhisperEngine(resolve(model, cache).path, compute_type, self.options.threads, self.options.engine,
-                             self.workers)
+        path = self._resolved.pop(model, None) or resolve(model, cache).path
+        return WhisperEngine(path, compute_type, self.options.threads, self.options.engine, self.workers)
 
     def _load_drafts(self, cache: Path | None) -> None:
         """Load the available rungs' partial models, each once; one that cannot load leaves its rungs' partials
@@ -330,13 +333,13 @@ class Runtime:
         log.debug("room quiet: heap trimmed, RSS %.1f -> %.1f MiB", t.rss_before_mib, t.rss_after_mib)
 
 
-def _measured_threads(options: RuntimeOptions) -> int:
-    """Intra-op threads per decode as timed on the top rung's model; ``options.threads`` when that model cannot
-    be found (loading reports it)."""
+def _measured_threads(options: RuntimeOptions, resolved: dict[str, Path]) -> int:
+    """Intra-op threads per decode as timed on the top rung's model, whose directory goes into ``resolved``;
+    ``options.threads`` when that model cannot be found (loading reports it)."""
     tier = options.tiers[0]
     try:
         model_dir = resolve(tier.model, Path(options.model_cache) if options.model_cache else None).path
     except _LOAD_ERRORS:
         return options.threads
+    resolved[tier.model] = model_dir
     return min(options.threads, measured_threads(model_dir, tier.compute_type))
-

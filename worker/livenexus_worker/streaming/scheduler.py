@@ -37,6 +37,13 @@ def threads_for(cores: float) -> int:
     return 2 if cores >= 2 else 1
 
 
+def decode_threads(asked: int, cores: float) -> tuple[int, bool]:
+    """``RuntimeOptions.threads`` and ``measure_threads`` for ``asked`` threads per decode (LIVENEXUS_THREADS,
+    ``--threads``; 0: choose) on ``cores`` usable cores: what is asked is kept, not timed; otherwise
+    :func:`threads_for` at most, timed on the host."""
+    return (asked, False) if asked else (threads_for(cores), True)
+
+
 def lanes_for(cores: float, threads: int = 1) -> int:
     """Decodes to run at once on ``cores`` usable cores (a CFS quota may be fractional), each on ``threads``
     of them: one per ``threads`` cores, a half rounding up (a 1.5-core pod runs two one-thread decodes, each a
