@@ -235,3 +235,56 @@ def test_urgent_partials_run_before_the_others_in_the_order_they_came() -> None:
     assert s.wait_idle(5)
     assert order == ["f", "b", "d", "a", "c"]
     s.close()
+
+
+def test_a_final_ending_speech_starts_beside_its_streams_partial_not_beside_its_finals() -> None:
+    # A barrier only the partial and the final of the same stream, running at once, can pass.
+    both = threading.Barrier(2, timeout=5)
+    order: list[str] = []
+    lock = threading.Lock()
+
+    def note(name: str) -> None:
+        with lock:
+            order.append(name)
+
+    s = InferenceScheduler(max_partial_age_s=10, workers=3)
+    s.submit_partial("a", Job(lambda: note(f"p{both.wait()}"), "partial", key="a"))
+    time.sleep(0.05)  # the partial runs
+    s.submit_final(Job(lambda: note(f"f{both.wait()}"), "final", key="a", beside_partial=True))
+    assert s.wait_idle(5)
+    assert sorted(n[0] for n in order) == ["f", "p"] and s.stats.errors == 0
+
+    # Beside its stream's running final it waits (a stream's finals keep their order), as does a plain final
+    # beside the partial; another thread stays free all along.
+    gate = threading.Event()
+    s.submit_final(Job(lambda: (note("f1"), gate.wait(5)), "final", key="a"))
+    time.sleep(0.05)
+    s.submit_final(Job(lambda: note("f2"), "final", key="a", beside_partial=True))
+    time.sleep(0.2)
+    assert order[-1] == "f1"
+    gate.set()
+    assert s.wait_idle(5) and order[-2:] == ["f1", "f2"]
+
+    gate.clear()
+    s.submit_partial("a", Job(lambda: (note("p1"), gate.wait(5)), "partial", key="a"))
+    time.sleep(0.05)
+    s.submit_final(Job(lambda: note("f3"), "final", key="a"))
+    time.sleep(0.2)
+    assert order[-1] == "p1"
+    gate.set()
+    assert s.wait_idle(5) and order[-2:] == ["p1", "f3"]
+    s.close()
+
+
+def test_a_partial_never_starts_beside_its_streams_final() -> None:
+    gate = threading.Event()
+    order: list[str] = []
+    s = InferenceScheduler(max_partial_age_s=10, workers=2)
+    s.submit_final(Job(lambda: (order.append("f"), gate.wait(5)), "final", key="a", beside_partial=True))
+    time.sleep(0.05)
+    s.submit_partial("a", Job(lambda: order.append("p"), "partial", key="a"))
+    time.sleep(0.2)
+    assert order == ["f"]
+    gate.set()
+    assert s.wait_idle(5) and order == ["f", "p"]
+    s.close()

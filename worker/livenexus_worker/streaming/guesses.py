@@ -52,7 +52,8 @@ class StreamGuesses(StreamJobs):
                 else:
                     self._commit_speculative(op)
 
-        self._ctx.scheduler.submit_final(Job(run, "final", key=self.stream_id))
+        # Beside a partial still running: one that began before the pause (one started in it returns at once).
+        self._ctx.scheduler.submit_final(Job(run, "final", key=self.stream_id, beside_partial=True))
 
     def _commit_speculative(self, op: OpenUtterance) -> None:
         """The speaker went on after a pause a final was guessed in: once decoded, that guess is the final of

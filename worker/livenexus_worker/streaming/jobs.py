@@ -103,7 +103,8 @@ class StreamJobs:
             with self._lock:
                 self._emit_final(op, event)
 
-        self._ctx.scheduler.submit_final(Job(run, "final", key=self.stream_id))
+        # Beside a partial still running: that partial began before the speech ended, and its words are dropped.
+        self._ctx.scheduler.submit_final(Job(run, "final", key=self.stream_id, beside_partial=True))
 
     def _propose_commit(self, op: OpenUtterance, pause_wall: float, cut: int, heard: int = 0, head: str = "") -> None:
         """Decode the first ``cut`` samples (up to a pause) as a final and commit them when the result is in.
