@@ -200,14 +200,16 @@ def finish_contiguous(ctx: Ctx, pipe: StreamPipeline, events: list[TranscriptEve
 
 
 def final_from(engine: LengthEngine, seconds: float, req: FinalRequest, options: PipelineOptions, beam: int = 1,
-               keep_until: int | None = None) -> PendingFinal | None:
-    """``decode_final`` of ``seconds`` of audio, the whole of a new utterance, on ``engine`` at ``beam``."""
+               keep_until: int | None = None, agreed: tuple[str, ...] = ()) -> PendingFinal | None:
+    """``decode_final`` of ``seconds`` of audio, the whole of a new utterance, on ``engine`` at ``beam``; its
+    partials agreed on ``agreed``."""
     ctx = Ctx()
     ctx.engine = engine
     ctx.engine_for = lambda _i: (0, TierSpec("fake", "int8", beam, 250), engine)  # type: ignore[method-assign]
     op = OpenUtterance(Utterance("s-1", 0), 0)
     audio = np.ones(int(seconds * SR), dtype=np.int16)
     op.utt.append(audio)
+    op.agreement.committed = list(agreed)
     try:
         return decode_final(ctx, options, req, op, audio, 0.0, keep_until=keep_until)  # type: ignore[arg-type]
     finally:

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from livenexus_worker.streaming.agreement import LocalAgreement, skipped_start
+from livenexus_worker.streaming.agreement import LocalAgreement, forced_words, skipped_start
 
 
 def test_prefix_agreed_by_two_hypotheses_becomes_stable() -> None:
@@ -61,3 +61,21 @@ def test_a_text_that_reads_all_the_agreed_words_otherwise_did_not_skip_the_start
 
 def _words(text: str) -> list[str]:
     return text.split()
+
+
+def test_a_final_is_forced_to_the_agreed_words_it_skipped_but_not_to_a_first_reading_of_its_own_words() -> None:
+    agreed = _words("we missed several obvious bugs")
+    assert forced_words(agreed, "obvious bugs.", 3) == agreed  # skipped: all of them
+    assert forced_words(agreed, "we missed several obvious bugs.", 3) == []  # not skipped: none
+    assert forced_words(agreed, "several obvious bugs could", 3) == []
+    # Through LiveKit: the partials read "I can add some" twice, the first time guessing the cut-off word.
+    twice = _words("Thanks. I can add some more. I can add some detail on the")
+    final = "I can add some detail on the confirmation."
+    assert skipped_start(twice, final, 3)
+    assert forced_words(twice, final, 3) == ["Thanks."]  # only the words before the first reading
+    assert forced_words(twice[1:], final, 3) == []  # nothing before it: the final as it read
+    # The final's first words once in the agreed words, after words it lacks: those were skipped.
+    once = _words("Thanks. I can add some detail on the")
+    longer = _words("Thanks. I can add some detail on the confirmation of the order we sent")
+    assert forced_words(longer, "the order we sent.", 3) == longer
+    assert forced_words(once, "Okay.", 3) == once  # too few words to tell a reading

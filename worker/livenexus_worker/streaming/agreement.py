@@ -80,3 +80,25 @@ def skipped_start(agreed: list[str], text: str, least: int) -> bool:
     if first is None:
         return 2 * len(said) < len(agreed)
     return first.a - first.b >= least and first.b <= 1
+
+
+def forced_words(agreed: list[str], text: str, least: int) -> list[str]:
+    """The ``agreed`` words a final that reads ``text`` is decoded again from: all of them when it skipped the
+    start of its window (:func:`skipped_start`), none when it did not. But where the words it lacks already read
+    its first ``least`` words once, they hold a first, garbled reading of the same speech, and only the words
+    before that reading are forced: through LiveKit the partials agreed on "Thanks. I can add some more. I can
+    add some detail on the" (a guess at the cut-off "de-" that the partials, forced to the agreed words, read
+    again after it), the final said "I can add some detail on the confirmation.", and forced to all of them it
+    said the five words twice."""
+    if not skipped_start(agreed, text, least):
+        return []
+    head = [word_key(w) for w in text.split()[:least]]
+    keys = [word_key(w) for w in agreed]
+    if len(head) < least:
+        return agreed
+    # The first reading starts where the agreed words first say the final's first words, before the final's.
+    start = next((i for i in range(len(keys) - least + 1) if keys[i : i + least] == head), None)
+    last = max((i for i in range(len(keys) - least + 1) if keys[i : i + least] == head), default=None)
+    if start is None or last is None or start == last:
+        return agreed
+    return agreed[:start]

@@ -18,7 +18,7 @@ from livenexus_worker.core.audio import SAMPLE_RATE, SAMPLES_PER_MS
 from livenexus_worker.core.events import TranscriptEvent
 from livenexus_worker.inference.engine import Hypothesis, WhisperEngine
 from livenexus_worker.inference.guards import check, cut_restart_word
-from livenexus_worker.streaming.agreement import coverage, skipped_start, word_key
+from livenexus_worker.streaming.agreement import coverage, forced_words, word_key
 from livenexus_worker.streaming.commits import ends_sentence, forced_left, rest_of_sentence
 from livenexus_worker.streaming.pauses import loud_ms
 from livenexus_worker.streaming.stream_state import (
@@ -91,8 +91,9 @@ def decode_final(ctx: StreamContext, o: PipelineOptions, req: FinalRequest, op: 
 
     hyp, said, word_ends, probs = run([])
     agreed = list(op.agreement.committed)
-    if (len(agreed) >= o.guards.evidence_words and coverage(agreed, said) < o.final_min_coverage
-            and skipped_start(agreed, said, o.guards.evidence_words)):
+    forced = (forced_words(agreed, said, o.guards.evidence_words)
+              if len(agreed) >= o.guards.evidence_words and coverage(agreed, said) < o.final_min_coverage else [])
+    if forced:
         # Whisper sometimes skips the first seconds of a window that starts abruptly (measured on the meeting
         # benchmark: a final of 5 s of speech said only its last sentence). The words the partials agreed on
         # were heard: decode again from them, so the final can only add to what was stable. Only when the
@@ -101,9 +102,9 @@ def decode_final(ctx: StreamContext, o: PipelineOptions, req: FinalRequest, op: 
         # revenue grew") was the worse one (seen in the agent test, WER 0.64); so was "May have a mark on
         # on Tuesday afternoon. At last. It" against the final's "They had a mark on on Tuesday afternoon
         # that lasted" (one word fewer: forced to the partials' words, every file run lost 5 words there).
-        log.debug("stream %s: final %r misses the agreed %r; decoding from them", req.stream_id, said[:60],
-                  " ".join(agreed)[:60])
-        hyp, said, word_ends, probs = run(agreed)
+        log.debug("stream %s: final %r misses the agreed %r; decoding from %r", req.stream_id, said[:60],
+                  " ".join(agreed)[:60], " ".join(forced)[:60])
+        hyp, said, word_ends, probs = run(forced)
     if (heard_left and keep_until is None and len(agreed) < o.guards.evidence_words and said.strip()
             and dur <= o.left_noise_check_s and not rest_of_sentence(op, o)
             and loud_ms(audio, *req.levels, o.pauses) < o.left_noise_loud_ms):
