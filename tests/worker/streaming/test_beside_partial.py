@@ -9,6 +9,7 @@ import time
 import numpy as np
 
 from livenexus_worker.inference.engine import Hypothesis
+from livenexus_worker.streaming.pipeline import StreamPipeline
 from livenexus_worker.streaming.scheduler import InferenceScheduler
 from tests.worker.streaming.fakes import SentenceEngine, check_contiguous, decoded, finals, pipeline, silence
 
@@ -29,7 +30,7 @@ class HeldPartials(SentenceEngine):
         return super().transcribe(audio, beam_size, language, prefix, max_new_tokens, context, word_times)
 
 
-def _speak_until_a_partial_runs(pipe, engine: HeldPartials, speech: np.ndarray) -> int:  # type: ignore[no-untyped-def]
+def _speak_until_a_partial_runs(pipe: StreamPipeline, engine: HeldPartials, speech: np.ndarray) -> int:
     """Push ``speech`` in 30 ms frames, a little slower than the 1 ms partial interval, until a partial holds its
     lane; returns the samples pushed."""
     for i in range(0, speech.shape[0], 480):
