@@ -18,11 +18,12 @@ def transcribe_file(path: str | Path, tier: TierSpec, *, language: str | None, r
                     as_json: bool = False, threads: int = 0) -> None:
     """Decode ``path``, feed it (paced like a microphone if ``realtime``) and print partials and finals."""
     signal = load(path)
-    chosen, measure = decode_threads(threads, usable_cores())
+    cores = usable_cores()
+    chosen, measure = decode_threads(threads, cores)
     rt = Runtime.create(RuntimeOptions(tiers=(tier,), threads=chosen, measure_threads=measure))
     # The runtime sizes its threads from the affinity mask; in a pod with a CPU limit below it, decodes
     # at once beyond the quota only take turns on the same cores (the worker's tier loop does the same).
-    rt.scheduler.set_parallel(lanes_for(usable_cores(), rt.decode_threads))
+    rt.scheduler.set_parallel(lanes_for(cores, rt.decode_threads))
     options = replace(rt.options.pipeline, language=language)
     sink = JsonlSink() if as_json else TerminalSink()
     pipe = rt.open_stream(Path(path).name, Path(path).stem, sink, options)

@@ -93,12 +93,9 @@ def forced_words(agreed: list[str], text: str, least: int) -> list[str]:
     if not skipped_start(agreed, text, least):
         return []
     head = [word_key(w) for w in text.split()[:least]]
-    keys = [word_key(w) for w in agreed]
     if len(head) < least:
         return agreed
-    # The first reading starts where the agreed words first say the final's first words, before the final's.
-    start = next((i for i in range(len(keys) - least + 1) if keys[i : i + least] == head), None)
-    last = max((i for i in range(len(keys) - least + 1) if keys[i : i + least] == head), default=None)
-    if start is None or last is None or start == last:
-        return agreed
-    return agreed[:start]
+    keys = [word_key(w) for w in agreed]
+    # The agreed words say the final's first words twice: the first reading starts at the first of them.
+    readings = [i for i in range(len(keys) - least + 1) if keys[i : i + least] == head]
+    return agreed[: readings[0]] if len(readings) > 1 else agreed
