@@ -44,7 +44,8 @@ if os.environ.get("LNX_TRACE_DECODES"):  # each decode as it ends: what held the
     _inner = _R.Runtime.on_inference
     def _traced(self, kind, hyp, audio_s):
         print("LNX_INF", round(_time.monotonic(), 3), kind, round(audio_s, 2), round(hyp.encode_s, 3),
-              round(hyp.decode_s, 3), repr(hyp.text[-50:]), file=_sys.stderr, flush=True)
+              round(hyp.decode_s, 3), repr(hyp.text[-50:]), round(hyp.avg_logprob, 2), round(hyp.no_speech_prob, 2),
+              file=_sys.stderr, flush=True)
         return _inner(self, kind, hyp, audio_s)
     _R.Runtime.on_inference = _traced
 """

@@ -141,6 +141,23 @@ def test_a_full_stop_the_decoder_rates_near_zero_is_no_sentence_end(stop_p: floa
                          "s", probs) is not None, "0: any full stop"
 
 
+@pytest.mark.parametrize(("stop_p", "cut"), [(0.002, False), (0.3, True)], ids=["doubted", "decoder's-own"])
+def test_a_doubted_full_stop_on_the_last_word_is_no_clause_mark_either(stop_p: float, cut: bool) -> None:
+    # "I expect that to be done by Thursday." with nothing read after it (the sentence goes on: "at the
+    # latest"): no sentence end follows it, so the clause rule sees it, and its full stop was its mark.
+    # The decoder gave it p 0.002; the same doubt that keeps it from ending a sentence keeps it from
+    # ending a clause. A comma is a clause mark whatever its probability.
+    text, ends = "I expect that to be done by Thursday.", (0.2, 0.5, 0.7, 0.8, 1.0, 1.3, 1.5, 1.95)
+    probs = (0.9,) * 7 + (stop_p,)
+    o = PipelineOptions()
+    found = find_boundary(part([2.0]), text, int(2.4 * SR), ends, o, "s", probs)
+    assert (found is not None) is cut
+    if found is not None:
+        assert found[2] == text
+    comma = find_boundary(part([2.0]), text.replace(".", ","), int(2.4 * SR), ends, o, "s", probs)
+    assert comma is not None and comma[2].endswith("Thursday,")
+
+
 @pytest.mark.parametrize("pause_ms, in_pause", [(200, True), (100, False)], ids=["ends-in-its-pause", "ends-after"])
 def test_a_sentence_end_aligned_inside_its_pause_ends_there(pause_ms: int, in_pause: bool) -> None:
     # "...we missed several obvious bugs." read "smuggs.": the alignment gave the word the quiet after it, to

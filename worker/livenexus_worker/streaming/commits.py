@@ -204,10 +204,12 @@ def find_boundary(op: OpenUtterance, text: str, heard: int, word_ends: tuple[flo
         if found is not None and heard - found[0] < lookahead:
             return None  # its look-ahead is not heard yet: a later partial decides (no older pause is taken)
         if found is None:
-            found = _clause(op, text.split(), heard, word_ends, o)
+            found = _clause(op, text.split(), heard, word_ends, o, word_probs)
             if found:
-                log.debug("stream %s: no sentence end, a clause at %.2f s (%r)", stream_id,
-                          found[0] / SAMPLE_RATE, found[2][-40:])
+                n = len(found[2].split())
+                log.debug("stream %s: no sentence end, a clause at %.2f s (%r; its mark's p %s)", stream_id,
+                          found[0] / SAMPLE_RATE, found[2][-40:],
+                          f"{word_probs[n - 1]:.3f}" if n <= len(word_probs) else "unknown")
         if not found:
             log.debug("stream %s: no sentence end or agreed word at a pause (%r; pauses at %s)", stream_id,
                       text[-60:], [round(c / SAMPLE_RATE, 2) for c, _ in op.pauses])
@@ -291,6 +293,14 @@ def _aligned(op: OpenUtterance, text: str, word_ends: tuple[float, ...], o: Pipe
     return None
 
 
+def _marked(word: str, p: float | None, o: PipelineOptions) -> bool:
+    """Does ``word`` end with a mark that ends a clause, its last token read with probability ``p`` (None:
+    unknown)? A sentence's closing mark needs ``commit_stop_min_prob``, as in :func:`_aligned`."""
+    if word[-1] not in _MARKS:
+        return False
+    return p is None or _ENDS_SENTENCE.search(word) is None or p >= o.commit_stop_min_prob
+
+
 def _under_word(op: OpenUtterance, o: PipelineOptions, c: int, wall: float, word_end_s: float,
                 next_end_s: float | None = None) -> bool:
     """A pause noticed at offset ``c`` (begun at ``wall``) begins under a word that ends at ``word_end_s``: the
@@ -320,7 +330,7 @@ def _under_word(op: OpenUtterance, o: PipelineOptions, c: int, wall: float, word
 
 
 def _clause(op: OpenUtterance, words: list[str], heard: int, word_ends: tuple[float, ...],
-            o: PipelineOptions) -> tuple[int, float, str] | None:
+            o: PipelineOptions, word_probs: tuple[float, ...] = ()) -> tuple[int, float, str] | None:
     """No sentence end: the latest pause that a word ending a clause ends in (:func:`_under_word`, as for a
     sentence end), with the look-ahead heard after it, ``commit_min_s`` or more into the part (the head a pause of a
     part without a commit must leave too).
@@ -336,7 +346,13 @@ def _clause(op: OpenUtterance, words: list[str], heard: int, word_ends: tuple[fl
     ``commit_min_after_cut_s``, at a marked word: its partials do not hear the words before it and read its
     end as a comma ("closed within a day, so overall"), also before ``commit_min_s``. Marked, because any
     agreed word at any pause cut such rests again and again into finals of a word or two ("were closed |
-    within the day | so overall I would")."""
+    within the day | so overall I would").
+
+    A sentence's closing mark the decoder gave under ``commit_stop_min_prob`` (``word_probs``) is no mark here
+    either, as in :func:`_aligned`: a full stop on the partial's last word, with no words after it, comes this
+    way. In one file run all three such stops under 0.02 were inside a sentence ("avoid it next. | time",
+    "done by Thursday. | at the latest", "a written explanation. | and a plan", 0.000-0.009), and each was cut
+    there; the lowest at a real sentence end was 0.294."""
     if not o.commit_clause_after_s or not word_ends:
         return None
     long = heard >= o.commit_clause_after_s * SAMPLE_RATE
@@ -359,7 +375,8 @@ def _clause(op: OpenUtterance, words: list[str], heard: int, word_ends: tuple[fl
         free = not early and (unmarked or (long and op.pause_lengths.get(wall, 0)
                                            >= o.commit_clause_unmarked_pause_ms))
         ending = [i for i in range(said) if _under_word(op, o, c, wall, word_ends[i])
-                  and (words[i][-1] in _MARKS or (free and i < stable))]
+                  and (_marked(words[i], word_probs[i] if i < len(word_probs) else None, o)
+                       or (free and i < stable))]
         if ending:
             found = (c, wall, ending[-1])
             if early:
