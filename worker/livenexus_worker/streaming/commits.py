@@ -207,7 +207,7 @@ def find_boundary(op: OpenUtterance, text: str, heard: int, word_ends: tuple[flo
             found = _clause(op, text.split(), heard, word_ends, o, word_probs)
             if found:
                 n = len(found[2].split())
-                log.debug("stream %s: no sentence end, a clause at %.2f s (%r; its mark's p %s)", stream_id,
+                log.debug("stream %s: no sentence end, a clause at %.2f s (%r; its last token's p %s)", stream_id,
                           found[0] / SAMPLE_RATE, found[2][-40:],
                           f"{word_probs[n - 1]:.3f}" if n <= len(word_probs) else "unknown")
         if not found:

@@ -124,15 +124,15 @@ class PipelineOptions:
     no second decode. False: decode the sentence again with the tier's beam, hearing the look-ahead too, and
     keep the words that end before the cut."""
     commit_stop_min_prob: float = 0.02
-    """A full stop a partial or a confirming decode reads ends a sentence only when the decoder gives it this
-    probability (its aligned words' pass; 0: any full stop): a stop forced from earlier partials' agreed
-    words, that the decoder hearing what follows rates near 0, is inside a sentence (all 12 under 0.02 in a
-    traced LiveKit run were). Applied to plain partials only (before session 23), 0.02 against 0 moved p95
-    both ways over five meeting runs (1.31 vs 2.47 s, 3.42 vs 1.98 s). Applied to the confirming decodes as
-    well (they make most commits), file path, 0.02 vs 0, one run each: two LiveKit recordings of the default
-    meeting p95 3.19 / 1.62 / 1.58 vs 3.29 / 2.07 / 2.97 s, WER 7.9 / 9.1 / 8.7 vs 7.3 / 8.6 / 8.6 %; the
-    default meeting 1.32 vs 1.39 s, 7.0 vs 8.4 %; meeting 11 2.58 vs 3.43 s, 9.2 vs 9.8 %: p95 lower in all
-    five (mean 2.06 vs 2.63 s), WER 8.4 vs 8.5 %."""
+    """A full stop a partial or a confirming decode reads ends a sentence (or, on its last word, a clause) only when
+    the decoder gives it this probability (its aligned words' pass; 0: any full stop): a stop forced from earlier
+    partials' agreed words, that the decoder hearing what follows rates near 0, is inside a sentence (all 12 under
+    0.02 in a traced LiveKit run were). Applied to plain partials only (before session 23), 0.02 against 0 moved p95
+    both ways over five meeting runs (1.31 vs 2.47 s, 3.42 vs 1.98 s). Applied to the confirming decodes as well
+    (they make most commits), file path, 0.02 vs 0, one run each: two LiveKit recordings of the default meeting p95
+    3.19 / 1.62 / 1.58 vs 3.29 / 2.07 / 2.97 s, WER 7.9 / 9.1 / 8.7 vs 7.3 / 8.6 / 8.6 %; the default meeting 1.32
+    vs 1.39 s, 7.0 vs 8.4 %; meeting 11 2.58 vs 3.43 s, 9.2 vs 9.8 %: p95 lower in all five (mean 2.06 vs 2.63 s),
+    WER 8.4 vs 8.5 %."""
     commit_word_end_in_pause: bool = True
     """A word whose aligned end falls inside a pause (up to its end) ends at that pause, not only one that ends
     before it (see :func:`commits._under_word`). Meeting benchmark, file path, three meetings, on vs off:
