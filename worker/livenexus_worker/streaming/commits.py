@@ -279,7 +279,7 @@ def _aligned(op: OpenUtterance, text: str, word_ends: tuple[float, ...], o: Pipe
         n = len(head.split())
         if n > len(word_ends):
             continue
-        if n <= len(word_probs) and word_probs[n - 1] < o.commit_stop_min_prob:
+        if _doubted(word_probs, n - 1, o):
             continue
         spoken = word_ends[n - 1] * SAMPLE_RATE
         following = word_ends[n] if n < len(word_ends) else None
@@ -293,12 +293,17 @@ def _aligned(op: OpenUtterance, text: str, word_ends: tuple[float, ...], o: Pipe
     return None
 
 
-def _marked(word: str, p: float | None, o: PipelineOptions) -> bool:
-    """Does ``word`` end with a mark that ends a clause, its last token read with probability ``p`` (None:
-    unknown)? A sentence's closing mark needs ``commit_stop_min_prob``, as in :func:`_aligned`."""
-    if word[-1] not in _MARKS:
-        return False
-    return p is None or _ENDS_SENTENCE.search(word) is None or p >= o.commit_stop_min_prob
+def _doubted(word_probs: tuple[float, ...], i: int, o: PipelineOptions) -> bool:
+    """The decoder gave word ``i``'s last token (its closing mark) under ``commit_stop_min_prob``; False when
+    that probability is unknown."""
+    return i < len(word_probs) and word_probs[i] < o.commit_stop_min_prob
+
+
+def _marked(words: list[str], i: int, word_probs: tuple[float, ...], o: PipelineOptions) -> bool:
+    """Does word ``i`` end with a mark that ends a clause? A sentence's closing mark must not be
+    :func:`_doubted`, as in :func:`_aligned`."""
+    word = words[i]
+    return word[-1] in _MARKS and not (_ENDS_SENTENCE.search(word) and _doubted(word_probs, i, o))
 
 
 def _under_word(op: OpenUtterance, o: PipelineOptions, c: int, wall: float, word_end_s: float,
@@ -375,8 +380,7 @@ def _clause(op: OpenUtterance, words: list[str], heard: int, word_ends: tuple[fl
         free = not early and (unmarked or (long and op.pause_lengths.get(wall, 0)
                                            >= o.commit_clause_unmarked_pause_ms))
         ending = [i for i in range(said) if _under_word(op, o, c, wall, word_ends[i])
-                  and (_marked(words[i], word_probs[i] if i < len(word_probs) else None, o)
-                       or (free and i < stable))]
+                  and (_marked(words, i, word_probs, o) or (free and i < stable))]
         if ending:
             found = (c, wall, ending[-1])
             if early:
