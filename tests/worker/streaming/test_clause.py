@@ -102,4 +102,6 @@ def test_the_short_rest_of_a_sentence_cut_before_its_end_commits_at_its_own_paus
         assert 0.5 * SR <= (fs[1].end - fs[1].start) * SR <= (0.15 + 0.5 + 0.15) * SR + 1
     else:
         assert len(fs) == 1
+    # The part after the rest knows it follows one: its first long pause alone does not end it (commits._clause).
+    assert pipe._open is not None and pipe._open.follows_rest == (engine is CommaEngine and after_cut_s < 0.5)
     finish_contiguous(ctx, pipe, events, sentence[500 * 16 :])

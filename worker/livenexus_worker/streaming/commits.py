@@ -357,11 +357,17 @@ def _clause(op: OpenUtterance, words: list[str], heard: int, word_ends: tuple[fl
     either, as in :func:`_aligned`: a full stop on the partial's last word, with no words after it, comes this
     way. In one file run all three such stops under 0.02 were inside a sentence ("avoid it next. | time",
     "done by Thursday. | at the latest", "a written explanation. | and a plan", 0.000-0.009), and each was cut
-    there; the lowest at a real sentence end was 0.294."""
+    there; the lowest at a real sentence end was 0.294.
+
+    A rest also ends at its first pause as long as an unmarked clause's under an agreed word, from
+    ``commit_min_s``: through LiveKit "Taking to a long support told me" had no mark, and was cut once 3 s
+    long at the later pause (inside the next sentence) or waited for the next sentence's end (5.4-5.6 s).
+    Not a rest that follows a rest (``follows_rest``): each such cut left another ("Support | told me")."""
     if not o.commit_clause_after_s or not word_ends:
         return None
     long = heard >= o.commit_clause_after_s * SAMPLE_RATE
     rest = rest_of_sentence(op, o) and heard >= o.commit_min_after_cut_s * SAMPLE_RATE
+    first = rest and not op.follows_rest and heard >= o.commit_min_s * SAMPLE_RATE
     unmarked = long and heard >= o.commit_clause_unmarked_after_s * SAMPLE_RATE
     lookahead = o.commit_lookahead_ms * SAMPLES_PER_MS
     said = min(len(word_ends), len(words))
@@ -377,13 +383,13 @@ def _clause(op: OpenUtterance, words: list[str], heard: int, word_ends: tuple[fl
             # onboarding flow", "The search | pages still slow" (a part after a commit, long enough that any
             # pause under an agreed word could end a clause, whose partials agreed on two words only).
             continue
-        free = not early and (unmarked or (long and op.pause_lengths.get(wall, 0)
-                                           >= o.commit_clause_unmarked_pause_ms))
+        long_pause = op.pause_lengths.get(wall, 0) >= o.commit_clause_unmarked_pause_ms
+        free = (not early and (unmarked or (long and long_pause))) or (first and long_pause)
         ending = [i for i in range(said) if _under_word(op, o, c, wall, word_ends[i])
                   and (_marked(words, i, word_probs, o) or (free and i < stable))]
         if ending:
             found = (c, wall, ending[-1])
-            if early:
+            if early or first:
                 # The rest of a cut sentence ends at its first marked word: a later pause is inside the next
                 # sentence ("Taking too long, | support | told me", where the part's pause under "support"
                 # was a stop consonant's gap and the rest waited for the sentence after it).

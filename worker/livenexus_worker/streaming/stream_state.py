@@ -321,6 +321,8 @@ class OpenUtterance:
     emitted: bool = False
     after_commit: bool = False
     """Opened by a commit: it may hold nothing but the rest of the pause (dropped if it ends so)."""
+    follows_rest: bool = False
+    """...that cut the rest of a sentence (:func:`commits.rest_of_sentence`)."""
     voiced_frames: int = 0
     """VAD-voiced frames since this utterance (or this part after a commit) began."""
     commit_tried_at: int = -1
