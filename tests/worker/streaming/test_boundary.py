@@ -196,31 +196,32 @@ def test_after_a_full_stop_the_next_decode_doubts_the_rest_of_the_sentence_ends_
     assert found is not None and (found[0], found[2]) == (int(cut_s * SR), head)
 
 
-@pytest.mark.parametrize(("left", "stop_p", "follows_rest", "first_ms", "cut_s", "head"),
+@pytest.mark.parametrize(("left", "stop_p", "follows", "first_ms", "cut_s", "head"),
                          [("stat.", 0.009, False, 150, 1.02, "Taking to a long"),
                           ("start", 1.0, False, 150, 1.02, "Taking to a long"),
                           ("stat.", 0.009, False, 100, 1.56, "Taking to a long support"),
                           ("stat.", 0.5, False, 150, 1.56, "Taking to a long support"),
                           ("start", 1.0, True, 150, 1.56, "Taking to a long support")],
                          ids=["after-a-doubted-stop", "after-a-clause-cut", "first-pause-short", "no-rest",
-                              "the-rest-of-a-rest"])
+                              "right-after-a-first-pause-cut"])
 def test_the_rest_of_a_sentence_ends_at_its_first_long_pause_when_no_word_is_marked(
-        left: str, stop_p: float, follows_rest: bool, first_ms: int, cut_s: float, head: str) -> None:
+        left: str, stop_p: float, follows: bool, first_ms: int, cut_s: float, head: str) -> None:
     # Through LiveKit the rest of "the email confirmation stat. | taking too long." was read "Taking to a long
     # support told me" with no mark at all, and the clause rule cut it at the later pause, under "support"
     # (inside the next sentence, whose rest then ran on: "within the day so overall I would"). Both pauses were
     # long enough for an unmarked clause; in the rest of a cut sentence the first one ends it. A pause as short
-    # as a stop consonant's gap is none, and a part that is no rest keeps the latest. So does a rest that
-    # follows a rest: otherwise every cut at a first pause left another rest to cut at its first pause
+    # as a stop consonant's gap is none, and a part that is no rest keeps the latest. So does a rest right
+    # after such a cut: otherwise every cut at a first pause left another rest to cut at its first pause
     # ("Support | told me", 0.54 s).
     op = part([1.02, 1.56], left=f"about the email confirmation {left}",
               agreed=("Taking", "to", "a", "long", "support"))
     op.pause_lengths = {100.0 + 1.02: first_ms, 100.0 + 1.56: 160}
     op.left_stop_p = stop_p
-    op.follows_rest = follows_rest
+    op.follows_first_cut = follows
     text, ends = "Taking to a long support told me that most", (0.3, 0.45, 0.6, 1.0, 1.5, 1.8, 2.0, 2.3, 2.8)
     found = find_boundary(op, text, int(3.2 * SR), ends, PipelineOptions())
     assert found is not None and (found[0], found[2]) == (int(cut_s * SR), head)
+    assert op.first_cut == ((stop_p < 0.03 or left == "start") and not follows), "the next part is told"
 
 
 @pytest.mark.parametrize(("heard_s", "cut"), [(1.4, False), (1.6, True)])

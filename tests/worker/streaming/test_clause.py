@@ -9,8 +9,10 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from livenexus_worker.core.events import TranscriptEvent
 from livenexus_worker.inference.engine import Hypothesis
 from livenexus_worker.streaming.pipeline import PipelineOptions
+from livenexus_worker.streaming.stream_state import PendingFinal
 
 from .fakes import SR, SentenceEngine, check_contiguous, decoded, finals, finish_contiguous, pipeline, push, silence
 
@@ -102,6 +104,23 @@ def test_the_short_rest_of_a_sentence_cut_before_its_end_commits_at_its_own_paus
         assert 0.5 * SR <= (fs[1].end - fs[1].start) * SR <= (0.15 + 0.5 + 0.15) * SR + 1
     else:
         assert len(fs) == 1
-    # The part after the rest knows it follows one: its first long pause alone does not end it (commits._clause).
-    assert pipe._open is not None and pipe._open.follows_rest == (engine is CommaEngine and after_cut_s < 0.5)
     finish_contiguous(ctx, pipe, events, sentence[500 * 16 :])
+
+
+@pytest.mark.parametrize("first_cut", [False, True])
+def test_the_part_after_a_rest_ended_at_its_first_long_pause_knows_it(sentence: np.ndarray, first_cut: bool) -> None:
+    # Its own first long pause alone does not end it (commits._clause): each such cut left another rest.
+    ctx, pipe, _events = pipeline(SentenceEngine(), PipelineOptions(commit_in_speech=False))
+    push(pipe, np.concatenate([silence(500), sentence]), ctx)
+    with pipe._lock:
+        op = pipe._open
+        assert op is not None
+        op.first_cut = first_cut
+        cut = op.utt.n // 2
+        start = op.utt.start_sample / SR
+        event = TranscriptEvent(stream_id="s", speaker="s", segment_id=op.utt.segment_id, text="the rest",
+                                is_final=True, start=start, end=start + cut / SR)
+        pipe._commit(op, cut, PendingFinal(event, 0.0))
+        assert pipe._open is not None and pipe._open is not op
+        assert pipe._open.follows_first_cut == first_cut
+    ctx.scheduler.close()

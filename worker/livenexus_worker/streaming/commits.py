@@ -199,6 +199,7 @@ def find_boundary(op: OpenUtterance, text: str, heard: int, word_ends: tuple[flo
     lookahead = o.commit_lookahead_ms * SAMPLES_PER_MS
     if op.commit_pending or not lookahead_heard(op, heard, o):
         return None
+    op.first_cut = False
     if word_ends:
         found = _aligned(op, text, word_ends, o, word_probs)
         if found is not None and heard - found[0] < lookahead:
@@ -362,12 +363,12 @@ def _clause(op: OpenUtterance, words: list[str], heard: int, word_ends: tuple[fl
     A rest also ends at its first pause as long as an unmarked clause's under an agreed word, from
     ``commit_min_s``: through LiveKit "Taking to a long support told me" had no mark, and was cut once 3 s
     long at the later pause (inside the next sentence) or waited for the next sentence's end (5.4-5.6 s).
-    Not a rest that follows a rest (``follows_rest``): each such cut left another ("Support | told me")."""
+    Not right after such a cut (``follows_first_cut``): each left another rest ("Support | told me")."""
     if not o.commit_clause_after_s or not word_ends:
         return None
     long = heard >= o.commit_clause_after_s * SAMPLE_RATE
     rest = rest_of_sentence(op, o) and heard >= o.commit_min_after_cut_s * SAMPLE_RATE
-    first = rest and not op.follows_rest and heard >= o.commit_min_s * SAMPLE_RATE
+    first = rest and not op.follows_first_cut and heard >= o.commit_min_s * SAMPLE_RATE
     unmarked = long and heard >= o.commit_clause_unmarked_after_s * SAMPLE_RATE
     lookahead = o.commit_lookahead_ms * SAMPLES_PER_MS
     said = min(len(word_ends), len(words))
@@ -397,4 +398,5 @@ def _clause(op: OpenUtterance, words: list[str], heard: int, word_ends: tuple[fl
     if found is None:
         return None
     cut, wall, last = found
+    op.first_cut = first
     return cut, wall, " ".join(words[: last + 1])

@@ -189,7 +189,7 @@ class StreamJobs:
         voiced_after = (rest.last_voiced_sample - rest.start_sample) // self._frame if rest.n else 0
         self._open = OpenUtterance(rest, self._ctx.tier_index(), last_voiced_wall=op.last_voiced_wall,
                            last_partial_request=time.monotonic(), after_commit=True,
-                           follows_rest=commits.rest_of_sentence(op, self.o),
+                           follows_first_cut=op.first_cut,
                            voiced_frames=max(0, voiced_after), pause_seen_at=op.pause_seen_at,
                            left=left.left_context(head, result, self.o.final_left_context_s,
                                                      commits.forced_left(op, self.o) if self._chain() else None))

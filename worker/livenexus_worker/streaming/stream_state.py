@@ -308,8 +308,7 @@ class OpenUtterance:
     agreement: LocalAgreement = field(default_factory=LocalAgreement)
     last_partial_request: float = 0.0
     partial_heard: int = 0
-    """Samples of the utterance the latest partial that ran heard (a pause's look-ahead heard since then has
-    not been confirmed yet)."""
+    """Samples of the utterance the latest partial that ran heard (later look-ahead is unconfirmed)."""
     last_voiced_wall: float = 0.0
     speculated_at: int = SpeculationMark.NONE
     """last_voiced_sample the speculative final was started for, or a :class:`SpeculationMark` value."""
@@ -321,8 +320,8 @@ class OpenUtterance:
     emitted: bool = False
     after_commit: bool = False
     """Opened by a commit: it may hold nothing but the rest of the pause (dropped if it ends so)."""
-    follows_rest: bool = False
-    """...that cut the rest of a sentence (:func:`commits.rest_of_sentence`)."""
+    follows_first_cut: bool = False
+    """...that ended the rest of a sentence at its first long pause (``first_cut``)."""
     voiced_frames: int = 0
     """VAD-voiced frames since this utterance (or this part after a commit) began."""
     commit_tried_at: int = -1
@@ -332,14 +331,16 @@ class OpenUtterance:
     pause_lengths: dict[float, int] = field(default_factory=dict)
     """Longest quiet (ms) measured in each of ``pauses``, by the wall time it began (kept across a commit)."""
     pauses: deque[tuple[int, float]] = field(default_factory=lambda: deque(maxlen=MAX_PAUSE_CANDIDATES))
-    """Recent pauses a partial may confirm as a sentence end: (offset in the utterance, wall time it began;
-    the latency of a committed final counts from there). Bounded: only the last few can still be confirmed."""
+    """Recent pauses a partial may confirm as a sentence end: (offset in the utterance, wall time it began:
+    a committed final's latency counts from there). Bounded: only the last few can still be confirmed."""
     resumed_at: int = -1
     """Stream position where speech resumed after the latest pause a speculative final was started in."""
     vote_cut: int = 0
     """The pause the last confirming partials chose (0: none)."""
     pause_votes: int = 0
     """Consecutive partials that ended a sentence at ``vote_cut``."""
+    first_cut: bool = False
+    """The latest boundary found in it (:func:`commits.find_boundary`) ends a rest at its first long pause."""
     commit_pending: bool = False
     """A commit decode is queued or running: the end-of-speech guess waits for its answer instead of
     decoding the same audio a second time."""
