@@ -391,7 +391,7 @@ def _clause(op: OpenUtterance, words: list[str], heard: int, word_ends: tuple[fl
         if ending:
             found = (c, wall, ending[-1])
             if early or first:
-                # The rest of a cut sentence ends at its first marked word: a later pause is inside the next
+                # The rest of a cut sentence ends at its first clause end: a later pause is inside the next
                 # sentence ("Taking too long, | support | told me", where the part's pause under "support"
                 # was a stop consonant's gap and the rest waited for the sentence after it).
                 break

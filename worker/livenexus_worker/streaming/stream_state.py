@@ -321,7 +321,7 @@ class OpenUtterance:
     after_commit: bool = False
     """Opened by a commit: it may hold nothing but the rest of the pause (dropped if it ends so)."""
     follows_first_cut: bool = False
-    """...that ended the rest of a sentence at its first long pause (``first_cut``)."""
+    """Opened by a commit that ended a rest at its first clause end (``first_cut``): its own first pause won't."""
     voiced_frames: int = 0
     """VAD-voiced frames since this utterance (or this part after a commit) began."""
     commit_tried_at: int = -1
@@ -340,7 +340,7 @@ class OpenUtterance:
     pause_votes: int = 0
     """Consecutive partials that ended a sentence at ``vote_cut``."""
     first_cut: bool = False
-    """The latest boundary found in it (:func:`commits.find_boundary`) ends a rest at its first long pause."""
+    """The latest boundary found in it (:func:`commits.find_boundary`) ends a rest at its first clause end."""
     commit_pending: bool = False
     """A commit decode is queued or running: the end-of-speech guess waits for its answer instead of
     decoding the same audio a second time."""
