@@ -241,7 +241,7 @@ def test_the_rest_ends_at_its_first_long_pause_from_commit_min_s_not_only_once_l
 
 def test_what_a_decode_hearing_the_commit_made_of_its_full_stop_decides_whether_a_part_is_a_rest() -> None:
     from livenexus_worker.core.events import TranscriptEvent
-    from livenexus_worker.streaming.commits import heard_left, rest_of_sentence
+    from livenexus_worker.streaming.rests import heard_left, rest_of_sentence
     from livenexus_worker.streaming.stream_state import PendingFinal
 
     def decoded(stop_p: float | None) -> PendingFinal:

@@ -344,7 +344,7 @@ def test_a_stop_a_decode_doubted_is_not_forced_again(text: str, stop_p: float, t
                                                         forced: str) -> None:
     # "a plan to avoid it next. | time. In the meantime": forced with its stop, the decoder began a new sentence
     # and lost "time"; without it, the sentence can go on.
-    from livenexus_worker.streaming.commits import forced_left
+    from livenexus_worker.streaming.rests import forced_left
 
     op = OpenUtterance(Utterance("s-2", 0), 0, after_commit=True, left=LeftContext(np.ones(SR, dtype=np.int16), text))
     op.left_stop_p = stop_p

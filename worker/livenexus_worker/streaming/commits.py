@@ -6,15 +6,14 @@ from __future__ import annotations
 
 import logging
 import re
-from dataclasses import replace
 
 from livenexus_worker.core.audio import SAMPLE_RATE, SAMPLES_PER_MS
-from livenexus_worker.streaming.stream_state import LeftContext, OpenUtterance, PendingFinal, PipelineOptions
+from livenexus_worker.streaming.rests import ends_sentence, rest_of_sentence
+from livenexus_worker.streaming.stream_state import OpenUtterance, PendingFinal, PipelineOptions
 
 log = logging.getLogger(__name__)
 
 _SENTENCE_END = re.compile(r"[.?!…][\"')\]]*\s+")
-_ENDS_SENTENCE = re.compile(r"[.?!…][\"')\]]*\s*$")
 _MARKS = ",;:.?!…"
 _VAD_LAG_MS = 200
 """How far webrtcvad's last voiced frame may trail the start of an energy pause (measured up to ~150 ms)."""
@@ -145,43 +144,6 @@ def _fresh(op: OpenUtterance, o: PipelineOptions) -> list[tuple[int, float]]:
     return [(c, w) for c, w in op.pauses if op.utt.n - c >= lookahead > op.partial_heard - c]
 
 
-def heard_left(op: OpenUtterance, stop_p: float | None) -> None:
-    """Note what a decode of ``op`` that heard its left context made of that context's full stop (``stop_p``;
-    None: it did not hear a forced stop). The latest reading counts. Lock held."""
-    if stop_p is not None:
-        op.left_stop_p = stop_p
-
-
-def rest_of_sentence(op: OpenUtterance, o: PipelineOptions) -> bool:
-    """``op`` follows a commit that ended without a sentence end (a clause cut), or with a full stop that a
-    decode hearing the commit before ``op``'s own audio rated below ``commit_rest_stop_prob``: it starts with
-    the rest of that sentence. A commit cut in a gap inside the sentence ends with a full stop too (Whisper
-    ends any audio it is given with one, and a speculative final is such a decode): "the email confirmation
-    stat. | taking too long", "a plan to avoid it next. | time", whose stops the next part's decodes rated
-    0.009 and 0.000 (at real sentence ends 0.25 and more, on the meeting benchmark as received through
-    LiveKit). Its words then waited for the next sentence's end, 2.5-4.5 s."""
-    if not (op.hears_commit and op.left is not None):
-        return False
-    return not ends_sentence(op.left.text) or op.left_stop_p < o.commit_rest_stop_prob
-
-
-def ends_sentence(text: str) -> bool:
-    """Does ``text`` end with a sentence's closing mark (a full stop, question or exclamation mark)?"""
-    return _ENDS_SENTENCE.search(text) is not None
-
-
-def forced_left(op: OpenUtterance, o: PipelineOptions) -> LeftContext | None:
-    """``op``'s left context as its decodes force it: without its closing full stop once a decode rated that
-    stop a cut inside the sentence (:func:`rest_of_sentence`). Forced, the stop made the decoder start a new
-    sentence and drop the rest's first word: "a plan to avoid it next. | time. In the meantime" was final as
-    "In the meantime" in every run (the word lost, the sentence final only with the next one, 4.3-4.6 s)."""
-    left = op.left
-    if left is None or not ends_sentence(left.text) or op.left_stop_p >= o.commit_rest_stop_prob:
-        return left
-    bare = _ENDS_SENTENCE.sub("", left.text).rstrip()
-    return replace(left, text=bare) if bare else left
-
-
 def lookahead_heard(op: OpenUtterance, heard: int, o: PipelineOptions) -> bool:
     """Do the first ``heard`` samples of ``op`` hold ``commit_lookahead_ms`` after one of its pauses? Only then
     can a partial over them end a sentence (:func:`find_boundary`), so only then are its words aligned."""
@@ -304,7 +266,7 @@ def _marked(words: list[str], i: int, word_probs: tuple[float, ...], o: Pipeline
     """Does word ``i`` end with a mark that ends a clause? A sentence's closing mark must not be
     :func:`_doubted`, as in :func:`_aligned`."""
     word = words[i]
-    return word[-1] in _MARKS and not (_ENDS_SENTENCE.search(word) and _doubted(word_probs, i, o))
+    return word[-1] in _MARKS and not (ends_sentence(word) and _doubted(word_probs, i, o))
 
 
 def _under_word(op: OpenUtterance, o: PipelineOptions, c: int, wall: float, word_end_s: float,

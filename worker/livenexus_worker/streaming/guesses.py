@@ -10,7 +10,7 @@ discarded. This is the guess-handling layer of :class:`StreamPipeline`; the rest
 from __future__ import annotations
 
 from livenexus_worker.core.audio import SAMPLE_RATE
-from livenexus_worker.streaming import commits, finals
+from livenexus_worker.streaming import commits, finals, rests
 from livenexus_worker.streaming.jobs import StreamJobs, log
 from livenexus_worker.streaming.scheduler import Job
 from livenexus_worker.streaming.stream_state import OpenUtterance, PendingFinal
@@ -45,7 +45,7 @@ class StreamGuesses(StreamJobs):
                         log.debug("stream %s: guess @%d obsolete once decoded", self.stream_id, marker)
                     return
                 log.debug("stream %s: guess @%d decoded (ended=%s)", self.stream_id, marker, op.ended)
-                commits.heard_left(op, event.left_stop_p if event is not None else None)
+                rests.heard_left(op, event.left_stop_p if event is not None else None)
                 op.speculative, op.speculative_done = event, True
                 if op.ended:
                     self._emit_final(op, event)
@@ -72,6 +72,6 @@ class StreamGuesses(StreamJobs):
             return False
         log.debug("stream %s: guess @%d was outrun by a later pause; it commits %.2f s", self.stream_id, marker,
                   heard / SAMPLE_RATE)
-        commits.heard_left(op, event.left_stop_p)
+        rests.heard_left(op, event.left_stop_p)
         self._commit(op, heard, event)
         return True

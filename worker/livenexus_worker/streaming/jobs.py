@@ -23,7 +23,7 @@ from livenexus_worker.core import stages
 from livenexus_worker.core.audio import SAMPLE_RATE, SAMPLES_PER_MS
 from livenexus_worker.core.events import TranscriptEvent
 from livenexus_worker.inference.guards import check
-from livenexus_worker.streaming import cadence, commits, finals, left
+from livenexus_worker.streaming import cadence, commits, finals, left, rests
 from livenexus_worker.streaming.pauses import PauseDetector
 from livenexus_worker.streaming.scheduler import Job
 from livenexus_worker.streaming.segmenter import Utterance
@@ -192,7 +192,7 @@ class StreamJobs:
                            follows_first_cut=op.first_cut,
                            voiced_frames=max(0, voiced_after), pause_seen_at=op.pause_seen_at,
                            left=left.left_context(head, result, self.o.final_left_context_s,
-                                                     commits.forced_left(op, self.o) if self._chain() else None))
+                                                     rests.forced_left(op, self.o) if self._chain() else None))
         # Pauses heard after the cut stay candidates of the part that goes on.
         self._open.pauses.extend((c - cut, w) for c, w in op.pauses if c > cut)
         self._open.pause_lengths = {w: op.pause_lengths[w] for _c, w in self._open.pauses if w in op.pause_lengths}
@@ -263,7 +263,7 @@ class StreamJobs:
             # Word times cost one more decoder pass (~25 ms): only when a pause may be confirmed, i.e. its
             # look-ahead is in this audio. Any pause at all asked for them on 68 % of a meeting's partials.
             aligned = self.o.commit_in_speech and commits.lookahead_heard(op, audio.shape[0], self.o)
-            left = commits.forced_left(op, self.o) if self.o.partial_left_context and op.partial_dropped else None
+            left = rests.forced_left(op, self.o) if self.o.partial_left_context and op.partial_dropped else None
         _idx, tier, final_engine = self._ctx.engine_for(op.tier)
         engine = self._ctx.partial_engine_for(op.tier)
         draft = engine is not final_engine
@@ -283,7 +283,7 @@ class StreamJobs:
             self._partial_cost = cost if not self._partial_cost else 0.7 * self._partial_cost + 0.3 * cost
             self._spent.append((self._pos, cost * engine.threads))  # core-seconds: each thread kept a core busy
             op.partial_dropped |= text is None
-            commits.heard_left(op, finals.forced_stop_p(hyp, left) if heard and left is not None else None)
+            rests.heard_left(op, finals.forced_stop_p(hyp, left) if heard and left is not None else None)
             if op.ended or self._open is not op or text is None:
                 return
             stable, unstable = op.agreement.update(text)
@@ -329,7 +329,7 @@ class StreamJobs:
                 op.partial_dropped = True
             if op.ended or self._open is not op or result is None:
                 return
-            commits.heard_left(op, result.left_stop_p)
+            rests.heard_left(op, result.left_stop_p)
             said, ends = result.event.text, result.word_ends
             stable, unstable = op.agreement.update(said)
             event = finals.partial_event(self._ctx, self.stream_id, self.speaker, op, audio.shape[0],

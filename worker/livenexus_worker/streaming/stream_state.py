@@ -145,7 +145,7 @@ class PipelineOptions:
     pause is noticed before the next word ends (:func:`commits._under_word`)."""
     commit_rest_stop_prob: float = 0.03
     """A part after a commit that ended with a full stop is the rest of a cut sentence
-    (:func:`commits.rest_of_sentence`) when a decode that heard the commit before it gave that full stop less
+    (:func:`rests.rest_of_sentence`) when a decode that heard the commit before it gave that full stop less
     than this probability (0: never). Traced: 0.000-0.021 at the stops of cuts inside a sentence, 0.25-0.9
     at real sentence ends. Meeting benchmark, file path, 0.03 vs 0 (both with the rest's first mark ending
     it, and with ``commit_stop_min_prob`` 0, as it was then): on the audio as received through LiveKit p95
