@@ -174,7 +174,7 @@ def test_decode_threads_follow_the_usable_cores_unless_set(monkeypatch: pytest.M
 
 
 def test_the_noisy_room_switch_is_a_knob_of_its_own() -> None:
-    from livenexus_worker.streaming.stream_state import PipelineOptions
+    from livenexus_worker.streaming.options import PipelineOptions
 
     assert WorkerSettings.from_env({}).runtime_options().pipeline.noisy_below_db == PipelineOptions().noisy_below_db
     off = WorkerSettings.from_env({"LIVENEXUS_NOISY_BELOW_DB": "0"}).runtime_options().pipeline

@@ -7,7 +7,7 @@ import numpy as np
 
 from livenexus_worker.inference.engine import Hypothesis
 from livenexus_worker.streaming.finals import FinalRequest
-from livenexus_worker.streaming.stream_state import PipelineOptions
+from livenexus_worker.streaming.options import PipelineOptions
 
 from .fakes import LengthEngine, final_from
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from livenexus_worker.core.audio import SAMPLES_PER_MS
 from livenexus_worker.streaming import commits
-from livenexus_worker.streaming.stream_state import OpenUtterance, PipelineOptions
+from livenexus_worker.streaming.options import PipelineOptions
+from livenexus_worker.streaming.stream_state import OpenUtterance
 
 
 def partial_share(o: PipelineOptions, spent_rate: float, streams: int, threads: int = 1,

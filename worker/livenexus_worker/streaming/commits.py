@@ -8,8 +8,9 @@ import logging
 import re
 
 from livenexus_worker.core.audio import SAMPLE_RATE, SAMPLES_PER_MS
+from livenexus_worker.streaming.options import PipelineOptions
 from livenexus_worker.streaming.rests import ends_sentence, rest_of_sentence
-from livenexus_worker.streaming.stream_state import OpenUtterance, PendingFinal, PipelineOptions
+from livenexus_worker.streaming.stream_state import OpenUtterance, PendingFinal
 
 log = logging.getLogger(__name__)
 

@@ -19,15 +19,10 @@ from livenexus_worker.core.events import TranscriptEvent
 from livenexus_worker.inference.engine import Hypothesis, WhisperEngine
 from livenexus_worker.inference.guards import check, cut_restart_word
 from livenexus_worker.streaming.agreement import coverage, forced_words, word_key
+from livenexus_worker.streaming.options import PipelineOptions
 from livenexus_worker.streaming.pauses import loud_ms
 from livenexus_worker.streaming.rests import ends_sentence, forced_left, rest_of_sentence
-from livenexus_worker.streaming.stream_state import (
-    LeftContext,
-    OpenUtterance,
-    PendingFinal,
-    PipelineOptions,
-    StreamContext,
-)
+from livenexus_worker.streaming.stream_state import LeftContext, OpenUtterance, PendingFinal, StreamContext
 
 log = logging.getLogger("livenexus_worker.streaming.pipeline")  # one logger for the stream's story
 

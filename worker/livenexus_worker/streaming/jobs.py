@@ -24,13 +24,13 @@ from livenexus_worker.core.audio import SAMPLE_RATE, SAMPLES_PER_MS
 from livenexus_worker.core.events import TranscriptEvent
 from livenexus_worker.inference.guards import check
 from livenexus_worker.streaming import cadence, commits, finals, left, rests
+from livenexus_worker.streaming.options import PipelineOptions
 from livenexus_worker.streaming.pauses import PauseDetector
 from livenexus_worker.streaming.scheduler import Job
 from livenexus_worker.streaming.segmenter import Utterance
 from livenexus_worker.streaming.stream_state import (
     OpenUtterance,
     PendingFinal,
-    PipelineOptions,
     SpeculationMark,
     StreamContext,
     speakers_contend,

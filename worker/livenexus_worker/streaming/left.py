@@ -7,8 +7,9 @@ from __future__ import annotations
 import numpy as np
 
 from livenexus_worker.core.audio import SAMPLE_RATE, SAMPLES_PER_MS
+from livenexus_worker.streaming.options import PipelineOptions
 from livenexus_worker.streaming.rests import forced_left
-from livenexus_worker.streaming.stream_state import LeftContext, OpenUtterance, PendingFinal, PipelineOptions
+from livenexus_worker.streaming.stream_state import LeftContext, OpenUtterance, PendingFinal
 
 
 class FollowOn:

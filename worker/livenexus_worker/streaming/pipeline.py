@@ -19,14 +19,10 @@ from livenexus_worker.core.audio import SAMPLE_RATE
 from livenexus_worker.core.events import TranscriptEvent
 from livenexus_worker.streaming import commits, left
 from livenexus_worker.streaming.guesses import StreamGuesses
+from livenexus_worker.streaming.options import PipelineOptions
 from livenexus_worker.streaming.pauses import PauseDetector
 from livenexus_worker.streaming.segmenter import Utterance, cut_point
-from livenexus_worker.streaming.stream_state import (
-    OpenUtterance,
-    PipelineOptions,
-    SpeculationMark,
-    StreamContext,
-)
+from livenexus_worker.streaming.stream_state import OpenUtterance, SpeculationMark, StreamContext
 from livenexus_worker.streaming.vad import OnsetGate, VadEvent, VadStateMachine, WebRtcVad
 
 __all__ = ["PipelineOptions", "SpeculationMark", "StreamContext", "StreamPipeline"]

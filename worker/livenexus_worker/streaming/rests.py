@@ -7,7 +7,8 @@ from __future__ import annotations
 import re
 from dataclasses import replace
 
-from livenexus_worker.streaming.stream_state import LeftContext, OpenUtterance, PipelineOptions
+from livenexus_worker.streaming.options import PipelineOptions
+from livenexus_worker.streaming.stream_state import LeftContext, OpenUtterance
 
 _ENDS_SENTENCE = re.compile(r"[.?!…][\"')\]]*\s*$")
 
