@@ -70,7 +70,7 @@ def decode_final(ctx: StreamContext, o: PipelineOptions, req: FinalRequest, op: 
 
     def run(prefix: list[str]) -> tuple[Hypothesis, str, tuple[float, ...], tuple[float, ...]]:
         nonlocal heard_left, stop_p
-        left = forced_left(op, o)
+        left = forced_left(op, o, long=op.reads_hard)
         hyp = _decode(engine, tier.beam_size, o, req, audio, prefix, timed, left)
         ctx.on_inference("final", hyp, dur)
         if left is None:
@@ -79,7 +79,24 @@ def decode_final(ctx: StreamContext, o: PipelineOptions, req: FinalRequest, op: 
         if own is not None:
             heard_left = True
             stop_p = forced_stop_p(hyp, left)
-            return hyp, *own
+            if op.reads_hard or op.left_long is None or hyp.avg_logprob >= o.hard_logprob:
+                return hyp, *own
+            long = forced_left(op, o, long=True)
+            assert long is not None  # left_long is set
+            again = _decode(engine, tier.beam_size, o, req, audio, prefix, timed, long)
+            ctx.on_inference("final", again, dur)
+            more = after_left(again, long, req.stream_id)
+            log.debug("stream %s: final %r read at log-prob %.2f after %.1f s, again after %.1f s: %r (%.2f)",
+                      req.stream_id, own[0][:40], hyp.avg_logprob, left.audio.shape[0] / SAMPLE_RATE,
+                      long.audio.shape[0] / SAMPLE_RATE, more[0][:40] if more else None, again.avg_logprob)
+            if more is None:
+                return hyp, *own
+            # Its later finals (the guess, then the confirmed one) hear the longer context at once: decoding
+            # twice again would add the second decode to their lag too. One writer: a part's finals are
+            # decoded one at a time.
+            op.reads_hard = True
+            stop_p = forced_stop_p(again, long)
+            return again, *more
         hyp = _decode(engine, tier.beam_size, o, req, audio, prefix, timed, None)
         ctx.on_inference("final", hyp, dur)
         return hyp, hyp.text, hyp.word_ends, hyp.word_probs

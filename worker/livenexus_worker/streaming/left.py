@@ -37,7 +37,9 @@ class FollowOn:
         end, before, result, heard = self._last
         if 0 <= op.utt.start_sample - end <= gap:
             earlier = forced_left(before, self._o) if chain else None
-            op.left = left_context(before.utt.audio()[:heard], result, self._o.final_left_context_s, earlier)
+            head = before.utt.audio()[:heard]
+            op.left = left_context(head, result, self._o.final_left_context_s, earlier)
+            op.left_long = longer(op.left, head, result, forced_left(before, self._o, long=True), self._o)
 
 
 def left_context(head: np.ndarray, result: PendingFinal | None, limit_s: float,
@@ -65,6 +67,18 @@ def left_context(head: np.ndarray, result: PendingFinal | None, limit_s: float,
         if cut is not None and audio.shape[0] - int(cut * SAMPLE_RATE) <= limit:
             return LeftContext(audio[int(cut * SAMPLE_RATE):].copy(), " ".join(words[k:]), _known(ends[k:], cut))
     return None
+
+
+def longer(short: LeftContext | None, head: np.ndarray, result: PendingFinal, before: LeftContext | None,
+           o: PipelineOptions) -> LeftContext | None:
+    """The ``hard_left_context_s`` context of the part after ``head`` (chained over ``before``), or None when
+    it is off, or would not be at least a second longer than ``short``: a decode again would hear nothing new."""
+    if o.hard_left_context_s <= 0 or short is None:
+        return None
+    long = left_context(head, result, o.hard_left_context_s, before)
+    if long is None or long.audio.shape[0] < short.audio.shape[0] + SAMPLE_RATE:
+        return None
+    return long
 
 
 def _known(ends: list[float | None], start: float) -> tuple[float, ...]:

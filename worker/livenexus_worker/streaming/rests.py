@@ -38,12 +38,13 @@ def ends_sentence(text: str) -> bool:
     return _ENDS_SENTENCE.search(text) is not None
 
 
-def forced_left(op: OpenUtterance, o: PipelineOptions) -> LeftContext | None:
+def forced_left(op: OpenUtterance, o: PipelineOptions, long: bool = False) -> LeftContext | None:
     """``op``'s left context as its decodes force it: without its closing full stop once a decode rated that
     stop a cut inside the sentence (:func:`rest_of_sentence`). Forced, the stop made the decoder start a new
     sentence and drop the rest's first word: "a plan to avoid it next. | time. In the meantime" was final as
-    "In the meantime" in every run (the word lost, the sentence final only with the next one, 4.3-4.6 s)."""
-    left = op.left
+    "In the meantime" in every run (the word lost, the sentence final only with the next one, 4.3-4.6 s).
+    ``long``: the longer context (``OpenUtterance.left_long``) where there is one; it ends with the same words."""
+    left = (op.left_long or op.left) if long else op.left
     if left is None or not ends_sentence(left.text) or op.left_stop_p >= o.commit_rest_stop_prob:
         return left
     bare = _ENDS_SENTENCE.sub("", left.text).rstrip()

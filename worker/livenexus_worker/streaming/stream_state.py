@@ -105,6 +105,12 @@ class OpenUtterance:
     """When its end was decided (VAD hangover, flush, cut or commit; monotonic): the ``end`` stage stamp."""
     left: LeftContext | None = None
     """The committed part this one follows, for its finals to hear (see ``final_left_context_s``)."""
+    left_long: LeftContext | None = None
+    """A longer left context, chained over the parts before (``hard_left_context_s``), for a final that reads
+    badly after ``left``; None when it would be no longer."""
+    reads_hard: bool = False
+    """A final of it read badly after ``left`` and was read again after ``left_long``: its later finals hear
+    that one at once."""
     left_stop_p: float = 1.0
     """The probability the latest decode that heard ``left`` gave the last token of its forced text (the full
     stop the commit ended with): near 0, that decode, hearing what follows, reads no sentence end there."""

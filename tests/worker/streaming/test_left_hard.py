@@ -1,0 +1,164 @@
+"""A final that reads badly after its left context is decoded again hearing a longer one
+(``hard_left_context_s``, ``hard_logprob``): only then, that reading is the final, and a longer context that
+says nothing new or fails is never used (stand-in decoders; the meeting benchmark measures the real one)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from livenexus_worker.core.events import TranscriptEvent
+from livenexus_worker.core.tier_spec import TierSpec
+from livenexus_worker.inference.engine import Hypothesis
+from livenexus_worker.streaming.finals import FinalRequest, decode_final
+from livenexus_worker.streaming.left import longer
+from livenexus_worker.streaming.options import PipelineOptions
+from livenexus_worker.streaming.segmenter import Utterance
+from livenexus_worker.streaming.stream_state import LeftContext, OpenUtterance, PendingFinal
+
+from .fakes import Ctx, LengthEngine, SentenceEngine, finals, pipeline, push, silence
+
+SR = 16000
+
+
+def ones(seconds: float) -> np.ndarray:
+    return np.ones(int(seconds * SR), dtype=np.int16)
+
+
+def result(text: str, ends: tuple[float, ...]) -> PendingFinal:
+    event = TranscriptEvent(stream_id="s", speaker="spk", segment_id="s-1", text=text, is_final=True,
+                            start=0.0, end=2.0)
+    return PendingFinal(event, 0.0, ends)
+
+
+class Reading(LengthEngine):
+    """Says the forced words, then the part's own words: "short" ones at ``short_logprob`` after a context of
+    ``short_s``, "long" ones at -0.1 after any longer one. ``echo_long``: after the longer context it says the
+    context's words again in the part's place (a reading :func:`finals.after_left` refuses)."""
+
+    def __init__(self, short_s: float, short_logprob: float, echo_long: bool = False) -> None:
+        super().__init__()
+        self.short_s = short_s
+        self.short_logprob = short_logprob
+        self.echo_long = echo_long
+
+    def transcribe(self, audio: np.ndarray, beam_size: int = 1, language: str | None = "en", prefix: str = "",
+                   max_new_tokens: int | None = None, context: str = "", word_times: bool = False) -> Hypothesis:
+        self.calls.append((audio.shape[0], prefix))
+        forced = prefix.split()
+        heard_s = audio.shape[0] / SR
+        left_s = heard_s - 2.0 if prefix else 0.0
+        long = left_s > self.short_s + 0.5
+        own = (forced if self.echo_long else ["long", "reading."]) if long else ["short", "reading."]
+        ends = [left_s * (i + 1) / len(forced) for i in range(len(forced))] + [left_s + 1.0, left_s + 1.9]
+        return Hypothesis(" ".join([*forced, *own]), 0.01, -0.1 if long else self.short_logprob, "en", 0.0, 0.0,
+                          0, word_ends=tuple(ends[: len(forced) + len(own)]) if word_times else ())
+
+
+def decode(engine: LengthEngine, left: LeftContext | None, left_long: LeftContext | None,
+           options: PipelineOptions | None = None, times: int = 1) -> PendingFinal | None:
+    """A final of a 2 s part (all ones) whose partials agreed on nothing, decoded ``times`` times (a guess,
+    then the confirmed final); the last one's."""
+    ctx = Ctx()
+    ctx.engine = engine
+    ctx.engine_for = lambda _i: (0, TierSpec("fake", "int8", 5, 250), engine)  # type: ignore[method-assign]
+    utt = Utterance("s-2", 10 * SR)
+    audio = ones(2.0)
+    utt.append(audio)
+    op = OpenUtterance(utt, 0, left=left, left_long=left_long, after_commit=True)
+    req = FinalRequest("s", "spk", "", word_times=True)
+    for _ in range(times):
+        got = decode_final(ctx, options or PipelineOptions(), req, op, audio, 0.0)  # type: ignore[arg-type]
+    ctx.scheduler.close()
+    return got
+
+
+SHORT = LeftContext(ones(2.0), "we only had four volunteers", (0.4, 0.8, 1.2, 1.6, 2.0))
+LONG = LeftContext(ones(8.0), "last time we only had four volunteers", (1.0, 2.0, 4.0, 5.0, 6.0, 7.0, 8.0))
+
+
+def test_a_final_that_reads_badly_after_its_context_is_decoded_again_after_the_longer_one() -> None:
+    engine = Reading(short_s=2.0, short_logprob=-0.6)
+    got = decode(engine, SHORT, LONG)
+    assert got is not None and got.event.text == "long reading.", "the longer context's reading is the final"
+    assert engine.calls == [(4 * SR, SHORT.text), (10 * SR, LONG.text)], "the short context first, then the long"
+    assert got.word_ends == pytest.approx((1.0, 1.9)), "its word times are the part's own"
+
+
+def test_once_read_again_the_part_s_later_finals_hear_the_longer_context_at_once() -> None:
+    engine = Reading(short_s=2.0, short_logprob=-0.6)
+    got = decode(engine, SHORT, LONG, times=3)
+    assert got is not None and got.event.text == "long reading."
+    assert engine.calls == [(4 * SR, SHORT.text), (10 * SR, LONG.text), (10 * SR, LONG.text), (10 * SR, LONG.text)]
+
+
+@pytest.mark.parametrize("logprob", [-0.1, -0.29])
+def test_a_final_that_reads_well_is_not_decoded_again(logprob: float) -> None:
+    engine = Reading(short_s=2.0, short_logprob=logprob)
+    got = decode(engine, SHORT, LONG)
+    assert got is not None and got.event.text == "short reading."
+    assert engine.calls == [(4 * SR, SHORT.text)]
+
+
+def test_without_a_longer_context_or_with_it_off_a_bad_reading_stays() -> None:
+    engine = Reading(short_s=2.0, short_logprob=-0.6)
+    got = decode(engine, SHORT, None)
+    assert got is not None and got.event.text == "short reading." and len(engine.calls) == 1
+    engine = Reading(short_s=2.0, short_logprob=-0.6)
+    got = decode(engine, SHORT, LONG, PipelineOptions(hard_logprob=-1.0))
+    assert got is not None and got.event.text == "short reading." and len(engine.calls) == 1
+
+
+def test_a_longer_reading_that_fails_leaves_the_first_one() -> None:
+    engine = Reading(short_s=2.0, short_logprob=-0.6, echo_long=True)
+    got = decode(engine, SHORT, LONG, times=2)
+    assert got is not None and got.event.text == "short reading.", "the context said again is no reading"
+    assert engine.calls == [(4 * SR, SHORT.text), (10 * SR, LONG.text)] * 2, "and the next final tries both again"
+
+
+def test_the_longer_context_chains_back_and_is_kept_only_when_a_second_longer() -> None:
+    before = LeftContext(ones(5.0), "one two three four five.", (1.0, 2.0, 3.0, 4.0, 4.9))
+    head = ones(2.0)
+    said = result("six seven.", (0.9, 1.9))
+    short = LeftContext(head, "six seven.", (0.9, 1.9))
+    got = longer(short, head, said, before, PipelineOptions(hard_left_context_s=10.0))
+    assert got is not None and got.text == "one two three four five. six seven." and got.audio.shape[0] == 7 * SR
+    cut = longer(short, head, said, before, PipelineOptions(hard_left_context_s=4.5))
+    assert cut is not None and cut.text == "four five. six seven." and cut.audio.shape[0] == 4 * SR
+    assert longer(short, head, said, before, PipelineOptions(hard_left_context_s=2.5)) is None, \
+        "2.5 s would hold no more than the short context: nothing new to hear"
+    assert longer(short, head, said, before, PipelineOptions(hard_left_context_s=0.0)) is None, "off"
+    assert longer(None, head, said, before, PipelineOptions()) is None, "no context, no longer one"
+
+
+def test_after_three_commits_a_bad_reading_of_the_last_part_hears_both_before_it(sentence: np.ndarray) -> None:
+    """Three sentences with 150 ms between them, each pause a commit; the left context is the last part's
+    (not chained), and every reading after it is poor, so the last part's final is decoded again after the
+    longer context: the words of both commits, and their audio."""
+
+    class Poor(SentenceEngine):
+        def transcribe(self, audio: np.ndarray, beam_size: int = 1, language: str | None = "en", prefix: str = "",
+                       max_new_tokens: int | None = None, context: str = "", word_times: bool = False) -> Hypothesis:
+            hyp = super().transcribe(audio, beam_size, language, prefix, max_new_tokens, context, word_times)
+            if max_new_tokens is not None or not prefix:
+                return hyp
+            n = len(prefix.split())
+            ends = (*(i * 0.1 for i in range(1, n + 1)), audio.shape[0] / SR - 0.1, audio.shape[0] / SR)
+            return Hypothesis(f"{prefix} heard {audio.shape[0]}.", 0.01, -0.6, "en", 0.0, 0.0, 0,
+                              word_ends=ends if word_times else ())
+
+    engine = Poor()
+    ctx, pipe, events = pipeline(engine, PipelineOptions(final_left_context_s=12.0, hard_left_context_s=20.0))
+    for _ in range(3):
+        push(pipe, np.concatenate([silence(150), sentence]), ctx)
+        assert ctx.scheduler.wait_idle(10)
+    push(pipe, silence(1000), ctx)
+    assert ctx.scheduler.wait_idle(10)
+    ctx.scheduler.close()
+    said = [e.text for e in finals(events)]
+    assert len(said) == 3 and said[-1].startswith("heard "), f"a commit at each pause, then the last final: {said}"
+    heard = int(said[-1].split()[1].rstrip("."))
+    forced = {p for size, p in engine.calls if size == heard}
+    assert forced == {f"{said[0]} {said[1]}"}, "the reading kept forced both commits"
+    assert heard > 2.5 * sentence.shape[0], "and heard the audio of all three parts"
+    assert any(p == said[1] for _size, p in engine.calls), "after first reading it after the last commit alone"
