@@ -36,11 +36,14 @@ class Reading(LengthEngine):
     ``short_s``, "long" ones at -0.1 after any longer one. ``echo_long``: after the longer context it says the
     context's words again in the part's place (a reading :func:`finals.after_left` refuses)."""
 
-    def __init__(self, short_s: float, short_logprob: float, echo_long: bool = False) -> None:
+    def __init__(self, short_s: float, short_logprob: float, echo_long: bool = False, long_says: str | None = None,
+                 long_logprob: float = -0.1) -> None:
         super().__init__()
         self.short_s = short_s
         self.short_logprob = short_logprob
         self.echo_long = echo_long
+        self.long_says = long_says
+        self.long_logprob = long_logprob
 
     def transcribe(self, audio: np.ndarray, beam_size: int = 1, language: str | None = "en", prefix: str = "",
                    max_new_tokens: int | None = None, context: str = "", word_times: bool = False) -> Hypothesis:
@@ -49,10 +52,12 @@ class Reading(LengthEngine):
         heard_s = audio.shape[0] / SR
         left_s = heard_s - 2.0 if prefix else 0.0
         long = left_s > self.short_s + 0.5
-        own = (forced if self.echo_long else ["long", "reading."]) if long else ["short", "reading."]
+        long_own = self.long_says.split() if self.long_says is not None else ["long", "reading."]
+        own = (forced if self.echo_long else long_own) if long else ["short", "reading."]
         ends = [left_s * (i + 1) / len(forced) for i in range(len(forced))] + [left_s + 1.0, left_s + 1.9]
-        return Hypothesis(" ".join([*forced, *own]), 0.01, -0.1 if long else self.short_logprob, "en", 0.0, 0.0,
-                          0, word_ends=tuple(ends[: len(forced) + len(own)]) if word_times else ())
+        logprob = self.long_logprob if long else self.short_logprob
+        return Hypothesis(" ".join([*forced, *own]), 0.01, logprob, "en", 0.0, 0.0, 0,
+                          word_ends=tuple(ends[: len(forced) + len(own)]) if word_times else ())
 
 
 def decode(engine: LengthEngine, left: LeftContext | None, left_long: LeftContext | None,
@@ -109,6 +114,14 @@ def test_without_a_longer_context_or_with_it_off_a_bad_reading_stays() -> None:
     assert got is not None and got.event.text == "short reading." and len(engine.calls) == 1
 
 
+@pytest.mark.parametrize(("says", "logprob"), [("", -0.1), ("long reading.", -0.6), ("long reading.", -0.7)])
+def test_a_longer_reading_with_no_words_or_no_better_leaves_the_first_one(says: str, logprob: float) -> None:
+    engine = Reading(short_s=2.0, short_logprob=-0.6, long_says=says, long_logprob=logprob)
+    got = decode(engine, SHORT, LONG)
+    assert got is not None and got.event.text == "short reading."
+    assert len(engine.calls) == 2
+
+
 def test_a_longer_reading_that_fails_leaves_the_first_one() -> None:
     engine = Reading(short_s=2.0, short_logprob=-0.6, echo_long=True)
     got = decode(engine, SHORT, LONG, times=2)
@@ -134,7 +147,7 @@ def test_the_longer_context_chains_back_and_is_kept_only_when_a_second_longer() 
 def test_after_three_commits_a_bad_reading_of_the_last_part_hears_both_before_it(sentence: np.ndarray) -> None:
     """Three sentences with 150 ms between them, each pause a commit; the left context is the last part's
     (not chained), and every reading after it is poor, so the last part's final is decoded again after the
-    longer context: the words of both commits, and their audio."""
+    longer context (where it reads better): the words of both commits, and their audio."""
 
     class Poor(SentenceEngine):
         def transcribe(self, audio: np.ndarray, beam_size: int = 1, language: str | None = "en", prefix: str = "",
@@ -144,7 +157,8 @@ def test_after_three_commits_a_bad_reading_of_the_last_part_hears_both_before_it
                 return hyp
             n = len(prefix.split())
             ends = (*(i * 0.1 for i in range(1, n + 1)), audio.shape[0] / SR - 0.1, audio.shape[0] / SR)
-            return Hypothesis(f"{prefix} heard {audio.shape[0]}.", 0.01, -0.6, "en", 0.0, 0.0, 0,
+            poor = -0.1 if audio.shape[0] > 2.5 * sentence.shape[0] else -0.6  # better after more context
+            return Hypothesis(f"{prefix} heard {audio.shape[0]}.", 0.01, poor, "en", 0.0, 0.0, 0,
                               word_ends=ends if word_times else ())
 
     engine = Poor()

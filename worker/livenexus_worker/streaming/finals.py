@@ -89,7 +89,9 @@ def decode_final(ctx: StreamContext, o: PipelineOptions, req: FinalRequest, op: 
             log.debug("stream %s: final %r read at log-prob %.2f after %.1f s, again after %.1f s: %r (%.2f)",
                       req.stream_id, own[0][:40], hyp.avg_logprob, left.audio.shape[0] / SAMPLE_RATE,
                       long.audio.shape[0] / SAMPLE_RATE, more[0][:40] if more else None, again.avg_logprob)
-            if more is None:
+            if more is None or not more[0].strip() or again.avg_logprob <= hyp.avg_logprob:
+                # No words (the decoder ended at the forced text: "Let's write netdown and a decision so no"
+                # came back empty once), or read no better: the first reading stands.
                 return hyp, *own
             # Its later finals (the guess, then the confirmed one) hear the longer context at once: decoding
             # twice again would add the second decode to their lag too. One writer: a part's finals are
