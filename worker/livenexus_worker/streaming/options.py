@@ -217,9 +217,10 @@ class PipelineOptions:
     hard_left_context_s: float = 10.0
     """A final that heard its left context and still reads below ``hard_logprob`` is decoded again hearing up
     to this much (0: never), reaching back over earlier parts as ``final_left_context_chain`` does, and that
-    reading is the final when it says something and reads better; the part's later finals then hear it at once. The longer context is what Whisper reads a hard part by ("and we missed him long up
-    with Spurge" after 6 s of context, "and we missed several obvious bugs" after 10 s), but every forced word
-    is a decoder step, so only the parts that read badly pay for it. ``left_context_study``-style replay of one
+    reading is the final when it says something and reads better; the part's later finals then hear it at
+    once. The longer context is what Whisper reads a hard part by ("and we missed him long up with Spurge"
+    after 2.5 s of context, "and we missed several obvious bugs" after 10 s), but every forced word is a
+    decoder step, so only the parts that read badly pay for it. ``left_context_study``-style replay of one
     file run's 71 cuts (beam 5, 2 threads): 6 s for all WER 10.1 % (15.3 s of decoding), 10 s chained for all
     6.8 % (37.7 s), again at 10 s below log-prob -0.3 / -0.2 / -0.15: 5 / 13 / 20 parts, 8.0 / 7.5 / 6.8 %
     (17.8 / 21.8 / 25.6 s)."""
