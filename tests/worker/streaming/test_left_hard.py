@@ -176,3 +176,27 @@ def test_after_three_commits_a_bad_reading_of_the_last_part_hears_both_before_it
     assert forced == {f"{said[0]} {said[1]}"}, "the reading kept forced both commits"
     assert heard > 2.5 * sentence.shape[0], "and heard the audio of all three parts"
     assert any(p == said[1] for _size, p in engine.calls), "after first reading it after the last commit alone"
+
+
+def test_an_utterance_that_follows_a_final_gets_the_longer_context_too() -> None:
+    """The VAD ended the last utterance at a pause and the next starts 300 ms after its final's audio
+    (``final_left_context_gap_ms``): it hears that final as its left context, and the longer one reaches back
+    over the context that final heard."""
+    from livenexus_worker.streaming.left import FollowOn
+
+    o = PipelineOptions(hard_left_context_s=10.0)
+    before_utt = Utterance("s-1", 0)
+    before_utt.append(ones(2.0))
+    before = OpenUtterance(before_utt, 0, left=LeftContext(ones(5.0), "one two three four five.",
+                                                           (1.0, 2.0, 3.0, 4.0, 4.9)))
+    event = TranscriptEvent(stream_id="s", speaker="spk", segment_id="s-1", text="six seven.", is_final=True,
+                            start=0.0, end=2.0)
+    follow = FollowOn(o)
+    follow.record(before, PendingFinal(event, 0.0, (0.9, 1.9)))
+    nxt = Utterance("s-2", int(2.3 * SR))
+    nxt.append(ones(1.0))
+    op = OpenUtterance(nxt, 0)
+    follow.offer(op, chain=False)
+    assert op.left is not None and op.left.text == "six seven.", "the last final, alone (not chained)"
+    assert op.left_long is not None and op.left_long.text == "one two three four five. six seven."
+    assert op.left_long.audio.shape[0] == 7 * SR
