@@ -94,8 +94,8 @@ def decode_final(ctx: StreamContext, o: PipelineOptions, req: FinalRequest, op: 
                 # came back empty once), or read no better: the first reading stands.
                 return hyp, *own
             # Its later finals (the guess, then the confirmed one) hear the longer context at once: decoding
-            # twice again would add the second decode to their lag too. One writer: a part's finals are
-            # decoded one at a time.
+            # twice again would add the second decode to their lag too. Set without the stream's lock: a flag
+            # that only ever turns on, and a decode that read it a moment before only decodes twice.
             op.reads_hard = True
             stop_p = forced_stop_p(again, long)
             return again, *more
