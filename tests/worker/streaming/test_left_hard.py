@@ -53,8 +53,9 @@ class Reading(LengthEngine):
         left_s = heard_s - 2.0 if prefix else 0.0
         long = left_s > self.short_s + 0.5
         long_own = self.long_says.split() if self.long_says is not None else ["long", "reading."]
-        own = (forced if self.echo_long else long_own) if long else ["short", "reading."]
-        ends = [left_s * (i + 1) / len(forced) for i in range(len(forced))] + [left_s + 1.0, left_s + 1.9]
+        own = (forced if self.echo_long else long_own) if long else ["a", "short", "reading."]
+        own_ends = [left_s + e for e in (0.5, 1.0, 1.9)][-len(own):]  # the part's last word ends at 1.9 s
+        ends = [left_s * (i + 1) / len(forced) for i in range(len(forced))] + own_ends
         logprob = self.long_logprob if long else self.short_logprob
         return Hypothesis(" ".join([*forced, *own]), 0.01, logprob, "en", 0.0, 0.0, 0,
                           word_ends=tuple(ends[: len(forced) + len(own)]) if word_times else ())
@@ -101,31 +102,40 @@ def test_once_read_again_the_part_s_later_finals_hear_the_longer_context_at_once
 def test_a_final_that_reads_well_is_not_decoded_again(logprob: float) -> None:
     engine = Reading(short_s=2.0, short_logprob=logprob)
     got = decode(engine, SHORT, LONG)
-    assert got is not None and got.event.text == "short reading."
+    assert got is not None and got.event.text == "a short reading."
     assert engine.calls == [(4 * SR, SHORT.text)]
+
+
+def test_a_short_reply_that_reads_badly_is_not_decoded_again() -> None:
+    engine = Reading(short_s=2.0, short_logprob=-0.6)
+    got = decode(engine, SHORT, LONG, PipelineOptions(hard_min_words=4))
+    assert got is not None and got.event.text == "a short reading." and len(engine.calls) == 1, "three words"
+    engine = Reading(short_s=2.0, short_logprob=-0.6)
+    got = decode(engine, SHORT, LONG, PipelineOptions(hard_min_words=3))
+    assert got is not None and got.event.text == "long reading." and len(engine.calls) == 2
 
 
 def test_without_a_longer_context_or_with_it_off_a_bad_reading_stays() -> None:
     engine = Reading(short_s=2.0, short_logprob=-0.6)
     got = decode(engine, SHORT, None)
-    assert got is not None and got.event.text == "short reading." and len(engine.calls) == 1
+    assert got is not None and got.event.text == "a short reading." and len(engine.calls) == 1
     engine = Reading(short_s=2.0, short_logprob=-0.6)
     got = decode(engine, SHORT, LONG, PipelineOptions(hard_logprob=-1.0))
-    assert got is not None and got.event.text == "short reading." and len(engine.calls) == 1
+    assert got is not None and got.event.text == "a short reading." and len(engine.calls) == 1
 
 
 @pytest.mark.parametrize(("says", "logprob"), [("", -0.1), ("long reading.", -0.6), ("long reading.", -0.7)])
 def test_a_longer_reading_with_no_words_or_no_better_leaves_the_first_one(says: str, logprob: float) -> None:
     engine = Reading(short_s=2.0, short_logprob=-0.6, long_says=says, long_logprob=logprob)
     got = decode(engine, SHORT, LONG)
-    assert got is not None and got.event.text == "short reading."
+    assert got is not None and got.event.text == "a short reading."
     assert len(engine.calls) == 2
 
 
 def test_a_longer_reading_that_fails_leaves_the_first_one() -> None:
     engine = Reading(short_s=2.0, short_logprob=-0.6, echo_long=True)
     got = decode(engine, SHORT, LONG, times=2)
-    assert got is not None and got.event.text == "short reading.", "the context said again is no reading"
+    assert got is not None and got.event.text == "a short reading.", "the context said again is no reading"
     assert engine.calls == [(4 * SR, SHORT.text), (10 * SR, LONG.text)] * 2, "and the next final tries both again"
 
 
@@ -162,7 +172,8 @@ def test_after_three_commits_a_bad_reading_of_the_last_part_hears_both_before_it
                               word_ends=ends if word_times else ())
 
     engine = Poor()
-    ctx, pipe, events = pipeline(engine, PipelineOptions(final_left_context_s=12.0, hard_left_context_s=20.0))
+    ctx, pipe, events = pipeline(engine, PipelineOptions(final_left_context_s=12.0, hard_left_context_s=20.0,
+                                                     hard_min_words=1))
     for _ in range(3):
         push(pipe, np.concatenate([silence(150), sentence]), ctx)
         assert ctx.scheduler.wait_idle(10)

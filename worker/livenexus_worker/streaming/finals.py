@@ -79,7 +79,8 @@ def decode_final(ctx: StreamContext, o: PipelineOptions, req: FinalRequest, op: 
         if own is not None:
             heard_left = True
             stop_p = forced_stop_p(hyp, left)
-            if op.reads_hard or op.left_long is None or hyp.avg_logprob >= o.hard_logprob:
+            if (op.reads_hard or op.left_long is None or hyp.avg_logprob >= o.hard_logprob
+                    or len(own[0].split()) < o.hard_min_words):
                 return hyp, *own
             long = forced_left(op, o, long=True)
             assert long is not None  # left_long is set
