@@ -190,11 +190,8 @@ class StreamJobs:
         self._open = OpenUtterance(rest, self._ctx.tier_index(), last_voiced_wall=op.last_voiced_wall,
                            last_partial_request=time.monotonic(), after_commit=True,
                            follows_first_cut=op.first_cut,
-                           voiced_frames=max(0, voiced_after), pause_seen_at=op.pause_seen_at,
-                           left=left.left_context(head, result, self.o.final_left_context_s,
-                                                     rests.forced_left(op, self.o) if self._chain() else None))
-        self._open.left_long = left.longer(self._open.left, head, result, rests.forced_left(op, self.o, long=True),
-                                           self.o)
+                           voiced_frames=max(0, voiced_after), pause_seen_at=op.pause_seen_at)
+        left.hear_before(self._open, op, head, result, self._chain(), self.o)
         # Pauses heard after the cut stay candidates of the part that goes on.
         self._open.pauses.extend((c - cut, w) for c, w in op.pauses if c > cut)
         self._open.pause_lengths = {w: op.pause_lengths[w] for _c, w in self._open.pauses if w in op.pause_lengths}

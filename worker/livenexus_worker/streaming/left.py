@@ -36,10 +36,15 @@ class FollowOn:
             return
         end, before, result, heard = self._last
         if 0 <= op.utt.start_sample - end <= gap:
-            earlier = forced_left(before, self._o) if chain else None
-            head = before.utt.audio()[:heard]
-            op.left = left_context(head, result, self._o.final_left_context_s, earlier)
-            op.left_long = longer(op.left, head, result, forced_left(before, self._o, long=True), self._o)
+            hear_before(op, before, before.utt.audio()[:heard], result, chain, self._o)
+
+
+def hear_before(op: OpenUtterance, before: OpenUtterance, head: np.ndarray, result: PendingFinal, chain: bool,
+                o: PipelineOptions) -> None:
+    """Give ``op`` the final ``result`` of ``head`` (``before``'s audio) as its left context, chained over
+    ``before``'s own when ``chain``, and the longer one a bad reading is decoded again with (:func:`longer`)."""
+    op.left = left_context(head, result, o.final_left_context_s, forced_left(before, o) if chain else None)
+    op.left_long = longer(op.left, head, result, forced_left(before, o, long=True), o)
 
 
 def left_context(head: np.ndarray, result: PendingFinal | None, limit_s: float,
