@@ -8,6 +8,7 @@ from pathlib import Path
 
 from livenexus_common.cli import EXIT_INTERRUPTED, EXIT_MODEL, fail, setup_logging, write_termination_message
 from livenexus_worker.core.audio import AudioError
+from livenexus_worker.core.memory import limit_arenas
 from livenexus_worker.inference import models
 from livenexus_worker.room.settings import SettingsError
 
@@ -97,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
+    limit_arenas()  # before the decode replicas and LiveKit's threads start
     try:
         return int(args.func(args))
     except models.ModelCorruptError as exc:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -45,3 +46,49 @@ def test_release_reports_rss_and_is_harmless_in_this_process() -> None:
     r = release_free_memory()
     assert r.rss_before_mib > 0 and r.rss_after_mib > 0
     assert 0 < rss_mib() < 100_000
+
+
+# Eight threads allocating at once, each holding its block until all have one: glibc gives a thread that
+# finds the arenas busy one of its own. malloc_stats() prints a block per arena on stderr.
+ARENAS = """
+import ctypes, os, sys, threading
+from livenexus_worker.core import memory
+if sys.argv[1] == "limit":
+    print(memory.limit_arenas(2))
+else:
+    print(False)
+barrier = threading.Barrier(8)
+def work():
+    kept = []
+    for _ in range(200):
+        kept.append(bytearray(64 << 10))
+        if len(kept) == 100:
+            barrier.wait()
+threads = [threading.Thread(target=work) for _ in range(8)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+ctypes.CDLL("libc.so.6").malloc_stats()
+"""
+
+
+def arenas(mode: str, env: dict[str, str] | None = None) -> tuple[bool, int]:
+    run = subprocess.run([sys.executable, "-c", ARENAS, mode], check=True, capture_output=True, text=True,
+                         timeout=60, env=env)
+    return run.stdout.strip() == "True", run.stderr.count("Arena ")
+
+
+def test_arenas_are_capped_for_the_threads_started_after() -> None:
+    base = os.environ.copy()
+    base.pop("MALLOC_ARENA_MAX", None)
+    capped, n_capped = arenas("limit", base)
+    default, n_default = arenas("none", base)
+    assert capped and not default
+    assert n_capped <= 2 < n_default, (n_capped, n_default)
+
+
+def test_an_arena_max_from_the_environment_is_left_to_glibc() -> None:
+    set_here, n = arenas("limit", {**os.environ, "MALLOC_ARENA_MAX": "3"})
+    assert not set_here
+    assert n <= 3
