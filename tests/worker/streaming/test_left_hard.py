@@ -154,40 +154,78 @@ def test_the_longer_context_chains_back_and_is_kept_only_when_a_second_longer() 
     assert longer(None, head, said, before, PipelineOptions()) is None, "no context, no longer one"
 
 
-def test_after_three_commits_a_bad_reading_of_the_last_part_hears_both_before_it(sentence: np.ndarray) -> None:
-    """Three sentences with 150 ms between them, each pause a commit; the left context is the last part's
-    (not chained), and every reading after it is poor, so the last part's final is decoded again after the
-    longer context (where it reads better): the words of both commits, and their audio."""
+class Poor(SentenceEngine):
+    """Finals that hear a left context read "<forced> heard N." (N samples), at log-prob -0.6 unless they hear
+    more than ``better_after`` samples (-0.1); each such final's (samples, forced text) is kept in ``finals``."""
 
-    class Poor(SentenceEngine):
-        def transcribe(self, audio: np.ndarray, beam_size: int = 1, language: str | None = "en", prefix: str = "",
-                       max_new_tokens: int | None = None, context: str = "", word_times: bool = False) -> Hypothesis:
-            hyp = super().transcribe(audio, beam_size, language, prefix, max_new_tokens, context, word_times)
-            if max_new_tokens is not None or not prefix:
-                return hyp
-            n = len(prefix.split())
-            ends = (*(i * 0.1 for i in range(1, n + 1)), audio.shape[0] / SR - 0.1, audio.shape[0] / SR)
-            poor = -0.1 if audio.shape[0] > 2.5 * sentence.shape[0] else -0.6  # better after more context
-            return Hypothesis(f"{prefix} heard {audio.shape[0]}.", 0.01, poor, "en", 0.0, 0.0, 0,
-                              word_ends=ends if word_times else ())
+    def __init__(self, better_after: int) -> None:
+        super().__init__()
+        self.better_after = better_after
+        self.finals: list[tuple[int, str]] = []
 
-    engine = Poor()
+    def transcribe(self, audio: np.ndarray, beam_size: int = 1, language: str | None = "en", prefix: str = "",
+                   max_new_tokens: int | None = None, context: str = "", word_times: bool = False) -> Hypothesis:
+        hyp = super().transcribe(audio, beam_size, language, prefix, max_new_tokens, context, word_times)
+        if max_new_tokens is not None or not prefix:
+            return hyp
+        self.finals.append((audio.shape[0], prefix))
+        n = len(prefix.split())
+        ends = (*(i * 0.1 for i in range(1, n + 1)), audio.shape[0] / SR - 0.1, audio.shape[0] / SR)
+        poor = -0.1 if audio.shape[0] > self.better_after else -0.6
+        return Hypothesis(f"{prefix} heard {audio.shape[0]}.", 0.01, poor, "en", 0.0, 0.0, 0,
+                          word_ends=ends if word_times else ())
+
+
+def run_sentences(engine: Poor, sentence: np.ndarray, n: int) -> list[str]:
+    """``n`` sentences with 150 ms between them, each pause a commit, then a second of silence; the finals."""
     ctx, pipe, events = pipeline(engine, PipelineOptions(final_left_context_s=12.0, hard_left_context_s=20.0,
                                                      hard_min_words=1))
-    for _ in range(3):
+    for _ in range(n):
         push(pipe, np.concatenate([silence(150), sentence]), ctx)
         assert ctx.scheduler.wait_idle(10)
     push(pipe, silence(1000), ctx)
     assert ctx.scheduler.wait_idle(10)
     ctx.scheduler.close()
-    said = [e.text for e in finals(events)]
+    return [e.text for e in finals(events)]
+
+
+def test_after_three_commits_a_bad_reading_of_the_last_part_hears_both_before_it(sentence: np.ndarray) -> None:
+    """The left context is the last part's (not chained), and every reading after it is poor, so the last
+    part's final is decoded again after the longer context (where it reads better): the words of both commits,
+    and their audio."""
+    engine = Poor(better_after=int(2.5 * sentence.shape[0]))
+    said = run_sentences(engine, sentence, 3)
     assert len(said) == 3 and said[-1].startswith("heard "), f"a commit at each pause, then the last final: {said}"
     heard = int(said[-1].split()[1].rstrip("."))
     forced = {p for size, p in engine.calls if size == heard}
     assert forced == {f"{said[0]} {said[1]}"}, "the reading kept forced both commits"
     assert heard > 2.5 * sentence.shape[0], "and heard the audio of all three parts"
-    assert any(p == said[1] for _size, p in engine.calls), "after first reading it after the last commit alone"
+    assert any(p == said[1] for _size, p in engine.finals), "after first reading it after the last commit alone"
 
+
+def test_the_part_after_one_read_again_hears_the_longer_context_from_its_first_final(sentence: np.ndarray) -> None:
+    """Four sentences: the third part reads badly after the second alone and better after both before it (as
+    above). The fourth part's finals then hear the longer context from the first: none hears the third
+    part alone. Passed on once only: the part after one that was not read again itself starts short."""
+    engine = Poor(better_after=int(2.5 * sentence.shape[0]))
+    said = run_sentences(engine, sentence, 4)
+    assert len(said) == 4, f"a commit at each pause, then the last final: {said}"
+    third = [p for _size, p in engine.finals if p.endswith(said[1])]
+    assert said[1] in third and f"{said[0]} {said[1]}" in third, \
+        f"the third part was read after the second alone, then after both: {third}"
+    fourth = [p for _size, p in engine.finals if p.endswith(said[2])]
+    assert fourth, "the fourth part's finals heard the third"
+    assert all(p == f"{said[0]} {said[1]} {said[2]}" for p in fourth), \
+        f"every final of the fourth part heard the three parts before it: {fourth}"
+
+
+def test_being_read_with_the_longer_context_is_passed_on_to_one_part_only(sentence: np.ndarray) -> None:
+    """Five sentences; the fourth reads well after the longer context it was given at once, so it was not read
+    again itself: the fifth part's first final hears the fourth alone."""
+    engine = Poor(better_after=int(2.5 * sentence.shape[0]))
+    said = run_sentences(engine, sentence, 5)
+    assert len(said) == 5, said
+    assert any(p == said[3] for _size, p in engine.finals), "the fifth part heard the fourth alone first"
 
 def test_an_utterance_that_follows_a_final_gets_the_longer_context_too() -> None:
     """The VAD ended the last utterance at a pause and the next starts 300 ms after its final's audio

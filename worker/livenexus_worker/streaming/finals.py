@@ -97,7 +97,7 @@ def decode_final(ctx: StreamContext, o: PipelineOptions, req: FinalRequest, op: 
             # Its later finals (the guess, then the confirmed one) hear the longer context at once: decoding
             # twice again would add the second decode to their lag too. Set without the stream's lock: a flag
             # that only ever turns on, and a decode that read it a moment before only decodes twice.
-            op.reads_hard = True
+            op.reads_hard = op.read_again = True
             stop_p = forced_stop_p(again, long)
             return again, *more
         hyp = _decode(engine, tier.beam_size, o, req, audio, prefix, timed, None)

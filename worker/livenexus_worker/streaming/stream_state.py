@@ -109,8 +109,11 @@ class OpenUtterance:
     """A longer left context, chained over the parts before (``hard_left_context_s``), for a final that reads
     badly after ``left``; None when it would be no longer."""
     reads_hard: bool = False
-    """A final of it read badly after ``left`` and was read again after ``left_long``: its later finals hear
-    that one at once."""
+    """Its finals hear ``left_long`` at once: a final of it read badly after ``left`` and read better after
+    ``left_long`` (``read_again``), or the part before it did."""
+    read_again: bool = False
+    """A final of it read badly after ``left`` and better after ``left_long``; the part after it then hears its
+    longer context at once (one part: it is not passed on further)."""
     left_stop_p: float = 1.0
     """The probability the latest decode that heard ``left`` gave the last token of its forced text (the full
     stop the commit ended with): near 0, that decode, hearing what follows, reads no sentence end there."""
