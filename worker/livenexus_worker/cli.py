@@ -10,7 +10,9 @@ from livenexus_common.cli import EXIT_INTERRUPTED, EXIT_MODEL, fail, setup_loggi
 from livenexus_worker.core.audio import AudioError
 from livenexus_worker.core.memory import limit_arenas
 from livenexus_worker.inference import models
+from livenexus_worker.ops.cpu import affinity_cpus
 from livenexus_worker.room.settings import SettingsError
+from livenexus_worker.streaming.runtime import MAX_WORKERS
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
@@ -98,7 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
-    limit_arenas()  # before the decode replicas and LiveKit's threads start
+    # Before the decode replicas and LiveKit's threads start: an arena per replica the runtime may run.
+    limit_arenas(min(MAX_WORKERS, len(affinity_cpus())))
     try:
         return int(args.func(args))
     except models.ModelCorruptError as exc:

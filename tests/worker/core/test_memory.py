@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 
+from livenexus_worker.core import memory
 from livenexus_worker.core.memory import release_free_memory, rss_mib
 
 # What CTranslate2 does to glibc: one large buffer freed raises the mmap threshold, after which MiB-sized
@@ -14,6 +15,7 @@ from livenexus_worker.core.memory import release_free_memory, rss_mib
 # their freed space off the top, so glibc's automatic trim cannot return it.
 FRAGMENT = """
 import json, sys
+from livenexus_worker.core import memory
 from livenexus_worker.core.memory import release_free_memory, rss_mib
 big = bytearray(b"\\x01") * (16 << 20)
 del big
@@ -54,7 +56,7 @@ ARENAS = """
 import ctypes, os, sys, threading
 from livenexus_worker.core import memory
 if sys.argv[1] == "limit":
-    print(memory.limit_arenas(2))
+    print(memory.limit_arenas(1))
 else:
     print(False)
 barrier = threading.Barrier(8)
@@ -85,10 +87,25 @@ def test_arenas_are_capped_for_the_threads_started_after() -> None:
     capped, n_capped = arenas("limit", base)
     default, n_default = arenas("none", base)
     assert capped and not default
-    assert n_capped <= 2 < n_default, (n_capped, n_default)
+    assert n_capped <= memory.MIN_ARENAS < n_default, (n_capped, n_default)
 
 
 def test_an_arena_max_from_the_environment_is_left_to_glibc() -> None:
     set_here, n = arenas("limit", {**os.environ, "MALLOC_ARENA_MAX": "3"})
     assert not set_here
     assert n <= 3
+
+
+def test_the_worker_cli_caps_the_arenas_before_its_threads_start() -> None:
+    """``livenexus-worker`` (here ``models list``, which starts no thread of its own) sets the cap in ``main``:
+    the threads after it share at most one arena per decode replica the runtime may run."""
+    from livenexus_worker.ops.cpu import affinity_cpus
+    from livenexus_worker.streaming.runtime import MAX_WORKERS
+
+    script = ARENAS.replace('if sys.argv[1] == "limit":', 'from livenexus_worker.cli import main\nmain(["models", '
+                            '"list"])\nif False:')
+    env = os.environ.copy()
+    env.pop("MALLOC_ARENA_MAX", None)
+    run = subprocess.run([sys.executable, "-c", script, "none"], capture_output=True, text=True, timeout=60, env=env)
+    assert run.returncode == 0, run.stderr
+    assert 1 <= run.stderr.count("Arena ") <= max(memory.MIN_ARENAS, min(MAX_WORKERS, len(affinity_cpus())))

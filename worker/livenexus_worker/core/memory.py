@@ -61,14 +61,17 @@ def _malloc_trim() -> ctypes._CFuncPtr | None:  # type: ignore[name-defined]
 
 
 _M_ARENA_MAX = -8  # mallopt's parameter number in glibc's malloc.h
-ARENAS = 2
-"""Heap arenas the worker lets glibc make (:func:`limit_arenas`): one per decode replica."""
+MIN_ARENAS = 2
+"""Heap arenas the worker lets glibc make at least (:func:`limit_arenas`): the two decodes a speaker runs at
+once (its final beside its partial) each allocate in their own."""
 
 
-def limit_arenas(n: int = ARENAS) -> bool:
-    """Cap glibc's heap arenas at ``n`` for threads started from now on; call before any. Leaves a
-    ``MALLOC_ARENA_MAX`` set in the environment as it is (glibc read it). True if the cap was set."""
-    if n < 1 or os.environ.get("MALLOC_ARENA_MAX"):
+def limit_arenas(n: int) -> bool:
+    """Cap glibc's heap arenas at ``n`` (at least :data:`MIN_ARENAS`) for threads started from now on; call
+    before any. Leaves a ``MALLOC_ARENA_MAX`` set in the environment as it is (glibc read it). True if the
+    cap was set."""
+    n = max(MIN_ARENAS, n)
+    if os.environ.get("MALLOC_ARENA_MAX"):
         return False
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
