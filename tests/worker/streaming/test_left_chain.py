@@ -140,8 +140,9 @@ def test_a_noisy_stream_chains_its_left_context_by_itself(sentence: np.ndarray, 
     from livenexus_worker.streaming.pipeline import PipelineOptions
 
     level = float(np.sqrt(np.mean(sentence.astype(np.float64) ** 2)))
-    said, forced, heard, read = _last_part(sentence, PipelineOptions(final_left_context_s=12.0),
-                                           background=level / 10 ** (snr_db / 20), n=4)
+    # Short parts chain by themselves (chain_short_left_s): off, to see the noise alone decide.
+    o = PipelineOptions(final_left_context_s=12.0, chain_short_left_s=0.0)
+    said, forced, heard, read = _last_part(sentence, o, background=level / 10 ** (snr_db / 20), n=4)
     noisy = snr_db < PipelineOptions().noisy_below_db
     assert read == noisy, "what the runtime counts as a noisy stream (livenexus_noisy_streams)"
     assert forced == (f"{said[1]} {said[2]}" if noisy else said[2])

@@ -233,7 +233,7 @@ def test_an_utterance_that_follows_a_final_gets_the_longer_context_too() -> None
     over the context that final heard."""
     from livenexus_worker.streaming.left import FollowOn
 
-    o = PipelineOptions(hard_left_context_s=10.0)
+    o = PipelineOptions(hard_left_context_s=10.0, chain_short_left_s=0.0)
     before_utt = Utterance("s-1", 0)
     before_utt.append(ones(2.0))
     before = OpenUtterance(before_utt, 0, left=LeftContext(ones(5.0), "one two three four five.",
@@ -249,3 +249,32 @@ def test_an_utterance_that_follows_a_final_gets_the_longer_context_too() -> None
     assert op.left is not None and op.left.text == "six seven.", "the last final, alone (not chained)"
     assert op.left_long is not None and op.left_long.text == "one two three four five. six seven."
     assert op.left_long.audio.shape[0] == 7 * SR
+
+
+@pytest.mark.parametrize(("short_s", "chained"), [(3.0, True), (2.0, False), (0.0, False)])
+def test_a_short_last_part_leaves_a_context_chained_over_the_one_before(short_s: float, chained: bool) -> None:
+    """The last final's 2 s of words alone are under ``chain_short_left_s`` (3 s): the next part hears them
+    chained over the context that final heard, up to ``final_left_context_s`` (6 s) cut at a word's end; 2 s
+    is not under 2 s, and 0 turns it off. The longer context (10 s) is still a second longer or none."""
+    from livenexus_worker.streaming.left import FollowOn
+
+    o = PipelineOptions(hard_left_context_s=10.0, chain_short_left_s=short_s)
+    before_utt = Utterance("s-1", 0)
+    before_utt.append(ones(2.0))
+    before = OpenUtterance(before_utt, 0, left=LeftContext(ones(5.0), "one two three four five.",
+                                                           (1.0, 2.0, 3.0, 4.0, 4.9)))
+    event = TranscriptEvent(stream_id="s", speaker="spk", segment_id="s-1", text="six seven.", is_final=True,
+                            start=0.0, end=2.0)
+    follow = FollowOn(o)
+    follow.record(before, PendingFinal(event, 0.0, (0.9, 1.9)))
+    nxt = Utterance("s-2", int(2.3 * SR))
+    nxt.append(ones(1.0))
+    op = OpenUtterance(nxt, 0)
+    follow.offer(op, chain=False)
+    assert op.left is not None and op.left_long is not None
+    if chained:
+        assert op.left.text == "two three four five. six seven." and op.left.audio.shape[0] == 6 * SR
+        assert op.left.ends == pytest.approx((1.0, 2.0, 3.0, 3.9, 4.9, 5.9))
+    else:
+        assert op.left.text == "six seven." and op.left.audio.shape[0] == 2 * SR
+    assert op.left_long.text == "one two three four five. six seven."

@@ -42,8 +42,11 @@ class FollowOn:
 def hear_before(op: OpenUtterance, before: OpenUtterance, head: np.ndarray, result: PendingFinal, chain: bool,
                 o: PipelineOptions) -> None:
     """Give ``op`` the final ``result`` of ``head`` (``before``'s audio) as its left context, chained over
-    ``before``'s own when ``chain``, and the longer one a bad reading is decoded again with (:func:`longer`)."""
+    ``before``'s own when ``chain`` or when ``head``'s words alone are short (``chain_short_left_s``), and the
+    longer one a bad reading is decoded again with (:func:`longer`)."""
     op.left = left_context(head, result, o.final_left_context_s, forced_left(before, o) if chain else None)
+    if not chain and op.left is not None and op.left.audio.shape[0] < o.chain_short_left_s * SAMPLE_RATE:
+        op.left = left_context(head, result, o.final_left_context_s, forced_left(before, o)) or op.left
     op.left_long = longer(op.left, head, result, forced_left(before, o, long=True), o)
     # The part after one that read badly alone was as hard in every traced meeting run ("… several obvious
     # bugs." read again, then "Could each team send …" read "Codec team Chen" and read again): its finals hear

@@ -214,6 +214,12 @@ class PipelineOptions:
     beam 5, 1.4 vs 0.33 s at beam 1, one thread), so the cost is the context's words. Offline at one run's
     cuts (``benchmarks/left_context_study.py``): 6 s 8.2 %, 6 s chained 8.4 %, 8 s 7.3 %, 10 s 5.9 %, 12 s
     7.3 %, 15 s 5.8 %."""
+    chain_short_left_s: float = 3.0
+    """A part whose left context (the last part's words) would be shorter than this hears it chained over the
+    parts before, as ``final_left_context_chain`` does (0: never). A part cut out of a sentence is often 2-3 s,
+    and the part after it read worst after it: "Let's write that down as a decision" after 2.6 s of context
+    read "Let's write netdown and a decision" and needed a second decode after 4.7 s (``hard_logprob``) in
+    every traced run, which put that sentence at the LiveKit path's p95 (1.7-2.0 s)."""
     hard_left_context_s: float = 10.0
     """A final that heard its left context and still reads below ``hard_logprob`` is decoded again hearing up
     to this much (0: never), reaching back over earlier parts as ``final_left_context_chain`` does, and that
