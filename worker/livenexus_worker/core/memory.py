@@ -9,8 +9,9 @@ no longer raises its footprint for the rest of its life.
 
 And at start (:func:`limit_arenas`): glibc gives each thread that allocates while another holds an arena an
 arena of its own, up to 8 per core. The worker's decode replicas and LiveKit's native threads each kept freed
-MiB-sized chunks in their own: measured with two replicas decoding partials and 2-14 s finals side by side,
-RSS after the decodes 345-360 MiB with glibc's default, 285-323 MiB with two arenas, at the same CPU time.
+MiB-sized chunks in their own: measured with two replicas decoding partials and 2-14 s finals side by side
+(``benchmarks/arenas.py``), RSS after the decodes 337-351 MiB with glibc's default, 284-316 MiB with two arenas,
+at the same CPU time; the meeting benchmark's peak through LiveKit 411-430 MiB against 443-474.
 """
 
 from __future__ import annotations

@@ -48,9 +48,10 @@ def hear_before(op: OpenUtterance, before: OpenUtterance, head: np.ndarray, resu
     if not chain and op.left is not None and op.left.audio.shape[0] < o.chain_short_left_s * SAMPLE_RATE:
         op.left = left_context(head, result, o.final_left_context_s, forced_left(before, o)) or op.left
     op.left_long = longer(op.left, head, result, forced_left(before, o, long=True), o)
-    # The part after one that read badly alone was as hard in every traced meeting run ("… several obvious
-    # bugs." read again, then "Could each team send …" read "Codec team Chen" and read again): its finals hear
-    # the longer context at once, which saves their first decode (~0.35 s of the final's lag).
+    # In every session-41 meeting run that read "… several obvious bugs." again, the part after it ("Could each
+    # team send …", read "Codec team Chen") was read again too: the part after one read again hears the longer
+    # context at once, which saves its first decode (~0.35 s of the final's lag). Read once, here: a reading of
+    # ``before`` that ends after this (a confirming decode) does not reach this part.
     op.reads_hard = before.read_again and op.left_long is not None
 
 

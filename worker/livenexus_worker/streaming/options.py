@@ -219,7 +219,9 @@ class PipelineOptions:
     parts before, as ``final_left_context_chain`` does (0: never). A part cut out of a sentence is often 2-3 s,
     and the part after it read worst after it: "Let's write that down as a decision" after 2.6 s of context
     read "Let's write netdown and a decision" and needed a second decode after 4.7 s (``hard_logprob``) in
-    every traced run, which put that sentence at the LiveKit path's p95 (1.7-2.0 s)."""
+    every traced run, which put that sentence at the LiveKit path's p95 (1.7-2.0 s). Chained, no part was
+    decoded twice in four of five meeting runs (1-6 a run before; the fifth: one), and those sentences were
+    final in 0.6-1.2 s, with WER 6.5 / 6.8 % on the file path (offline 6.6 %)."""
     hard_left_context_s: float = 10.0
     """A final that heard its left context and still reads below ``hard_logprob`` is decoded again hearing up
     to this much (0: never), reaching back over earlier parts as ``final_left_context_chain`` does, and that
