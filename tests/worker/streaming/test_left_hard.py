@@ -227,13 +227,12 @@ def test_being_read_with_the_longer_context_is_passed_on_to_one_part_only(senten
     assert len(said) == 5, said
     assert any(p == said[3] for _size, p in engine.finals), "the fifth part heard the fourth alone first"
 
-def test_an_utterance_that_follows_a_final_gets_the_longer_context_too() -> None:
-    """The VAD ended the last utterance at a pause and the next starts 300 ms after its final's audio
-    (``final_left_context_gap_ms``): it hears that final as its left context, and the longer one reaches back
-    over the context that final heard."""
+
+def follows_a_final(o: PipelineOptions) -> OpenUtterance:
+    """An utterance that starts 300 ms after the last final's audio (``final_left_context_gap_ms``), offered
+    that final: 2 s of "six seven." (ends 0.9, 1.9 s), which itself heard 5 s of "one two three four five."."""
     from livenexus_worker.streaming.left import FollowOn
 
-    o = PipelineOptions(hard_left_context_s=10.0, chain_short_left_s=0.0)
     before_utt = Utterance("s-1", 0)
     before_utt.append(ones(2.0))
     before = OpenUtterance(before_utt, 0, left=LeftContext(ones(5.0), "one two three four five.",
@@ -246,6 +245,13 @@ def test_an_utterance_that_follows_a_final_gets_the_longer_context_too() -> None
     nxt.append(ones(1.0))
     op = OpenUtterance(nxt, 0)
     follow.offer(op, chain=False)
+    return op
+
+
+def test_an_utterance_that_follows_a_final_gets_the_longer_context_too() -> None:
+    """The VAD ended the last utterance at a pause and the next starts 300 ms after its final's audio: it hears
+    that final as its left context, and the longer one reaches back over the context that final heard."""
+    op = follows_a_final(PipelineOptions(hard_left_context_s=10.0, chain_short_left_s=0.0))
     assert op.left is not None and op.left.text == "six seven.", "the last final, alone (not chained)"
     assert op.left_long is not None and op.left_long.text == "one two three four five. six seven."
     assert op.left_long.audio.shape[0] == 7 * SR
@@ -256,21 +262,7 @@ def test_a_short_last_part_leaves_a_context_chained_over_the_one_before(short_s:
     """The last final's 2 s of words alone are under ``chain_short_left_s`` (3 s): the next part hears them
     chained over the context that final heard, up to ``final_left_context_s`` (6 s) cut at a word's end; 2 s
     is not under 2 s, and 0 turns it off. The longer context (10 s) is still a second longer or none."""
-    from livenexus_worker.streaming.left import FollowOn
-
-    o = PipelineOptions(hard_left_context_s=10.0, chain_short_left_s=short_s)
-    before_utt = Utterance("s-1", 0)
-    before_utt.append(ones(2.0))
-    before = OpenUtterance(before_utt, 0, left=LeftContext(ones(5.0), "one two three four five.",
-                                                           (1.0, 2.0, 3.0, 4.0, 4.9)))
-    event = TranscriptEvent(stream_id="s", speaker="spk", segment_id="s-1", text="six seven.", is_final=True,
-                            start=0.0, end=2.0)
-    follow = FollowOn(o)
-    follow.record(before, PendingFinal(event, 0.0, (0.9, 1.9)))
-    nxt = Utterance("s-2", int(2.3 * SR))
-    nxt.append(ones(1.0))
-    op = OpenUtterance(nxt, 0)
-    follow.offer(op, chain=False)
+    op = follows_a_final(PipelineOptions(hard_left_context_s=10.0, chain_short_left_s=short_s))
     assert op.left is not None and op.left_long is not None
     if chained:
         assert op.left.text == "two three four five. six seven." and op.left.audio.shape[0] == 6 * SR
