@@ -29,6 +29,7 @@ import numpy as np
 import psutil
 
 from livenexus_dev.tts import synthesize
+from livenexus_worker.cli import cap_arenas
 from livenexus_worker.core import stages
 from livenexus_worker.core.audio import SAMPLE_RATE
 from livenexus_worker.core.events import TranscriptEvent
@@ -313,6 +314,7 @@ def main() -> int:
     ns = ap.parse_args()
     settings = WorkerSettings.from_env()
     if ns.single is not None:
+        cap_arenas()  # as `livenexus-worker run` does before its threads start
         clips = [synthesize(s) for s in SENTENCES]
         stages.enable(ns.stages)
         print(json.dumps(asdict(run(ns.single, clips, ns.seconds, settings, not ns.no_tiers, ns.max_batch,

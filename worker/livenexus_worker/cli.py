@@ -97,11 +97,16 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def cap_arenas() -> bool:
+    """Cap glibc's heap arenas at one per decode replica the runtime may run (:func:`limit_arenas`); call
+    before the replicas and LiveKit's threads start. True if the cap was set."""
+    return limit_arenas(min(MAX_WORKERS, len(affinity_cpus())))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
-    # Before the decode replicas and LiveKit's threads start: an arena per replica the runtime may run.
-    limit_arenas(min(MAX_WORKERS, len(affinity_cpus())))
+    cap_arenas()
     try:
         return int(args.func(args))
     except models.ModelCorruptError as exc:
