@@ -15,7 +15,6 @@ from livenexus_worker.core.memory import release_free_memory, rss_mib
 # their freed space off the top, so glibc's automatic trim cannot return it.
 FRAGMENT = """
 import json, sys
-from livenexus_worker.core import memory
 from livenexus_worker.core.memory import release_free_memory, rss_mib
 big = bytearray(b"\\x01") * (16 << 20)
 del big

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import logging
 import os
 import threading
@@ -44,20 +45,29 @@ _trim: ctypes._CFuncPtr | None = None  # type: ignore[name-defined]
 _looked_up = False
 
 
+@functools.cache
+def _libc() -> ctypes.CDLL | None:
+    """The C library, looked up once (``find_library`` may run ``ldconfig``); None where it cannot be loaded."""
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except OSError:
+        return None
+
+
 def _malloc_trim() -> ctypes._CFuncPtr | None:  # type: ignore[name-defined]
     """glibc's ``malloc_trim``, or None (musl and other C libraries have none: then nothing is trimmed)."""
     global _trim, _looked_up
     with _lock:
         if not _looked_up:
             _looked_up = True
-            try:
-                libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-                fn = libc.malloc_trim
+            libc = _libc()
+            fn = getattr(libc, "malloc_trim", None) if libc is not None else None
+            if fn is None:
+                log.info("no malloc_trim in this C library: freed memory stays with the allocator")
+            else:
                 fn.argtypes = [ctypes.c_size_t]
                 fn.restype = ctypes.c_int
                 _trim = fn
-            except (OSError, AttributeError):
-                log.info("no malloc_trim in this C library: freed memory stays with the allocator")
         return _trim
 
 
@@ -74,10 +84,9 @@ def limit_arenas(n: int) -> bool:
     n = max(MIN_ARENAS, n)
     if os.environ.get("MALLOC_ARENA_MAX"):
         return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        fn = libc.mallopt
-    except (OSError, AttributeError):
+    libc = _libc()
+    fn = getattr(libc, "mallopt", None) if libc is not None else None
+    if fn is None:
         return False  # not glibc: its allocator has no such arenas
     fn.argtypes = [ctypes.c_int, ctypes.c_int]
     fn.restype = ctypes.c_int
