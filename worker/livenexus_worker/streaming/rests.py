@@ -4,12 +4,14 @@ utterance, shared by :mod:`commits` (where such a rest ends) and :mod:`finals` (
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import replace
 
 from livenexus_worker.streaming.options import PipelineOptions
 from livenexus_worker.streaming.stream_state import LeftContext, OpenUtterance
 
+log = logging.getLogger("livenexus_worker.streaming.pipeline")  # the stream's story, as jobs tells it
 _ENDS_SENTENCE = re.compile(r"[.?!…][\"')\]]*\s*$")
 
 
@@ -17,6 +19,9 @@ def heard_left(op: OpenUtterance, stop_p: float | None) -> None:
     """Note what a decode of ``op`` that heard its left context made of that context's full stop (``stop_p``;
     None: it did not hear a forced stop). The latest reading counts. Lock held."""
     if stop_p is not None:
+        if op.left is not None:  # whether a part is a rest turns on these readings: the log tells a late one's story
+            log.debug("utterance %s: the full stop of its left context %r read p %.3f", op.utt.segment_id,
+                      op.left.text[-30:], stop_p)
         op.left_stop_p = stop_p
 
 
