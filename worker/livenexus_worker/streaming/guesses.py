@@ -63,7 +63,7 @@ class StreamGuesses(StreamJobs):
             return
         log.debug("stream %s: speech went on; the guessed final commits %.2f s (guess @%d used)", self.stream_id,
                   heard / SAMPLE_RATE, op.speculated_at)
-        self._commit(op, heard, event)
+        self._commit(op, heard, event, rated=False)
 
     def _commit_outrun(self, op: OpenUtterance, marker: int, heard: int, event: PendingFinal | None) -> bool:
         """A guess a newer one replaced before it was decoded commits what it heard when it may
@@ -73,5 +73,5 @@ class StreamGuesses(StreamJobs):
         log.debug("stream %s: guess @%d was outrun by a later pause; it commits %.2f s", self.stream_id, marker,
                   heard / SAMPLE_RATE)
         rests.heard_left(op, event.left_stop_p)
-        self._commit(op, heard, event)
+        self._commit(op, heard, event, rated=False)
         return True

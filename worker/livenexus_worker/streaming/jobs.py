@@ -139,7 +139,7 @@ class StreamJobs:
                     self._emit_final(op, result)  # the speaker stopped in that pause: this is the final
                 elif result is not None:
                     op.ended_wall = decided
-                    self._commit(op, cut, result)
+                    self._commit(op, cut, result, rated=keep_until is not None)
 
         self._ctx.scheduler.submit_final(Job(run, "final", key=self.stream_id))
 
@@ -179,8 +179,10 @@ class StreamJobs:
         self._commit(op, cut, PendingFinal(event, wall))
         return True
 
-    def _commit(self, op: OpenUtterance, cut: int, result: PendingFinal) -> None:
-        """Emit ``result`` as the final of the first ``cut`` samples; the rest goes on as a new utterance."""
+    def _commit(self, op: OpenUtterance, cut: int, result: PendingFinal, rated: bool = True) -> None:
+        """Emit ``result`` as the final of the first ``cut`` samples; the rest goes on as a new utterance.
+        ``rated``: a decode that heard past the cut read where the sentence ends (a partial, or a final that
+        heard the look-ahead); without one, the commit's closing full stop is still to be rated."""
         head, rest = op.utt.split_at(cut, self._new_id())
         op.ended = True
         op.ended_wall = op.ended_wall or time.monotonic()
@@ -192,6 +194,8 @@ class StreamJobs:
                            follows_first_cut=op.first_cut,
                            voiced_frames=max(0, voiced_after), pause_seen_at=op.pause_seen_at)
         left.hear_before(self._open, op, head, result, self._chain(), self.o)
+        after = self._open.left
+        self._open.left_unrated = not rated and after is not None and rests.ends_sentence(after.text)
         # Pauses heard after the cut stay candidates of the part that goes on.
         self._open.pauses.extend((c - cut, w) for c, w in op.pauses if c > cut)
         self._open.pause_lengths = {w: op.pause_lengths[w] for _c, w in self._open.pauses if w in op.pause_lengths}
@@ -262,7 +266,10 @@ class StreamJobs:
             # Word times cost one more decoder pass (~25 ms): only when a pause may be confirmed, i.e. its
             # look-ahead is in this audio. Any pause at all asked for them on 68 % of a meeting's partials.
             aligned = self.o.commit_in_speech and commits.lookahead_heard(op, audio.shape[0], self.o)
-            left = rests.forced_left(op, self.o) if self.o.partial_left_context and op.partial_dropped else None
+            rate = self.o.partial_rates_left and op.left_unrated
+            op.left_unrated = False  # one try: a partial that hears the context costs its encoding too
+            left = (rests.forced_left(op, self.o)
+                    if (self.o.partial_left_context and op.partial_dropped) or rate else None)
         _idx, tier, final_engine = self._ctx.engine_for(op.tier)
         engine = self._ctx.partial_engine_for(op.tier)
         draft = engine is not final_engine
@@ -270,7 +277,7 @@ class StreamJobs:
             self._run_confirming(op, audio, requested, tier.name)
             return
         hyp, said, said_ends, said_probs, heard = finals.decode_partial(engine, self.o, audio, committed, left,
-                                                                        aligned, self.stream_id)
+                                                                        aligned or rate, self.stream_id)
         self._ctx.on_inference("partial", hyp, audio.shape[0] / SAMPLE_RATE)
         cost = hyp.encode_s + hyp.decode_s  # how long it held its lane
         text, why = check(said, hyp.no_speech_prob, hyp.avg_logprob, audio.shape[0] / SAMPLE_RATE, self.o.guards,

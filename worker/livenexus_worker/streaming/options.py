@@ -256,6 +256,13 @@ class PipelineOptions:
     VAD has heard speech all along. Meeting benchmark, two pairs of runs with every such part's partials
     hearing it from the start: lag p95 3.9 vs 5.9 s, but WER 10.1-10.5 vs 7.9-8.6 % (more, earlier commits),
     hence only after a dropped partial."""
+    partial_rates_left: bool = True
+    """The first partial of a part whose left context ends with a full stop no decode has rated yet hears that
+    context (forced, with word times) and rates the stop (:func:`rests.rest_of_sentence`): a guess committed
+    in a pause, or a commit decoded up to its cut, ends with the full stop Whisper puts at the end of any
+    audio. Until a final of the part heard it, nothing said whether the part was the rest of a cut sentence:
+    "a plan to avoid it next. | time, in the meantime" was not cut at the comma (a clause 0.4 s into a
+    part that is no rest), and the sentence was final with the next one, 4.1-4.6 s late."""
     left_noise_check_s: float = 2.0
     """A final of a part this short, decoded with a left context and with no agreed words, must also pass the
     no-speech and log-prob guards decoded alone (noise right after a final reads as words next to it)."""

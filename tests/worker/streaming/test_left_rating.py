@@ -1,0 +1,95 @@
+"""A commit no decode rated past its cut (a guess committed in a pause) ends with the full stop Whisper puts at
+the end of any audio: the first partial of the part after it hears it and rates that stop, so a cut inside a
+sentence is known as one before the rest's first pause (stand-in decoders, as in test_speculative_commit.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from livenexus_worker.inference.engine import Hypothesis
+from livenexus_worker.streaming.pipeline import PipelineOptions
+
+from .fakes import LengthEngine, finals, pipeline, push, silence
+
+
+class RatingEngine(LengthEngine):
+    """LengthEngine (no partial ever ends a sentence, so only a guess can cut), whose finals end with a full
+    stop; a decode with word times after a forced start rates that start's last token at ``stop_p``."""
+
+    def __init__(self, stop_p: float) -> None:
+        super().__init__()
+        self.stop_p = stop_p
+        self.partials: list[tuple[str, bool]] = []
+        """(forced start, word times asked) of each partial."""
+
+    def transcribe(self, audio: np.ndarray, beam_size: int = 1, language: str | None = "en", prefix: str = "",
+                   max_new_tokens: int | None = None, context: str = "", word_times: bool = False) -> Hypothesis:
+        hyp = super().transcribe(audio, beam_size, language, prefix, max_new_tokens, context, word_times)
+        partial = max_new_tokens is not None
+        if partial:
+            self.partials.append((prefix, word_times))
+        text = hyp.text if partial else f"{hyp.text}."
+        if not word_times:
+            return Hypothesis(text, 0.01, -0.1, "en", 0.0, 0.0, 0)
+        words = text.split()
+        forced = len(prefix.split())
+        probs = tuple(self.stop_p if i == forced - 1 else 0.9 for i in range(len(words)))
+        ends = tuple(audio.shape[0] / 16000 * (i + 1) / len(words) for i in range(len(words)))
+        return Hypothesis(text, 0.01, -0.1, "en", 0.0, 0.0, 0, word_ends=ends, word_probs=probs)
+
+
+@pytest.mark.parametrize("on", [True, False], ids=["rates", "off"])
+@pytest.mark.parametrize("stop_p", [0.001, 0.6], ids=["inside-a-sentence", "sentence-end"])
+def test_the_first_partial_after_a_guessed_commit_rates_its_full_stop(sentence: np.ndarray, on: bool,
+                                                                      stop_p: float) -> None:
+    engine = RatingEngine(stop_p)
+    ctx, pipe, events = pipeline(engine, PipelineOptions(partial_rates_left=on))
+    # 240 ms: a guess (90 ms of quiet) that the speaker talks on after, shorter than an utterance's end.
+    push(pipe, np.concatenate([silence(500), sentence, silence(240), sentence[: len(sentence) // 2]]), ctx)
+    assert ctx.scheduler.wait_idle(10)
+    (head,) = finals(events)
+    assert head.text.endswith("."), "the guess ends with a full stop, as Whisper's do"
+    heard = [(prefix, timed) for prefix, timed in engine.partials if prefix.startswith(head.text)]
+    if not on:
+        assert not heard, "off: no partial hears the committed part"
+        ctx.scheduler.close()
+        return
+    assert len(heard) == 1 and heard[0][1], "one partial heard it, with word times (the stop's rating)"
+    push(pipe, np.concatenate([sentence[len(sentence) // 2 :], silence(1000)]), ctx)
+    assert ctx.scheduler.wait_idle(10)
+    last_final = engine.calls[-1][1]
+    assert head.text.rstrip(".") in last_final, "the rest's final hears the committed part"
+    if stop_p < PipelineOptions().commit_rest_stop_prob:
+        assert head.text not in last_final, "a stop rated inside a sentence is no longer forced"
+    else:
+        assert head.text in last_final, "a stop rated as a sentence end still is"
+    assert len([p for p, _ in engine.partials if p.startswith(head.text.rstrip("."))]) == 1, "rated once"
+    ctx.scheduler.close()
+
+
+def test_a_commit_a_partial_confirmed_is_not_rated_again(sentence: np.ndarray) -> None:
+    from .fakes import SentenceEngine
+
+    class Recording(SentenceEngine):
+        def __init__(self) -> None:
+            super().__init__()
+            self.partial_prefixes: list[str] = []
+
+        def transcribe(self, audio: np.ndarray, beam_size: int = 1, language: str | None = "en",
+                       prefix: str = "", max_new_tokens: int | None = None, context: str = "",
+                       word_times: bool = False) -> Hypothesis:
+            if max_new_tokens is not None:
+                self.partial_prefixes.append(prefix)
+            return super().transcribe(audio, beam_size, language, prefix, max_new_tokens, context, word_times)
+
+    engine = Recording()
+    ctx, pipe, events = pipeline(engine, PipelineOptions())
+    push(pipe, np.concatenate([silence(500), sentence, silence(150), sentence, silence(1000)]), ctx)
+    assert ctx.scheduler.wait_idle(10)
+    first, *_ = finals(events)
+    assert len(finals(events)) == 2, "the partial's sentence end was committed"
+    assert first.text.endswith(".")
+    assert not [p for p in engine.partial_prefixes if p.startswith(first.text)], \
+        "a partial read that sentence end hearing what follows: none hears the committed part"
+    ctx.scheduler.close()
