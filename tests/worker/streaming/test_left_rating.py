@@ -4,6 +4,8 @@ sentence is known as one before the rest's first pause (stand-in decoders, as in
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -92,4 +94,37 @@ def test_a_commit_a_partial_confirmed_is_not_rated_again(sentence: np.ndarray) -
     assert first.text.endswith(".")
     assert not [p for p in engine.partial_prefixes if p.startswith(first.text)], \
         "a partial read that sentence end hearing what follows: none hears the committed part"
+    ctx.scheduler.close()
+
+
+@pytest.mark.parametrize("mark", [". Next", ", next"], ids=["sentence-end", "clause"])
+def test_a_guess_a_partial_confirmed_at_a_clause_is_rated(sentence: np.ndarray, mark: str) -> None:
+    from .fakes import SentenceEngine
+
+    class Clause(SentenceEngine):
+        """Partials read a clause at the pause ("samples P, next") or a sentence end; finals a sentence."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.partial_prefixes: list[str] = []
+
+        def transcribe(self, audio: np.ndarray, beam_size: int = 1, language: str | None = "en",
+                       prefix: str = "", max_new_tokens: int | None = None, context: str = "",
+                       word_times: bool = False) -> Hypothesis:
+            hyp = super().transcribe(audio, beam_size, language, prefix, max_new_tokens, context, word_times)
+            if max_new_tokens is None:
+                return hyp
+            self.partial_prefixes.append(prefix)
+            return dataclasses.replace(hyp, text=hyp.text.replace(". Next", mark))
+
+    engine = Clause()
+    # A guess in the pause, which may not commit alone: only once a partial confirms the pause.
+    ctx, pipe, events = pipeline(engine, PipelineOptions(commit_confirm_final=False,
+                                                         commit_clause_unmarked_pause_ms=1000))
+    push(pipe, np.concatenate([silence(500), sentence, silence(240), sentence, silence(1000)]), ctx)
+    assert ctx.scheduler.wait_idle(10)
+    first, *_ = finals(events)
+    assert len(finals(events)) == 2 and first.text.endswith(".")
+    heard = [p for p in engine.partial_prefixes if p.startswith(first.text)]
+    assert len(heard) == (1 if mark.startswith(",") else 0), heard
     ctx.scheduler.close()

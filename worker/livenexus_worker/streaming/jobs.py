@@ -160,7 +160,8 @@ class StreamJobs:
             log.debug("stream %s: the pause at %.2f s ends a sentence; its guessed final commits (guess @%d used: "
                       "%r, the partial read %r)", self.stream_id, cut / SAMPLE_RATE, op.speculated_at,
                       guess.event.text[-40:], head[-40:])
-            self._commit(op, op.speculative_samples, guess)
+            # A clause the partial found (no sentence end read there) leaves the guess's full stop unrated.
+            self._commit(op, op.speculative_samples, guess, rated=rests.ends_sentence(head))
             return True
         if decoded is not None:
             before = finals.keep_before(text, word_ends, cut, (head.split() or [""])[-1], self.stream_id)
