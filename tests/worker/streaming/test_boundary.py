@@ -260,6 +260,12 @@ def test_what_a_decode_hearing_the_commit_made_of_its_full_stop_decides_whether_
     assert not rest_of_sentence(op, o), "the latest reading counts"
     assert rest_of_sentence(part([], left="behind where we wanted"), o), "no full stop: a clause cut"
     assert not rest_of_sentence(part([]), o), "no commit before it"
+    # An utterance the VAD began right after a final it hears (left.FollowOn) is judged alike: the VAD also
+    # ends utterances at gaps inside sentences ("a plan to avoid it next. | time").
+    follow = OpenUtterance(Utterance("s-3", 0), 0, left=LeftContext(np.zeros(SR, dtype=np.int16), "avoid it next."))
+    assert follow.hears_before and not rest_of_sentence(follow, o)
+    heard_left(follow, 0.002)
+    assert rest_of_sentence(follow, o)
 
 
 @pytest.mark.parametrize(("pause_s", "next_end_s", "found"),

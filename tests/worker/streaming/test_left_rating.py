@@ -128,3 +128,24 @@ def test_a_guess_a_partial_confirmed_at_a_clause_is_rated(sentence: np.ndarray, 
     heard = [p for p in engine.partial_prefixes if p.startswith(first.text)]
     assert len(heard) == (1 if mark.startswith(",") else 0), heard
     ctx.scheduler.close()
+
+
+@pytest.mark.parametrize("stop_p", [0.001, 0.6], ids=["inside-a-sentence", "sentence-end"])
+def test_an_utterance_right_after_a_final_rates_its_full_stop(sentence: np.ndarray, stop_p: float) -> None:
+    # The VAD ends the first utterance in a 600 ms pause (hangover 250 ms); the next one starts within the
+    # follow-on gap, so it hears that final, whose full stop no decode heard past.
+    engine = RatingEngine(stop_p)
+    ctx, pipe, events = pipeline(engine, PipelineOptions(final_left_context_gap_ms=1000))
+    push(pipe, np.concatenate([silence(500), sentence, silence(600)]), ctx)
+    assert ctx.scheduler.wait_idle(10)
+    (first,) = finals(events)
+    push(pipe, np.concatenate([sentence, silence(1000)]), ctx)
+    assert ctx.scheduler.wait_idle(10)
+    assert len(finals(events)) == 2 and finals(events)[1].segment_id != first.segment_id
+    heard = [timed for prefix, timed in engine.partials if prefix.startswith(first.text.rstrip("."))]
+    assert heard == [True], "its first partial heard the final before it, with word times"
+    last_final = engine.calls[-1][1]
+    assert last_final.startswith(first.text.rstrip(".")), "its final hears the final before it"
+    assert (first.text in last_final) == (stop_p >= PipelineOptions().commit_rest_stop_prob), \
+        "forced with its full stop only when rated a sentence end"
+    ctx.scheduler.close()

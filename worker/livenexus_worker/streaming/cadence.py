@@ -61,7 +61,7 @@ def partial_due(op: OpenUtterance, o: PipelineOptions, now: float, interval: flo
     if now - op.last_partial_request < stretched and not commits.confirms_pause(op, o) and not first_partial(op):
         return False
     least = o.min_partial_audio_ms
-    if op.hears_commit:  # the rest of a cut sentence: its pause may commit it
+    if op.hears_before:  # maybe the rest of a cut sentence: its pause may commit it
         least = min(least, round(o.commit_min_after_cut_s * 1000) + o.commit_lookahead_ms)
     return op.utt.n >= least * SAMPLES_PER_MS
 

@@ -26,7 +26,7 @@ def note_pause(op: OpenUtterance, o: PipelineOptions, pos: int, pause_ms: int, f
     """The stream is at ``pos`` after ``pause_ms`` of quiet: note the pause as a candidate cut for a partial to
     confirm (once per pause). Returns the wall time it began when it is to be committed right away instead
     (any pause, once the utterance is ``commit_any_after_s`` long). Caller holds the stream's lock."""
-    shortest = o.commit_min_after_cut_s if op.hears_commit else o.commit_min_s
+    shortest = o.commit_min_after_cut_s if op.hears_before else o.commit_min_s
     if not (o.commit_in_speech and pause_ms >= o.commit_pause_ms and op.utt.n >= shortest * SAMPLE_RATE
             and op.voiced_frames >= o.vad.min_speech_frames):
         return None

@@ -194,9 +194,7 @@ class StreamJobs:
                            last_partial_request=time.monotonic(), after_commit=True,
                            follows_first_cut=op.first_cut,
                            voiced_frames=max(0, voiced_after), pause_seen_at=op.pause_seen_at)
-        left.hear_before(self._open, op, head, result, self._chain(), self.o)
-        after = self._open.left
-        self._open.left_unrated = not rated and after is not None and rests.ends_sentence(after.text)
+        left.hear_before(self._open, op, head, result, self._chain(), self.o, rated)
         # Pauses heard after the cut stay candidates of the part that goes on.
         self._open.pauses.extend((c - cut, w) for c, w in op.pauses if c > cut)
         self._open.pause_lengths = {w: op.pause_lengths[w] for _c, w in self._open.pauses if w in op.pause_lengths}

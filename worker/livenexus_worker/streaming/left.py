@@ -8,7 +8,7 @@ import numpy as np
 
 from livenexus_worker.core.audio import SAMPLE_RATE, SAMPLES_PER_MS
 from livenexus_worker.streaming.options import PipelineOptions
-from livenexus_worker.streaming.rests import forced_left
+from livenexus_worker.streaming.rests import ends_sentence, forced_left
 from livenexus_worker.streaming.stream_state import LeftContext, OpenUtterance, PendingFinal
 
 
@@ -40,10 +40,11 @@ class FollowOn:
 
 
 def hear_before(op: OpenUtterance, before: OpenUtterance, head: np.ndarray, result: PendingFinal, chain: bool,
-                o: PipelineOptions) -> None:
+                o: PipelineOptions, rated: bool = False) -> None:
     """Give ``op`` the final ``result`` of ``head`` (``before``'s audio) as its left context, chained over
     ``before``'s own when ``chain`` or when ``head``'s words alone are short (``chain_short_left_s``), and the
-    longer one a bad reading is decoded again with (:func:`longer`)."""
+    longer one a bad reading is decoded again with (:func:`longer`). ``rated``: a decode that heard past
+    ``head`` read where its sentence ends; else a closing full stop is still to be rated (``left_unrated``)."""
     op.left = left_context(head, result, o.final_left_context_s, forced_left(before, o) if chain else None)
     if not chain and op.left is not None and op.left.audio.shape[0] < o.chain_short_left_s * SAMPLE_RATE:
         op.left = left_context(head, result, o.final_left_context_s, forced_left(before, o)) or op.left
@@ -53,6 +54,7 @@ def hear_before(op: OpenUtterance, before: OpenUtterance, head: np.ndarray, resu
     # context at once, which saves its first decode (~0.35 s of the final's lag). Read once, here: a reading of
     # ``before`` that ends after this (a confirming decode) does not reach this part.
     op.reads_hard = before.read_again and op.left_long is not None
+    op.left_unrated = not rated and op.left is not None and ends_sentence(op.left.text)
 
 
 def left_context(head: np.ndarray, result: PendingFinal | None, limit_s: float,

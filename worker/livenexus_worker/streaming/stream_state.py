@@ -126,10 +126,12 @@ class OpenUtterance:
     """The pause (cut offset) a draft partial last had the rung's own model decode: asked once, not per draft."""
 
     @property
-    def hears_commit(self) -> bool:
-        """Opened by a commit that its finals hear as their left context: it may be the short rest of a
-        sentence the commit cut (``commit_min_after_cut_s``)."""
-        return self.after_commit and self.left is not None
+    def hears_before(self) -> bool:
+        """Opened right after a final its decodes hear as their left context (a commit's, or that of an
+        utterance that ended within ``final_left_context_gap_ms``): it may be the short rest of a sentence cut
+        there (``commit_min_after_cut_s``). The VAD too ends utterances inside sentences: at the gap inside
+        "next time" through LiveKit, and "time. In the meantime …" was one utterance, final 5.0 s after "time"."""
+        return self.left is not None
 
 
 @dataclass(frozen=True)
