@@ -152,6 +152,13 @@ def lookahead_heard(op: OpenUtterance, heard: int, o: PipelineOptions) -> bool:
     return any(heard - c >= lookahead for c, _ in op.pauses)
 
 
+def early_pause_heard(op: OpenUtterance, heard: int, o: PipelineOptions) -> bool:
+    """Do the first ``heard`` samples of ``op`` hold the look-ahead of a pause under ``commit_min_s`` into it? Only
+    the rest of a cut sentence may end there (:func:`_clause`), so only then does it matter whether ``op`` is one."""
+    lookahead = o.commit_lookahead_ms * SAMPLES_PER_MS
+    return any(c < o.commit_min_s * SAMPLE_RATE and heard - c >= lookahead for c, _ in op.pauses)
+
+
 def find_boundary(op: OpenUtterance, text: str, heard: int, word_ends: tuple[float, ...], o: PipelineOptions,
                   stream_id: str = "", word_probs: tuple[float, ...] = ()) -> tuple[int, float, str] | None:
     """A partial over ``heard`` samples said ``text``: does it end a sentence at one of ``op``'s recent pauses?

@@ -265,8 +265,10 @@ class StreamJobs:
             # Word times cost one more decoder pass (~25 ms): only when a pause may be confirmed, i.e. its
             # look-ahead is in this audio. Any pause at all asked for them on 68 % of a meeting's partials.
             aligned = self.o.commit_in_speech and commits.lookahead_heard(op, audio.shape[0], self.o)
-            rate = self.o.partial_rates_left and op.left_unrated
-            op.left_unrated = False  # one try: a partial that hears the context costs its encoding too
+            rate = self.o.partial_rates_left and op.left_unrated and commits.early_pause_heard(op, audio.shape[0],
+                                                                                                 self.o)
+            if rate:
+                op.left_unrated = False  # one try: a partial that hears the context pays for its encoding too
             left = (rests.forced_left(op, self.o)
                     if (self.o.partial_left_context and op.partial_dropped) or rate else None)
         _idx, tier, final_engine = self._ctx.engine_for(op.tier)
@@ -276,7 +278,7 @@ class StreamJobs:
             self._run_confirming(op, audio, requested, tier.name)
             return
         hyp, said, said_ends, said_probs, heard = finals.decode_partial(engine, self.o, audio, committed, left,
-                                                                        aligned or rate, self.stream_id)
+                                                                        aligned, self.stream_id)
         self._ctx.on_inference("partial", hyp, audio.shape[0] / SAMPLE_RATE)
         cost = hyp.encode_s + hyp.decode_s  # how long it held its lane
         text, why = check(said, hyp.no_speech_prob, hyp.avg_logprob, audio.shape[0] / SAMPLE_RATE, self.o.guards,
