@@ -118,8 +118,8 @@ class OpenUtterance:
     """The probability the latest decode that heard ``left`` gave the last token of its forced text (the full
     stop the commit ended with): near 0, that decode, hearing what follows, reads no sentence end there."""
     left_unrated: bool = False
-    """``left`` ends with a full stop no decode that heard what followed it has rated: its first partial
-    rates it (``partial_rates_left``)."""
+    """``left`` ends with a full stop no decode that heard what followed it has rated: the first partial that
+    hears the look-ahead of a pause under ``commit_min_s`` rates it (``partial_rates_left``)."""
     partial_dropped: bool = False
     """A partial of it said nothing the guards kept: its next ones hear ``left`` (``partial_left_context``)."""
     draft_asked: int = -1
