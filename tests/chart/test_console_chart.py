@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import urllib.error
@@ -284,16 +283,20 @@ def test_a_release_named_livenexus_cannot_leak_service_env_into_the_config() -> 
 def test_the_rendered_environment_starts_the_real_service() -> None:
     """``livenexus-console`` with exactly the chart's env listens on all interfaces and serves its API."""
     c = container(helm_template(*ON, "--set", "console.rooms.static={demo}"))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     base = {k: v for k, v in os.environ.items() if not k.startswith(("LIVEKIT_", "LIVENEXUS_", "KUBERNETES_"))}
-    env = {**base, **resolved_env(c), "LIVENEXUS_CONSOLE_PORT": str(port)}
+    # Port 0: the console takes a free one and says which. A port picked here and freed before the console
+    # bound it could be taken in between (a full CI run once saw the console print nothing).
+    env = {**base, **resolved_env(c), "LIVENEXUS_CONSOLE_PORT": "0"}
     proc = subprocess.Popen([sys.executable, "-m", "livenexus_console", *c.get("args", [])], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        assert proc.stdout is not None
-        assert proc.stdout.readline().strip() == f"LiveNexus console: http://0.0.0.0:{port}/"
+        assert proc.stdout is not None and proc.stderr is not None
+        line = proc.stdout.readline().strip()
+        if not line.startswith("LiveNexus console: http://0.0.0.0:"):
+            proc.kill()
+            pytest.fail(f"the console did not say it listens on all interfaces: {line!r}; "
+                        f"its stderr: {proc.stderr.read()[-2000:]}")
+        port = int(line.rsplit(":", 1)[1].rstrip("/"))
         url = f"http://127.0.0.1:{port}"
         with urllib.request.urlopen(url + "/healthz", timeout=5) as r:
             assert r.status == 200
