@@ -5,6 +5,7 @@ pipeline decodes and commits what this finds."""
 from __future__ import annotations
 
 import logging
+import math
 import re
 
 from livenexus_worker.core.audio import SAMPLE_RATE, SAMPLES_PER_MS
@@ -145,18 +146,14 @@ def _fresh(op: OpenUtterance, o: PipelineOptions) -> list[tuple[int, float]]:
     return [(c, w) for c, w in op.pauses if op.utt.n - c >= lookahead > op.partial_heard - c]
 
 
-def lookahead_heard(op: OpenUtterance, heard: int, o: PipelineOptions) -> bool:
+def lookahead_heard(op: OpenUtterance, heard: int, o: PipelineOptions, early: bool = False) -> bool:
     """Do the first ``heard`` samples of ``op`` hold ``commit_lookahead_ms`` after one of its pauses? Only then
-    can a partial over them end a sentence (:func:`find_boundary`), so only then are its words aligned."""
+    can a partial over them end a sentence (:func:`find_boundary`), so only then are its words aligned.
+    ``early``: a pause under ``commit_min_s`` into ``op``, where only the rest of a cut sentence may end
+    (:func:`_clause`), so only then does it matter whether ``op`` is one."""
     lookahead = o.commit_lookahead_ms * SAMPLES_PER_MS
-    return any(heard - c >= lookahead for c, _ in op.pauses)
-
-
-def early_pause_heard(op: OpenUtterance, heard: int, o: PipelineOptions) -> bool:
-    """Do the first ``heard`` samples of ``op`` hold the look-ahead of a pause under ``commit_min_s`` into it? Only
-    the rest of a cut sentence may end there (:func:`_clause`), so only then does it matter whether ``op`` is one."""
-    lookahead = o.commit_lookahead_ms * SAMPLES_PER_MS
-    return any(c < o.commit_min_s * SAMPLE_RATE and heard - c >= lookahead for c, _ in op.pauses)
+    within = o.commit_min_s * SAMPLE_RATE if early else math.inf
+    return any(heard - c >= lookahead and c < within for c, _ in op.pauses)
 
 
 def find_boundary(op: OpenUtterance, text: str, heard: int, word_ends: tuple[float, ...], o: PipelineOptions,

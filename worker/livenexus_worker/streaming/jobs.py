@@ -265,8 +265,8 @@ class StreamJobs:
             # Word times cost one more decoder pass (~25 ms): only when a pause may be confirmed, i.e. its
             # look-ahead is in this audio. Any pause at all asked for them on 68 % of a meeting's partials.
             aligned = self.o.commit_in_speech and commits.lookahead_heard(op, audio.shape[0], self.o)
-            rate = self.o.partial_rates_left and op.left_unrated and commits.early_pause_heard(op, audio.shape[0],
-                                                                                                 self.o)
+            rate = self.o.partial_rates_left and op.left_unrated and commits.lookahead_heard(op, audio.shape[0],
+                                                                                               self.o, early=True)
             if rate:
                 op.left_unrated = False  # one try: a partial that hears the context pays for its encoding too
             left = (rests.forced_left(op, self.o)
