@@ -105,7 +105,7 @@ def decode_final(ctx: StreamContext, o: PipelineOptions, req: FinalRequest, op: 
         return hyp, hyp.text, hyp.word_ends, hyp.word_probs
 
     hyp, said, word_ends, probs = run([])
-    agreed = list(op.agreement.committed)
+    agreed = op.agreement.forced
     forced = (forced_words(agreed, said, o.guards.evidence_words)
               if len(agreed) >= o.guards.evidence_words and coverage(agreed, said) < o.final_min_coverage else [])
     if forced:

@@ -261,7 +261,7 @@ class StreamJobs:
             confirming = (self.o.commit_in_speech and self.o.commit_confirm_final and commits.confirms_pause(op, self.o)
                           and not commits.guess_awaits(op, self.o) and commits.confirm_worth(op, self.o))
             op.partial_heard = max(op.partial_heard, audio.shape[0])  # when it runs (see confirms_pause)
-            committed = " ".join(op.agreement.committed)
+            committed = " ".join(op.agreement.forced)
             # Word times cost one more decoder pass (~25 ms): only when a pause may be confirmed, i.e. its
             # look-ahead is in this audio. Any pause at all asked for them on 68 % of a meeting's partials.
             aligned = self.o.commit_in_speech and commits.lookahead_heard(op, audio.shape[0], self.o)
@@ -338,6 +338,8 @@ class StreamJobs:
                 return
             rests.heard_left(op, result.left_stop_p)
             said, ends = result.event.text, result.word_ends
+            if self.o.partials_spelled_by_finals:
+                op.agreement.respell(said)
             stable, unstable = op.agreement.update(said)
             event = finals.partial_event(self._ctx, self.stream_id, self.speaker, op, audio.shape[0],
                                          (stable, unstable), finals.as_hypothesis(result), tier, requested)

@@ -265,6 +265,10 @@ class PipelineOptions:
     was the rest of a cut sentence: "a plan to avoid it next. | time, in the meantime" was not cut at the
     comma 0.4-0.6 s in, and the sentence was final with the next one, 4.1-5.0 s late. Rating every such
     part's first partial instead cost ~0.03 CPU-s per audio-s (17 partials of ~0.35 s a meeting run)."""
+    partials_spelled_by_finals: bool = True
+    """A final's decode of the open part (a guess in a pause, a confirming decode) respells the words the
+    partials agreed on, as later partials are forced to them (:meth:`LocalAgreement.respell`): its punctuation
+    instead of the first greedy reading's, which carried on unmarked for seconds once it had none."""
     left_noise_check_s: float = 2.0
     """A final of a part this short, decoded with a left context and with no agreed words, must also pass the
     no-speech and log-prob guards decoded alone (noise right after a final reads as words next to it)."""
