@@ -79,3 +79,31 @@ def test_a_final_is_forced_to_the_agreed_words_it_skipped_but_not_to_a_first_rea
     longer = _words("Thanks. I can add some detail on the confirmation of the order we sent")
     assert forced_words(longer, "the order we sent.", 3) == longer
     assert forced_words(once, "Okay.", 3) == once  # too few words to tell a reading
+
+
+def test_a_final_respells_the_agreed_words_later_decodes_are_forced_to() -> None:
+    la = LocalAgreement()
+    la.update("Great Thank you that really")
+    la.update("Great Thank you that really helps")
+    assert la.committed == _words("Great Thank you that really")
+    assert la.respell("Great thank you, that really helps.") == 2, "'thank' and 'you,' are spelled otherwise"
+    assert la.forced == _words("Great thank you, that really")
+    assert la.committed == _words("Great Thank you that really"), "what was shown as stable stays as shown"
+    stable, unstable = la.update("Great thank you, that really helps now")
+    assert stable == "Great Thank you that really helps" and unstable == "now", "the respelled words still agree"
+    assert la.forced == _words("Great thank you, that really helps")
+
+
+def test_respelling_stops_at_the_first_word_read_otherwise_and_skips_the_last() -> None:
+    la = LocalAgreement()
+    la.update("so the plan is to ship")
+    la.update("so the plan is to ship")
+    la.respell("So, the plans. Is to ship")
+    assert la.forced == _words("So, the plan is to ship"), "'plans.' is another word: it and all after keep theirs"
+    la.respell("So, the plan is to ship.")
+    assert la.forced == _words("So, the plan is to ship"), "the last word's full stop ends any decode: not taken"
+    la.reset()
+    assert la.forced == [] and la.respell("anything at all") == 0
+    la.update("the plan")
+    la.update("the plan")
+    assert la.respell("the plan.") == 0, "spelled alike"

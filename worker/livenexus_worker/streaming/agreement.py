@@ -57,14 +57,14 @@ class LocalAgreement:
         without marks, greedy partials go on without any: through LiveKit the agreed "Great Thank you that
         really" was read on as "helps now a quick look at the performance numbers" for 3 s after a guess had
         read "Great thank you, that really helps.", so the pause after "helps" ended no sentence and it was
-        final 4.6 s late. Returns how many words it read alike."""
-        same = 0
+        final 4.6 s late. Returns how many of the forced words it spelled otherwise."""
+        changed = 0
         for i, (mine, theirs) in enumerate(zip(self.committed, text.split()[:-1], strict=False)):
             if word_key(mine) != word_key(theirs):
                 break
+            changed += self._spelled.get(i, mine) != theirs
             self._spelled[i] = theirs
-            same += 1
-        return same
+        return changed
 
     def reset(self) -> None:
         self.committed.clear()

@@ -51,6 +51,14 @@ class FinalRequest:
     quiet: see ``PipelineOptions.quiet_no_speech``."""
 
 
+def respell_agreed(op: OpenUtterance, text: str, o: PipelineOptions, stream_id: str) -> None:
+    """A final's decode of ``op`` from its start read ``text``: later partials are forced to the words agreed
+    so far as it spelled them (``partials_spelled_by_finals``, :meth:`LocalAgreement.respell`). Lock held."""
+    if o.partials_spelled_by_finals and op.agreement.respell(text):
+        log.debug("stream %s: a final's decode respelled the agreed words: %r", stream_id,
+                  " ".join(op.agreement.forced)[-60:])
+
+
 def final_audio(op: OpenUtterance, o: PipelineOptions) -> np.ndarray:
     """A copy of ``op``'s audio up to its last voiced frame and ``tail_ms`` of what followed."""
     end = min(op.utt.n, op.utt.last_voiced_sample - op.utt.start_sample + o.tail_ms * SAMPLES_PER_MS)

@@ -40,8 +40,8 @@ class StreamGuesses(StreamJobs):
                     return  # speech resumed: this guess is obsolete
             event = self._decode_final(op, audio, wall, timed=timed)
             with self._lock:
-                if self.o.partials_spelled_by_finals and event is not None and self._open is op and not op.ended:
-                    op.agreement.respell(event.event.text)
+                if event is not None and self._open is op and not op.ended:
+                    finals.respell_agreed(op, event.event.text, self.o, self.stream_id)
                 if op.speculated_at != marker:
                     if not self._commit_outrun(op, marker, heard, event):
                         log.debug("stream %s: guess @%d obsolete once decoded", self.stream_id, marker)

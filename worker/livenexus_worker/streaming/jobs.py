@@ -338,8 +338,7 @@ class StreamJobs:
                 return
             rests.heard_left(op, result.left_stop_p)
             said, ends = result.event.text, result.word_ends
-            if self.o.partials_spelled_by_finals:
-                op.agreement.respell(said)
+            finals.respell_agreed(op, said, self.o, self.stream_id)
             stable, unstable = op.agreement.update(said)
             event = finals.partial_event(self._ctx, self.stream_id, self.speaker, op, audio.shape[0],
                                          (stable, unstable), finals.as_hypothesis(result), tier, requested)
