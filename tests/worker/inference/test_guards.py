@@ -25,6 +25,15 @@ def test_no_speech_and_low_logprob_drop() -> None:
     assert check("words words", 0.1, -1.5, 2.0, OPTS)[0] is None
 
 
+def test_a_long_confident_reading_outweighs_a_high_no_speech_probability() -> None:
+    # Real speech in noise, read at no-speech 0.87 through LiveKit; a short stock phrase stays dropped.
+    said = "team send at least one person for two afternoons."
+    assert check(said, 0.87, -0.17, 3.7, OPTS) == (said, "ok")
+    assert check(said, 0.87, -0.5, 3.7, OPTS) == (None, "no-speech"), "not confident: the 0.6 rule"
+    assert check("Thank you for watching.", 0.9, -0.2, 2.0, OPTS) == (None, "no-speech"), "short: the hard rule"
+    assert check(said, 0.87, -0.17, 3.7, GuardOptions(no_speech_hard_words=99)) == (None, "no-speech")
+
+
 def test_too_many_words_for_duration() -> None:
     text = " ".join(f"w{i}" for i in range(30))
     assert check(text, 0.1, -0.2, 1.0, OPTS) == (None, "too-many-words")
