@@ -43,6 +43,7 @@ def main() -> int:
     level = float(np.sqrt(np.mean(speech**2)))
     engine = WhisperEngine(resolve("base").path, threads=2)
     rng = np.random.default_rng(args.seed)
+    second = np.roll(speech[::-1], 12345)  # the babble's other voice
     readings: list[tuple[str, int, float, int, float, float, str]] = []
     for kind in ("pink", "babble", "babble+pink"):
         for db in (-40, -30, -20, -12):
@@ -50,7 +51,7 @@ def main() -> int:
                 for _ in range(args.windows):
                     n = int(secs * SAMPLE_RATE)
                     at = int(rng.integers(0, speech.size - n))
-                    babble = speech[at : at + n][::-1] + np.roll(speech[::-1], 12345)[at : at + n]
+                    babble = speech[at : at + n][::-1] + second[at : at + n]
                     babble /= np.sqrt(np.mean(babble**2)) + 1e-12
                     x = {"pink": pink(rng, n), "babble": babble, "babble+pink": babble + 0.5 * pink(rng, n)}[kind]
                     x = x / np.sqrt(np.mean(x**2)) * level * 10 ** (db / 20)

@@ -86,7 +86,8 @@ def test_a_final_respells_the_agreed_words_later_decodes_are_forced_to() -> None
     la.update("Great Thank you that really")
     la.update("Great Thank you that really helps")
     assert la.committed == _words("Great Thank you that really")
-    assert la.respell("Great thank you, that really helps.") == 2, "'thank' and 'you,' are spelled otherwise"
+    assert la.respell("Great thank you, that really helps.") == [("Thank", "thank"), ("you", "you,")], \
+        "'thank' and 'you,' are spelled otherwise"
     assert la.forced == _words("Great thank you, that really")
     assert la.committed == _words("Great Thank you that really"), "what was shown as stable stays as shown"
     stable, unstable = la.update("Great thank you, that really helps now")
@@ -103,7 +104,7 @@ def test_respelling_stops_at_the_first_word_read_otherwise_and_skips_the_last() 
     la.respell("So, the plan is to ship.")
     assert la.forced == _words("So, the plan is to ship"), "the last word's full stop ends any decode: not taken"
     la.reset()
-    assert la.forced == [] and la.respell("anything at all") == 0
+    assert la.forced == [] and la.respell("anything at all") == []
     la.update("the plan")
     la.update("the plan")
-    assert la.respell("the plan.") == 0, "spelled alike"
+    assert la.respell("the plan.") == [], "spelled alike"

@@ -50,19 +50,20 @@ class LocalAgreement:
         them. ``committed`` keeps the spelling shown, which never changes once stable."""
         return [self._spelled.get(i, w) for i, w in enumerate(self.committed)]
 
-    def respell(self, text: str) -> int:
+    def respell(self, text: str) -> list[tuple[str, str]]:
         """A final's decode (beam search, the left context) of the same audio from its start read ``text``: the
         committed words it also says take its spelling, its punctuation above all, up to the first word it
         reads otherwise. Not its last word, whose full stop Whisper puts at the end of any audio. Forced
         without marks, greedy partials go on without any: through LiveKit the agreed "Great Thank you that
         really" was read on as "helps now a quick look at the performance numbers" for 3 s after a guess had
         read "Great thank you, that really helps.", so the pause after "helps" ended no sentence and it was
-        final 4.6 s late. Returns how many of the forced words it spelled otherwise."""
-        changed = 0
+        final 4.6 s late. Returns the forced words it spelled otherwise, as (before, now)."""
+        changed: list[tuple[str, str]] = []
         for i, (mine, theirs) in enumerate(zip(self.committed, text.split()[:-1], strict=False)):
             if word_key(mine) != word_key(theirs):
                 break
-            changed += self._spelled.get(i, mine) != theirs
+            if (was := self._spelled.get(i, mine)) != theirs:
+                changed.append((was, theirs))
             self._spelled[i] = theirs
         return changed
 

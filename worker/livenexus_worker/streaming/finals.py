@@ -54,12 +54,9 @@ class FinalRequest:
 def respell_agreed(op: OpenUtterance, text: str, o: PipelineOptions, stream_id: str) -> None:
     """A final's decode of ``op`` from its start read ``text``: later partials are forced to the words agreed
     so far as it spelled them (``partials_spelled_by_finals``, :meth:`LocalAgreement.respell`). Lock held."""
-    if not o.partials_spelled_by_finals:
-        return
-    before = op.agreement.forced
-    if op.agreement.respell(text):
+    if o.partials_spelled_by_finals and (changed := op.agreement.respell(text)):
         log.debug("stream %s: a final's decode respelled the agreed words: %s", stream_id,
-                  ", ".join(f"{a!r} -> {b!r}" for a, b in zip(before, op.agreement.forced, strict=True) if a != b))
+                  ", ".join(f"{a!r} -> {b!r}" for a, b in changed))
 
 
 def final_audio(op: OpenUtterance, o: PipelineOptions) -> np.ndarray:
