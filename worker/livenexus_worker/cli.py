@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from pathlib import Path
 
 from livenexus_common.cli import EXIT_INTERRUPTED, EXIT_MODEL, fail, setup_logging, write_termination_message
 from livenexus_worker.core.audio import AudioError
 from livenexus_worker.core.memory import limit_arenas
-from livenexus_worker.inference import models
+from livenexus_worker.inference import english, models
 from livenexus_worker.ops.cpu import affinity_cpus
 from livenexus_worker.room.settings import SettingsError
 from livenexus_worker.streaming.runtime import MAX_WORKERS
@@ -28,6 +29,9 @@ def _cmd_models(args: argparse.Namespace) -> int:
     for name in args.names or ["base"]:
         res = models.resolve(name, cache)
         print(f"{name}\t{res.path}\t({res.source})")
+        # Prepared here too: a worker whose cache is read-only (the image's) cannot make it when it starts.
+        with contextlib.suppress(english.NotApplicable):
+            print(f"{name} (English vocabulary)\t{english.english_dir(res.path, cache)}")
     return 0
 
 

@@ -36,9 +36,16 @@ def transcribe(rt: Runtime, audio: np.ndarray, stream: str, realtime: bool = Fal
 
 
 def offline_text(rt: Runtime, audio: np.ndarray) -> str:
-    _i, tier, engine = rt.engine_for(0)
-    segments, _ = engine._wm.transcribe(audio.astype(np.float32) / 32768, beam_size=tier.beam_size,
-                                         language="en", condition_on_previous_text=False)
+    # Plain faster-whisper on the whole model: the runtime's engine decodes English with the model's
+    # English-vocabulary copy, whose ids only the engine maps.
+    from faster_whisper import WhisperModel
+
+    from livenexus_worker.inference.models import resolve
+
+    _i, tier, _engine = rt.engine_for(0)
+    model = WhisperModel(str(resolve(tier.model).path), device="cpu", compute_type=tier.compute_type, cpu_threads=2)
+    segments, _ = model.transcribe(audio.astype(np.float32) / 32768, beam_size=tier.beam_size, language="en",
+                                   condition_on_previous_text=False)
     return " ".join(s.text for s in segments)
 
 

@@ -25,6 +25,7 @@ import numpy as np
 
 from livenexus_worker.core.audio import SAMPLE_RATE
 from livenexus_worker.inference import batching
+from livenexus_worker.inference.vocab import IdMap
 
 log = logging.getLogger(__name__)
 _blas_limited = False
@@ -123,9 +124,16 @@ class WhisperEngine:
         self._wm = WhisperModel(str(model_dir), device="cpu", compute_type=compute_type, cpu_threads=threads,
                                 num_workers=max(1, workers))
         self.load_s = time.perf_counter() - t0
+        self._ids = IdMap.of_model(model_dir, self._wm.hf_tokenizer)
+        """A pruned model's ids (``vocab``); None when it has the tokenizer's whole vocabulary."""
         self.model_dir = model_dir
         self.compute_type = compute_type
         self._tokenizers: dict[str | None, object] = {}
+
+    @property
+    def vocabulary(self) -> str:
+        """Which vocabulary the decoder scores, for the log: the whole, or a pruned copy's size."""
+        return "whole vocabulary" if self._ids is None else f"English vocabulary, {self._ids.kept.shape[0]} tokens"
 
     @property
     def multilingual(self) -> bool:
@@ -199,6 +207,8 @@ class WhisperEngine:
         prompts, forced, limit = [], [], []
         for r, tok, s in zip(requests, toks, samples, strict=True):
             prompt, f = _prompt(tok, r.context, r.prefix)
+            if self._ids is not None:
+                prompt, f = self._ids.to_model(prompt), self._ids.to_model(f)
             prompts.append(prompt)
             forced.append(f)
             cap = int(s.shape[0] / SAMPLE_RATE * self.options.tokens_per_second) + 8
@@ -228,6 +238,8 @@ class WhisperEngine:
             # CTranslate2 returns the forced prefix tokens as part of the sequence; in a batch the shared
             # max_length may let one run past its own cap, which is cut here as if decoded alone.
             tokens = result.sequences_ids[0][: limit[i]]
+            if self._ids is not None:
+                tokens = self._ids.to_tokenizer(tokens)
             # Scores are cumulative log-probs normalised by length (length_penalty=1), as in faster-whisper.
             avg_logprob = float(result.scores[0]) * len(tokens) / (len(tokens) + 1) if tokens else -10.0
             text = toks[i].decode(tokens).strip()  # type: ignore[attr-defined]
@@ -256,7 +268,10 @@ class WhisperEngine:
         words do not match ``text``."""
         if not tokens or num_frames <= 0:
             return (), ()
-        result = self._wm.model.align(enc, tok.sot_sequence, [tokens], num_frames, median_filter_width=7)[0]
+        start, text_tokens = tok.sot_sequence, tokens
+        if self._ids is not None:
+            start, text_tokens = self._ids.to_model(start), self._ids.to_model(tokens)
+        result = self._wm.model.align(enc, start, [text_tokens], num_frames, median_filter_width=7)[0]
         words, word_tokens = tok.split_to_word_tokens([*tokens, tok.eot])
         pairs = np.array(result.alignments)
         if len(word_tokens) <= 1 or pairs.size == 0:

@@ -18,6 +18,7 @@ from livenexus_worker.core.memory import release_free_memory
 from livenexus_worker.core.tier_spec import TierSpec
 from livenexus_worker.inference.calibrate import measured_threads
 from livenexus_worker.inference.engine import EngineOptions, Hypothesis, WhisperEngine
+from livenexus_worker.inference.english import english_or_whole
 from livenexus_worker.inference.models import ModelCorruptError, ModelNotFoundError, resolve
 from livenexus_worker.streaming.pipeline import PipelineOptions, StreamPipeline
 from livenexus_worker.streaming.scheduler import InferenceScheduler
@@ -93,6 +94,11 @@ class RuntimeOptions:
     batch_partials: bool = False
     """Batch the partials of different streams too (at beam 1, four together were 1.4x faster, two no faster;
     they are padded to the longest window)."""
+    english_vocabulary: bool = True
+    """With the pipeline's language English: decode with the model's English-vocabulary copy
+    (``inference.vocab``), prepared once in the model cache. Its decoder scores 33,180 tokens instead of 51,865;
+    a decoder step costs ~15-25 % less and the text read is the same. Models it does not apply to (English-only
+    ones), or a cache it cannot write, keep the whole vocabulary."""
     trim_when_quiet: bool = True
     """After the last job, with nothing queued and nobody speaking, give freed heap back to the kernel
     (``core/memory.py``): a long window otherwise raises RSS for good (by ~100 MiB for 30 s, base model)."""
@@ -161,7 +167,8 @@ class Runtime:
                     log.warning("tier %d (%s) unavailable, it will be skipped: %s", i, tier.name, failed[key])
                 else:
                     self._engines[key] = engine
-                    log.info("loaded %s (%s) in %.2fs", tier.model, tier.compute_type, engine.load_s)
+                    log.info("loaded %s (%s, %s) in %.2fs", tier.model, tier.compute_type, engine.vocabulary,
+                             engine.load_s)
                     continue
             self._unavailable[i] = failed[key].splitlines()[0]
         self._load_drafts(cache)
@@ -176,6 +183,8 @@ class Runtime:
 
     def _open(self, model: str, compute_type: str, cache: Path | None) -> WhisperEngine:
         path = self._resolved.pop(model, None) or resolve(model, cache).path
+        if self.options.english_vocabulary and self.options.pipeline.language == "en":
+            path = english_or_whole(path, cache)
         return WhisperEngine(path, compute_type, self.options.threads, self.options.engine, self.workers)
 
     def _load_drafts(self, cache: Path | None) -> None:

@@ -1,0 +1,80 @@
+"""The English-vocabulary copy of a model (``vocab``), prepared once into the model cache beside the model it
+comes from: staged, verified and renamed like a joined model, readable by a non-root worker.
+
+Its directory is named by what it is made of, ``.english-<model sha256>-<token list sha256>`` (a dot name:
+``models list`` shows models by name, and this is a form of one), so a new token list or another model makes
+another copy and an old one is never mistaken for it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+
+from livenexus_worker.inference import model_cache, vocab
+from livenexus_worker.inference.models import default_cache_dir, is_model_dir
+
+log = logging.getLogger(__name__)
+
+PREFIX = ".english-"
+
+
+class NotApplicable(ValueError):
+    """The worker ships no English token list for the model's tokenizer (lists are made per BPE vocabulary:
+    one vocabulary spells a word with other tokens than another)."""
+
+
+def english_dir(source: Path, cache: Path | None = None) -> Path:
+    """The English-vocabulary copy of the model directory ``source``, prepared in ``cache`` if it is not
+    there yet (or is damaged). Raises :class:`NotApplicable`, ``OSError`` (a read-only or full cache) or
+    ``ValueError`` (a model.bin this cannot read)."""
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(source / "tokenizer.json"))
+    wanted = vocab.english_tokens(tokenizer)
+    if wanted is None:
+        raise NotApplicable(f"{source}: no English token list for its tokenizer ({vocab.fingerprint(tokenizer)})")
+    source_sha = model_cache.read_record(source) or model_cache.sha256_file(source / "model.bin")
+    list_sha = hashlib.sha256("\n".join(sorted(wanted)).encode()).hexdigest()
+    root = cache or default_cache_dir()
+    target = root / f"{PREFIX}{source_sha[:16]}-{list_sha[:8]}"
+    if is_model_dir(target):
+        try:
+            model_cache.verify(target)
+            return target
+        except model_cache.IntegrityError as exc:
+            log.error("English copy of %s is unusable, preparing it again: %s", source, exc)
+            model_cache.quarantine(target)
+    root.mkdir(parents=True, exist_ok=True)
+    needed = (source / "model.bin").stat().st_size + (source / "tokenizer.json").stat().st_size
+    model_cache.check_space(root, needed)
+    with model_cache.staging_dir(target) as staging:
+        try:
+            done = vocab.prune(source, staging, vocab.english_keep(tokenizer, wanted))
+            digest = model_cache.sha256_file(staging / "model.bin")
+            (staging / model_cache.RECORD).write_text(f"{digest}  model.bin\n")
+        except OSError as exc:
+            raise model_cache.no_space(exc, root, needed) from exc
+        for path in staging.iterdir():
+            path.chmod(0o644)
+        staging.chmod(0o755)
+        if not model_cache.publish(staging, target):
+            model_cache.verify(target)  # another preparer's copy: the same bytes, if whole
+        else:
+            log.info("prepared the English-vocabulary copy of %s: %d of %d tokens, in %s", source,
+                     done.rows_after, done.rows_before, target)
+    return target
+
+
+def english_or_whole(source: Path, cache: Path | None = None) -> Path:
+    """:func:`english_dir`, or ``source`` itself when there is none to be had (said once in the log): the
+    worker decodes the same text with the whole vocabulary, only slower."""
+    try:
+        return english_dir(source, cache)
+    except NotApplicable as exc:
+        log.debug("whole vocabulary: %s", exc)
+    except (OSError, ValueError) as exc:
+        log.warning("cannot prepare the English-vocabulary copy of %s, decoding with the whole vocabulary: %s",
+                    source, exc)
+    return source
