@@ -43,6 +43,9 @@ def test_a_damaged_copy_is_made_again(base: Path, tmp_path: Path) -> None:
         f.write(b"\xff" * 16)
     again = english.english_dir(base, tmp_path)
     assert again == first and model_cache.verify(again)
+    # A copy without its record is not trusted either: every copy this makes has one.
+    (again / model_cache.RECORD).unlink()
+    assert english.english_dir(base, tmp_path) == first and (first / model_cache.RECORD).is_file()
 
 
 def test_an_english_only_model_keeps_its_vocabulary_and_an_unwritable_cache_the_whole(base: Path,

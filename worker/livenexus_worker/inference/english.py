@@ -41,8 +41,9 @@ def english_dir(source: Path, cache: Path | None = None) -> Path:
     target = root / f"{PREFIX}{source_sha[:16]}-{list_sha[:8]}"
     if is_model_dir(target):
         try:
-            model_cache.verify(target)
-            return target
+            if model_cache.verify(target):
+                return target
+            raise model_cache.IntegrityError(f"{target} has no {model_cache.RECORD} record")  # every copy gets one
         except model_cache.IntegrityError as exc:
             log.error("English copy of %s is unusable, preparing it again: %s", source, exc)
             model_cache.quarantine(target)
@@ -60,7 +61,7 @@ def english_dir(source: Path, cache: Path | None = None) -> Path:
             path.chmod(0o644)
         staging.chmod(0o755)
         if not model_cache.publish(staging, target):
-            model_cache.verify(target)  # another preparer's copy: the same bytes, if whole
+            model_cache.verify(target, sha256=digest)  # another preparer's copy: the same bytes, if whole
         else:
             log.info("prepared the English-vocabulary copy of %s: %d of %d tokens, in %s", source,
                      done.rows_after, done.rows_before, target)

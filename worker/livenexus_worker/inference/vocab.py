@@ -112,7 +112,8 @@ def fingerprint(tokenizer: Any) -> str:
 
 def english_tokens(tokenizer: Any) -> frozenset[str] | None:
     """The token strings English text needs in ``tokenizer``'s vocabulary, shipped with the worker
-    (``hack/english_tokens.py`` made them for base's and tiny.en's); None for a vocabulary it has none for."""
+    (``hack/english_tokens.py`` made them for base's, the multilingual models' vocabulary); None for a
+    vocabulary it has none for (tiny.en's, GPT-2's)."""
     data = resources.files("livenexus_worker.inference").joinpath(_TOKENS_FILE).read_bytes()
     wanted = _SECTION + fingerprint(tokenizer)
     tokens: list[str] | None = None
