@@ -1,7 +1,7 @@
 """Whisper with an English-only output vocabulary: the decoder's last layer scores only the tokens English
 text is made of.
 
-Each decoder step of Whisper base reads its output projection, 51,865 rows of 512 weights, as many as the six
+Each decoder step of Whisper base reads its output projection, 51,865 rows of 512 weights, more than the six
 layers before it together; a step is bound by reading weights (beam 5 costs ~1.3x beam 1 per step, not 5x).
 English text uses about two thirds of those rows: the rest spell other scripts and languages. A copy of the
 model keeping only the rows that tokenize an English dictionary (and every byte, digit, mark and special
@@ -17,7 +17,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
-import logging
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -26,8 +25,6 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
-
-log = logging.getLogger(__name__)
 
 EMBEDDINGS = "decoder/embeddings/weight"
 """The decoder's token embeddings; its output projection is an alias of them in a converted Whisper model."""
@@ -140,11 +137,6 @@ def english_keep(tokenizer: Any, wanted: frozenset[str]) -> list[int]:
     keep |= {i for s, i in vocab.items() if s == ""}
     keep |= {i for s, i in vocab.items() if i < first_special and _marks_only(s)}
     return sorted(keep)
-
-
-_BYTE_CHARS = {c: b for b, c in enumerate(
-    [*range(33, 127), *range(161, 173), *range(174, 256)]
-    + [b for b in range(256) if not (33 <= b < 127 or 161 <= b < 173 or 174 <= b < 256)])}
 
 
 def _marks_only(token: str) -> bool:

@@ -97,8 +97,8 @@ class RuntimeOptions:
     english_vocabulary: bool = True
     """With the pipeline's language English: decode with the model's English-vocabulary copy
     (``inference.vocab``), prepared once in the model cache. Its decoder scores 33,180 tokens instead of 51,865;
-    a decoder step costs ~15-25 % less and the text read is the same. Models it does not apply to (English-only
-    ones), or a cache it cannot write, keep the whole vocabulary."""
+    a decoder step costs ~15-25 % less, and 17 of 18 decodes compared read the same text. Models it does not
+    apply to (English-only ones), or a cache it cannot write, keep the whole vocabulary."""
     trim_when_quiet: bool = True
     """After the last job, with nothing queued and nobody speaking, give freed heap back to the kernel
     (``core/memory.py``): a long window otherwise raises RSS for good (by ~100 MiB for 30 s, base model)."""
