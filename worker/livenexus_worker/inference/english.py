@@ -57,12 +57,7 @@ def english_dir(source: Path, cache: Path | None = None) -> Path:
             (staging / model_cache.RECORD).write_text(f"{digest}  model.bin\n")
         except OSError as exc:
             raise model_cache.no_space(exc, root, needed) from exc
-        for path in staging.iterdir():
-            path.chmod(0o644)
-        staging.chmod(0o755)
-        if not model_cache.publish(staging, target):
-            model_cache.verify(target, sha256=digest)  # another preparer's copy: the same bytes, if whole
-        else:
+        if model_cache.publish_readable(staging, target, None, digest):
             log.info("prepared the English-vocabulary copy of %s: %d of %d tokens, in %s", source,
                      done.rows_after, done.rows_before, target)
     return target

@@ -201,6 +201,24 @@ def publish(staging: Path, target: Path) -> bool:
     return True
 
 
+def publish_readable(staging: Path, target: Path, size: int | None, sha256: str) -> bool:
+    """Make ``staging`` readable by a non-root worker and :func:`publish` it onto ``target``. When another
+    preparer got there first, theirs is as good as ours if it is whole: checked against ``size`` and ``sha256``
+    (ValueError if it is not this model). Returns whether ours was published."""
+    # mkdtemp makes the directory 0700 and the umask shapes the files: a cache prepared by root (an image
+    # build) must still be readable by the non-root user that runs the worker.
+    for path in staging.iterdir():
+        path.chmod(0o644)
+    staging.chmod(0o755)
+    if publish(staging, target):
+        return True
+    try:
+        verify(target, size, sha256)
+    except IntegrityError as exc:
+        raise ValueError(f"{target} exists and is not this model: {exc}") from exc
+    return False
+
+
 def check_space(directory: Path, needed: int) -> None:
     """Fail before writing when ``directory``'s filesystem lacks ``needed`` bytes (writes still check)."""
     free = shutil.disk_usage(directory).free

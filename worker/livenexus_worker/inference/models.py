@@ -162,17 +162,7 @@ def join_packaged(spec: PackagedModel, target: Path) -> Path:
             (staging / model_cache.RECORD).write_text(f"{spec.sha256}  model.bin\n")
         except OSError as exc:
             raise model_cache.no_space(exc, target.parent, needed) from exc
-        # mkdtemp makes the directory 0700 and the umask shapes the files: a cache prepared by root (an image
-        # build) must still be readable by the non-root user that runs the worker.
-        for path in staging.iterdir():
-            path.chmod(0o644)
-        staging.chmod(0o755)
-        if not model_cache.publish(staging, target):
-            # Lost a race to another preparer: theirs is as good as ours, if it is whole.
-            try:
-                model_cache.verify(target, spec.size, spec.sha256)
-            except model_cache.IntegrityError as exc:
-                raise ValueError(f"{target} exists and is not this model: {exc}") from exc
+        model_cache.publish_readable(staging, target, spec.size, spec.sha256)
         return target
 
 
