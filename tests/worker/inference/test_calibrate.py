@@ -23,6 +23,35 @@ def test_two_threads_are_kept_only_when_they_pay() -> None:
     assert ThreadTiming(one_s=0.40, two_s=0.0).threads == 1, "no timing: never two"
 
 
+def test_a_timing_far_from_the_line_is_clear_on_either_side() -> None:
+    assert ThreadTiming(one_s=0.41, two_s=0.46).clear, "0.88x (this AMD host): one thread, whatever more rounds say"
+    assert ThreadTiming(one_s=0.40, two_s=0.20).clear, "2.0x: two"
+    assert not ThreadTiming(one_s=0.40, two_s=0.33).clear, "1.21x: near enough to the line to time again"
+    assert not ThreadTiming(one_s=0.40, two_s=0.25).clear, "1.6x: over it, but not by enough"
+
+
+def test_timing_stops_once_clear_and_goes_on_near_the_line() -> None:
+    def host(times: dict[int, list[float]]):  # type: ignore[no-untyped-def]
+        calls: list[int] = []
+
+        def run(threads: int) -> float:
+            calls.append(threads)
+            return times[threads][min((len(calls) - 1) // 2, len(times[threads]) - 1)]
+
+        return run, calls
+
+    run, calls = host({1: [0.41], 2: [0.47]})
+    timing = calibrate.rounds_until_clear(run, repeats=4)
+    assert (timing.rounds, calls, timing.threads) == (1, [1, 2], 1), "clear after one round: one thread"
+    run, calls = host({1: [0.40], 2: [0.30, 0.21]})
+    timing = calibrate.rounds_until_clear(run, repeats=4)
+    assert (timing.rounds, timing.threads) == (2, 2), "a first round another load slowed is timed again"
+    assert timing.two_s == 0.21, "the fastest of each counts"
+    run, calls = host({1: [0.40], 2: [0.30]})
+    timing = calibrate.rounds_until_clear(run, repeats=4)
+    assert (timing.rounds, len(calls), timing.threads) == (4, 8, 1), "near the line: every round"
+
+
 def test_a_model_that_cannot_be_timed_keeps_the_core_rule(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     (tmp_path / "model.bin").write_bytes(b"not a model")
     with caplog.at_level(logging.WARNING, logger=calibrate.__name__):
@@ -31,7 +60,8 @@ def test_a_model_that_cannot_be_timed_keeps_the_core_rule(tmp_path: Path, caplog
 
 
 @pytest.mark.parametrize("out", ["", "garbage", '{"one_s": 0.2}', '{"one_s": "NaN", "two_s": 0.1}',
-                                 '{"one_s": -1, "two_s": 0.1}', '{"one_s": 0.2, "two_s": 1e9}', '[1, 2]'])
+                                 '{"one_s": -1, "two_s": 0.1}', '{"one_s": 0.2, "two_s": 1e9}', '[1, 2]',
+                                 '{"one_s": 0.2, "two_s": 0.1, "rounds": "x"}'])
 def test_what_the_child_prints_is_checked(out: str) -> None:
     assert calibrate._parse(out) is None
 
@@ -45,6 +75,8 @@ def test_the_child_times_the_real_model_at_one_and_two_threads(caplog: pytest.Lo
     assert threads in (1, 2)
     assert f"decode threads: {threads} (one " in caplog.text, "timed, not fallen back to the core rule"
     assert calibrate._parse('log line\n{"one_s": 0.2, "two_s": 0.1}').threads == 2  # type: ignore[union-attr]
+    assert calibrate._parse('{"one_s": 0.2, "two_s": 0.3, "rounds": 1}') == ThreadTiming(0.2, 0.3, 1)
+    assert "round(s))" in caplog.text
 
 
 def test_the_runtime_decodes_on_the_measured_threads_with_lanes_to_match(monkeypatch: pytest.MonkeyPatch) -> None:
