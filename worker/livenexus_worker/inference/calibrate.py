@@ -42,8 +42,8 @@ MIN_SPEEDUP = 1.5
 
 CLEAR_BY = 1.25
 """A speedup this many times under :data:`MIN_SPEEDUP` or over it decides without more rounds of timing. The
-hosts measured so far read 0.81-0.88x (AMD EPYC, Zen 4), 1.01-1.26x (Intel with AMX) and 1.75-1.85x (AVX2): a
-round is ~0.9 s of two busy cores on base, and three more rounds took a worker's start from 4.5 s to 7.2 s on
+hosts measured so far read 0.73-0.88x (AMD EPYC, Zen 4), 1.01-1.26x (Intel with AMX) and 1.75-1.85x (AVX2): a
+round is ~0.9 s of two busy cores on base, and three more rounds took a worker's start from 4.4 s to 7.2 s on
 the first host, to confirm what its first round said."""
 
 _PREFIX = "so the design review moved to Thursday because the vendor needs one more week to finish the"
