@@ -147,7 +147,7 @@ def _parse(out: str) -> ThreadTiming | None:
     try:
         d = json.loads(out.strip().splitlines()[-1])
         one, two, rounds = float(d["one_s"]), float(d["two_s"]), int(d.get("rounds", 0))
-    except (IndexError, ValueError, KeyError, TypeError, AttributeError):
+    except (IndexError, ValueError, KeyError, TypeError):
         return None
     if not all(math.isfinite(x) and 0 < x < CHILD_TIMEOUT_S for x in (one, two)):
         return None
