@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from livenexus_worker.core.tier_spec import TierSpec
-from livenexus_worker.inference import calibrate
+from livenexus_worker.inference import calibrate, english
 from livenexus_worker.inference.calibrate import MIN_SPEEDUP, ThreadTiming
 from livenexus_worker.streaming import runtime as runtime_module
 from livenexus_worker.streaming.runtime import Runtime, RuntimeOptions
@@ -69,7 +69,8 @@ def test_what_the_child_prints_is_checked(out: str) -> None:
 def test_the_child_times_the_real_model_at_one_and_two_threads(caplog: pytest.LogCaptureFixture) -> None:
     from livenexus_worker.inference.models import resolve
 
-    model_dir = resolve("base").path
+    model_dir = english.english_or_whole(resolve("base").path)  # what the worker times: its decoding copy
+    assert model_dir.name.startswith(english.PREFIX)
     with caplog.at_level(logging.INFO, logger=calibrate.__name__):
         threads = calibrate.measured_threads(model_dir)
     assert threads in (1, 2)
@@ -92,8 +93,15 @@ def test_the_runtime_decodes_on_the_measured_threads_with_lanes_to_match(monkeyp
     options = RuntimeOptions(tiers=(TierSpec("base", "int8", 5, 250),), threads=2, measure_threads=True)
     rt = Runtime.create(options)
     try:
-        assert [c for _, c in asked] == ["int8"] and asked[0][0].name == "base", "the top rung's model is timed"
+        assert [c for _, c in asked] == ["int8"], "the top rung's model is timed, once"
+        assert asked[0][0].name.startswith(english.PREFIX), "the copy it decodes from: its last layer is smaller"
         assert (rt.decode_threads, rt.workers) == (1, 2), "one thread per decode: two decodes at once"
+    finally:
+        rt.close()
+    asked.clear()
+    rt = Runtime.create(replace(options, english_vocabulary=False))
+    try:
+        assert asked[0][0].name == "base", "no English copy: the model itself is timed"
     finally:
         rt.close()
     asked.clear()
@@ -130,13 +138,29 @@ def test_the_timed_model_is_resolved_once_loading_reuses_it(monkeypatch: pytest.
         calls.append(name)
         return real(name, cache)
 
+    copies: list[Path] = []
+    real_copy = runtime_module.english_or_whole
+
+    def copied(source: Path, cache: Path | None = None) -> Path:
+        copies.append(source)
+        return real_copy(source, cache)
+
+    timed: list[Path] = []
+
+    def timing(model_dir: Path, compute_type: str = "int8") -> int:
+        timed.append(model_dir)
+        return 1
+
     monkeypatch.setattr(runtime_module, "resolve", counted)
-    monkeypatch.setattr(runtime_module, "measured_threads", lambda *_a: 1)
+    monkeypatch.setattr(runtime_module, "english_or_whole", copied)
+    monkeypatch.setattr(runtime_module, "measured_threads", timing)
     options = RuntimeOptions(tiers=(TierSpec("base", "int8", 5, 250), TierSpec("base", "int8", 1, 250)), threads=2,
                              measure_threads=True)
     rt = Runtime.create(options)
     try:
         assert calls == ["base"], "resolved once, for the timing and the load"
+        assert len(copies) == 1, "its English copy looked up (and its model.bin hashed) once too"
         assert rt.is_available(0) and rt.decode_threads == 1
+        assert rt.engine_for(0)[2].model_dir == timed[0], "the directory timed is the one decoded from"
     finally:
         rt.close()

@@ -36,6 +36,21 @@ def test_the_copy_is_prepared_once_verified_and_readable_by_a_non_root_worker(ba
     assert not [p for p in prepared.parent.iterdir() if p.name.startswith(model_cache.STAGING_PREFIX)]
 
 
+def test_a_copy_made_is_found_without_reading_a_tokenizer_and_new_lists_make_another(
+        base: Path, prepared: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import tokenizers
+
+    def unread(*_a: object) -> None:
+        raise AssertionError("read a tokenizer to find a copy already made")
+
+    monkeypatch.setattr(tokenizers.Tokenizer, "from_file", unread)
+    assert english.english_dir(base, prepared.parent) == prepared
+    # Other token lists are another copy: not found under the old name, so made (here: the tokenizer is read).
+    monkeypatch.setattr(english.vocab, "token_lists_id", lambda: "0" * 64)
+    with pytest.raises(AssertionError, match="read a tokenizer"):
+        english.english_dir(base, prepared.parent)
+
+
 def test_a_damaged_copy_is_made_again(base: Path, tmp_path: Path) -> None:
     first = english.english_dir(base, tmp_path)
     with (first / "model.bin").open("r+b") as f:

@@ -14,11 +14,13 @@ The pruned copy has its own ``vocabulary.json``; the tokenizer (``tokenizer.json
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 import json
 import struct
-from collections.abc import Iterable
+import threading
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -34,18 +36,25 @@ _SPECIAL_IDS = ("suppress_ids", "suppress_ids_begin", "lang_ids")
 """Lists of token ids in a Whisper model's config.json."""
 _TOKENS_FILE = "english_tokens.txt.gz"
 
+Merges = dict[int, tuple[int, int]]
+"""For each token a BPE merge makes, the two tokens it joins."""
+
 
 class IdMap:
     """Between a tokenizer's ids and a pruned model's: ``to_model`` spells a dropped token by the two tokens
     its BPE merge joined (recursively), so any text can be forced; ``to_tokenizer`` maps the model's output
     back."""
 
-    def __init__(self, kept: list[int], merges: dict[int, tuple[int, int]], tokenizer_size: int) -> None:
+    def __init__(self, kept: list[int], merges: Merges | Callable[[], Merges], tokenizer_size: int) -> None:
         self.kept = np.asarray(kept, dtype=np.int64)
         """Tokenizer id of each model id."""
         self._to_model = np.full(tokenizer_size, -1, dtype=np.int64)
         self._to_model[self.kept] = np.arange(len(kept))
-        self._merges = merges
+        # Read on the first dropped token (or given): English text rarely has one, and reading them is
+        # ~0.15 s of each engine's load, a worker's start and its thread-timing child's two loads.
+        self._merges: Merges | None = merges if isinstance(merges, dict) else None
+        self._read_merges = merges if callable(merges) else None
+        self._merges_lock = threading.Lock()
 
     @classmethod
     def of_model(cls, model_dir: Path, tokenizer: Any) -> IdMap | None:
@@ -63,7 +72,7 @@ class IdMap:
         missing = [s for s, i in zip(strings, ids, strict=True) if i is None]
         if missing:
             raise ValueError(f"{path}: {len(missing)} tokens are not the tokenizer's, e.g. {missing[:3]}")
-        return cls([int(i) for i in ids], _merge_parts(model_dir / "tokenizer.json", tokenizer), size)
+        return cls([int(i) for i in ids], functools.partial(_merge_parts, tokenizer), size)
 
     def to_model(self, ids: Iterable[int]) -> list[int]:
         out: list[int] = []
@@ -74,7 +83,7 @@ class IdMap:
             if mapped >= 0:
                 out.append(mapped)
                 continue
-            parts = self._merges.get(i)
+            parts = self._merge_of(i)
             if parts is None:
                 raise ValueError(f"token {i} is neither kept nor a merge of smaller tokens")
             stack.extend(reversed(parts))
@@ -83,10 +92,24 @@ class IdMap:
     def to_tokenizer(self, ids: Iterable[int]) -> list[int]:
         return [int(self.kept[i]) for i in ids]
 
+    @property
+    def merges_read(self) -> bool:
+        """Whether the merges have been read (given, or asked for by a dropped token)."""
+        return self._merges is not None
 
-def _merge_parts(tokenizer_json: Path, tokenizer: Any) -> dict[int, tuple[int, int]]:
-    """For each token a BPE merge makes, the two tokens it joins (the first merge that makes it)."""
-    model = json.loads(tokenizer_json.read_text(encoding="utf-8"))["model"]
+    def _merge_of(self, token: int) -> tuple[int, int] | None:
+        if self._merges is None:
+            with self._merges_lock:  # two decode lanes may meet their first dropped token at once
+                if self._merges is None:
+                    assert self._read_merges is not None
+                    self._merges = self._read_merges()
+        return self._merges.get(token)
+
+
+def _merge_parts(tokenizer: Any) -> Merges:
+    """For each token a BPE merge makes, the two tokens it joins (the first merge that makes it). Read from
+    the tokenizer in memory, not its file: a cache may have replaced that since the model loaded."""
+    model = json.loads(tokenizer.to_str())["model"]
     out: dict[int, tuple[int, int]] = {}
     for merge in model.get("merges", []):
         a, b = merge.split(" ", 1) if isinstance(merge, str) else merge
@@ -107,14 +130,24 @@ def fingerprint(tokenizer: Any) -> str:
     return hashlib.sha256("\n".join(f"{t}\t{i}" for t, i in pairs).encode("utf-8")).hexdigest()[:16]
 
 
+@functools.lru_cache(maxsize=1)
+def token_lists_id() -> str:
+    """The sha256 of the token lists the worker ships (every tokenizer's): what an English copy is made from
+    besides its model."""
+    return hashlib.sha256(_token_lists()).hexdigest()
+
+
+def _token_lists() -> bytes:
+    return gzip.decompress(resources.files("livenexus_worker.inference").joinpath(_TOKENS_FILE).read_bytes())
+
+
 def english_tokens(tokenizer: Any) -> frozenset[str] | None:
     """The token strings English text needs in ``tokenizer``'s vocabulary, shipped with the worker
     (``hack/english_tokens.py`` made them for base's, the multilingual models' vocabulary); None for a
     vocabulary it has none for (tiny.en's, GPT-2's)."""
-    data = resources.files("livenexus_worker.inference").joinpath(_TOKENS_FILE).read_bytes()
     wanted = _SECTION + fingerprint(tokenizer)
     tokens: list[str] | None = None
-    for line in gzip.decompress(data).decode("utf-8").split("\n"):
+    for line in _token_lists().decode("utf-8").split("\n"):
         if line.startswith(_SECTION):
             if tokens is not None:
                 break

@@ -121,7 +121,7 @@ class Runtime:
         self.run_id = uuid.uuid4().hex[:8]
         self._engines: dict[tuple[str, str], WhisperEngine] = {}
         self._unavailable: dict[int, str] = {}
-        self._resolved: dict[str, Path] = {}
+        self._prepared: dict[str, Path] = {}
         self._tier = 0
         self._lock = threading.Lock()
         self._streams: dict[str, StreamPipeline] = {}
@@ -136,11 +136,11 @@ class Runtime:
     @classmethod
     def create(cls, options: RuntimeOptions, observer: Any = None) -> Runtime:
         """A runtime with its models loaded (see :meth:`load`)."""
-        resolved: dict[str, Path] = {}
+        prepared: dict[str, Path] = {}
         if options.measure_threads and options.threads > 1 and options.tiers:
-            options = replace(options, threads=_measured_threads(options, resolved))
+            options = replace(options, threads=_measured_threads(options, prepared))
         rt = cls(options, observer)
-        rt._resolved = resolved  # the timed model's directory, already verified: loading does not hash it again
+        rt._prepared = prepared  # the timed directory, verified and copied: loading does not hash it again
         rt.load()
         return rt
 
@@ -182,9 +182,7 @@ class Runtime:
             self.observer.set_tier(self._tier, self.options.tiers[self._tier])
 
     def _open(self, model: str, compute_type: str, cache: Path | None) -> WhisperEngine:
-        path = self._resolved.pop(model, None) or resolve(model, cache).path
-        if self.options.english_vocabulary and self.options.pipeline.language == "en":
-            path = english_or_whole(path, cache)
+        path = self._prepared.pop(model, None) or _decoded_dir(model, self.options, cache)
         return WhisperEngine(path, compute_type, self.options.threads, self.options.engine, self.workers)
 
     def _load_drafts(self, cache: Path | None) -> None:
@@ -342,13 +340,23 @@ class Runtime:
         log.debug("room quiet: heap trimmed, RSS %.1f -> %.1f MiB", t.rss_before_mib, t.rss_after_mib)
 
 
-def _measured_threads(options: RuntimeOptions, resolved: dict[str, Path]) -> int:
-    """Intra-op threads per decode as timed on the top rung's model, whose directory goes into ``resolved``;
+def _decoded_dir(model: str, options: RuntimeOptions, cache: Path | None) -> Path:
+    """The directory ``model`` is decoded from: resolved (verified, prepared from its packages if need be), then
+    its English-vocabulary copy when the runtime decodes English with one (``english_vocabulary``)."""
+    path = resolve(model, cache).path
+    if options.english_vocabulary and options.pipeline.language == "en":
+        path = english_or_whole(path, cache)
+    return path
+
+
+def _measured_threads(options: RuntimeOptions, prepared: dict[str, Path]) -> int:
+    """Intra-op threads per decode as timed on the directory the top rung decodes from (:func:`_decoded_dir`:
+    the English copy's smaller last layer is part of each step's work), which goes into ``prepared``;
     ``options.threads`` when that model cannot be found (loading reports it)."""
     tier = options.tiers[0]
     try:
-        model_dir = resolve(tier.model, Path(options.model_cache) if options.model_cache else None).path
+        model_dir = _decoded_dir(tier.model, options, Path(options.model_cache) if options.model_cache else None)
     except _LOAD_ERRORS:
         return options.threads
-    resolved[tier.model] = model_dir
+    prepared[tier.model] = model_dir
     return min(options.threads, measured_threads(model_dir, tier.compute_type))
