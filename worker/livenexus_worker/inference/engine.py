@@ -51,7 +51,9 @@ class EngineOptions:
     margin_frames: int = 100
     """Mel frames of padding after the speech; without a margin the last word is often lost or looped."""
     bucket_frames: int = 100
-    """Window lengths are rounded up to a multiple of this, so the encoder sees a few shapes only."""
+    """Window lengths are rounded up to a multiple of this, so the encoder sees a few shapes only: oneDNN keeps
+    what it makes for each shape (CTranslate2's products on a CPU without MKL). 0.1 s buckets decoded ~3 % faster
+    on the meeting benchmark and held 85-94 MiB more."""
     min_window_frames: int = 200
     """Shortest window; very short inputs make Whisper unreliable."""
     tokens_per_second: float = 6.0
