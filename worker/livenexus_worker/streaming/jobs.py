@@ -23,7 +23,7 @@ from livenexus_worker.core import stages
 from livenexus_worker.core.audio import SAMPLE_RATE, SAMPLES_PER_MS
 from livenexus_worker.core.events import TranscriptEvent
 from livenexus_worker.inference.guards import check
-from livenexus_worker.streaming import cadence, commits, finals, left, rests
+from livenexus_worker.streaming import cadence, commits, finals, left, rests, trims
 from livenexus_worker.streaming.options import PipelineOptions
 from livenexus_worker.streaming.pauses import PauseDetector
 from livenexus_worker.streaming.scheduler import Job
@@ -261,35 +261,49 @@ class StreamJobs:
             confirming = (self.o.commit_in_speech and self.o.commit_confirm_final and commits.confirms_pause(op, self.o)
                           and not commits.guess_awaits(op, self.o) and commits.confirm_worth(op, self.o))
             op.partial_heard = max(op.partial_heard, audio.shape[0])  # when it runs (see confirms_pause)
-            committed = " ".join(op.agreement.forced)
+            forced = op.agreement.forced
+            committed = " ".join(forced)
             # Word times cost one more decoder pass (~25 ms): only when a pause may be confirmed, i.e. its
             # look-ahead is in this audio. Any pause at all asked for them on 68 % of a meeting's partials.
-            aligned = self.o.commit_in_speech and commits.lookahead_heard(op, audio.shape[0], self.o)
+            aligned = ((self.o.commit_in_speech and commits.lookahead_heard(op, audio.shape[0], self.o))
+                       or trims.wants_times(op, self.o))
             rate = self.o.partial_rates_left and op.left_unrated and commits.lookahead_heard(op, audio.shape[0],
                                                                                                self.o, early=True)
             if rate:
                 op.left_unrated = False  # one try: a partial that hears the context pays for its encoding too
+            # A part whose partials are dropped read alone hears its left context; once its words are agreed
+            # and timed, the words before the cut are that context.
+            trim = None if rate else trims.pick(op, self.o, forced, audio.shape[0])
+            dropped = op.partial_dropped
             left = (rests.forced_left(op, self.o)
-                    if (self.o.partial_left_context and op.partial_dropped) or rate else None)
+                    if trim is None and ((self.o.partial_left_context and dropped) or rate) else None)
         _idx, tier, final_engine = self._ctx.engine_for(op.tier)
         engine = self._ctx.partial_engine_for(op.tier)
         draft = engine is not final_engine
         if confirming and aligned:
             self._run_confirming(op, audio, requested, tier.name)
             return
-        hyp, said, said_ends, said_probs, heard = finals.decode_partial(engine, self.o, audio, committed, left,
-                                                                        aligned, self.stream_id)
+        cut = trims.decode(engine, self.o, audio, forced, trim, aligned) if trim is not None else None
+        if cut is not None:
+            hyp, said, said_ends, said_probs = cut
+            heard = False
+        else:
+            hyp, said, said_ends, said_probs, heard = finals.decode_partial(engine, self.o, audio, committed, left,
+                                                                            aligned, self.stream_id)
         self._ctx.on_inference("partial", hyp, audio.shape[0] / SAMPLE_RATE)
         cost = hyp.encode_s + hyp.decode_s  # how long it held its lane
         text, why = check(said, hyp.no_speech_prob, hyp.avg_logprob, audio.shape[0] / SAMPLE_RATE, self.o.guards,
-                          evidence_words=self.o.guards.evidence_words if heard else 0)
+                          evidence_words=self.o.guards.evidence_words if heard or (cut and dropped) else 0)
         if text is None:
             log.debug("stream %s: partial of %.2f s %r dropped: %s (no-speech %.2f, log-prob %.2f)", self.stream_id,
                       audio.shape[0] / SAMPLE_RATE, said[:40], why, hyp.no_speech_prob, hyp.avg_logprob)
         with self._lock:
             self._partial_cost = cost if not self._partial_cost else 0.7 * self._partial_cost + 0.3 * cost
             self._spent.append((self._pos, cost * engine.threads))  # core-seconds: each thread kept a core busy
-            op.partial_dropped |= text is None
+            if cut is not None and text is None:
+                op.trim_dropped = True  # read alone, the audio after the cut said nothing kept
+            else:
+                op.partial_dropped |= text is None
             rests.heard_left(op, finals.forced_stop_p(hyp, left) if heard and left is not None else None)
             if op.ended or self._open is not op or text is None:
                 return
@@ -300,6 +314,7 @@ class StreamJobs:
             # end says nothing about where the audio's sentence ends; aligned, its words still say where
             # they were spoken.
             word_ends = said_ends if text == said else ()
+            trims.timed(op, text.split(), word_ends, said_probs if word_ends else ())
             confirm = False
             if draft:
                 # Shown, never committed (a smaller model misreads stops: on the meeting benchmark drafts that

@@ -122,6 +122,14 @@ class OpenUtterance:
     hears the look-ahead of a pause under ``commit_min_s`` rates it (``partial_rates_left``)."""
     partial_dropped: bool = False
     """A partial of it said nothing the guards kept: its next ones hear ``left`` (``partial_left_context``)."""
+    timed: tuple[float, ...] = ()
+    """Where each of the first agreed words ends (s from its start), as the latest partial that aligned them
+    read it: where a partial may start decoding (``partial_trim``)."""
+    timed_probs: tuple[float, ...] = ()
+    """Each of those words' last token's probability, from the same partial."""
+    trim_dropped: bool = False
+    """A partial that started decoding inside it said nothing the guards kept: the rest of its partials decode
+    all of it."""
     draft_asked: int = -1
     """The pause (cut offset) a draft partial last had the rung's own model decode: asked once, not per draft."""
 
@@ -144,6 +152,21 @@ class LeftContext:
     """Its final's text: forced as the decoder's start, so the decode goes on from there."""
     ends: tuple[float, ...] = ()
     """Where each word of ``text`` ends (s from the audio's start); () when unknown."""
+
+
+@dataclass(frozen=True)
+class PartialTrim:
+    """Where a partial of a part starts decoding: inside an agreed word, heard again and forced; the agreed
+    words before it are Whisper's previous text (:mod:`trims`)."""
+
+    cut: int
+    """Samples from the part's start where the partial's audio begins."""
+    words: int
+    """The agreed words before the cut."""
+    ends: tuple[float, ...]
+    """Where each of them ends (s from the part's start)."""
+    probs: tuple[float, ...]
+    """Each of them's last token's probability."""
 
 
 @dataclass(frozen=True)
