@@ -103,9 +103,11 @@ class _RecordingPartials(SentenceEngine):
 
 def test_partials_align_their_words_only_once_a_pause_look_ahead_is_heard(sentence: np.ndarray) -> None:
     # Aligning costs a decoder pass, and a partial can end a sentence only at a pause whose look-ahead
-    # (300 ms) it heard: before that, a partial is not aligned even though a pause is waiting.
+    # (300 ms) it heard: before that, a partial is not aligned even though a pause is waiting. (Partials
+    # that cut at agreed words align them too, every two words: test_trims.py.)
     engine = _RecordingPartials()
-    ctx, pipe, events = pipeline(engine, PipelineOptions(final_left_context_s=0.0, commit_confirm_final=False))
+    ctx, pipe, events = pipeline(engine, PipelineOptions(final_left_context_s=0.0, commit_confirm_final=False,
+                                                         partial_trim=False))
     push(pipe, np.concatenate([silence(500), sentence, silence(150), sentence[: 100 * 16]]), ctx)
     assert ctx.scheduler.wait_idle(10)
     before = list(engine.partials)
