@@ -20,7 +20,7 @@ from .fakes import SR, LengthEngine, finals, pipeline, push, silence
 WORDS = ["one", "two", "three", "four", "five", "six"]
 ENDS = (0.3, 0.6, 1.1, 1.5, 1.8, 2.1)
 PROBS = (0.9,) * 6
-O = PipelineOptions(partial_trim_head_s=1.0, partial_trim_tail_s=1.0)
+LONG = PipelineOptions(partial_trim_head_s=1.0, partial_trim_tail_s=1.0)
 
 
 def _op(agreed: list[str], ends: tuple[float, ...] = ()) -> OpenUtterance:
@@ -34,7 +34,7 @@ def _op(agreed: list[str], ends: tuple[float, ...] = ()) -> OpenUtterance:
 def test_the_cut_is_inside_the_latest_long_agreed_word_that_leaves_the_tail() -> None:
     # "six" and "five" end too close to the end (under a second after a cut in them); "four" is cut 120 ms
     # before its end, to be heard again, forced.
-    trim = trims.pick(_op(WORDS, ENDS), O, WORDS, int(2.6 * SR))
+    trim = trims.pick(_op(WORDS, ENDS), LONG, WORDS, int(2.6 * SR))
     assert trim == PartialTrim(int(1.5 * SR) - 120 * 16, 3, ENDS[:3], PROBS[:3])
     # By default a cut leaves 0.8 s: "five".
     trim = trims.pick(_op(WORDS, ENDS), PipelineOptions(), WORDS, int(2.6 * SR))
@@ -42,11 +42,11 @@ def test_the_cut_is_inside_the_latest_long_agreed_word_that_leaves_the_tail() ->
 
 
 @pytest.mark.parametrize(("ends", "committed", "o", "why"), [
-    ((0.3, 0.6, 1.1, 1.3, 1.8, 2.1), WORDS, O, "a word too short to cut into, then the head is"),
-    (ENDS, WORDS[:4], O, "the agreement was reset under the timed words"),
-    (ENDS, WORDS, replace(O, partial_trim=False), "off"),
-    (ENDS, WORDS, replace(O, partial_trim_tail_s=2.0), "no word leaves the tail"),
-    ((), WORDS, O, "no word is timed"),
+    ((0.3, 0.6, 1.1, 1.3, 1.8, 2.1), WORDS, LONG, "a word too short to cut into, then the head is"),
+    (ENDS, WORDS[:4], LONG, "the agreement was reset under the timed words"),
+    (ENDS, WORDS, replace(LONG, partial_trim=False), "off"),
+    (ENDS, WORDS, replace(LONG, partial_trim_tail_s=2.0), "no word leaves the tail"),
+    ((), WORDS, LONG, "no word is timed"),
 ])
 def test_no_cut(ends: tuple[float, ...], committed: list[str], o: PipelineOptions, why: str) -> None:
     assert trims.pick(_op(WORDS, ends), o, committed, int(2.6 * SR)) is None, why
@@ -54,9 +54,9 @@ def test_no_cut(ends: tuple[float, ...], committed: list[str], o: PipelineOption
 
 def test_no_cut_after_a_cut_partial_was_dropped() -> None:
     op = _op(WORDS, ENDS)
-    assert trims.pick(op, O, WORDS, int(2.6 * SR)) is not None
+    assert trims.pick(op, LONG, WORDS, int(2.6 * SR)) is not None
     op.trim_dropped = True
-    assert trims.pick(op, O, WORDS, int(2.6 * SR)) is None
+    assert trims.pick(op, LONG, WORDS, int(2.6 * SR)) is None
 
 
 def test_agreed_words_are_timed_by_an_aligned_partial_asked_for_every_few_words() -> None:

@@ -262,7 +262,6 @@ class StreamJobs:
                           and not commits.guess_awaits(op, self.o) and commits.confirm_worth(op, self.o))
             op.partial_heard = max(op.partial_heard, audio.shape[0])  # when it runs (see confirms_pause)
             forced = op.agreement.forced
-            committed = " ".join(forced)
             # Word times cost one more decoder pass (~25 ms): only when a pause may be confirmed, i.e. its
             # look-ahead is in this audio. Any pause at all asked for them on 68 % of a meeting's partials.
             aligned = ((self.o.commit_in_speech and commits.lookahead_heard(op, audio.shape[0], self.o))
@@ -283,12 +282,7 @@ class StreamJobs:
         if confirming and aligned:
             self._run_confirming(op, audio, requested, tier.name)
             return
-        cut = trims.decode(engine, self.o, audio, forced, trim, aligned) if trim is not None else None
-        if cut is not None:
-            hyp, said, said_ends, said_probs = cut
-            heard = False
-        else:
-            hyp, said, said_ends, said_probs, heard = finals.decode_partial(engine, self.o, audio, committed, left,
+        hyp, said, said_ends, said_probs, heard, cut = trims.decode_partial(engine, self.o, audio, forced, trim, left,
                                                                             aligned, self.stream_id)
         self._ctx.on_inference("partial", hyp, audio.shape[0] / SAMPLE_RATE)
         cost = hyp.encode_s + hyp.decode_s  # how long it held its lane
@@ -300,7 +294,7 @@ class StreamJobs:
         with self._lock:
             self._partial_cost = cost if not self._partial_cost else 0.7 * self._partial_cost + 0.3 * cost
             self._spent.append((self._pos, cost * engine.threads))  # core-seconds: each thread kept a core busy
-            if cut is not None and text is None:
+            if cut and text is None:
                 op.trim_dropped = True  # read alone, the audio after the cut said nothing kept
             else:
                 op.partial_dropped |= text is None

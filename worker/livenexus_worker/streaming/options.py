@@ -261,7 +261,7 @@ class PipelineOptions:
     after it, that word forced and the agreed words before it as Whisper's previous text (one decoder pass)
     instead of forced (a decoder step each): a partial costs what is still unstable, not the whole part
     (:mod:`trims`). Finals and confirming partials still decode the whole part. Meeting benchmark, file path:
-    half the partials cut, a partial 137 instead of ~185 ms, CPU 0.606 against 0.654-0.680."""
+    about half the partials cut, a partial 125-137 instead of ~185 ms, CPU 0.565-0.626 against 0.654-0.680."""
     partial_trim_head_s: float = 0.5
     """The cut is at least this far into the part: a shorter head saves little decoding."""
     partial_trim_tail_s: float = 0.8

@@ -1,9 +1,9 @@
 """Partials that decode only what is still unstable (``partial_trim``).
 
 A partial forces the part's agreed words as the decoder's start, and CTranslate2 runs a forced token as a
-full decoder step: on the meeting benchmark a partial forced 7.9 tokens on average, ~7 ms each on 2 cores,
-about 40 % of its decoder time, for words that could no longer change. Whisper's previous-text slot is read
-in one pass instead. So once the agreed words are timed (by a partial that aligned its words), a partial
+full decoder step: on the meeting benchmark a partial forced 7.9 tokens on average, ~7 ms each (one core of
+an AMD EPYC), about 40 % of its decoder time, for words that could no longer change. Whisper's previous-text
+slot is read in one pass instead. So once the agreed words are timed (by a partial that aligned its words), a partial
 decodes only the audio from inside one of them on, hears the agreed words before that one as previous text,
 and shows them in front of what it reads.
 
@@ -19,8 +19,9 @@ import numpy as np
 
 from livenexus_worker.core.audio import SAMPLE_RATE, SAMPLES_PER_MS
 from livenexus_worker.inference.engine import Hypothesis, WhisperEngine
+from livenexus_worker.streaming import finals
 from livenexus_worker.streaming.options import PipelineOptions
-from livenexus_worker.streaming.stream_state import OpenUtterance, PartialTrim
+from livenexus_worker.streaming.stream_state import LeftContext, OpenUtterance, PartialTrim
 
 _INTO_WORD_MS = 120
 """The cut is this far before the aligned end of the word it is in: alignment steps are 20 ms and a word's end
@@ -78,3 +79,14 @@ def decode(engine: WhisperEngine, o: PipelineOptions, audio: np.ndarray, committ
         return hyp, text, (), ()
     shift = trim.cut / SAMPLE_RATE
     return hyp, text, trim.ends + tuple(e + shift for e in hyp.word_ends), trim.probs + hyp.word_probs
+
+
+def decode_partial(engine: WhisperEngine, o: PipelineOptions, audio: np.ndarray, committed: list[str],
+                   trim: PartialTrim | None, left: LeftContext | None, aligned: bool, stream_id: str
+                   ) -> tuple[Hypothesis, str, tuple[float, ...], tuple[float, ...], bool, bool]:
+    """A partial of the part ``audio``: after ``trim`` (:func:`decode`) when there is one and it reads
+    something, else as :func:`finals.decode_partial` does. The last item says whether it was decoded after the
+    cut."""
+    if trim is not None and (cut := decode(engine, o, audio, committed, trim, aligned)) is not None:
+        return *cut, False, True
+    return *finals.decode_partial(engine, o, audio, " ".join(committed), left, aligned, stream_id), False
