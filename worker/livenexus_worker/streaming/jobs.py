@@ -263,7 +263,8 @@ class StreamJobs:
             op.partial_heard = max(op.partial_heard, audio.shape[0])  # when it runs (see confirms_pause)
             forced = op.agreement.forced
             # Word times cost one more decoder pass (~25 ms): only when a pause may be confirmed, i.e. its
-            # look-ahead is in this audio. Any pause at all asked for them on 68 % of a meeting's partials.
+            # look-ahead is in this audio (any pause at all asked for them on 68 % of a meeting's partials), and
+            # every two newly agreed words, for where later partials may start (trims).
             aligned = ((self.o.commit_in_speech and commits.lookahead_heard(op, audio.shape[0], self.o))
                        or trims.wants_times(op, self.o))
             rate = self.o.partial_rates_left and op.left_unrated and commits.lookahead_heard(op, audio.shape[0],
