@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import math
 import re
+from collections import deque
 
 from livenexus_worker.core.audio import SAMPLE_RATE, SAMPLES_PER_MS
 from livenexus_worker.streaming.options import PipelineOptions
@@ -222,6 +223,20 @@ def find_boundary(op: OpenUtterance, text: str, heard: int, word_ends: tuple[flo
     while op.pauses and op.pauses[0][0] <= cut:
         op.pauses.popleft()
     return cut, wall, head
+
+
+def draft_sees_boundary(op: OpenUtterance, text: str, heard: int, word_ends: tuple[float, ...], o: PipelineOptions,
+                        stream_id: str, probs: tuple[float, ...]) -> bool:
+    """Does a draft partial end a sentence at a pause the rung's own model was not asked about yet? Only asks:
+    the pauses and their votes are left as they were, for that model to decide on. Caller holds the stream's
+    lock."""
+    saved = (deque(op.pauses, maxlen=op.pauses.maxlen), op.vote_cut, op.pause_votes)
+    found = find_boundary(op, text, heard, word_ends, o, stream_id, probs)
+    op.pauses, op.vote_cut, op.pause_votes = saved
+    if found is None or found[0] == op.draft_asked:
+        return False
+    op.draft_asked = found[0]
+    return True
 
 
 def _aligned(op: OpenUtterance, text: str, word_ends: tuple[float, ...], o: PipelineOptions,

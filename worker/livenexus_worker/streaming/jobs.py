@@ -316,26 +316,14 @@ class StreamJobs:
                 # committed cost 1.4-1.8 points of WER): where one ends a sentence at a pause, the rung's own
                 # model decodes this audio as a confirming partial, and its words decide.
                 self._deliver(event)
-                confirm = aligned and bool(word_ends) and self._draft_sees_boundary(op, text, audio.shape[0],
-                                                                                     word_ends, said_probs)
+                confirm = aligned and bool(word_ends) and commits.draft_sees_boundary(
+                    op, text, audio.shape[0], word_ends, self.o, self.stream_id, said_probs)
             elif (hyp.truncated and not word_ends) or not self._confirm_pause(
                     op, text, audio.shape[0], event, word_ends, probs=said_probs if word_ends else ()):
                 self._deliver(event)
         if confirm:
             log.debug("stream %s: the draft ends a sentence at a pause; the rung's model decodes", self.stream_id)
             self._run_confirming(op, audio, requested, tier.name)
-
-    def _draft_sees_boundary(self, op: OpenUtterance, text: str, heard: int, word_ends: tuple[float, ...],
-                             probs: tuple[float, ...]) -> bool:
-        """Does a draft partial end a sentence at a pause the rung's own model was not asked about yet? Only asks:
-        the pauses and their votes are left as they were, for that model to decide on. Lock held."""
-        saved = (deque(op.pauses, maxlen=op.pauses.maxlen), op.vote_cut, op.pause_votes)
-        found = commits.find_boundary(op, text, heard, word_ends, self.o, self.stream_id, probs)
-        op.pauses, op.vote_cut, op.pause_votes = saved
-        if found is None or found[0] == op.draft_asked:
-            return False
-        op.draft_asked = found[0]
-        return True
 
     def _run_confirming(self, op: OpenUtterance, audio: np.ndarray, requested: float, tier: str) -> None:
         """The first partial to hear a pause's look-ahead, decoded as a final (``commit_confirm_final``): it
