@@ -86,6 +86,9 @@ class Env:
     THREADS: Final = "LIVENEXUS_THREADS"
     """CTranslate2 intra-op threads per decode (the operator leaves the default, 0: from two usable cores on, two
     where a second thread measurably pays on the node, else one)."""
+    MKL_ON_AMD: Final = "LIVENEXUS_MKL_ON_AMD"
+    """``auto`` (default): on an AMD CPU, CTranslate2 multiplies with Intel MKL's optimised kernels
+    (``livenexus_worker.inference.mkl_hook``); ``off``: with oneDNN, CTranslate2's own choice there."""
     MODEL_CACHE: Final = "LIVENEXUS_MODEL_CACHE"
     """Directory of prepared models (the image's, or a mounted volume)."""
     AUTOSCALE_MAX_CPU: Final = "LIVENEXUS_AUTOSCALE_MAX_CPU"
@@ -130,7 +133,7 @@ RENDERED_ENV: Final = frozenset(
 WORKER_ENV: Final = RENDERED_ENV | AUTOSCALE_ENV | {Env.IDENTITY, Env.METRICS_HOST, Env.THREADS, Env.POD_NAME,
                                                     Env.MAX_STREAMS, Env.MAX_SPEAKERS, Env.SHUTDOWN_DEADLINE_S,
                                                     Env.FRAME_MS, Env.TRACE_STAGES, Env.LONG_CONTEXT_S,
-                                                    Env.NOISY_BELOW_DB}
+                                                    Env.NOISY_BELOW_DB, Env.MKL_ON_AMD}
 """Everything the worker reads: the rendered names plus the knobs the operator leaves at their defaults."""
 
 

@@ -138,6 +138,14 @@ def test_frame_ms_and_trace_stages() -> None:
             WorkerSettings.from_env(bad)
 
 
+def test_mkl_on_amd_is_auto_or_off_and_nothing_else() -> None:
+    assert WorkerSettings.from_env({}).mkl_on_amd
+    assert WorkerSettings.from_env({"LIVENEXUS_MKL_ON_AMD": "auto"}).mkl_on_amd
+    assert not WorkerSettings.from_env({"LIVENEXUS_MKL_ON_AMD": "off"}).mkl_on_amd
+    with pytest.raises(SettingsError, match="LIVENEXUS_MKL_ON_AMD must be auto or off"):
+        WorkerSettings.from_env({"LIVENEXUS_MKL_ON_AMD": "sometimes"})
+
+
 def test_long_context_chains_the_left_context_within_one_window() -> None:
     from livenexus_worker.core.audio import SAMPLE_RATE
     from livenexus_worker.inference.engine import MAX_WINDOW_SAMPLES

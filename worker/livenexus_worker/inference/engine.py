@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from livenexus_worker.core.audio import SAMPLE_RATE
-from livenexus_worker.inference import batching
+from livenexus_worker.inference import batching, mkl_hook
 from livenexus_worker.inference.vocab import IdMap
 
 log = logging.getLogger(__name__)
@@ -115,6 +115,7 @@ class WhisperEngine:
 
     def __init__(self, model_dir: Path, compute_type: str = "int8", threads: int = 0,
                  options: EngineOptions | None = None, workers: int = 1) -> None:
+        mkl_hook.install()  # before CTranslate2's first import, which the next line may be
         from faster_whisper import WhisperModel
 
         self.options = options or EngineOptions()
@@ -126,6 +127,8 @@ class WhisperEngine:
         self._wm = WhisperModel(str(model_dir), device="cpu", compute_type=compute_type, cpu_threads=threads,
                                 num_workers=max(1, workers))
         self.load_s = time.perf_counter() - t0
+        self.kernels = mkl_hook.check_after_load()
+        """Which library multiplies (MKL or oneDNN, :mod:`mkl_hook`), for the log."""
         self._ids = IdMap.of_model(model_dir, self._wm.hf_tokenizer)
         """A pruned model's ids (``vocab``); None when it has the tokenizer's whole vocabulary."""
         self.model_dir = model_dir

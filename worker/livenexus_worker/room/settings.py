@@ -138,6 +138,10 @@ class WorkerSettings:
     at 6 s (0: never). Meeting benchmark: at 12 dB SNR WER 19.2 vs 25.7 % on the file path, 20.8 vs 25.7 %
     through LiveKit; at 17 dB 9.3 vs 12.6 %; for 1.15-1.21 vs 0.95-0.96 CPU-s per audio-s and final p50
     1.08-1.38 vs 0.85-1.02 s. The default meeting (22 dB) never switches."""
+    mkl_on_amd: bool = True
+    """LIVENEXUS_MKL_ON_AMD: ``auto`` (true) or ``off``: on an AMD CPU, decode with Intel MKL's kernels
+    (:mod:`livenexus_worker.inference.mkl_hook`, which reads the variable itself when the first model loads,
+    in this process and in the thread-timing child alike); validated here so a wrong value fails the start."""
     trace_stages: bool = False
     """LIVENEXUS_TRACE_STAGES: ``1`` stamps every transcript's stages (data message ``trace`` and a log line);
     for transport measurements, off by default."""
@@ -189,6 +193,7 @@ class WorkerSettings:
             shutdown_deadline_s=number(Env.SHUTDOWN_DEADLINE_S, d.shutdown_deadline_s, 1.0, 3600.0),
             frame_ms=_frame_ms(integer(Env.FRAME_MS, d.frame_ms, 10, 30)),
             trace_stages=_flag(Env.TRACE_STAGES, e.get(Env.TRACE_STAGES, "")),
+            mkl_on_amd=_mkl_on_amd(e.get(Env.MKL_ON_AMD, "")),
             # A window holds at most 30 s: the context and an utterance at its cap (15 s) must fit in it.
             long_context_s=number(Env.LONG_CONTEXT_S, d.long_context_s, 0.0, 12.0),
             noisy_below_db=number(Env.NOISY_BELOW_DB, d.noisy_below_db, 0.0, 40.0),
@@ -259,6 +264,15 @@ def _parse_tiers(raw: str, first: TierSpec) -> tuple[TierSpec, ...]:
     try:
         return ladder_from_json(raw)
     except ContractError as exc:
+        raise SettingsError(str(exc)) from exc
+
+
+def _mkl_on_amd(raw: str) -> bool:
+    from livenexus_worker.inference.mkl_hook import allowed
+
+    try:
+        return allowed(raw)
+    except ValueError as exc:
         raise SettingsError(str(exc)) from exc
 
 

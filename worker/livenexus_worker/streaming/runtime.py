@@ -167,8 +167,8 @@ class Runtime:
                     log.warning("tier %d (%s) unavailable, it will be skipped: %s", i, tier.name, failed[key])
                 else:
                     self._engines[key] = engine
-                    log.info("loaded %s (%s, %s) in %.2fs", tier.model, tier.compute_type, engine.vocabulary,
-                             engine.load_s)
+                    log.info("loaded %s (%s, %s; %s) in %.2fs", tier.model, tier.compute_type, engine.vocabulary,
+                             engine.kernels, engine.load_s)
                     continue
             self._unavailable[i] = failed[key].splitlines()[0]
         self._load_drafts(cache)
