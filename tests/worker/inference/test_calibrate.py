@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from livenexus_common.contract import Env
 from livenexus_worker.core.tier_spec import TierSpec
 from livenexus_worker.inference import calibrate, english
 from livenexus_worker.inference.calibrate import MIN_SPEEDUP, ThreadTiming
@@ -64,6 +67,21 @@ def test_a_model_that_cannot_be_timed_keeps_the_core_rule(tmp_path: Path, caplog
                                  '{"one_s": 0.2, "two_s": 0.1, "rounds": "x"}'])
 def test_what_the_child_prints_is_checked(out: str) -> None:
     assert calibrate._parse(out) is None
+
+
+def test_a_child_whose_mkl_never_asked_the_hook_turns_it_off(monkeypatch: pytest.MonkeyPatch,
+                                                             caplog: pytest.LogCaptureFixture) -> None:
+    out = '{"one_s": 2.0, "two_s": 2.1, "rounds": 1, "mkl_hook": true, "mkl_hook_calls": 0}'
+    monkeypatch.setattr(calibrate.subprocess, "run",
+                        lambda *_a, **_k: subprocess.CompletedProcess([], 0, stdout=out, stderr=""))
+    monkeypatch.setenv(Env.MKL_ON_AMD, "auto")  # restored after the test, whatever the code sets
+    with caplog.at_level(logging.WARNING, logger=calibrate.__name__):
+        assert calibrate.measured_threads.__wrapped__(Path("/nowhere")) == 2, "the slow timing is not used"
+    assert os.environ[Env.MKL_ON_AMD] == "off" and "never asked the vendor hook" in caplog.text
+    for fine in ('{"one_s": 0.2, "two_s": 0.3, "mkl_hook": true, "mkl_hook_calls": 4}',
+                 '{"one_s": 0.2, "two_s": 0.3, "mkl_hook": false, "mkl_hook_calls": 0}',
+                 '{"one_s": 0.2, "two_s": 0.3}'):
+        assert not calibrate._hook_unasked(fine), fine
 
 
 def test_the_child_times_the_real_model_at_one_and_two_threads(caplog: pytest.LogCaptureFixture) -> None:

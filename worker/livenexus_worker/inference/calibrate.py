@@ -23,6 +23,7 @@ import gc
 import json
 import logging
 import math
+import os
 import subprocess
 import sys
 import time
@@ -32,7 +33,9 @@ from pathlib import Path
 
 import numpy as np
 
+from livenexus_common.contract import Env
 from livenexus_worker.core.audio import SAMPLE_RATE
+from livenexus_worker.inference import mkl_hook
 from livenexus_worker.inference.engine import WhisperEngine
 
 log = logging.getLogger(__name__)
@@ -134,12 +137,28 @@ def measured_threads(model_dir: Path, compute_type: str = "int8") -> int:
         why = f"exit {done.returncode}: {done.stderr.strip().splitlines()[-1:]}" if timing is None else ""
     except (OSError, subprocess.TimeoutExpired) as exc:
         timing, why = None, f"{type(exc).__name__}: {exc}"
+    if timing is not None and _hook_unasked(done.stdout):
+        # The child's MKL never asked the vendor hook: it ran MKL's generic code. This process, which has not
+        # loaded a model yet, keeps oneDNN (its own timing above is of the slow kernels, so it is not used).
+        log.warning("the decode-timing child's MKL never asked the vendor hook; decoding with oneDNN (%s=off)",
+                    Env.MKL_ON_AMD)
+        os.environ[Env.MKL_ON_AMD] = "off"
+        timing, why = None, "MKL vendor hook not consulted"
     if timing is None:
         log.warning("could not time decode threads on %s (%s); two threads per decode", model_dir, why)
         return 2
     log.info("decode threads: %d (one %.0f ms, two %.0f ms: %.2fx; two are kept from %.1fx; %d round(s))",
              timing.threads, timing.one_s * 1000, timing.two_s * 1000, timing.speedup, MIN_SPEEDUP, timing.rounds)
     return timing.threads
+
+
+def _hook_unasked(out: str) -> bool:
+    """The child installed the MKL hook (:mod:`mkl_hook`) and its MKL never asked it."""
+    try:
+        d = json.loads(out.strip().splitlines()[-1])
+        return bool(d["mkl_hook"]) and int(d["mkl_hook_calls"]) == 0
+    except (IndexError, ValueError, KeyError, TypeError):
+        return False
 
 
 def _parse(out: str) -> ThreadTiming | None:
@@ -160,7 +179,8 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m livenexus_worker.inference.calibrate MODEL_DIR [COMPUTE_TYPE]", file=sys.stderr)
         return 2
     timing = time_threads(Path(args[0]), args[1] if len(args) == 2 else "int8")
-    print(json.dumps({"one_s": timing.one_s, "two_s": timing.two_s, "rounds": timing.rounds}))
+    print(json.dumps({"one_s": timing.one_s, "two_s": timing.two_s, "rounds": timing.rounds,
+                      "mkl_hook": mkl_hook.install().installed, "mkl_hook_calls": mkl_hook.consulted()}))
     return 0
 
 

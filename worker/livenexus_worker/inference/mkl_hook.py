@@ -14,8 +14,9 @@ and 141 ms at beam 5; MKL through this hook 57 / 49 / 69 ms, the same text. Unpa
 
 The library is a few hundred bytes of ELF written here (no compiler in the image, nothing to ship), loaded from a
 memfd (or a temporary file where memfds may not be mapped executable). It counts MKL's calls
-(:func:`consulted`): zero after a model load means MKL never asked, so it would run its generic code, and the
-worker says so. ``LIVENEXUS_MKL_ON_AMD=off`` (or ``CT2_USE_MKL=0``) keeps oneDNN.
+(:func:`consulted`): zero after a model load means MKL never asked, so it would run its generic code. The
+thread-timing child (:mod:`calibrate`) reports it, and the worker then keeps oneDNN; a load that never asked in
+the worker itself is logged as a warning. ``LIVENEXUS_MKL_ON_AMD=off`` (or ``CT2_USE_MKL=0``) keeps oneDNN.
 """
 
 from __future__ import annotations
