@@ -12,7 +12,7 @@ meeting benchmark, medians of 9: oneDNN (CTranslate2's default there) encoder 62
 and 141 ms at beam 5; MKL through this hook 57 / 49 / 69 ms, the same text. Unpacked MKL weights
 (``CT2_PACKED_GEMM=0``) took 121 ms at beam 1: the packing is most of the gain.
 
-The library is a few hundred bytes of ELF written here (no compiler in the image, nothing to ship), loaded from a
+The library is a 4 kB ELF written here (no compiler in the image, nothing to ship), loaded from a
 memfd (or a temporary file where memfds may not be mapped executable). It counts MKL's calls
 (:func:`consulted`): zero after a model load means MKL never asked, so it would run its generic code. The
 thread-timing child (:mod:`calibrate`) reports it, and the worker then keeps oneDNN; a load that never asked in
