@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 HOOK_SYMBOL = "mkl_serv_get_cpu_true"
 COUNTER_SYMBOL = "livenexus_mkl_hook_calls"
 _MFD_CLOEXEC, _MFD_EXEC = 0x1, 0x10
+_OFF = ("off", "0", "false", "no")
+"""How ``LIVENEXUS_MKL_ON_AMD`` and ``CT2_USE_MKL`` say no."""
 
 
 @dataclass(frozen=True)
@@ -60,7 +62,7 @@ def allowed(raw: str) -> bool:
     value = raw.strip().lower()
     if value in ("", "auto", "on", "1", "true", "yes"):
         return True
-    if value in ("off", "0", "false", "no"):
+    if value in _OFF:
         return False
     raise ValueError(f"{Env.MKL_ON_AMD} must be auto or off, got {raw[:40]!r}")
 
@@ -72,7 +74,7 @@ def _wanted(env: os._Environ[str] | dict[str, str], cpuinfo: str, machine: str) 
             return f"{Env.MKL_ON_AMD}={env[Env.MKL_ON_AMD]}"
     except ValueError as exc:
         return str(exc)
-    if env.get("CT2_USE_MKL", "1").strip().lower() in ("0", "false", "off", "no"):
+    if env.get("CT2_USE_MKL", "1").strip().lower() in _OFF:
         return f"CT2_USE_MKL={env['CT2_USE_MKL']} is set"  # set to 1 (by us, in a parent) the hook is still needed
     if machine not in ("x86_64", "amd64"):
         return f"{machine} CPU"
