@@ -290,3 +290,28 @@ def test_a_full_stop_aligned_early_still_ends_at_the_pause_before_the_next_word(
     if pause_s - ends[5] > 0.4:
         assert find_boundary(part([pause_s]), text, heard, tuple(ends),
                              PipelineOptions(commit_clause_after_s=0.0, commit_stop_lead_ms=400)) is None
+
+
+def test_a_pause_a_confirming_decode_read_through_is_cut_later_only_at_a_mark_with_words_after() -> None:
+    # The confirming decode (final-grade, it heard the look-ahead) read on through the pause at 2.1 s. Later
+    # greedy partials said "... positions." with nothing after it (8 speakers: "We moved the launch to the 12."),
+    # or an agreed word without a mark in a long part at a long pause ("the email confirmation step | taking too
+    # long", through LiveKit): neither cuts there now. A mark read with words after it still does, and so does
+    # the evidence at a later pause the confirming decode did not hear the look-ahead of.
+    ends = (0.3, 0.6, 1.0, 1.4, 2.05, 2.3, 2.4)
+    cases = (("We have three open positions.", 5, 2.45, False, None),
+             ("We have three open positions and about", 5, 3.1, True, None),
+             ("We have three open positions, and about", 3, 2.45, False, 2.1))
+    for words, agreed, heard, long_pause, cut in cases:
+        for read_through in (0, int(2.45 * SR)):
+            op = part([2.1], agreed=tuple(words.split()[:agreed]))
+            op.read_through = read_through
+            if long_pause:
+                op.pause_lengths[100.0 + 2.1] = 200
+            found = find_boundary(op, words, int(heard * SR), ends[: len(words.split())], PipelineOptions())
+            expect = cut if read_through else 2.1
+            assert (None if found is None else round(found[0] / SR, 2)) == expect, (words, read_through)
+    op = part([2.1], agreed=("We", "have", "three", "open", "positions"))
+    op.read_through = int(2.3 * SR)  # 200 ms after the pause: its look-ahead was not in that decode
+    found = find_boundary(op, "We have three open positions.", int(2.45 * SR), ends[:5], PipelineOptions())
+    assert found is not None and found[0] == int(2.1 * SR)

@@ -165,3 +165,47 @@ def test_only_a_long_enough_pause_gets_a_final_grade_confirming_decode() -> None
     assert commits.confirm_worth(op, o)
     op.partial_heard = op.utt.n
     assert not commits.confirm_worth(op, o), "its look-ahead was heard already: no pause is fresh"
+
+
+class ReadsOn(LengthEngine):
+    """A final-grade decode reads on through the pause ("samples N go on", no mark); a greedy partial that hears
+    past it ends its text there with a full stop and nothing after it ("samples N.")."""
+
+    def transcribe(self, audio: np.ndarray, beam_size: int = 1, language: str | None = "en", prefix: str = "",
+                   max_new_tokens: int | None = None, context: str = "", word_times: bool = False) -> Hypothesis:
+        self.calls.append((audio.shape[0], prefix))
+        loud = np.nonzero(audio)[0]
+        gaps = np.nonzero(np.diff(loud) >= 110 * 16)[0] if loud.size else loud
+        if not gaps.size:
+            return Hypothesis(f"samples {audio.shape[0]}.", 0.01, -0.1, "en", 0.0, 0.0, 0)
+        end = int(loud[gaps[-1]]) + 1
+        times = (end / 2 / SR, end / SR) if word_times else ()
+        if max_new_tokens is not None:
+            return Hypothesis(f"samples {end}.", 0.01, -0.1, "en", 0.0, 0.0, 0, word_ends=times,
+                              word_probs=(0.9, 0.9) if word_times else ())
+        return Hypothesis(f"samples {end} go on", 0.01, -0.1, "en", 0.0, 0.0, 0,
+                          word_ends=(*times, audio.shape[0] / SR, audio.shape[0] / SR) if word_times else ())
+
+
+@pytest.mark.parametrize("confirm_final", [True, False], ids=["read-through-first", "greedy-only"])
+def test_a_greedy_partial_does_not_cut_where_the_confirming_decode_read_on(sentence: np.ndarray,
+                                                                           confirm_final: bool) -> None:
+    # 8 speakers on 2 cores: the confirming decode read "to the 12th because" through the pause; the greedy
+    # partial after it ended "We moved the launch to the 12." there, was cut inside the sentence, and its final
+    # was among the slowest (1.2-1.8 s after the pause). Without a confirming decode the same partial still cuts.
+    ctx, pipe, events = pipeline(ReadsOn(), PipelineOptions(final_left_context_s=0.0,
+                                                            commit_confirm_final=confirm_final))
+    head = sentence[: 2000 * 16]  # a part under commit_clause_after_s: only a mark may end a clause in it
+    push(pipe, np.concatenate([silence(500), head, silence(150), sentence[: 800 * 16]]), ctx)
+    assert ctx.scheduler.wait_idle(10)
+    op = pipe._open
+    assert op is not None and pipe.in_utterance
+    if confirm_final:
+        assert finals(events) == [] and op.read_through > 0, "no cut where the final-grade decode read on"
+    else:
+        (first,) = finals(events)
+        assert op.read_through == 0 and decoded(first) <= int((0.5 - first.start) * SR) + head.shape[0]
+    push(pipe, np.concatenate([sentence[800 * 16 :], silence(1000)]), ctx)
+    assert ctx.scheduler.wait_idle(10)
+    assert len(finals(events)) == (1 if confirm_final else 2), "the speaker stopped: the rest is final too"
+    ctx.scheduler.close()

@@ -345,7 +345,13 @@ def _clause(op: OpenUtterance, words: list[str], heard: int, word_ends: tuple[fl
     A rest also ends at its first pause as long as an unmarked clause's under an agreed word, from
     ``commit_min_s``: through LiveKit "Taking to a long support told me" had no mark, and was cut once 3 s
     long at the later pause (inside the next sentence) or waited for the next sentence's end (5.4-5.6 s).
-    Not right after such a cut (``follows_first_cut``): each left another rest ("Support | told me")."""
+    Not right after such a cut (``follows_first_cut``): each left another rest ("Support | told me").
+
+    Where a confirming decode read on through the pause (``read_through``: final-grade, it heard the look-ahead
+    and cut nothing), a later greedy partial cuts only at a mark it read with words after it, never at an unmarked
+    word or at a mark on its last word: through LiveKit all three of one meeting run's unmarked cuts there were
+    inside a sentence ("the email confirmation step | taking too long"), and with 8 speakers the clause cuts at a
+    full stop the partial ended with ("We moved the launch to the 12. |") were among the slowest finals."""
     if not o.commit_clause_after_s or not word_ends:
         return None
     long = heard >= o.commit_clause_after_s * SAMPLE_RATE
@@ -367,9 +373,11 @@ def _clause(op: OpenUtterance, words: list[str], heard: int, word_ends: tuple[fl
             # pause under an agreed word could end a clause, whose partials agreed on two words only).
             continue
         long_pause = op.pause_lengths.get(wall, 0) >= o.commit_clause_unmarked_pause_ms
-        free = (not early and (unmarked or (long and long_pause))) or (first and long_pause)
+        read = c <= op.read_through - lookahead
+        free = not read and ((not early and (unmarked or (long and long_pause))) or (first and long_pause))
         ending = [i for i in range(said) if _under_word(op, o, c, wall, word_ends[i])
-                  and (_marked(words, i, word_probs, o) or (free and i < stable))]
+                  and ((_marked(words, i, word_probs, o) and not (read and i + 1 >= len(words)))
+                       or (free and i < stable))]
         if ending:
             found = (c, wall, ending[-1])
             if early or first:

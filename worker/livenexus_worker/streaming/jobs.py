@@ -342,7 +342,9 @@ class StreamJobs:
                                          (stable, unstable), finals.as_hypothesis(result), tier, requested)
             if not self._confirm_pause(op, said, audio.shape[0], event, ends, decoded=result,
                                        probs=result.word_probs):
-                log.debug("stream %s: the confirming decode cut nothing", self.stream_id)
+                if not op.commit_pending:
+                    op.read_through = max(op.read_through, audio.shape[0])
+                    log.debug("stream %s: the confirming decode cut nothing", self.stream_id)
                 self._deliver(event)
 
     def _spent_rate(self) -> float:

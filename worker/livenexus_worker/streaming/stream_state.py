@@ -132,6 +132,10 @@ class OpenUtterance:
     all of it."""
     draft_asked: int = -1
     """The pause (cut offset) a draft partial last had the rung's own model decode: asked once, not per draft."""
+    read_through: int = 0
+    """Samples of it a confirming decode (``commit_confirm_final``) heard and cut nothing in: it read on through
+    every pause whose look-ahead they hold, so a later greedy partial's weaker evidence does not cut there
+    (:func:`commits._clause`)."""
 
     @property
     def hears_before(self) -> bool:
