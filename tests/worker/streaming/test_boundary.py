@@ -315,3 +315,16 @@ def test_a_pause_a_confirming_decode_read_through_is_cut_later_only_at_a_mark_wi
     op.read_through = int(2.3 * SR)  # 200 ms after the pause: its look-ahead was not in that decode
     found = find_boundary(op, "We have three open positions.", int(2.45 * SR), ends[:5], PipelineOptions())
     assert found is not None and found[0] == int(2.1 * SR)
+
+
+@pytest.mark.parametrize("read_through", [0, int(1.05 * SR)], ids=["no-confirming-decode", "read-on-through"])
+def test_the_rest_of_a_cut_sentence_still_ends_where_its_confirming_decode_heard_too_little(read_through: int) -> None:
+    # "... a plan to avoid it next | time in the meantime": the rest's confirming decode heard 1.05 s, under
+    # commit_min_s, so it could not end the rest at "time" by the rest's rule; a later partial that heard 1.95 s
+    # does (blocked, the sentence was final 4.65 s late).
+    op = part([0.51], left="and a plan to avoid it next", agreed=("time", "in"))
+    op.pause_lengths[100.0 + 0.51] = 200
+    op.read_through = read_through
+    text, ends = "time in the meantime we added a", (0.45, 0.7, 0.9, 1.3, 1.5, 1.7, 1.9)
+    found = find_boundary(op, text, int(1.95 * SR), ends, PipelineOptions())
+    assert found is not None and found[0] == int(0.51 * SR) and found[2] == "time"

@@ -351,7 +351,9 @@ def _clause(op: OpenUtterance, words: list[str], heard: int, word_ends: tuple[fl
     and cut nothing), a later greedy partial cuts only at a mark it read with words after it, never at an unmarked
     word or at a mark on its last word: through LiveKit all three of one meeting run's unmarked cuts there were
     inside a sentence ("the email confirmation step | taking too long"), and with 8 speakers the clause cuts at a
-    full stop the partial ended with ("We moved the launch to the 12. |") were among the slowest finals."""
+    full stop the partial ended with ("We moved the launch to the 12. |") were among the slowest finals. Not in a
+    rest, whose confirming decode may have heard too little to end it ("next | time in the meantime": it heard
+    1.05 s, under ``commit_min_s``; blocked, the sentence was final 4.65 s late)."""
     if not o.commit_clause_after_s or not word_ends:
         return None
     long = heard >= o.commit_clause_after_s * SAMPLE_RATE
@@ -373,7 +375,7 @@ def _clause(op: OpenUtterance, words: list[str], heard: int, word_ends: tuple[fl
             # pause under an agreed word could end a clause, whose partials agreed on two words only).
             continue
         long_pause = op.pause_lengths.get(wall, 0) >= o.commit_clause_unmarked_pause_ms
-        read = c <= op.read_through - lookahead
+        read = not rest and c <= op.read_through - lookahead
         free = not read and ((not early and (unmarked or (long and long_pause))) or (first and long_pause))
         ending = [i for i in range(said) if _under_word(op, o, c, wall, word_ends[i])
                   and ((_marked(words, i, word_probs, o) and not (read and i + 1 >= len(words)))
