@@ -348,12 +348,12 @@ def _clause(op: OpenUtterance, words: list[str], heard: int, word_ends: tuple[fl
     Not right after such a cut (``follows_first_cut``): each left another rest ("Support | told me").
 
     Where a confirming decode read on through the pause (``read_through``: final-grade, it heard the look-ahead
-    and cut nothing), a later greedy partial cuts only at a mark it read with words after it, never at an unmarked
-    word or at a mark on its last word: through LiveKit all three of one meeting run's unmarked cuts there were
-    inside a sentence ("the email confirmation step | taking too long"), and with 8 speakers the clause cuts at a
-    full stop the partial ended with ("We moved the launch to the 12. |") were among the slowest finals. Not in a
-    rest, whose confirming decode may have heard too little to end it ("next | time in the meantime": it heard
-    1.05 s, under ``commit_min_s``; blocked, the sentence was final 4.65 s late)."""
+    and cut nothing), a later reading (a greedy partial, mostly) cuts only at a mark it read with words after it,
+    never at an unmarked word or at a mark on its last word: through LiveKit all three of one meeting run's
+    unmarked cuts there were inside a sentence ("the email confirmation step | taking too long"), and with 8
+    speakers the clause cuts at a full stop the partial ended with ("We moved the launch to the 12. |") were among
+    the slowest finals. Not in a rest, whose confirming decode may have heard too little to end it ("next | time
+    in the meantime": it heard 1.05 s, under ``commit_min_s``; blocked, the sentence was final 4.65 s late)."""
     if not o.commit_clause_after_s or not word_ends:
         return None
     long = heard >= o.commit_clause_after_s * SAMPLE_RATE

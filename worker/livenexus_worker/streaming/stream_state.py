@@ -134,8 +134,8 @@ class OpenUtterance:
     """The pause (cut offset) a draft partial last had the rung's own model decode: asked once, not per draft."""
     read_through: int = 0
     """Samples of it a confirming decode (``commit_confirm_final``) heard and cut nothing in: it read on through
-    every pause whose look-ahead they hold, so a later greedy partial's weaker evidence does not cut there
-    (:func:`commits._clause`)."""
+    every pause whose look-ahead they hold, so later partials cut there only at a mark they read with words
+    after it (:func:`commits._clause`)."""
 
     @property
     def hears_before(self) -> bool:
