@@ -91,6 +91,15 @@ def silence(ms: int) -> np.ndarray:
     return np.zeros(16 * ms, dtype=np.int16)
 
 
+def last_sentence_end(audio: np.ndarray) -> int | None:
+    """Where the last sentence before a pause ends in ``audio`` (samples), or None when no pause is in it. The
+    stand-in decoders' rule: sentences are apart by 110 ms or more of digital silence; a shorter gap is inside a
+    sentence (a stop, a breath)."""
+    loud = np.nonzero(audio)[0]
+    gaps = np.nonzero(np.diff(loud) >= 110 * 16)[0] if loud.size else loud
+    return int(loud[gaps[-1]]) + 1 if gaps.size else None
+
+
 class SentenceEngine(LengthEngine):
     """Answers like Whisper on speech separated by digital silence. A final is one sentence, "samples N." for N
     samples. A partial whose audio goes on after a pause reads "samples P. Next": a sentence that ended at the
@@ -114,17 +123,13 @@ class SentenceEngine(LengthEngine):
         self.calls.append((audio.shape[0], prefix))
         self.contexts.append(context)
         text = f"samples {audio.shape[0]}."
-        loud = np.nonzero(audio)[0]
-        # Sentences are apart by 110 ms or more; a shorter gap is inside a sentence (a stop, a breath).
-        gaps = np.nonzero(np.diff(loud) >= 110 * 16)[0] if loud.size else loud
-        if not partial and word_times and gaps.size:
+        end = last_sentence_end(audio)
+        if not partial and word_times and end is not None:
             # A final that also hears the look-ahead: the sentence, then the next one's first word, aligned.
-            end = loud[gaps[-1]] + 1
             ends = (end / 2 / SR, end / SR, audio.shape[0] / SR)
             return Hypothesis(f"samples {end}. Next", 0.01, -0.1, "en", 0.0, 0.0, 0, word_ends=ends)
-        if partial and gaps.size:
+        if partial and end is not None:
             # About one word per 0.3 s, as people speak: the pipeline reads the speaker's pace from the words.
-            end = loud[gaps[-1]] + 1
             text = f"samples {end}" + "".join(f" w{i}" for i in range(end // 4800)) + ". " + self.following
             if word_times and self.aligned:  # the sentence's words end evenly up to its end, the next at the audio's
                 after = len(self.following.split())

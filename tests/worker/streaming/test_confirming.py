@@ -23,6 +23,7 @@ from .fakes import (
     decoded,
     finals,
     finish_contiguous,
+    last_sentence_end,
     pipeline,
     push,
     silence,
@@ -174,11 +175,9 @@ class ReadsOn(LengthEngine):
     def transcribe(self, audio: np.ndarray, beam_size: int = 1, language: str | None = "en", prefix: str = "",
                    max_new_tokens: int | None = None, context: str = "", word_times: bool = False) -> Hypothesis:
         self.calls.append((audio.shape[0], prefix))
-        loud = np.nonzero(audio)[0]
-        gaps = np.nonzero(np.diff(loud) >= 110 * 16)[0] if loud.size else loud
-        if not gaps.size:
+        end = last_sentence_end(audio)
+        if end is None:
             return Hypothesis(f"samples {audio.shape[0]}.", 0.01, -0.1, "en", 0.0, 0.0, 0)
-        end = int(loud[gaps[-1]]) + 1
         times = (end / 2 / SR, end / SR) if word_times else ()
         if max_new_tokens is not None:
             return Hypothesis(f"samples {end}.", 0.01, -0.1, "en", 0.0, 0.0, 0, word_ends=times,
