@@ -47,19 +47,22 @@ def test_the_hook_goes_in_on_amd_x86_only_and_can_be_switched_off() -> None:
 
 
 _PROBE = """
-import json, sys, time
+import json, os, sys, time
 import numpy as np
 from livenexus_worker.inference import mkl_hook
 from livenexus_worker.inference.engine import WhisperEngine
 state = mkl_hook.install()
 engine = WhisperEngine(__import__("pathlib").Path(sys.argv[1]), "int8", threads=1)
+bucket = engine.bucket_frames
+engine.bucket_frames = 100  # one window length for both libraries: the same input, the same words
 audio = np.load(sys.argv[2])
 hyp = engine.transcribe(audio, beam_size=5)
 t0 = time.perf_counter()
 for _ in range(3):
     engine.transcribe(audio, beam_size=1)
 print(json.dumps({"installed": state.installed, "calls": mkl_hook.consulted(), "kernels": engine.kernels,
-                  "text": hyp.text, "beam1_s": (time.perf_counter() - t0) / 3}))
+                  "text": hyp.text, "bucket": bucket, "onednn_cache": os.environ.get(mkl_hook.ONEDNN_CACHE_ENV),
+                  "beam1_s": (time.perf_counter() - t0) / 3}))
 """
 
 
@@ -74,12 +77,16 @@ def _probe(audio: Path, env: dict[str, str]) -> dict[str, object]:
 def test_on_this_amd_host_mkl_is_asked_and_reads_the_same(speech_cache: dict, tmp_path: Path) -> None:
     audio = tmp_path / "speech.npy"
     np.save(audio, speak(speech_cache, "The release moved to Thursday because the vendor needs one more week."))
-    env = {k: v for k, v in os.environ.items() if k not in ("CT2_USE_MKL", Env.MKL_ON_AMD)}
+    env = {k: v for k, v in os.environ.items() if k not in ("CT2_USE_MKL", Env.MKL_ON_AMD, mkl_hook.ONEDNN_CACHE_ENV)}
     hooked = _probe(audio, env)
     plain = _probe(audio, {**env, Env.MKL_ON_AMD: "off"})
     assert hooked["installed"] and hooked["calls"] > 0, hooked  # type: ignore[operator]
     assert hooked["kernels"] == "MKL (vendor hook, packed weights)"
     assert not plain["installed"] and plain["calls"] == 0 and "oneDNN" in str(plain["kernels"])
     assert hooked["text"] == plain["text"], "the same words through either library"
+    # Windows are cut to 0.1 s with MKL, which keeps nothing per shape; oneDNN keeps primitives per shape.
+    assert (hooked["bucket"], plain["bucket"]) == (10, 100)
+    # ... and oneDNN, which still runs the convolutions, is told to keep few of them.
+    assert (hooked["onednn_cache"], plain["onednn_cache"]) == ("8", None)
     print(f"beam-1 decode of the sentence: MKL {hooked['beam1_s'] * 1000:.0f} ms, "
           f"oneDNN {plain['beam1_s'] * 1000:.0f} ms")
