@@ -328,3 +328,25 @@ def test_the_rest_of_a_cut_sentence_still_ends_where_its_confirming_decode_heard
     text, ends = "time in the meantime we added a", (0.45, 0.7, 0.9, 1.3, 1.5, 1.7, 1.9)
     found = find_boundary(op, text, int(1.95 * SR), ends, PipelineOptions())
     assert found is not None and found[0] == int(0.51 * SR) and found[2] == "time"
+
+
+@pytest.mark.parametrize(("last", "stop_p", "time_end", "within_ms", "cut"),
+                         [("time.", 0.6, 2.55, 800, False), ("time.", 0.001, 2.55, 800, True),
+                          ("time", 1.0, 2.55, 800, True), ("time.", 0.6, 3.1, 800, True),
+                          ("time.", 0.6, 2.55, 0, True)],
+                         ids=["ends-a-word-later", "doubted-stop", "no-stop", "stop-too-far", "hold-off"])
+def test_the_rest_waits_for_its_own_end_when_the_reading_has_it_a_word_after_its_first_pause(
+        last: str, stop_p: float, time_end: float, within_ms: int, cut: bool) -> None:
+    # Through LiveKit "We asked them for a return exit. | And a plan to avoid it next | time. In the meantime":
+    # the rest was cut at its first long pause, under "next", though the partial read "next time." with the
+    # sentence's full stop one word later; "time" then waited for the next sentence's end (4.1 s late).
+    op = part([2.13], left="We asked them for a return exit.",
+              agreed=("And", "a", "plan", "to", "avoid", "it", "next"))
+    op.pause_lengths = {100.0 + 2.13: 180}
+    op.left_stop_p = 0.025
+    words = ["And", "a", "plan", "to", "avoid", "it", "next", last]
+    ends = (0.3, 0.45, 0.8, 0.95, 1.4, 1.55, 2.0, time_end)
+    found = find_boundary(op, " ".join(words), int(2.8 * SR), ends,
+                          PipelineOptions(commit_rest_end_within_ms=within_ms), word_probs=(0.9,) * 7 + (stop_p,))
+    assert (found is not None) == cut
+    assert found is None or (found[0], found[2]) == (int(2.13 * SR), "And a plan to avoid it next")

@@ -11,7 +11,7 @@ from collections import deque
 
 from livenexus_worker.core.audio import SAMPLE_RATE, SAMPLES_PER_MS
 from livenexus_worker.streaming.options import PipelineOptions
-from livenexus_worker.streaming.rests import ends_sentence, rest_of_sentence
+from livenexus_worker.streaming.rests import ends_sentence, ends_soon, rest_of_sentence
 from livenexus_worker.streaming.stream_state import OpenUtterance, PendingFinal
 
 log = logging.getLogger(__name__)
@@ -345,7 +345,8 @@ def _clause(op: OpenUtterance, words: list[str], heard: int, word_ends: tuple[fl
     A rest also ends at its first pause as long as an unmarked clause's under an agreed word, from
     ``commit_min_s``: through LiveKit "Taking to a long support told me" had no mark, and was cut once 3 s
     long at the later pause (inside the next sentence) or waited for the next sentence's end (5.4-5.6 s).
-    Not right after such a cut (``follows_first_cut``): each left another rest ("Support | told me").
+    Not right after such a cut (``follows_first_cut``): each left another rest ("Support | told me"). Nor where
+    the reading ends the sentence a word or two later (:func:`rests.ends_soon`: "next | time.").
 
     Where a confirming decode read on through the pause (``read_through``: final-grade, it heard the look-ahead
     and cut nothing), a later reading (a greedy partial, mostly) cuts only at a mark it read with words after it,
@@ -376,7 +377,8 @@ def _clause(op: OpenUtterance, words: list[str], heard: int, word_ends: tuple[fl
             continue
         long_pause = op.pause_lengths.get(wall, 0) >= o.commit_clause_unmarked_pause_ms
         read = not rest and c <= op.read_through - lookahead
-        free = not read and ((not early and (unmarked or (long and long_pause))) or (first and long_pause))
+        free = not read and ((not early and (unmarked or (long and long_pause)))
+                             or (first and long_pause and not ends_soon(words, word_ends, word_probs, c, o)))
         ending = [i for i in range(said) if _under_word(op, o, c, wall, word_ends[i])
                   and ((_marked(words, i, word_probs, o) and not (read and i + 1 >= len(words)))
                        or (free and i < stable))]

@@ -8,6 +8,7 @@ import logging
 import re
 from dataclasses import replace
 
+from livenexus_worker.core.audio import SAMPLE_RATE, SAMPLES_PER_MS
 from livenexus_worker.streaming.options import PipelineOptions
 from livenexus_worker.streaming.stream_state import LeftContext, OpenUtterance
 
@@ -54,3 +55,18 @@ def forced_left(op: OpenUtterance, o: PipelineOptions, long: bool = False) -> Le
         return left
     bare = _ENDS_SENTENCE.sub("", left.text).rstrip()
     return replace(left, text=bare) if bare else left
+
+
+def ends_soon(words: list[str], word_ends: tuple[float, ...], word_probs: tuple[float, ...], c: int,
+              o: PipelineOptions) -> bool:
+    """Does this reading end its sentence on a word ending after the pause noticed at offset ``c`` and at most
+    ``commit_rest_end_within_ms`` after it, with a closing mark the decoder gave ``commit_stop_min_prob`` or more
+    (or an unknown probability)? Then the rest of a cut sentence waits for that end (``PipelineOptions``)."""
+    if not o.commit_rest_end_within_ms:
+        return False
+    top = c + o.commit_rest_end_within_ms * SAMPLES_PER_MS
+    for i, (word, end) in enumerate(zip(words, word_ends, strict=False)):
+        doubted = i < len(word_probs) and word_probs[i] < o.commit_stop_min_prob
+        if c < end * SAMPLE_RATE <= top and ends_sentence(word) and not doubted:
+            return True
+    return False
