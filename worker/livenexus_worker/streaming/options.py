@@ -195,8 +195,8 @@ class PipelineOptions:
     """The rest of a cut sentence does not end at its first long pause under an unmarked word when the same
     reading ends the sentence (a closing mark the decoder does not doubt, ``commit_stop_min_prob``) on a word
     ending within this much after that pause (0: it always may): its end is a word or two away, and such a cut
-    left them to wait for the next sentence's end ("a plan to avoid it next | time.", 4.1 s late through either
-    code on one LiveKit recording, 1.9-4.7 s in three more runs)."""
+    left them to wait for the next sentence's end ("a plan to avoid it next | time.": 4.1 s late twice on one
+    LiveKit recording replayed, 1.31 s with this hold; among the two slowest sentences in five of six replays)."""
     commit_clause_unmarked_after_s: float = 6.0
     """From this length on, the clause rule also cuts after a word with no mark. From 3 s, 28 of 85 cuts of one
     meeting run came this way, about 20 of them at a gap inside a phrase ("drop the dark | theme", "scans
