@@ -10,10 +10,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable
 from typing import Final, TypeVar
+
+from livenexus_common.contract import Env
 
 T = TypeVar("T")
 
@@ -34,9 +37,19 @@ EXIT_INTERRUPTED: Final = 130
 LOG_FORMAT: Final = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
+LOG_LEVELS: Final = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING}
+
+
 def setup_logging(verbose: bool = False) -> None:
-    """Log lines on stderr (stdout stays for what a command prints as its result); DEBUG with ``-v``."""
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format=LOG_FORMAT, stream=sys.stderr)
+    """Log lines on stderr (stdout stays for what a command prints as its result); DEBUG with ``-v``, else
+    the level :data:`Env.LOG_LEVEL` names. An unknown name logs INFO and says so: a typo in a log level should
+    not stop a worker from transcribing."""
+    asked = os.environ.get(Env.LOG_LEVEL, "").strip().lower()
+    level = logging.DEBUG if verbose else LOG_LEVELS.get(asked or "info", logging.INFO)
+    logging.basicConfig(level=level, format=LOG_FORMAT, stream=sys.stderr)
+    if asked and asked not in LOG_LEVELS:
+        logging.getLogger("livenexus").warning("%s=%r is none of %s: logging at info", Env.LOG_LEVEL, asked[:40],
+                                               ", ".join(LOG_LEVELS))
 
 
 def fail(prog: str, message: object, code: int = EXIT_ERROR) -> int:

@@ -113,6 +113,9 @@ class Env:
     NOISY_BELOW_DB: Final = "LIVENEXUS_NOISY_BELOW_DB"
     """A stream whose speech stands less than this many dB above its background gets the long left context
     (0-40; default 18.5; 0: never): fewer misread words in a noisy room, more CPU per final there."""
+    LOG_LEVEL: Final = "LIVENEXUS_LOG_LEVEL"
+    """``debug``, ``info`` (default) or ``warning``: the level of a command started without ``-v``
+    (:func:`livenexus_common.cli.setup_logging`), for a pod to tell its story when asked (the chart's extraEnv)."""
     TRACE_STAGES: Final = "LIVENEXUS_TRACE_STAGES"
     """``1``: stamp each transcript's stages (monotonic clock) into its data message's ``trace`` and the log."""
 
@@ -133,7 +136,7 @@ RENDERED_ENV: Final = frozenset(
 WORKER_ENV: Final = RENDERED_ENV | AUTOSCALE_ENV | {Env.IDENTITY, Env.METRICS_HOST, Env.THREADS, Env.POD_NAME,
                                                     Env.MAX_STREAMS, Env.MAX_SPEAKERS, Env.SHUTDOWN_DEADLINE_S,
                                                     Env.FRAME_MS, Env.TRACE_STAGES, Env.LONG_CONTEXT_S,
-                                                    Env.NOISY_BELOW_DB, Env.MKL_ON_AMD}
+                                                    Env.NOISY_BELOW_DB, Env.MKL_ON_AMD, Env.LOG_LEVEL}
 """Everything the worker reads: the rendered names plus the knobs the operator leaves at their defaults."""
 
 

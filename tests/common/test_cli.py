@@ -20,6 +20,7 @@ from livenexus_common.cli import (
     sleep_or_stop,
     stop_on_signals,
 )
+from livenexus_common.contract import Env
 
 
 async def test_sleep_or_stop_returns_early_when_stopped() -> None:
@@ -88,6 +89,34 @@ def test_setup_logging_levels() -> None:
         root.handlers.clear()
         setup_logging()
         assert root.level == logging.INFO
+    finally:
+        root.handlers[:], _ = saved
+        root.setLevel(saved[1])
+
+
+@pytest.mark.parametrize(("value", "verbose", "level", "warned"), [
+    ("debug", False, logging.DEBUG, False),
+    (" WARNING ", False, logging.WARNING, False),
+    ("info", False, logging.INFO, False),
+    ("", False, logging.INFO, False),
+    ("warning", True, logging.DEBUG, False),  # -v asks for the story whatever the pod's env says
+    ("trace\nforged line", False, logging.INFO, True),
+])
+def test_setup_logging_takes_the_level_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], value: str, verbose: bool, level: int,
+    warned: bool,
+) -> None:
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    monkeypatch.setenv(Env.LOG_LEVEL, value)
+    try:
+        root.handlers.clear()
+        setup_logging(verbose=verbose)  # its handler writes to the captured stderr
+        assert root.level == level
+        err = capsys.readouterr().err
+        assert (Env.LOG_LEVEL in err) == warned, err
+        if warned:  # the bad value is quoted, not written out raw into the log
+            assert "'trace\\nforged line'" in err and err.count("\n") == 1
     finally:
         root.handlers[:], _ = saved
         root.setLevel(saved[1])

@@ -44,6 +44,19 @@ class Installed:
                          check=False).stdout]
         return "\n".join(out)
 
+    def worker_logs(self, selector: str) -> str:
+        """The log of every pod ``selector`` matches (the previous container's too), for a test's artifacts."""
+        t = self.target
+        pods = t.get("pods", "-n", self.namespace, "-l", selector)["items"]
+        out = []
+        for pod in pods:
+            name = pod["metadata"]["name"]
+            for previous in ("--previous=true", "--previous=false"):
+                log = t.kubectl("logs", "-n", self.namespace, name, previous, "--timestamps", check=False).stdout
+                if log:
+                    out.append(f"==== {name} {previous}\n{log}")
+        return "\n".join(out)
+
 
 def _image_values(prefix: str, ref: str) -> list[str]:
     repo, _, tag = ref.rpartition(":")
@@ -112,6 +125,8 @@ def install(t: Target) -> Iterator[Installed]:
             # Two cores hold the operator, the console and two workers (one restarting) at these requests.
             "--set-json", 'worker.resources={"requests":{"cpu":"300m","memory":"512Mi"},'
                           '"limits":{"cpu":"2","memory":"2Gi"}}',
+            # Debug logs: a failed test's worker log (Installed.worker_logs) tells each cut's story.
+            "--set-json", 'worker.extraEnv=[{"name":"LIVENEXUS_LOG_LEVEL","value":"debug"}]',
             "--set", "console.enabled=true",
             "--set", f"console.livekit.url={lk.url}",
             "--set", f"console.livekit.credentialsSecretRef.name={SECRET}",
