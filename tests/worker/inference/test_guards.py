@@ -153,3 +153,19 @@ def test_a_restart_that_says_only_words_already_said_is_cut() -> None:
         assert cut_loose_restart(speech) == speech
     # Without a mark before it, the first two words again are a new clause, not a restart.
     assert cut_loose_restart("we can if we can") == "we can if we can"
+
+
+def test_a_loop_that_respells_what_it_repeats_is_cut() -> None:
+    # A final of the rest of a clause cut, read from Opus-garbled browser audio (the console e2e test): the
+    # decoder went round its window twice and spelt a word differently the second time.
+    garbled = "Sommar Thalesy Todd. Somar Thalesy Todd. Som"
+    assert check(garbled, 0.2, -0.5, 1.4, OPTS) == ("Sommar Thalesy Todd.", "ok")
+    # Round more than once, word for word: the tail repeats the first words over and over.
+    assert check("We ship on Monday. We ship on Monday. We ship", 0.1, -0.3, 4.0, OPTS)[0] == "We ship on Monday."
+
+
+def test_words_that_only_look_alike_are_not_a_loop() -> None:
+    # Short words, words that differ in more than a letter, and a restart with no word spelt alike stay apart:
+    # "form"/"from" and "ship"/"shop" are 75 % alike; "Stellar cal" respells its only full word.
+    for text in ("The form came from them. The from", "We ship it. We shop it", "Stella called. Stellar cal"):
+        assert check(text, 0.1, -0.3, 4.0, OPTS)[0] == text
