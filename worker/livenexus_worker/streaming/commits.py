@@ -11,7 +11,7 @@ from collections import deque
 
 from livenexus_worker.core.audio import SAMPLE_RATE, SAMPLES_PER_MS
 from livenexus_worker.streaming.options import PipelineOptions
-from livenexus_worker.streaming.rests import ends_sentence, ends_soon, rest_of_sentence
+from livenexus_worker.streaming.rests import doubted, ends_sentence, ends_soon, rest_of_sentence
 from livenexus_worker.streaming.stream_state import OpenUtterance, PendingFinal
 
 log = logging.getLogger(__name__)
@@ -262,7 +262,7 @@ def _aligned(op: OpenUtterance, text: str, word_ends: tuple[float, ...], o: Pipe
         n = len(head.split())
         if n > len(word_ends):
             continue
-        if _doubted(word_probs, n - 1, o):
+        if doubted(word_probs, n - 1, o):
             continue
         spoken = word_ends[n - 1] * SAMPLE_RATE
         following = word_ends[n] if n < len(word_ends) else None
@@ -276,17 +276,11 @@ def _aligned(op: OpenUtterance, text: str, word_ends: tuple[float, ...], o: Pipe
     return None
 
 
-def _doubted(word_probs: tuple[float, ...], i: int, o: PipelineOptions) -> bool:
-    """The decoder gave word ``i``'s last token (its closing mark) under ``commit_stop_min_prob``; False when
-    that probability is unknown."""
-    return i < len(word_probs) and word_probs[i] < o.commit_stop_min_prob
-
-
 def _marked(words: list[str], i: int, word_probs: tuple[float, ...], o: PipelineOptions) -> bool:
     """Does word ``i`` end with a mark that ends a clause? A sentence's closing mark must not be
-    :func:`_doubted`, as in :func:`_aligned`."""
+    :func:`rests.doubted`, as in :func:`_aligned`."""
     word = words[i]
-    return word[-1] in _MARKS and not (ends_sentence(word) and _doubted(word_probs, i, o))
+    return word[-1] in _MARKS and not (ends_sentence(word) and doubted(word_probs, i, o))
 
 
 def _under_word(op: OpenUtterance, o: PipelineOptions, c: int, wall: float, word_end_s: float,

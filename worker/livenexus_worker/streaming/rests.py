@@ -57,6 +57,12 @@ def forced_left(op: OpenUtterance, o: PipelineOptions, long: bool = False) -> Le
     return replace(left, text=bare) if bare else left
 
 
+def doubted(word_probs: tuple[float, ...], i: int, o: PipelineOptions) -> bool:
+    """The decoder gave word ``i``'s last token (its closing mark) under ``commit_stop_min_prob``; False when
+    that probability is unknown."""
+    return i < len(word_probs) and word_probs[i] < o.commit_stop_min_prob
+
+
 def ends_soon(words: list[str], word_ends: tuple[float, ...], word_probs: tuple[float, ...], c: int,
               o: PipelineOptions) -> bool:
     """Does this reading end its sentence on a word ending after the pause noticed at offset ``c`` and at most
@@ -66,7 +72,6 @@ def ends_soon(words: list[str], word_ends: tuple[float, ...], word_probs: tuple[
         return False
     top = c + o.commit_rest_end_within_ms * SAMPLES_PER_MS
     for i, (word, end) in enumerate(zip(words, word_ends, strict=False)):
-        doubted = i < len(word_probs) and word_probs[i] < o.commit_stop_min_prob
-        if c < end * SAMPLE_RATE <= top and ends_sentence(word) and not doubted:
+        if c < end * SAMPLE_RATE <= top and ends_sentence(word) and not doubted(word_probs, i, o):
             return True
     return False
