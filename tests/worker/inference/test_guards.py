@@ -169,3 +169,12 @@ def test_words_that_only_look_alike_are_not_a_loop() -> None:
     # "form"/"from" and "ship"/"shop" are 75 % alike; "Stellar cal" respells its only full word.
     for text in ("The form came from them. The from", "We ship it. We shop it", "Stella called. Stellar cal"):
         assert check(text, 0.1, -0.3, 4.0, OPTS)[0] == text
+
+
+def test_a_loud_part_passes_a_moderate_no_speech_rating_only() -> None:
+    # A partial's first 0.8 s of "Please remove the ..." through livekit-server: no-speech 0.67, log-prob -0.85.
+    assert check("Please", 0.67, -0.85, 0.81, OPTS) == (None, "no-speech")
+    assert check("Please", 0.67, -0.85, 0.81, OPTS, loud=True) == ("Please", "ok")
+    # Loud is no licence for what the decoder itself doubts, or rates no-speech beyond the hard bound.
+    assert check("Please renew", 0.46, -1.06, 1.08, OPTS, loud=True) == (None, "low-logprob")
+    assert check("Thank you.", 0.9, -0.5, 1.0, OPTS, loud=True) == (None, "no-speech")

@@ -123,3 +123,17 @@ def test_a_gap_of_digital_silence_leaves_the_average_where_it_was() -> None:
     _talk(det, 5, 600, 100)
     after = det.snr_db()
     assert before is not None and after is not None and abs(after - before) < 1.5, "the same room as before it"
+
+
+def test_a_word_is_said_only_as_loud_as_the_speaker_once_the_level_is_settled() -> None:
+    det = PauseDetector()
+    word = _noise(300, 3000, 1)
+    _feed(det, _noise(1000, 3000, 2), voiced=True)
+    assert not det.settled and not det.says_a_word(word, 100), "no judgement before the level is settled"
+    _feed(det, _noise(2000, 600, 3), voiced=False)  # the room
+    _feed(det, _noise(1500, 3000, 4), voiced=True)
+    assert det.settled
+    assert det.says_a_word(word, 100)
+    assert not det.says_a_word(_noise(1000, 600, 5), 100), "the room's own noise is no word"
+    assert not det.says_a_word(_noise(1000, 1200, 6), 100), "nor a sound 8 dB under the speaker"
+    assert not det.says_a_word(word[: 50 * 16], 100), "nor 50 ms of a word when 100 are asked"

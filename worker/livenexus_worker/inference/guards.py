@@ -197,8 +197,11 @@ def check(
     duration_s: float,
     options: GuardOptions,
     evidence_words: int = 0,
+    loud: bool = False,
 ) -> tuple[str | None, str]:
-    """Return (cleaned text or None to drop, reason). ``evidence_words``: words partials agreed on."""
+    """Return (cleaned text or None to drop, reason). ``evidence_words``: words partials agreed on. ``loud``:
+    the audio holds a word as loud as the speaker's, so a moderate no-speech probability does not drop it
+    (above ``no_speech_hard``, or below ``logprob_threshold``, it still goes)."""
     text = cut_char_loop(text.strip())
     if not has_words(text):
         return None, "no-words"
@@ -206,7 +209,8 @@ def check(
     sure = avg_logprob >= options.logprob_confident and len(text.split()) >= options.no_speech_hard_words
     if no_speech_prob > options.no_speech_hard and not heard and not sure:
         return None, "no-speech"
-    if no_speech_prob > options.no_speech_threshold and avg_logprob < options.logprob_confident and not heard:
+    if (no_speech_prob > options.no_speech_threshold and avg_logprob < options.logprob_confident and not heard
+            and not loud):
         return None, "no-speech"
     if avg_logprob < options.logprob_threshold and not heard:
         return None, "low-logprob"

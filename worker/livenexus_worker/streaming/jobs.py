@@ -288,7 +288,8 @@ class StreamJobs:
         self._ctx.on_inference("partial", hyp, audio.shape[0] / SAMPLE_RATE)
         cost = hyp.encode_s + hyp.decode_s  # how long it held its lane
         text, why = check(said, hyp.no_speech_prob, hyp.avg_logprob, audio.shape[0] / SAMPLE_RATE, self.o.guards,
-                          evidence_words=self.o.guards.evidence_words if heard or (cut and dropped) else 0)
+                          evidence_words=self.o.guards.evidence_words if heard or (cut and dropped) else 0,
+                          loud=self.o.partial_loud_shown and self._pauses.says_a_word(audio, self.o.left_noise_loud_ms))
         if text is None:
             log.debug("stream %s: partial of %.2f s %r dropped: %s (no-speech %.2f, log-prob %.2f)", self.stream_id,
                       audio.shape[0] / SAMPLE_RATE, said[:40], why, hyp.no_speech_prob, hyp.avg_logprob)

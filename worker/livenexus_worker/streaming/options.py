@@ -91,6 +91,13 @@ class PipelineOptions:
     livekit-server it heard 0.81 s. Asked for at 0.72 s instead, 9-10 of 12 first partials of espeak sentences
     were dropped by the guards (5 of 12 at 0.81 s), and the first words came later: p50 886-978 ms in three
     runs, against 672-695 ms in four of seven at 0.81 s (878-1192 ms in the other three; session 34)."""
+    partial_loud_shown: bool = True
+    """A partial whose audio holds ``left_noise_loud_ms`` as loud as the speaker's words (once their level is
+    settled, :meth:`PauseDetector.says_a_word`) is not dropped for a moderate no-speech probability
+    (``GuardOptions.no_speech_threshold``; the hard bound and the log-prob rule still hold): Whisper rates a
+    short window that starts abruptly as no-speech ("Please" at 0.67, log-prob -0.85), and the first words
+    waited for the next partial or two (separated sentences through livekit-server, first words 1.1-1.6 s on
+    two of twelve). Noise alone is never that loud, and no speech level is known before the speaker talks."""
     commit_in_speech: bool = True
     """Finals while the speaker goes on: a short pause inside an utterance is a candidate cut; when the next
     partial, which hears ``commit_lookahead_ms`` of what follows, ends a sentence there, the audio before the

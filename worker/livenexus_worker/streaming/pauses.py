@@ -124,6 +124,11 @@ class PauseDetector:
         """``snr_after_ms`` of speech have set the speech level: other sound can be judged against it."""
         return self.speech_ms >= self.o.snr_after_ms and self.speech_level > 0
 
+    def says_a_word(self, audio: np.ndarray, min_ms: int) -> bool:
+        """Once :attr:`settled`: ``audio`` holds at least ``min_ms`` as loud as the speaker's words
+        (:func:`loud_ms`). Read from the decode thread: two floats, each read whole."""
+        return self.settled and loud_ms(audio, self.speech_level, self.floor_level, self.o) >= min_ms
+
     def _average_snr(self, ms: int) -> None:
         if not self.settled or self.floor_level <= 0:
             return  # not known yet, or digital silence in the window: a clean source, or a track's gap
