@@ -350,3 +350,28 @@ def test_the_rest_waits_for_its_own_end_when_the_reading_has_it_a_word_after_its
                           PipelineOptions(commit_rest_end_within_ms=within_ms), word_probs=(0.9,) * 7 + (stop_p,))
     assert (found is not None) == cut
     assert found is None or (found[0], found[2]) == (int(2.13 * SR), "And a plan to avoid it next")
+
+
+@pytest.mark.parametrize(("before", "stop_p", "cut"),
+                         [("time.", 0.9, False), ("time.", 0.001, True), ("time", 0.9, True), (None, 0.9, True)],
+                         ids=["the-reading-before-ended-it", "doubted-stop-before", "no-stop-before",
+                              "no-reading-before"])
+def test_the_rest_waits_for_an_end_the_reading_before_had_when_the_newest_runs_on(before: str | None, stop_p: float,
+                                                                                  cut: bool) -> None:
+    # Meeting benchmark, file path: a partial read "and a plan to avoid it next time." (the stop a word after the
+    # pause under "next"), the next one ran on, "... it next time in the", and cut the rest under "next": "time"
+    # waited for the next sentence's end (4.43 s late; 4.14 s through LiveKit in the same run).
+    op = part([2.13], left="We asked them for a return exit.", agreed=("And", "a", "plan", "to", "avoid", "it"))
+    op.pause_lengths = {100.0 + 2.13: 180}
+    op.left_stop_p = 0.025
+    head = ["And", "a", "plan", "to", "avoid", "it", "next"]
+    ends = (0.3, 0.45, 0.8, 0.95, 1.4, 1.55, 2.0, 2.55)
+    o = PipelineOptions()
+    if before is not None:  # it heard the pause's look-ahead, but "next" was not agreed yet: no cut either way
+        assert find_boundary(op, " ".join([*head, before]), int(2.6 * SR), ends, o,
+                             word_probs=(0.9,) * 7 + (stop_p,)) is None
+    op.agreement.committed.append("next")
+    found = find_boundary(op, " ".join([*head, "time", "in", "the"]), int(2.8 * SR), (*ends, 2.7, 2.78), o,
+                          word_probs=(0.9,) * 10)
+    assert (found is not None) == cut
+    assert found is None or (found[0], found[2]) == (int(2.13 * SR), "And a plan to avoid it next")

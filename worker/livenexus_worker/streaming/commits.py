@@ -11,7 +11,7 @@ from collections import deque
 
 from livenexus_worker.core.audio import SAMPLE_RATE, SAMPLES_PER_MS
 from livenexus_worker.streaming.options import PipelineOptions
-from livenexus_worker.streaming.rests import doubted, ends_sentence, ends_soon, rest_of_sentence
+from livenexus_worker.streaming.rests import doubted, ends_sentence, ends_soon, note_reading, rest_of_sentence
 from livenexus_worker.streaming.stream_state import OpenUtterance, PendingFinal
 
 log = logging.getLogger(__name__)
@@ -230,9 +230,9 @@ def draft_sees_boundary(op: OpenUtterance, text: str, heard: int, word_ends: tup
     """Does a draft partial end a sentence at a pause the rung's own model was not asked about yet? Only asks:
     the pauses and their votes are left as they were, for that model to decide on. Caller holds the stream's
     lock."""
-    saved = (deque(op.pauses, maxlen=op.pauses.maxlen), op.vote_cut, op.pause_votes)
+    saved = (deque(op.pauses, maxlen=op.pauses.maxlen), op.vote_cut, op.pause_votes, op.stops_read)
     found = find_boundary(op, text, heard, word_ends, o, stream_id, probs)
-    op.pauses, op.vote_cut, op.pause_votes = saved
+    op.pauses, op.vote_cut, op.pause_votes, op.stops_read = saved
     if found is None or found[0] == op.draft_asked:
         return False
     op.draft_asked = found[0]
@@ -340,7 +340,8 @@ def _clause(op: OpenUtterance, words: list[str], heard: int, word_ends: tuple[fl
     ``commit_min_s``: through LiveKit "Taking to a long support told me" had no mark, and was cut once 3 s
     long at the later pause (inside the next sentence) or waited for the next sentence's end (5.4-5.6 s).
     Not right after such a cut (``follows_first_cut``): each left another rest ("Support | told me"). Nor where
-    the reading ends the sentence a word or two later (:func:`rests.ends_soon`: "next | time.").
+    the reading, or the one before it, ends the sentence a word or two later (:func:`rests.ends_soon`: "next |
+    time.").
 
     Where a confirming decode read on through the pause (``read_through``: final-grade, it heard the look-ahead
     and cut nothing), a later reading (a greedy partial, mostly) cuts only at a mark it read with words after it,
@@ -356,6 +357,7 @@ def _clause(op: OpenUtterance, words: list[str], heard: int, word_ends: tuple[fl
     first = rest and not op.follows_first_cut and heard >= o.commit_min_s * SAMPLE_RATE
     unmarked = long and heard >= o.commit_clause_unmarked_after_s * SAMPLE_RATE
     lookahead = o.commit_lookahead_ms * SAMPLES_PER_MS
+    ends = note_reading(op, words, word_ends, word_probs, o)
     said = min(len(word_ends), len(words))
     stable = min(len(op.agreement.committed), said)
     found: tuple[int, float, int] | None = None
@@ -372,7 +374,7 @@ def _clause(op: OpenUtterance, words: list[str], heard: int, word_ends: tuple[fl
         long_pause = op.pause_lengths.get(wall, 0) >= o.commit_clause_unmarked_pause_ms
         read = not rest and c <= op.read_through - lookahead
         free = not read and ((not early and (unmarked or (long and long_pause)))
-                             or (first and long_pause and not ends_soon(words, word_ends, word_probs, c, o)))
+                             or (first and long_pause and not ends_soon(ends, c, o)))
         ending = [i for i in range(said) if _under_word(op, o, c, wall, word_ends[i])
                   and ((_marked(words, i, word_probs, o) and not (read and i + 1 >= len(words)))
                        or (free and i < stable))]

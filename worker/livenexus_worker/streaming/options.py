@@ -203,7 +203,10 @@ class PipelineOptions:
     reading ends the sentence (a closing mark the decoder does not doubt, ``commit_stop_min_prob``) on a word
     ending within this much after that pause (0: it always may): its end is a word or two away, and such a cut
     left them to wait for the next sentence's end ("a plan to avoid it next | time.": 4.1 s late twice on one
-    LiveKit recording replayed, 1.31 s with this hold; among the two slowest sentences in five of six replays)."""
+    LiveKit recording replayed, 1.31 s with this hold; among the two slowest sentences in five of six replays).
+    The reading before counts too (:attr:`OpenUtterance.stops_read`): one partial read "next time.", the next
+    ran on ("next time in the") and cut under "next" (4.43 s late on the file path, 4.14 s through LiveKit,
+    session 53)."""
     commit_clause_unmarked_after_s: float = 6.0
     """From this length on, the clause rule also cuts after a word with no mark. From 3 s, 28 of 85 cuts of one
     meeting run came this way, about 20 of them at a gap inside a phrase ("drop the dark | theme", "scans

@@ -63,15 +63,29 @@ def doubted(word_probs: tuple[float, ...], i: int, o: PipelineOptions) -> bool:
     return i < len(word_probs) and word_probs[i] < o.commit_stop_min_prob
 
 
-def ends_soon(words: list[str], word_ends: tuple[float, ...], word_probs: tuple[float, ...], c: int,
-              o: PipelineOptions) -> bool:
-    """Does this reading end its sentence on a word ending after the pause noticed at offset ``c`` and at most
-    ``commit_rest_end_within_ms`` after it, with a closing mark the decoder gave ``commit_stop_min_prob`` or more
-    (or an unknown probability)? Then the rest of a cut sentence waits for that end (``PipelineOptions``)."""
+def stops(words: list[str], word_ends: tuple[float, ...], word_probs: tuple[float, ...],
+          o: PipelineOptions) -> tuple[int, ...]:
+    """Where a reading ends sentences (offsets of the words' ends) with a closing mark the decoder gave
+    ``commit_stop_min_prob`` or more (or an unknown probability)."""
+    return tuple(int(end * SAMPLE_RATE) for i, (word, end) in enumerate(zip(words, word_ends, strict=False))
+                 if ends_sentence(word) and not doubted(word_probs, i, o))
+
+
+def note_reading(op: OpenUtterance, words: list[str], word_ends: tuple[float, ...], word_probs: tuple[float, ...],
+                 o: PipelineOptions) -> tuple[int, ...]:
+    """The sentence ends of this reading and the previous one (:attr:`OpenUtterance.stops_read`), which this
+    reading's become. Lock held."""
+    now = stops(words, word_ends, word_probs, o)
+    both, op.stops_read = (*op.stops_read, *now), now
+    return both
+
+
+def ends_soon(ends: tuple[int, ...], c: int, o: PipelineOptions) -> bool:
+    """Does a reading end its sentence (``ends``: :func:`note_reading`) after the pause noticed at offset ``c``
+    and at most ``commit_rest_end_within_ms`` after it? Then the rest of a cut sentence waits for that end
+    (``PipelineOptions``). The previous reading counts too: a partial that read "next time." and the next one
+    that ran on ("next time in the") hear the same end a word after the pause."""
     if not o.commit_rest_end_within_ms:
         return False
     top = c + o.commit_rest_end_within_ms * SAMPLES_PER_MS
-    for i, (word, end) in enumerate(zip(words, word_ends, strict=False)):
-        if c < end * SAMPLE_RATE <= top and ends_sentence(word) and not doubted(word_probs, i, o):
-            return True
-    return False
+    return any(c < end <= top for end in ends)

@@ -92,6 +92,10 @@ class OpenUtterance:
     """The pause the last confirming partials chose (0: none)."""
     pause_votes: int = 0
     """Consecutive partials that ended a sentence at ``vote_cut``."""
+    stops_read: tuple[int, ...] = ()
+    """Where the previous reading with word times ended a sentence with a closing mark the decoder did not
+    doubt: offsets in the part of those words' ends (:func:`rests.ends_soon` counts them with the newest
+    reading's: "next time." read once, then "next time in the", held no cut under "next")."""
     first_cut: bool = False
     """The latest boundary found in it (:func:`commits.find_boundary`) ends a rest at its first clause end."""
     commit_pending: bool = False
